@@ -1,0 +1,534 @@
+//! Map keys, values and codes shared by the meshclass TC program and user space.
+//!
+//! Every type here is `#[repr(C)]`, built from fixed-width integers and byte arrays, with every
+//! padding byte spelled out as a named field, so that the kernel and user space agree on the
+//! bytes. Sizes are asserted at compile time. Ports are kept in network byte order (as they
+//! appear on the wire) so the kernel never swaps them; addresses are 16 bytes, IPv4 in the first
+//! four with the rest zero.
+#![no_std]
+
+/// Verdict codes: what happens to a packet.
+pub mod verdict {
+    /// No verdict (a stage that did not decide).
+    pub const NONE: u8 = 0;
+    /// The packet continues on its way.
+    pub const PASS: u8 = 1;
+    /// The packet is dropped silently.
+    pub const DROP: u8 = 2;
+    /// The client is told at once: TCP RST or ICMP port unreachable.
+    pub const REJECT: u8 = 3;
+    /// The connection is delivered to the node's transparent proxy.
+    pub const REDIRECT: u8 = 4;
+    /// Number of verdict codes, for counters.
+    pub const COUNT: usize = 5;
+
+    /// The lower-case name of a verdict code.
+    pub const fn name(v: u8) -> &'static str {
+        match v {
+            PASS => "pass",
+            DROP => "drop",
+            REJECT => "reject",
+            REDIRECT => "redirect",
+            _ => "none",
+        }
+    }
+}
+
+/// Stage codes: which step of the order of evaluation decided.
+pub mod stage {
+    /// No stage decided yet.
+    pub const NONE: u8 = 0;
+    /// A packet of a connection already classified.
+    pub const FLOW: u8 = 1;
+    /// Exact destination IP and port.
+    pub const EXACT: u8 = 2;
+    /// Most specific CIDR for the destination port.
+    pub const CIDR: u8 = 3;
+    /// TLS ClientHello server name.
+    pub const SNI: u8 = 4;
+    /// HTTP/1.x Host header or HTTP/2 `:authority`.
+    pub const HOST: u8 = 5;
+    /// A port captured as a whole.
+    pub const PORT: u8 = 6;
+    /// The outbound policy (nothing in the registry matched).
+    pub const POLICY: u8 = 7;
+    /// Waiting for the client's first payload (TCP handshake packets of a name-carrying port).
+    pub const PENDING: u8 = 8;
+    /// Not IP, or a packet the program does not classify (malformed, non-first fragment).
+    pub const OTHER: u8 = 9;
+    /// Number of stage codes, for counters.
+    pub const COUNT: usize = 10;
+
+    /// The lower-case name of a stage code.
+    pub const fn name(s: u8) -> &'static str {
+        match s {
+            FLOW => "flow",
+            EXACT => "exact",
+            CIDR => "cidr",
+            SNI => "sni",
+            HOST => "host",
+            PORT => "port",
+            POLICY => "policy",
+            PENDING => "pending",
+            OTHER => "other",
+            _ => "none",
+        }
+    }
+}
+
+/// Address families as stored in keys.
+pub mod family {
+    pub const V4: u8 = 4;
+    pub const V6: u8 = 6;
+}
+
+/// IP protocol numbers as stored in keys.
+pub mod proto {
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+}
+
+/// Outbound policy for destinations that the registry does not know.
+pub mod policy {
+    /// Istio's default: unknown destinations pass.
+    pub const ALLOW_ANY: u8 = 0;
+    /// Unknown destinations are blocked.
+    pub const REGISTRY_ONLY: u8 = 1;
+}
+
+/// Which name protocols a port carries, as bit flags in [`PortValue::name_kinds`].
+pub mod name_kind {
+    /// TLS ClientHello SNI.
+    pub const TLS: u8 = 1;
+    /// HTTP/1.x Host header.
+    pub const HTTP: u8 = 2;
+    /// HTTP/2 with prior knowledge: the `:authority` of the first HEADERS frame.
+    pub const H2: u8 = 4;
+}
+
+/// Kinds of name entries, in [`NameKey::kind`].
+pub mod name_match {
+    /// The whole name, lower-cased.
+    pub const EXACT: u8 = 0;
+    /// A `*.` wildcard, stored as its suffix with the leading dot (`.example.com`).
+    pub const SUFFIX: u8 = 1;
+    /// The HPACK Huffman coding of a whole name (HTTP/2 `:authority`).
+    pub const HUFFMAN: u8 = 2;
+}
+
+/// Bits in [`Config::flags`].
+pub mod config_flags {
+    /// Emit a decision event for every new connection, not only blocked ones.
+    pub const EVENTS_ALL: u32 = 1;
+    /// Treat a ClientHello with Encrypted Client Hello as inspectable by its outer SNI.
+    pub const ECH_OUTER_SNI: u32 = 2;
+}
+
+/// Indexes into the per-CPU `COUNTERS` array.
+pub mod counter {
+    use super::{stage, verdict};
+
+    /// Packets by verdict: `BY_VERDICT + verdict`.
+    pub const BY_VERDICT: u32 = 0;
+    /// Packets by deciding stage: `BY_STAGE + stage`.
+    pub const BY_STAGE: u32 = 8;
+    /// Every packet the program saw.
+    pub const PACKETS: u32 = 24;
+    /// ClientHellos that carried Encrypted Client Hello (0xfe0d).
+    pub const ECH_SEEN: u32 = 25;
+    /// Packets with headers too short or malformed to classify.
+    pub const MALFORMED: u32 = 26;
+    /// IP fragments after the first one.
+    pub const FRAGMENTS: u32 = 27;
+    /// New connections decided (first decision of a flow).
+    pub const NEW_FLOWS: u32 = 28;
+    /// Decision events dropped because the ring buffer was full.
+    pub const EVENTS_LOST: u32 = 29;
+    /// ClientHellos followed across more than one TCP segment.
+    pub const SPLIT_HELLOS: u32 = 30;
+    /// Redirects that found no proxy socket (the packet was dropped).
+    pub const REDIRECT_NO_SOCKET: u32 = 31;
+    /// Name hits on entries whose verdict is REDIRECT, applied as PASS (too late to redirect).
+    pub const LATE_REDIRECT: u32 = 32;
+    /// Size of the array.
+    pub const COUNT: u32 = 40;
+
+    const _: () = assert!(BY_VERDICT as usize + verdict::COUNT <= BY_STAGE as usize);
+    const _: () = assert!(BY_STAGE as usize + stage::COUNT <= PACKETS as usize);
+}
+
+/// Names of the maps in the object file, as user space looks them up.
+pub mod maps {
+    pub const ACTIVE: &str = "ACTIVE";
+    pub const CONFIG: &str = "CONFIG";
+    pub const EXACT: &str = "EXACT";
+    pub const CIDR: &str = "CIDR";
+    pub const PORTS: &str = "PORTS";
+    pub const NAMES: &str = "NAMES";
+    pub const FLOWS: &str = "FLOWS";
+    pub const COUNTERS: &str = "COUNTERS";
+    pub const ENTRY_HITS: &str = "ENTRY_HITS";
+    pub const EVENTS: &str = "EVENTS";
+    pub const SCRATCH: &str = "SCRATCH";
+    pub const PENDING: &str = "PENDING";
+    pub const LAYOUT: &str = "LAYOUT";
+}
+
+/// Default capacities; user space may set others at load time.
+pub mod capacity {
+    /// Exact (IP, port, protocol) entries per generation.
+    pub const EXACT: u32 = 1 << 20;
+    /// CIDR entries per generation.
+    pub const CIDR: u32 = 1 << 16;
+    /// Port entries per generation.
+    pub const PORTS: u32 = 1 << 14;
+    /// Name entries per generation.
+    pub const NAMES: u32 = 1 << 18;
+    /// Tracked connections.
+    pub const FLOWS: u32 = 1 << 18;
+    /// Connections whose first payload is still being parsed.
+    pub const PENDING: u32 = 1 << 14;
+    /// Entry ids (per-entry hit counters).
+    pub const ENTRY_IDS: u32 = 1 << 21;
+    /// Decision event ring buffer, in bytes.
+    pub const EVENTS_BYTES: u32 = 1 << 20;
+}
+
+/// The longest DNS name matched (RFC 1035: 255 octets on the wire, 253 as text).
+pub const MAX_NAME_LEN: usize = 256;
+
+/// Layout version of every map type in this file. A pinned map set with another version is
+/// never adopted by a program built with this one.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// What an entry decides when it matches.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct EntryValue {
+    /// The service the entry belongs to (index into the daemon's service table).
+    pub service_id: u32,
+    /// The entry's own id, for per-entry hit counters (index into `ENTRY_HITS`).
+    pub entry_id: u32,
+    /// A [`verdict`] code.
+    pub verdict: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<EntryValue>() == 12);
+
+/// Key of the exact map: (generation, family, protocol, port, address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ExactKey {
+    /// Generation the entry belongs to (0 or 1).
+    pub generation: u8,
+    /// A [`family`] code.
+    pub family: u8,
+    /// A [`proto`] number.
+    pub proto: u8,
+    pub _pad: u8,
+    /// Destination port, network byte order.
+    pub port: u16,
+    pub _pad2: u16,
+    /// Destination address; IPv4 in the first four bytes, the rest zero.
+    pub addr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<ExactKey>() == 24);
+
+/// The fixed part of a CIDR key before the address; matched in full.
+pub const CIDR_FIXED_BITS: u32 = 64;
+
+/// Data of the CIDR LPM trie key. The prefix length is `CIDR_FIXED_BITS + cidr length`, so
+/// generation, family, protocol and port always match exactly and the address by prefix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CidrData {
+    pub generation: u8,
+    pub family: u8,
+    pub proto: u8,
+    pub _pad: u8,
+    /// Destination port, network byte order.
+    pub port: u16,
+    pub _pad2: u16,
+    /// Network address (host bits zero).
+    pub addr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<CidrData>() == 24);
+
+/// Key of the ports map: (generation, protocol, port).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PortKey {
+    pub generation: u8,
+    pub proto: u8,
+    /// Destination port, network byte order.
+    pub port: u16,
+}
+const _: () = assert!(core::mem::size_of::<PortKey>() == 4);
+
+/// What the registry says about a destination port as a whole.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PortValue {
+    /// The whole-port capture, if `has_capture` is 1.
+    pub capture: EntryValue,
+    /// 1 when every destination on this port belongs to `capture`'s service.
+    pub has_capture: u8,
+    /// [`name_kind`] bits: which names to look for in the first payload on this port.
+    pub name_kinds: u8,
+    pub _pad: [u8; 2],
+    /// Bit `n` set when a `*.` wildcard of `n` labels (after the `*`) is registered on this
+    /// port; bounds how many suffixes the kernel looks up.
+    pub suffix_labels: u64,
+}
+const _: () = assert!(core::mem::size_of::<PortValue>() == 24);
+
+/// Key of the names map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NameKey {
+    /// FNV-1a (64-bit) of the lower-cased name, hashed from its last byte to its first, so
+    /// that every suffix's hash is a step of the whole name's; see [`name_hash_step`].
+    pub hash: u64,
+    pub generation: u8,
+    /// A [`name_match`] code.
+    pub kind: u8,
+    /// Destination port, network byte order.
+    pub port: u16,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<NameKey>() == 16);
+
+/// A name entry: its verdict and the full name, so that a hash collision never matches.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NameValue {
+    pub entry: EntryValue,
+    /// Length of `name` in bytes.
+    pub len: u16,
+    pub _pad: [u8; 2],
+    /// The lower-cased name (suffix with its leading dot for wildcards), zero-padded.
+    pub name: [u8; MAX_NAME_LEN],
+}
+const _: () = assert!(core::mem::size_of::<NameValue>() == 16 + MAX_NAME_LEN);
+
+impl Default for NameValue {
+    fn default() -> Self {
+        Self {
+            entry: EntryValue::default(),
+            len: 0,
+            _pad: [0; 2],
+            name: [0; MAX_NAME_LEN],
+        }
+    }
+}
+
+/// FNV-1a 64-bit offset basis.
+pub const NAME_HASH_INIT: u64 = 0xcbf2_9ce4_8422_2325;
+const NAME_HASH_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// One step of the name hash: folds in one (already lower-cased) byte. Names are hashed from
+/// the last byte to the first.
+#[inline(always)]
+pub const fn name_hash_step(h: u64, b: u8) -> u64 {
+    (h ^ b as u64).wrapping_mul(NAME_HASH_PRIME)
+}
+
+/// The name hash of a whole (already lower-cased) name.
+pub const fn name_hash(name: &[u8]) -> u64 {
+    let mut h = NAME_HASH_INIT;
+    let mut i = name.len();
+    while i > 0 {
+        i -= 1;
+        h = name_hash_step(h, name[i]);
+    }
+    h
+}
+
+/// Settings of one generation of the registry; `CONFIG[generation]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Config {
+    /// A [`policy`] code.
+    pub outbound_policy: u8,
+    /// The verdict for blocked traffic: [`verdict::DROP`] or [`verdict::REJECT`].
+    pub blocked_verdict: u8,
+    /// The proxy's listening port, network byte order.
+    pub proxy_port: u16,
+    /// Mark put on redirected packets (the fwmark rule routes them to the local table).
+    pub proxy_mark: u32,
+    /// [`config_flags`] bits.
+    pub flags: u32,
+    /// The proxy's IPv4 listening address (network order bytes); 0.0.0.0 for any.
+    pub proxy_addr4: [u8; 4],
+    /// The proxy's IPv6 listening address; `::` for any.
+    pub proxy_addr6: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<Config>() == 32);
+
+/// The generation in force: `ACTIVE[0]`. One 4-byte write flips a whole registry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Active {
+    pub generation: u32,
+}
+const _: () = assert!(core::mem::size_of::<Active>() == 4);
+
+/// Key of the flow table: the connection as the client sent it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub family: u8,
+    pub proto: u8,
+    pub _pad: u16,
+    /// Source port, network byte order.
+    pub sport: u16,
+    /// Destination port, network byte order.
+    pub dport: u16,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+
+/// Flow states, in [`FlowValue::state`].
+pub mod flow_state {
+    /// The verdict is final; every packet gets it.
+    pub const DECIDED: u8 = 1;
+    /// Waiting for (or in the middle of) the client's first payload.
+    pub const PENDING: u8 = 2;
+}
+
+/// A tracked connection.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowValue {
+    /// A [`flow_state`] code.
+    pub state: u8,
+    /// The [`verdict`] given to the connection.
+    pub verdict: u8,
+    /// The [`stage`] that decided it.
+    pub stage: u8,
+    /// The generation the decision was made in.
+    pub generation: u8,
+    pub service_id: u32,
+    pub entry_id: u32,
+    pub _pad: u32,
+    /// Time of the decision (bpf_ktime_get_ns).
+    pub decided_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<FlowValue>() == 24);
+
+/// Parse state of a connection whose first payload spans several TCP segments.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PendingValue {
+    /// TCP sequence number of the next byte expected from the client.
+    pub next_seq: u32,
+    /// Bytes of the payload consumed so far.
+    pub consumed: u32,
+    /// Parser state code (the program's own).
+    pub parse_state: u32,
+    /// Bytes still to skip before the next field of interest.
+    pub skip: u32,
+    /// Bytes of the name collected so far.
+    pub name_len: u16,
+    /// Bytes of the name still to collect.
+    pub name_left: u16,
+    /// Remaining length of the enclosing structure (extensions block), for bounds.
+    pub remaining: u32,
+    /// Name bytes collected so far (lower-cased).
+    pub name: [u8; MAX_NAME_LEN],
+}
+const _: () = assert!(core::mem::size_of::<PendingValue>() == 24 + MAX_NAME_LEN);
+
+impl Default for PendingValue {
+    fn default() -> Self {
+        Self {
+            next_seq: 0,
+            consumed: 0,
+            parse_state: 0,
+            skip: 0,
+            name_len: 0,
+            name_left: 0,
+            remaining: 0,
+            name: [0; MAX_NAME_LEN],
+        }
+    }
+}
+
+/// A decision event, as written to the `EVENTS` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Event {
+    pub ts_ns: u64,
+    pub flow: FlowKey,
+    pub service_id: u32,
+    pub entry_id: u32,
+    pub verdict: u8,
+    pub stage: u8,
+    pub name_len: u16,
+    pub _pad: u32,
+    pub name: [u8; MAX_NAME_LEN],
+}
+const _: () = assert!(core::mem::size_of::<Event>() == 8 + 40 + 16 + MAX_NAME_LEN);
+
+/// The layout stamp: `LAYOUT[0]`, written at load, checked before pinned maps are adopted.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Layout {
+    pub version: u32,
+    pub _pad: u32,
+}
+
+/// Service id meaning "no service" (the outbound policy decided).
+pub const NO_SERVICE: u32 = u32::MAX;
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+
+    macro_rules! pod {
+        ($($t:ty),*) => { $(
+            // SAFETY: repr(C), fixed-width integer and byte-array fields, no implicit padding
+            // (sizes asserted above), every bit pattern valid.
+            unsafe impl aya::Pod for $t {}
+        )* };
+    }
+    pod!(
+        EntryValue,
+        ExactKey,
+        CidrData,
+        PortKey,
+        PortValue,
+        NameKey,
+        NameValue,
+        Config,
+        Active,
+        FlowKey,
+        FlowValue,
+        PendingValue,
+        Event,
+        Layout
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suffix_hash_is_a_step_of_the_whole_name() {
+        let name = b"api.example.com";
+        let suffix = b".example.com";
+        let mut h = NAME_HASH_INIT;
+        let mut at_suffix = None;
+        for i in (0..name.len()).rev() {
+            h = name_hash_step(h, name[i]);
+            if i == name.len() - suffix.len() {
+                at_suffix = Some(h);
+            }
+        }
+        assert_eq!(h, name_hash(name));
+        assert_eq!(at_suffix, Some(name_hash(suffix)));
+        assert_ne!(name_hash(b"a.com"), name_hash(b"b.com"));
+    }
+}

@@ -1,0 +1,3 @@
+//! meshclass: compiles an Istio service registry into BPF maps and runs the TC classifier.
+
+pub mod plan;
