@@ -213,7 +213,7 @@ pub struct EntryValue {
     pub verdict: u8,
     pub _pad: [u8; 3],
 }
-const _: () = assert!(core::mem::size_of::<EntryValue>() == 12);
+const _: () = assert!(size_of::<EntryValue>() == 12);
 
 /// Key of the exact map: (generation, family, protocol, port, address).
 #[repr(C)]
@@ -232,7 +232,7 @@ pub struct ExactKey {
     /// Destination address; IPv4 in the first four bytes, the rest zero.
     pub addr: [u8; 16],
 }
-const _: () = assert!(core::mem::size_of::<ExactKey>() == 24);
+const _: () = assert!(size_of::<ExactKey>() == 24);
 
 /// The fixed part of a CIDR key before the address; matched in full.
 pub const CIDR_FIXED_BITS: u32 = 64;
@@ -252,7 +252,7 @@ pub struct CidrData {
     /// Network address (host bits zero).
     pub addr: [u8; 16],
 }
-const _: () = assert!(core::mem::size_of::<CidrData>() == 24);
+const _: () = assert!(size_of::<CidrData>() == 24);
 
 /// Key of the ports map: (generation, protocol, port).
 #[repr(C)]
@@ -263,7 +263,7 @@ pub struct PortKey {
     /// Destination port, network byte order.
     pub port: u16,
 }
-const _: () = assert!(core::mem::size_of::<PortKey>() == 4);
+const _: () = assert!(size_of::<PortKey>() == 4);
 
 /// What the registry says about a destination port as a whole.
 #[repr(C)]
@@ -280,7 +280,7 @@ pub struct PortValue {
     /// port; bounds how many suffixes the kernel looks up.
     pub suffix_labels: u64,
 }
-const _: () = assert!(core::mem::size_of::<PortValue>() == 24);
+const _: () = assert!(size_of::<PortValue>() == 24);
 
 /// Key of the names map.
 #[repr(C)]
@@ -296,7 +296,7 @@ pub struct NameKey {
     pub port: u16,
     pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<NameKey>() == 16);
+const _: () = assert!(size_of::<NameKey>() == 16);
 
 /// A name entry: its verdict and the full name, so that a hash collision never matches.
 #[repr(C)]
@@ -309,7 +309,7 @@ pub struct NameValue {
     /// The lower-cased name (suffix with its leading dot for wildcards), zero-padded.
     pub name: [u8; MAX_NAME_LEN],
 }
-const _: () = assert!(core::mem::size_of::<NameValue>() == 16 + MAX_NAME_LEN);
+const _: () = assert!(size_of::<NameValue>() == 16 + MAX_NAME_LEN);
 
 impl Default for NameValue {
     fn default() -> Self {
@@ -363,7 +363,7 @@ pub struct Config {
     /// The proxy's IPv6 listening address; `::` for any.
     pub proxy_addr6: [u8; 16],
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 32);
+const _: () = assert!(size_of::<Config>() == 32);
 
 /// The generation in force: `ACTIVE[0]`. One 4-byte write flips a whole registry.
 #[repr(C)]
@@ -371,7 +371,7 @@ const _: () = assert!(core::mem::size_of::<Config>() == 32);
 pub struct Active {
     pub generation: u32,
 }
-const _: () = assert!(core::mem::size_of::<Active>() == 4);
+const _: () = assert!(size_of::<Active>() == 4);
 
 /// Key of the flow table: the connection as the client sent it.
 #[repr(C)]
@@ -387,7 +387,7 @@ pub struct FlowKey {
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
 }
-const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+const _: () = assert!(size_of::<FlowKey>() == 40);
 
 /// Flow states, in [`FlowValue::state`].
 pub mod flow_state {
@@ -415,7 +415,7 @@ pub struct FlowValue {
     /// Time of the decision (bpf_ktime_get_ns).
     pub decided_ns: u64,
 }
-const _: () = assert!(core::mem::size_of::<FlowValue>() == 24);
+const _: () = assert!(size_of::<FlowValue>() == 24);
 
 /// Parse state of a connection whose first payload spans several TCP segments.
 #[repr(C)]
@@ -438,7 +438,7 @@ pub struct PendingValue {
     /// Name bytes collected so far (lower-cased).
     pub name: [u8; MAX_NAME_LEN],
 }
-const _: () = assert!(core::mem::size_of::<PendingValue>() == 24 + MAX_NAME_LEN);
+const _: () = assert!(size_of::<PendingValue>() == 24 + MAX_NAME_LEN);
 
 impl Default for PendingValue {
     fn default() -> Self {
@@ -469,7 +469,7 @@ pub struct Event {
     pub _pad: u32,
     pub name: [u8; MAX_NAME_LEN],
 }
-const _: () = assert!(core::mem::size_of::<Event>() == 8 + 40 + 16 + MAX_NAME_LEN);
+const _: () = assert!(size_of::<Event>() == 8 + 40 + 16 + MAX_NAME_LEN);
 
 /// The layout stamp: `LAYOUT[0]`, written at load, checked before pinned maps are adopted.
 #[repr(C)]
