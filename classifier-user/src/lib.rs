@@ -3,3 +3,7 @@
 pub mod commands;
 pub mod plan;
 pub mod settings;
+
+/// The TC classifier object (classifier-ebpf), built for the BPF target by build.rs.
+pub static CLASSIFIER_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/classifier"));
