@@ -1,6 +1,8 @@
 //! meshclass: compiles an Istio service registry into BPF maps and runs the TC classifier.
 
+pub mod attach;
 pub mod commands;
+pub mod netlink;
 pub mod plan;
 pub mod settings;
 
