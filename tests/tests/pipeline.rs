@@ -24,6 +24,23 @@ fn packets_counted(ebpf: &Ebpf) -> u64 {
         .sum()
 }
 
+fn static_neighbours(a: &NetNs, a_if: &str, a_ip: &str, b: &NetNs, b_if: &str, b_ip: &str) {
+    let mac_of = |ns: &NetNs, ifname: &str| {
+        let ifname = ifname.to_string();
+        ns.block_on(|nl| async move { Ok(nl.link_mac(&ifname).await?) })
+            .unwrap()
+    };
+    let (a_mac, b_mac) = (mac_of(a, a_if), mac_of(b, b_if));
+    for (ns, ifname, peer_ip, peer_mac) in [(a, a_if, b_ip, b_mac), (b, b_if, a_ip, a_mac)] {
+        let ifname = ifname.to_string();
+        ns.block_on(|nl| async move {
+            nl.add_neighbour(&ifname, ip(peer_ip), &peer_mac).await?;
+            Ok(())
+        })
+        .unwrap();
+    }
+}
+
 fn counts_exactly_the_packets_sent(mode: AttachMode, want: Attached) {
     require_privileges();
     let client = NetNs::new("pipe-client").unwrap();
@@ -36,18 +53,9 @@ fn counts_exactly_the_packets_sent(mode: AttachMode, want: Attached) {
     )
     .unwrap();
 
-    // A permanent neighbour entry: no ARP crosses the link while we count.
-    let node_if = n_end.ifname.clone();
-    let mac = node
-        .block_on(|nl| async move { Ok(nl.link_mac(&node_if).await?) })
-        .unwrap();
-    let client_if = c_end.ifname.clone();
-    client
-        .block_on(|nl| async move {
-            nl.add_neighbour(&client_if, ip("10.201.0.2"), &mac).await?;
-            Ok(())
-        })
-        .unwrap();
+    // Permanent neighbour entries both ways: no ARP crosses the link while we count (the
+    // node answers each datagram with an ICMP port unreachable, which needs the client's MAC).
+    static_neighbours(&client, &c_end.ifname, "10.201.0.1", &node, &n_end.ifname, "10.201.0.2");
 
     let node_if = n_end.ifname.clone();
     let ebpf = node.run(move || {
