@@ -3,6 +3,8 @@
 pub mod attach;
 pub mod commands;
 pub mod netlink;
+pub mod model;
+pub mod packet;
 pub mod plan;
 pub mod settings;
 
