@@ -14,6 +14,8 @@ use std::{
     thread,
 };
 
+pub mod baseline;
+
 use anyhow::{bail, Context as _, Result};
 use meshclass::netlink::Netlink;
 

@@ -55,7 +55,14 @@ fn counts_exactly_the_packets_sent(mode: AttachMode, want: Attached) {
 
     // Permanent neighbour entries both ways: no ARP crosses the link while we count (the
     // node answers each datagram with an ICMP port unreachable, which needs the client's MAC).
-    static_neighbours(&client, &c_end.ifname, "10.201.0.1", &node, &n_end.ifname, "10.201.0.2");
+    static_neighbours(
+        &client,
+        &c_end.ifname,
+        "10.201.0.1",
+        &node,
+        &n_end.ifname,
+        "10.201.0.2",
+    );
 
     let node_if = n_end.ifname.clone();
     let ebpf = node.run(move || {
@@ -98,4 +105,16 @@ fn tcx_attach_counts_exactly_the_packets_sent() {
 #[test]
 fn clsact_fallback_counts_exactly_the_packets_sent() {
     counts_exactly_the_packets_sent(AttachMode::Clsact, Attached::Clsact);
+}
+
+#[test]
+fn baseline_empty_program_loads_and_runs() {
+    require_privileges();
+    let empty = tests::baseline::EmptyProgram::load().expect("load the empty program");
+    let packet = [0u8; 64];
+    let ns = empty.test_run(&packet, 1000).expect("test run");
+    assert!(
+        ns < 1_000_000,
+        "an empty program runs in well under a millisecond ({ns} ns)"
+    );
 }

@@ -1,0 +1,117 @@
+//! The baseline for per-packet costs: an empty TC program (`r0 = TC_ACT_UNSPEC; exit`) loaded
+//! straight through the bpf(2) system call, and run with BPF_PROG_TEST_RUN like the classifier.
+
+use std::{
+    io,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+};
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+
+/// An empty TC program.
+pub struct EmptyProgram {
+    fd: OwnedFd,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    _rest: [u64; 8],
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
+    batch_size: u32,
+    _pad: u32,
+}
+
+impl EmptyProgram {
+    /// Loads the program.
+    pub fn load() -> io::Result<Self> {
+        // mov64 r0, -1 (TC_ACT_UNSPEC); exit
+        let insns: [u64; 2] = [
+            u64::from_le_bytes([0xb7, 0x00, 0, 0, 0xff, 0xff, 0xff, 0xff]),
+            u64::from_le_bytes([0x95, 0, 0, 0, 0, 0, 0, 0]),
+        ];
+        let license = b"GPL\0";
+        let mut attr = ProgLoadAttr {
+            prog_type: BPF_PROG_TYPE_SCHED_CLS,
+            insn_cnt: 2,
+            insns: insns.as_ptr() as u64,
+            license: license.as_ptr() as u64,
+            ..Default::default()
+        };
+        attr.prog_name[..5].copy_from_slice(b"empty");
+        // SAFETY: attr is a valid bpf_attr prefix for BPF_PROG_LOAD and outlives the call.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_LOAD,
+                &mut attr as *mut ProgLoadAttr,
+                size_of::<ProgLoadAttr>(),
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel returned a new file descriptor that we now own.
+        Ok(Self {
+            fd: unsafe { OwnedFd::from_raw_fd(fd as i32) },
+        })
+    }
+
+    /// Runs the program `repeat` times on `packet`; returns the kernel's mean ns per run.
+    pub fn test_run(&self, packet: &[u8], repeat: u32) -> io::Result<u32> {
+        let mut attr = TestRunAttr {
+            prog_fd: self.fd.as_raw_fd() as u32,
+            data_size_in: packet.len() as u32,
+            data_in: packet.as_ptr() as u64,
+            repeat,
+            ..Default::default()
+        };
+        // SAFETY: attr is a valid bpf_attr prefix for BPF_PROG_TEST_RUN; buffers outlive it.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_TEST_RUN,
+                &mut attr as *mut TestRunAttr,
+                size_of::<TestRunAttr>(),
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        assert_eq!(
+            attr.retval as i32, -1,
+            "the empty program returns TC_ACT_UNSPEC"
+        );
+        Ok(attr.duration)
+    }
+}
