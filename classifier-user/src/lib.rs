@@ -6,6 +6,7 @@ pub mod netlink;
 pub mod model;
 pub mod packet;
 pub mod plan;
+pub mod registry;
 pub mod settings;
 
 /// The TC classifier object (classifier-ebpf), built for the BPF target by build.rs.

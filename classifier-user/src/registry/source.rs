@@ -1,0 +1,386 @@
+//! Reading registry files: paths, documents, `kind: List`, and dispatch by kind.
+
+use std::{
+    io::Read,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use super::{
+    de::from_node,
+    diag::{Diagnostic, Problem, Severity},
+    model::{Meta, Origin, Registry},
+    path::FieldPath,
+    raw::{RawMeta, RawPod, RawService, RawServiceEntrySpec, RawWorkloadEntrySpec},
+    validate::{self, Ctx},
+    yaml::{parse_documents, Limits, Mark, Node, Value, YamlError},
+};
+
+/// A registry read from files, with everything found wrong or worth a warning.
+#[derive(Clone, Debug, Default)]
+pub struct Loaded {
+    pub registry: Registry,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Loaded {
+    /// True when any diagnostic is an error.
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+}
+
+/// A path that could not be read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("-: standard input named more than once")]
+    StdinTwice,
+}
+
+const ISTIO_GROUP_VERSIONS: [&str; 3] = [
+    "networking.istio.io/v1",
+    "networking.istio.io/v1beta1",
+    "networking.istio.io/v1alpha3",
+];
+
+/// Reads every path (files, directories searched for `*.yaml`/`*.yml`, `-` for stdin).
+pub fn load_paths(paths: &[PathBuf], limits: &Limits) -> Result<Loaded, ReadError> {
+    let mut loaded = Loaded::default();
+    let mut files = Vec::new();
+    let mut stdin_seen = false;
+    for p in paths {
+        if p.as_os_str() == "-" {
+            if stdin_seen {
+                return Err(ReadError::StdinTwice);
+            }
+            stdin_seen = true;
+            files.push(None);
+            continue;
+        }
+        let meta = std::fs::metadata(p).map_err(|source| ReadError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        if meta.is_dir() {
+            let mut found = Vec::new();
+            walk(p, &mut found)?;
+            found.sort();
+            files.extend(found.into_iter().map(Some));
+        } else {
+            files.push(Some(p.clone()));
+        }
+    }
+    for f in files {
+        match f {
+            None => {
+                let mut bytes = Vec::new();
+                std::io::stdin()
+                    .take(limits.max_file_bytes.saturating_add(1))
+                    .read_to_end(&mut bytes)
+                    .map_err(|source| ReadError::Io {
+                        path: PathBuf::from("-"),
+                        source,
+                    })?;
+                load_bytes(&mut loaded, "-", &bytes, limits);
+            }
+            Some(path) => {
+                let name = path.display().to_string();
+                let size = std::fs::metadata(&path)
+                    .map_err(|source| ReadError::Io {
+                        path: path.clone(),
+                        source,
+                    })?
+                    .len();
+                if size > limits.max_file_bytes {
+                    loaded.diagnostics.push(file_error(
+                        &Arc::from(name.as_str()),
+                        None,
+                        YamlError::FileTooLarge {
+                            size,
+                            limit: limits.max_file_bytes,
+                        },
+                    ));
+                    continue;
+                }
+                let bytes = std::fs::read(&path).map_err(|source| ReadError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                load_bytes(&mut loaded, &name, &bytes, limits);
+            }
+        }
+    }
+    Ok(loaded)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ReadError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| ReadError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for entry in entries {
+        let entry = entry.map_err(|source| ReadError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = entry.path();
+        let kind = entry.file_type().map_err(|source| ReadError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        if kind.is_dir() {
+            walk(&path, out)?;
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn file_error(file: &Arc<str>, mark: Option<Mark>, e: YamlError) -> Diagnostic {
+    Diagnostic {
+        severity: Severity::Error,
+        file: file.clone(),
+        mark,
+        resource: None,
+        path: FieldPath::default(),
+        problem: Problem::Yaml(e),
+    }
+}
+
+/// Reads the documents of one file's bytes into `loaded`.
+pub fn load_bytes(loaded: &mut Loaded, name: &str, bytes: &[u8], limits: &Limits) {
+    let file: Arc<str> = Arc::from(name);
+    if bytes.len() as u64 > limits.max_file_bytes {
+        loaded.diagnostics.push(file_error(
+            &file,
+            None,
+            YamlError::FileTooLarge {
+                size: bytes.len() as u64,
+                limit: limits.max_file_bytes,
+            },
+        ));
+        return;
+    }
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(_) => {
+            loaded
+                .diagnostics
+                .push(file_error(&file, None, YamlError::NotUtf8));
+            return;
+        }
+    };
+    load_str(loaded, &file, text, limits);
+}
+
+/// Reads the documents of one file's text into `loaded`.
+pub fn load_str(loaded: &mut Loaded, file: &Arc<str>, text: &str, limits: &Limits) {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    parse_documents(text, limits, 0, |doc| match doc {
+        Err((mark, e)) => loaded.diagnostics.push(file_error(file, Some(mark), e)),
+        Ok(node) => document(loaded, file, &node),
+    });
+}
+
+fn document(loaded: &mut Loaded, file: &Arc<str>, node: &Node) {
+    match &node.value {
+        Value::Null => {}
+        Value::Map(_) => {
+            let kind = node.get("kind").and_then(Node::as_str).unwrap_or("");
+            if kind == "List" || (kind.ends_with("List") && node.get("items").is_some()) {
+                if let Some(Node {
+                    value: Value::Seq(items),
+                    ..
+                }) = node.get("items")
+                {
+                    for item in items {
+                        resource(loaded, file, item, kind_default(kind));
+                    }
+                }
+            } else {
+                resource(loaded, file, node, None);
+            }
+        }
+        _ => loaded.diagnostics.push(Diagnostic {
+            severity: Severity::Error,
+            file: file.clone(),
+            mark: Some(node.mark),
+            resource: None,
+            path: FieldPath::default(),
+            problem: Problem::NotAMapping,
+        }),
+    }
+}
+
+/// The item kind of a typed list such as `ServiceEntryList`.
+fn kind_default(list_kind: &str) -> Option<&str> {
+    list_kind.strip_suffix("List").filter(|k| !k.is_empty())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    ServiceEntry,
+    WorkloadEntry,
+    Pod,
+    Service,
+}
+
+fn resource(loaded: &mut Loaded, file: &Arc<str>, node: &Node, default_kind: Option<&str>) {
+    if !matches!(node.value, Value::Map(_)) {
+        loaded.diagnostics.push(Diagnostic {
+            severity: Severity::Error,
+            file: file.clone(),
+            mark: Some(node.mark),
+            resource: None,
+            path: FieldPath::default(),
+            problem: Problem::NotAMapping,
+        });
+        return;
+    }
+    let kind_text = node
+        .get("kind")
+        .and_then(Node::as_str)
+        .or(default_kind)
+        .unwrap_or("");
+    let api_version = node.get("apiVersion").and_then(Node::as_str).unwrap_or("");
+    let kind = match (kind_text, api_version) {
+        ("ServiceEntry", v) if ISTIO_GROUP_VERSIONS.contains(&v) => Kind::ServiceEntry,
+        ("WorkloadEntry", v) if ISTIO_GROUP_VERSIONS.contains(&v) => Kind::WorkloadEntry,
+        ("Pod", "v1") => Kind::Pod,
+        ("Service", "v1") => Kind::Service,
+        _ => {
+            loaded.diagnostics.push(Diagnostic {
+                severity: Severity::Note,
+                file: file.clone(),
+                mark: Some(node.mark),
+                resource: None,
+                path: FieldPath::default(),
+                problem: Problem::SkippedKind {
+                    kind: kind_text.to_owned(),
+                    api_version: api_version.to_owned(),
+                },
+            });
+            return;
+        }
+    };
+
+    let raw_meta: RawMeta = match node.get("metadata") {
+        None => RawMeta::default(),
+        Some(m) => match from_node(m) {
+            Ok(m) => m,
+            Err(e) => {
+                loaded
+                    .diagnostics
+                    .push(shape(file, format!("{kind_text}"), "metadata", e));
+                return;
+            }
+        },
+    };
+    let namespace = raw_meta
+        .namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "default".to_owned());
+    let name = raw_meta.name.clone().unwrap_or_default();
+    let resource_name = format!("{kind_text} {namespace}/{name}");
+    let mut ctx = Ctx::new(file, node, resource_name.clone());
+    if name.is_empty() {
+        ctx.error(FieldPath::root("metadata").key("name"), Problem::Required);
+    }
+    let meta = Meta {
+        namespace,
+        name,
+        labels: raw_meta.labels.clone().unwrap_or_default(),
+        creation_timestamp: raw_meta.creation_timestamp.clone(),
+        origin: Origin {
+            file: file.clone(),
+            mark: node.mark,
+        },
+    };
+
+    match kind {
+        Kind::ServiceEntry | Kind::WorkloadEntry => {
+            validate::check_meta_annotations(&mut ctx, &raw_meta);
+            let spec = match node.get("spec") {
+                None
+                | Some(Node {
+                    value: Value::Null, ..
+                }) => {
+                    ctx.error(FieldPath::root("spec"), Problem::Required);
+                    None
+                }
+                Some(s) => Some(s),
+            };
+            if let Some(spec) = spec {
+                if kind == Kind::ServiceEntry {
+                    match from_node::<RawServiceEntrySpec>(spec) {
+                        Ok(raw) => {
+                            let has_errors = ctx.has_errors();
+                            if let Some(se) = validate::service_entry(&mut ctx, meta, &raw) {
+                                if !has_errors {
+                                    loaded.registry.service_entries.push(se);
+                                }
+                            }
+                        }
+                        Err(e) => ctx.out.push(shape(file, resource_name, "spec", e)),
+                    }
+                } else {
+                    match from_node::<RawWorkloadEntrySpec>(spec) {
+                        Ok(raw) => {
+                            let has_errors = ctx.has_errors();
+                            if let Some(we) = validate::workload_entry(&mut ctx, meta, &raw) {
+                                if !has_errors {
+                                    loaded.registry.workload_entries.push(we);
+                                }
+                            }
+                        }
+                        Err(e) => ctx.out.push(shape(file, resource_name, "spec", e)),
+                    }
+                }
+            }
+        }
+        Kind::Pod => match from_node::<RawPod>(node) {
+            Ok(raw) => {
+                if let Some(p) = validate::pod(&mut ctx, meta, &raw) {
+                    loaded.registry.pods.push(p);
+                }
+            }
+            Err(e) => ctx.out.push(shape(file, resource_name, "", e)),
+        },
+        Kind::Service => match from_node::<RawService>(node) {
+            Ok(raw) => {
+                if let Some(s) = validate::kube_service(&mut ctx, meta, &raw) {
+                    loaded.registry.services.push(s);
+                }
+            }
+            Err(e) => ctx.out.push(shape(file, resource_name, "", e)),
+        },
+    }
+    loaded.diagnostics.append(&mut ctx.out);
+}
+
+fn shape(file: &Arc<str>, resource: String, prefix: &str, e: super::de::ShapeError) -> Diagnostic {
+    let path = if prefix.is_empty() {
+        e.path.clone()
+    } else {
+        e.path.clone().under(&FieldPath::root(prefix))
+    };
+    Diagnostic {
+        severity: Severity::Error,
+        file: file.clone(),
+        mark: e.mark,
+        resource: Some(resource),
+        path,
+        problem: Problem::Shape(e),
+    }
+}
