@@ -1,1 +1,602 @@
-//! The reference model of docs/decision.md.
+//! The reference model of docs/decision.md, computed over a [`Plan`] and raw packet bytes.
+//!
+//! It shares no parsing or lookup code with the TC program: it parses frames itself
+//! ([`parse`]), extracts names itself ([`names`]) and looks entries up in plain Rust
+//! collections built from the plan. The differential test holds the two to each other, and
+//! `meshclass explain` prints its answer beside the kernel's.
+
+pub mod names;
+pub mod parse;
+
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use classifier_common::{family, name_kind, proto, stage, verdict, NO_SERVICE};
+
+use crate::{
+    packet::hpack,
+    plan::{Match, Plan},
+    settings::{Blocked, OutboundPolicy, Settings},
+};
+use names::Hello;
+use parse::{Key, Parsed, ACK, L4, SYN};
+
+/// The model's answer for one packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelDecision {
+    /// A `classifier_common::verdict` code.
+    pub verdict: u8,
+    /// A `classifier_common::stage` code.
+    pub stage: u8,
+    /// The deciding entry's service, or `NO_SERVICE`.
+    pub service_id: u32,
+    /// The deciding entry's match, if an entry decided.
+    pub matched: Option<Match>,
+    /// Why, in a few words.
+    pub explain: String,
+}
+
+/// An entry of the plan as the tables hold it.
+#[derive(Clone, Debug)]
+struct Hit {
+    index: usize,
+    service_id: u32,
+    verdict: u8,
+}
+
+/// What the plan says about one (protocol, port).
+#[derive(Clone, Debug, Default)]
+struct PortInfo {
+    capture: Option<Hit>,
+    kinds: u8,
+}
+
+/// Name table kinds (as `classifier_common::name_match`).
+const EXACT: u8 = 0;
+const SUFFIX: u8 = 1;
+const HUFFMAN: u8 = 2;
+
+/// Longest wildcard (in labels) that can be matched: `PortValue::suffix_labels` has 64 bits.
+const MAX_SUFFIX_LABELS: usize = 63;
+
+/// The plan compiled into lookup tables.
+#[derive(Clone, Debug, Default)]
+struct Tables {
+    exact: HashMap<(u8, u8, u16, [u8; 16]), Hit>,
+    /// (family, proto, port) → (prefix length, network, hit), longest first, plan order within.
+    cidr: HashMap<(u8, u8, u16), Vec<(u8, [u8; 16], Hit)>>,
+    ports: HashMap<(u8, u16), PortInfo>,
+    names: HashMap<(u16, u8, Vec<u8>), Hit>,
+}
+
+fn addr16(a: IpAddr) -> (u8, [u8; 16]) {
+    let mut out = [0u8; 16];
+    match a {
+        IpAddr::V4(v4) => {
+            out[..4].copy_from_slice(&v4.octets());
+            (family::V4, out)
+        }
+        IpAddr::V6(v6) => (family::V6, v6.octets()),
+    }
+}
+
+fn masked(mut a: [u8; 16], len: u8) -> [u8; 16] {
+    for (i, b) in a.iter_mut().enumerate() {
+        let keep = (usize::from(len)).saturating_sub(i * 8).min(8);
+        *b &= if keep == 0 { 0 } else { 0xffu8 << (8 - keep) };
+    }
+    a
+}
+
+impl Tables {
+    fn build(plan: &Plan) -> Self {
+        let mut t = Tables::default();
+        for (index, e) in plan.entries.iter().enumerate() {
+            let hit = Hit {
+                index,
+                service_id: e.service_id,
+                verdict: e.verdict.code(),
+            };
+            match &e.matcher {
+                Match::Ip {
+                    addr,
+                    port,
+                    protocol,
+                } => {
+                    let (fam, a) = addr16(*addr);
+                    t.exact
+                        .entry((fam, protocol.number(), *port, a))
+                        .or_insert(hit);
+                }
+                Match::Cidr {
+                    cidr,
+                    port,
+                    protocol,
+                } => {
+                    let (fam, a) = addr16(cidr.addr);
+                    let max = if fam == family::V4 { 32 } else { 128 };
+                    let len = cidr.len.min(max);
+                    let net = masked(a, len);
+                    let list = t.cidr.entry((fam, protocol.number(), *port)).or_default();
+                    if !list.iter().any(|(l, n, _)| *l == len && *n == net) {
+                        list.push((len, net, hit));
+                        list.sort_by(|a, b| b.0.cmp(&a.0));
+                    }
+                }
+                Match::Port { port, protocol } => {
+                    let p = t.ports.entry((protocol.number(), *port)).or_default();
+                    if p.capture.is_none() {
+                        p.capture = Some(hit);
+                    }
+                }
+                Match::Sni { name, port } | Match::Host { name, port } => {
+                    let bits = if matches!(e.matcher, Match::Sni { .. }) {
+                        name_kind::TLS
+                    } else {
+                        name_kind::HTTP | name_kind::H2
+                    };
+                    t.ports.entry((proto::TCP, *port)).or_default().kinds |= bits;
+                    let lower = name.to_ascii_lowercase().into_bytes();
+                    if let Some(suffix) = lower.strip_prefix(b"*") {
+                        let labels = suffix.iter().filter(|&&c| c == b'.').count();
+                        if suffix.first() == Some(&b'.')
+                            && labels <= MAX_SUFFIX_LABELS
+                            && suffix.len() < names::NAME_LIMIT
+                        {
+                            t.names
+                                .entry((*port, SUFFIX, suffix.to_vec()))
+                                .or_insert(hit);
+                        }
+                    } else if !lower.is_empty() && lower.len() < names::NAME_LIMIT {
+                        let huff = hpack::huffman_encode(&lower);
+                        if huff.len() < names::NAME_LIMIT {
+                            t.names.entry((*port, HUFFMAN, huff)).or_insert(hit.clone());
+                        }
+                        t.names.entry((*port, EXACT, lower)).or_insert(hit);
+                    }
+                }
+            }
+        }
+        t
+    }
+
+    fn cidr(&self, k: &Key) -> Option<&Hit> {
+        let list = self.cidr.get(&(k.family, k.proto, k.dport))?;
+        list.iter()
+            .find(|(len, net, _)| masked(k.daddr, *len) == *net)
+            .map(|(_, _, h)| h)
+    }
+
+    /// Exact name, then `*.` suffixes longest first.
+    fn name(&self, port: u16, name: &[u8]) -> Option<&Hit> {
+        if let Some(h) = self.names.get(&(port, EXACT, name.to_vec())) {
+            return Some(h);
+        }
+        (1..name.len())
+            .filter(|&i| name[i] == b'.')
+            .find_map(|i| self.names.get(&(port, SUFFIX, name[i..].to_vec())))
+    }
+}
+
+/// The client stream of a connection whose ClientHello spans segments.
+#[derive(Clone, Debug)]
+struct Stream {
+    next_seq: u32,
+    bytes: Vec<u8>,
+}
+
+#[derive(Clone, Debug)]
+enum Flow {
+    Decided {
+        verdict: u8,
+        stage: u8,
+        service_id: u32,
+        matched: Option<Match>,
+    },
+    Pending(Option<Stream>),
+}
+
+/// The reference classifier: tables from the plan, settings, and flow state.
+#[derive(Clone, Debug)]
+pub struct Model {
+    plan: Plan,
+    tables: Tables,
+    settings: Settings,
+    flows: HashMap<Key, Flow>,
+}
+
+/// What step 6 concluded.
+enum NameOutcome {
+    /// A name entry decided (stage SNI or HOST).
+    Hit(u8, Hit, Vec<u8>),
+    /// Wait for more of the ClientHello.
+    Wait(Stream),
+    /// Nothing decided: step 7, with a note why.
+    Fallthrough(String),
+}
+
+impl Model {
+    /// A model of the dataplane holding `plan` under `settings`, with no flows.
+    pub fn new(plan: &Plan, settings: &Settings) -> Self {
+        Self {
+            plan: plan.clone(),
+            tables: Tables::build(plan),
+            settings: *settings,
+            flows: HashMap::new(),
+        }
+    }
+
+    /// Switches to a new generation of the registry; flows are kept.
+    pub fn update(&mut self, plan: &Plan, settings: &Settings) {
+        self.plan = plan.clone();
+        self.tables = Tables::build(plan);
+        self.settings = *settings;
+    }
+
+    /// Forgets every flow.
+    pub fn clear_flows(&mut self) {
+        self.flows.clear();
+    }
+
+    /// Number of flow entries (decided and pending).
+    pub fn flow_count(&self) -> usize {
+        self.flows.len()
+    }
+
+    fn plain(&self, v: u8, st: u8, why: impl Into<String>) -> ModelDecision {
+        ModelDecision {
+            verdict: v,
+            stage: st,
+            service_id: NO_SERVICE,
+            matched: None,
+            explain: why.into(),
+        }
+    }
+
+    fn blocked(&self, no_reject: bool) -> u8 {
+        match (self.settings.outbound_policy, self.settings.blocked) {
+            (OutboundPolicy::AllowAny, _) => verdict::PASS,
+            (OutboundPolicy::RegistryOnly, Blocked::Drop) => verdict::DROP,
+            (OutboundPolicy::RegistryOnly, Blocked::Reject) if no_reject => verdict::DROP,
+            (OutboundPolicy::RegistryOnly, Blocked::Reject) => verdict::REJECT,
+        }
+    }
+
+    /// Classifies one outbound frame (TC ingress of the workload's interface).
+    pub fn classify(&mut self, frame: &[u8]) -> ModelDecision {
+        match parse::parse(frame) {
+            Parsed::NotIp => self.plain(verdict::PASS, stage::OTHER, "not IP"),
+            Parsed::Fragment => self.plain(verdict::PASS, stage::OTHER, "non-first fragment"),
+            Parsed::NeighbourDiscovery => {
+                self.plain(verdict::PASS, stage::OTHER, "ICMPv6 neighbour discovery")
+            }
+            Parsed::Malformed => {
+                let v = match self.settings.outbound_policy {
+                    OutboundPolicy::AllowAny => verdict::PASS,
+                    OutboundPolicy::RegistryOnly => verdict::DROP,
+                };
+                self.plain(v, stage::OTHER, "malformed headers")
+            }
+            Parsed::OtherProto { proto } => {
+                let v = self.blocked(true);
+                self.plain(
+                    v,
+                    stage::POLICY,
+                    format!(
+                        "protocol {proto} is not in the registry: outbound policy {}",
+                        self.settings.outbound_policy
+                    ),
+                )
+            }
+            Parsed::Ip(p) => self.classify_l4(&p),
+        }
+    }
+
+    fn classify_l4(&mut self, p: &L4<'_>) -> ModelDecision {
+        let tcp = p.key.proto == proto::TCP;
+        let syn_only = tcp && p.tcp_flags & (SYN | ACK) == SYN;
+        if syn_only {
+            self.flows.remove(&p.key);
+        } else if let Some(flow) = self.flows.get(&p.key) {
+            match flow {
+                Flow::Decided {
+                    verdict,
+                    stage: st,
+                    service_id,
+                    matched,
+                } => {
+                    return ModelDecision {
+                        verdict: *verdict,
+                        stage: stage::FLOW,
+                        service_id: *service_id,
+                        matched: matched.clone(),
+                        explain: format!(
+                            "connection already decided by stage {}",
+                            stage::name(*st)
+                        ),
+                    }
+                }
+                Flow::Pending(stream) => {
+                    let stream = stream.clone();
+                    return self.pending(p, stream);
+                }
+            }
+        }
+        // §4 Address stages.
+        let (fam, addr, dport, pr) = (p.key.family, p.key.daddr, p.key.dport, p.key.proto);
+        if let Some(h) = self.tables.exact.get(&(fam, pr, dport, addr)).cloned() {
+            return self.decide(p, h.verdict, stage::EXACT, Some(&h), String::new());
+        }
+        if let Some(h) = self.tables.cidr(&p.key).cloned() {
+            return self.decide(p, h.verdict, stage::CIDR, Some(&h), String::new());
+        }
+        // §5 Is there a name to wait for?
+        let kinds = self.kinds(p);
+        if kinds != 0 {
+            if p.payload.is_empty() {
+                self.flows.insert(p.key, Flow::Pending(None));
+                return self.plain(
+                    verdict::PASS,
+                    stage::PENDING,
+                    "port carries names: waiting for the first payload",
+                );
+            }
+            return self.first_payload(p, kinds);
+        }
+        self.step7(p, String::new())
+    }
+
+    fn kinds(&self, p: &L4<'_>) -> u8 {
+        if p.key.proto != proto::TCP {
+            return 0;
+        }
+        self.tables
+            .ports
+            .get(&(proto::TCP, p.key.dport))
+            .map_or(0, |i| i.kinds)
+    }
+
+    /// A packet of a PENDING flow.
+    fn pending(&mut self, p: &L4<'_>, stream: Option<Stream>) -> ModelDecision {
+        if p.payload.is_empty() {
+            return self.plain(verdict::PASS, stage::PENDING, "no payload yet");
+        }
+        let Some(mut s) = stream else {
+            let kinds = self.kinds(p);
+            return self.first_payload(p, kinds);
+        };
+        let d = p.seq.wrapping_sub(s.next_seq) as i32;
+        if d < 0 {
+            return self.plain(verdict::PASS, stage::PENDING, "retransmitted segment");
+        }
+        if d > 0 {
+            return self.step7(p, "gap in the ClientHello: not inspectable; ".into());
+        }
+        s.bytes.extend_from_slice(p.payload);
+        s.next_seq = s.next_seq.wrapping_add(p.payload.len() as u32);
+        let outcome = self.tls_outcome(p, s);
+        self.conclude(p, outcome)
+    }
+
+    fn first_payload(&mut self, p: &L4<'_>, kinds: u8) -> ModelDecision {
+        let outcome = self.names_stage(p, kinds);
+        self.conclude(p, outcome)
+    }
+
+    fn conclude(&mut self, p: &L4<'_>, outcome: NameOutcome) -> ModelDecision {
+        match outcome {
+            NameOutcome::Hit(st, h, name) => {
+                let mut v = h.verdict;
+                let mut why = format!("name `{}`: ", String::from_utf8_lossy(&name));
+                if v == verdict::REDIRECT {
+                    v = verdict::PASS;
+                    why.push_str("redirect entry applied as pass (too late to redirect); ");
+                }
+                self.decide(p, v, st, Some(&h), why)
+            }
+            NameOutcome::Wait(s) => {
+                let have = s.bytes.len();
+                self.flows.insert(p.key, Flow::Pending(Some(s)));
+                self.plain(
+                    verdict::PASS,
+                    stage::PENDING,
+                    format!("ClientHello continues past this segment ({have} bytes so far)"),
+                )
+            }
+            NameOutcome::Fallthrough(why) => self.step7(p, why),
+        }
+    }
+
+    /// Judges the reassembled stream as a ClientHello.
+    fn tls_outcome(&self, p: &L4<'_>, s: Stream) -> NameOutcome {
+        match names::client_hello(&s.bytes) {
+            Hello::NeedMore => NameOutcome::Wait(s),
+            Hello::NotHello => NameOutcome::Fallthrough("not an inspectable ClientHello; ".into()),
+            Hello::Complete { name, ech } => self.hello_name(p, name, ech),
+        }
+    }
+
+    fn hello_name(&self, p: &L4<'_>, name: Option<Vec<u8>>, ech: bool) -> NameOutcome {
+        if ech && !self.settings.ech_outer_sni {
+            return NameOutcome::Fallthrough("ClientHello offers ECH: not inspectable; ".into());
+        }
+        let Some(raw) = name else {
+            return NameOutcome::Fallthrough("ClientHello without server name; ".into());
+        };
+        match names::normalize(&raw).and_then(|n| {
+            let h = self.tables.name(p.key.dport, &n)?.clone();
+            Some((h, n))
+        }) {
+            Some((h, n)) => NameOutcome::Hit(stage::SNI, h, n),
+            None => NameOutcome::Fallthrough(format!(
+                "SNI `{}` not registered on this port; ",
+                String::from_utf8_lossy(&raw)
+            )),
+        }
+    }
+
+    /// Step 6 on a first payload.
+    fn names_stage(&self, p: &L4<'_>, kinds: u8) -> NameOutcome {
+        if kinds & name_kind::TLS != 0 {
+            match names::client_hello(p.payload) {
+                Hello::NeedMore => {
+                    return NameOutcome::Wait(Stream {
+                        next_seq: p.seq.wrapping_add(p.payload.len() as u32),
+                        bytes: p.payload.to_vec(),
+                    })
+                }
+                Hello::Complete { name, ech } => return self.hello_name(p, name, ech),
+                Hello::NotHello => {}
+            }
+        }
+        if kinds & name_kind::HTTP != 0 {
+            if let Some(host) = names::http_host(p.payload) {
+                return match names::normalize(host)
+                    .and_then(|n| Some((self.tables.name(p.key.dport, &n)?.clone(), n)))
+                {
+                    Some((h, n)) => NameOutcome::Hit(stage::HOST, h, n),
+                    None => NameOutcome::Fallthrough(format!(
+                        "Host `{}` not registered on this port; ",
+                        String::from_utf8_lossy(host)
+                    )),
+                };
+            }
+        }
+        if kinds & name_kind::H2 != 0 {
+            if let Some((value, huffman)) = names::h2_authority(p.payload) {
+                let hit = if huffman {
+                    self.tables
+                        .names
+                        .get(&(p.key.dport, HUFFMAN, value.to_vec()))
+                        .map(|h| {
+                            let shown = hpack::huffman_decode(value).unwrap_or_default();
+                            (h.clone(), shown)
+                        })
+                } else {
+                    names::normalize(value)
+                        .and_then(|n| Some((self.tables.name(p.key.dport, &n)?.clone(), n)))
+                };
+                if let Some((h, n)) = hit {
+                    return NameOutcome::Hit(stage::HOST, h, n);
+                }
+            }
+        }
+        NameOutcome::Fallthrough("no registered name in the first payload; ".into())
+    }
+
+    /// §7 port capture and policy.
+    fn step7(&mut self, p: &L4<'_>, why: String) -> ModelDecision {
+        let capture = self
+            .tables
+            .ports
+            .get(&(p.key.proto, p.key.dport))
+            .and_then(|i| i.capture.clone());
+        if let Some(h) = capture {
+            return self.decide(p, h.verdict, stage::PORT, Some(&h), why);
+        }
+        let v = self.blocked(false);
+        let why = format!(
+            "{why}nothing in the registry matched: outbound policy {}",
+            self.settings.outbound_policy
+        );
+        self.decide(p, v, stage::POLICY, None, why)
+    }
+
+    /// §8: records a decision of steps 4-7 as a DECIDED flow.
+    fn decide(
+        &mut self,
+        p: &L4<'_>,
+        v: u8,
+        st: u8,
+        hit: Option<&Hit>,
+        mut why: String,
+    ) -> ModelDecision {
+        let matched = hit.map(|h| self.plan.entries[h.index].matcher.clone());
+        if let Some(h) = hit {
+            let e = &self.plan.entries[h.index];
+            let _ = write!(
+                why,
+                "{} matched entry #{} {} of service {}",
+                stage::name(st),
+                h.index,
+                describe(&e.matcher),
+                e.service
+            );
+        }
+        let _ = write!(why, " → {}", verdict::name(v));
+        let service_id = hit.map_or(NO_SERVICE, |h| h.service_id);
+        self.flows.insert(
+            p.key,
+            Flow::Decided {
+                verdict: v,
+                stage: st,
+                service_id,
+                matched: matched.clone(),
+            },
+        );
+        ModelDecision {
+            verdict: v,
+            stage: st,
+            service_id,
+            matched,
+            explain: why,
+        }
+    }
+
+    /// §10: a packet toward the workload (TC egress); records replies of inbound connections.
+    pub fn inbound(&mut self, frame: &[u8]) {
+        let Parsed::Ip(p) = parse::parse(frame) else {
+            return;
+        };
+        let new = match p.key.proto {
+            proto::TCP => p.tcp_flags & (SYN | ACK) == SYN,
+            proto::UDP => true,
+            _ => false,
+        };
+        if !new {
+            return;
+        }
+        self.flows.entry(p.key.reversed()).or_insert(Flow::Decided {
+            verdict: verdict::PASS,
+            stage: stage::FLOW,
+            service_id: NO_SERVICE,
+            matched: None,
+        });
+    }
+}
+
+fn show_addr(fam: u8, a: &[u8; 16]) -> String {
+    if fam == family::V4 {
+        Ipv4Addr::new(a[0], a[1], a[2], a[3]).to_string()
+    } else {
+        Ipv6Addr::from(*a).to_string()
+    }
+}
+
+/// A short description of a match.
+pub fn describe(m: &Match) -> String {
+    match m {
+        Match::Ip {
+            addr,
+            port,
+            protocol,
+        } => {
+            let (f, a) = addr16(*addr);
+            format!("{}:{port}/{protocol:?}", show_addr(f, &a)).to_lowercase()
+        }
+        Match::Cidr {
+            cidr,
+            port,
+            protocol,
+        } => format!("{}/{}:{port}/{protocol:?}", cidr.addr, cidr.len).to_lowercase(),
+        Match::Sni { name, port } => format!("sni {name}:{port}"),
+        Match::Host { name, port } => format!("host {name}:{port}"),
+        Match::Port { port, protocol } => format!("port {port}/{protocol:?}").to_lowercase(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

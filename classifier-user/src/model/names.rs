@@ -1,0 +1,288 @@
+//! Name extraction from first payloads: TLS ClientHello, HTTP/1.x Host, HTTP/2 `:authority`.
+
+/// Longest name matched plus one (names of this length or more are no names).
+pub const NAME_LIMIT: usize = 256;
+/// Most bytes of a ClientHello followed across segments.
+pub const HELLO_LIMIT: usize = 16384;
+/// Bytes of a payload read for HTTP/1.x and HTTP/2.
+pub const WINDOW: usize = 1024;
+
+/// What a stream prefix says as a ClientHello.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Hello {
+    /// Not a ClientHello (or not one that can be inspected).
+    NotHello,
+    /// Consistent so far; more bytes are needed.
+    NeedMore,
+    /// The whole hello: its server name, if any, and whether ECH was offered.
+    Complete { name: Option<Vec<u8>>, ech: bool },
+}
+
+/// Judges the bytes of a client stream from its first byte as a ClientHello.
+pub fn client_hello(b: &[u8]) -> Hello {
+    let starts = [(0, Some(0x16u8)), (1, Some(3)), (2, None), (5, Some(1))];
+    for (at, want) in starts {
+        match (b.get(at), want) {
+            (Some(&v), Some(w)) if v != w => return Hello::NotHello,
+            (Some(&v), None) if v > 4 => return Hello::NotHello,
+            _ => {}
+        }
+    }
+    if b.len() < 9 {
+        return Hello::NeedMore;
+    }
+    let rec_len = usize::from(u16::from_be_bytes([b[3], b[4]]));
+    let hs_len = (usize::from(b[6]) << 16) | (usize::from(b[7]) << 8) | usize::from(b[8]);
+    let end = 9 + hs_len;
+    if end > HELLO_LIMIT {
+        return Hello::NotHello;
+    }
+    if b.len() < end {
+        return Hello::NeedMore;
+    }
+    if end > 5 + rec_len {
+        return Hello::NotHello;
+    }
+    let h = &b[..end];
+    let u8_at = |at: usize| h.get(at).map(|&v| usize::from(v));
+    let u16_at = |at: usize| {
+        h.get(at..at + 2)
+            .map(|s| usize::from(u16::from_be_bytes([s[0], s[1]])))
+    };
+    let mut off = 9 + 34;
+    let Some(sid) = u8_at(off) else {
+        return Hello::NotHello;
+    };
+    off += 1 + sid;
+    let Some(cs) = u16_at(off) else {
+        return Hello::NotHello;
+    };
+    off += 2 + cs;
+    let Some(comp) = u8_at(off) else {
+        return Hello::NotHello;
+    };
+    off += 1 + comp;
+    if off > end {
+        return Hello::NotHello;
+    }
+    if off == end {
+        return Hello::Complete {
+            name: None,
+            ech: false,
+        };
+    }
+    let Some(ext_total) = u16_at(off) else {
+        return Hello::NotHello;
+    };
+    off += 2;
+    let ext_end = off + ext_total;
+    if ext_end > end {
+        return Hello::NotHello;
+    }
+    let mut ech = false;
+    let mut name: Option<Vec<u8>> = None;
+    for _ in 0..64 {
+        if off + 4 > ext_end {
+            break;
+        }
+        let ty = u16_at(off).unwrap_or(0);
+        let len = u16_at(off + 2).unwrap_or(0);
+        let body = off + 4;
+        off = body + len;
+        if off > ext_end {
+            return Hello::NotHello;
+        }
+        if ty == 0xfe0d {
+            ech = true;
+        } else if ty == 0 && name.is_none() && len >= 5 {
+            let nt = h[body + 2];
+            let nl = usize::from(u16::from_be_bytes([h[body + 3], h[body + 4]]));
+            if nt == 0 && (1..NAME_LIMIT).contains(&nl) && body + 5 + nl <= off {
+                name = Some(h[body + 5..body + 5 + nl].to_vec());
+            }
+        }
+    }
+    Hello::Complete { name, ech }
+}
+
+const METHODS: [&[u8]; 9] = [
+    b"GET ",
+    b"HEAD ",
+    b"POST ",
+    b"PUT ",
+    b"DELETE ",
+    b"CONNECT ",
+    b"OPTIONS ",
+    b"TRACE ",
+    b"PATCH ",
+];
+
+/// The Host of an HTTP/1.x request (port stripped, case kept), if the payload is one with a Host.
+pub fn http_host(payload: &[u8]) -> Option<&[u8]> {
+    let w = &payload[..payload.len().min(WINDOW)];
+    if !METHODS.iter().any(|m| w.starts_with(m)) {
+        return None;
+    }
+    let n = w.len();
+    let mut value = None;
+    for i in 0..n.saturating_sub(1) {
+        if w[i] != b'\n' {
+            continue;
+        }
+        let a = w[i + 1];
+        if a == b'\r' || a == b'\n' {
+            break;
+        }
+        if i + 6 <= n && w[i + 1..i + 5].eq_ignore_ascii_case(b"host") && w[i + 5] == b':' {
+            value = Some(i + 6);
+            break;
+        }
+    }
+    let mut start = value?;
+    while start < n && (w[start] == b' ' || w[start] == b'\t') {
+        start += 1;
+    }
+    let mut end = start;
+    while end < n && w[end] != b'\r' && w[end] != b'\n' {
+        end += 1;
+    }
+    while end > start && (w[end - 1] == b' ' || w[end - 1] == b'\t') {
+        end -= 1;
+    }
+    if end <= start {
+        return None;
+    }
+    if w[start] == b'[' {
+        start += 1;
+        let close = w[start..end]
+            .iter()
+            .position(|&c| c == b']')
+            .map_or(end, |p| start + p);
+        end = close;
+    } else if let Some(p) = w[start..end].iter().position(|&c| c == b':') {
+        end = start + p;
+    }
+    let len = end.saturating_sub(start);
+    (len > 0 && len < NAME_LIMIT).then(|| &w[start..end])
+}
+
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// An HPACK integer with a `bits`-bit prefix at `*pos`, reading no further than `limit`.
+fn hpack_int(w: &[u8], limit: usize, pos: &mut usize, bits: u32) -> Option<usize> {
+    if *pos >= limit {
+        return None;
+    }
+    let max = (1usize << bits) - 1;
+    let mut v = usize::from(w[*pos]) & max;
+    *pos += 1;
+    if v < max {
+        return Some(v);
+    }
+    let mut shift = 0;
+    for _ in 0..3 {
+        if *pos >= limit {
+            return None;
+        }
+        let b = usize::from(w[*pos]);
+        *pos += 1;
+        v += (b & 0x7f) << shift;
+        shift += 7;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// The `:authority` value of the first HEADERS frame of an h2c stream and whether it is
+/// Huffman-coded.
+pub fn h2_authority(payload: &[u8]) -> Option<(&[u8], bool)> {
+    let w = &payload[..payload.len().min(WINDOW)];
+    let n = w.len();
+    if n < PREFACE.len() || &w[..PREFACE.len()] != PREFACE {
+        return None;
+    }
+    let mut off = PREFACE.len();
+    let mut block = None;
+    for _ in 0..8 {
+        if off + 9 > n {
+            return None;
+        }
+        let len =
+            (usize::from(w[off]) << 16) | (usize::from(w[off + 1]) << 8) | usize::from(w[off + 2]);
+        let ty = w[off + 3];
+        let flags = w[off + 4];
+        let body = off + 9;
+        off = body + len;
+        if ty == 1 {
+            let mut start = body;
+            let mut end = off;
+            if flags & 0x08 != 0 {
+                if start >= n {
+                    return None;
+                }
+                let pad = usize::from(w[start]);
+                start += 1;
+                if end < start || pad > end - start {
+                    return None;
+                }
+                end -= pad;
+            }
+            if flags & 0x20 != 0 {
+                start += 5;
+            }
+            block = Some((start, end.min(n)));
+            break;
+        }
+    }
+    let (mut pos, block_end) = block?;
+    for _ in 0..16 {
+        if pos >= block_end {
+            return None;
+        }
+        let b = w[pos];
+        let bits = if b & 0x80 != 0 {
+            hpack_int(w, block_end, &mut pos, 7)?;
+            continue;
+        } else if b & 0xc0 == 0x40 {
+            6
+        } else if b & 0xe0 == 0x20 {
+            hpack_int(w, block_end, &mut pos, 5)?;
+            continue;
+        } else {
+            4
+        };
+        let index = hpack_int(w, block_end, &mut pos, bits)?;
+        if index == 0 {
+            let nl = hpack_int(w, block_end, &mut pos, 7)?;
+            pos += nl;
+        }
+        if pos >= block_end {
+            return None;
+        }
+        let huffman = w[pos] & 0x80 != 0;
+        let vl = hpack_int(w, block_end, &mut pos, 7)?;
+        if index == 1 {
+            if pos + vl > block_end {
+                return None;
+            }
+            let v = &w[pos..pos + vl];
+            return (!v.is_empty() && v.len() < NAME_LIMIT).then_some((v, huffman));
+        }
+        pos += vl;
+    }
+    None
+}
+
+/// Lower-cases a name (ASCII) and removes one trailing dot; `None` when nothing is left.
+pub fn normalize(name: &[u8]) -> Option<Vec<u8>> {
+    if name.is_empty() || name.len() >= NAME_LIMIT {
+        return None;
+    }
+    let mut n = name.to_ascii_lowercase();
+    if n.last() == Some(&b'.') {
+        n.pop();
+    }
+    (!n.is_empty()).then_some(n)
+}
