@@ -59,7 +59,7 @@ pub fn attach(
     iface: &str,
     kind: TcAttachType,
     mode: AttachMode,
-) -> Result<(aya::programs::tc::SchedClassifierLinkId, Attached), AttachError> {
+) -> Result<(tc::SchedClassifierLinkId, Attached), AttachError> {
     if mode != AttachMode::Clsact {
         match prog.attach_with_options(iface, kind, TcAttachOptions::TcxOrder(LinkOrder::first())) {
             Ok(id) => return Ok((id, Attached::Tcx)),

@@ -15,6 +15,7 @@ use std::{
 };
 
 pub mod baseline;
+pub mod lab;
 
 use anyhow::{bail, Context as _, Result};
 use meshclass::netlink::Netlink;

@@ -1,0 +1,686 @@
+//! The lab: a workload, a node running meshclass and a transparent proxy, and a "world" of
+//! servers (two customer VMs, a pod, an external HTTPS API, unknown hosts), each in network
+//! namespaces made for the run, on private addresses that exist only inside them.
+//!
+//! ```text
+//!  workload (10.77.1.2, fd77:1::2)
+//!     │ veth — meshclass at ingress of the node's end
+//!  node (daemon, proxy on :15001, forwarding)
+//!     │ veth
+//!  world (VMs, pod, external API, unknown hosts: TLS, HTTP, TCP, UDP servers)
+//! ```
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::{forwarding, ip, link, route, unique_name, NetNs};
+
+/// Lab addresses.
+pub mod addr {
+    pub const WORKLOAD: &str = "10.77.1.2";
+    pub const WORKLOAD6: &str = "fd77:1::2";
+    pub const VM1: &str = "10.77.130.11";
+    pub const VM2: &str = "10.77.130.12";
+    pub const POD: &str = "10.77.131.21";
+    pub const CUSTOMERS_VIP: &str = "10.77.140.1";
+    pub const API: &str = "10.77.150.10";
+    pub const API6: &str = "fd77:150::10";
+    pub const UDP_EXTERNAL: &str = "10.77.150.53";
+    pub const UNKNOWN: &str = "10.77.160.66";
+    pub const UNKNOWN6: &str = "fd77:160::66";
+    /// Every address a world server listens on.
+    pub const WORLD: &[&str] = &[VM1, VM2, POD, API, API6, UDP_EXTERNAL, UNKNOWN, UNKNOWN6];
+}
+
+/// TCP port of the plain servers (answers `server <addr>`).
+pub const TCP_PORT: u16 = 9000;
+/// The proxy's transparent listener.
+pub const PROXY_PORT: u16 = 15001;
+/// Names the world's TLS servers have certificates for.
+pub const TLS_NAMES: &[&str] = &["api.external-svc.com", "unknown.example", "evil.example"];
+
+/// What a connection attempt saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Reached the real server, which answered this.
+    Server(String),
+    /// Reached the node's proxy, which saw this original destination.
+    Proxy(SocketAddr),
+    /// The connection or handshake was reset / refused / ICMP unreachable, after this long.
+    Rejected(Duration),
+    /// Nothing came back in time.
+    Timeout,
+    /// Something else went wrong.
+    Error(String),
+}
+
+impl Outcome {
+    /// A short word for tables.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Outcome::Server(_) => "pass",
+            Outcome::Proxy(_) => "redirect",
+            Outcome::Rejected(_) => "reject",
+            Outcome::Timeout => "drop",
+            Outcome::Error(_) => "error",
+        }
+    }
+}
+
+struct Stoppable {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Stoppable {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The running lab. Everything it made goes away on drop: daemon (by its pid), servers,
+/// namespaces, pins.
+pub struct Lab {
+    pub workload: NetNs,
+    pub node: NetNs,
+    pub world: NetNs,
+    /// The node's end of the workload link: where meshclass attaches.
+    pub node_if: String,
+    pub pin_dir: PathBuf,
+    pub proxy_seen: Arc<Mutex<Vec<SocketAddr>>>,
+    daemon: Option<Child>,
+    servers: Option<Stoppable>,
+    tls_root: Vec<u8>,
+}
+
+impl Lab {
+    /// Builds the namespaces, links, routes, servers and the proxy.
+    pub fn new(tag: &str, progress: &dyn Fn(&str)) -> Result<Self> {
+        progress("namespaces");
+        let workload = NetNs::new(&format!("{tag}-wl"))?;
+        let node = NetNs::new(&format!("{tag}-node"))?;
+        let world = NetNs::new(&format!("{tag}-world"))?;
+        progress("links");
+        let (_w_end, n_end) = link(
+            &workload,
+            &[(ip(addr::WORKLOAD), 24), (ip(addr::WORKLOAD6), 64)],
+            &node,
+            &[(ip("10.77.1.1"), 24), (ip("fd77:1::1"), 64)],
+        )?;
+        let (_n2, world_end) = link(
+            &node,
+            &[(ip("10.77.0.1"), 24), (ip("fd77::1"), 64)],
+            &world,
+            &[(ip("10.77.0.2"), 24), (ip("fd77::2"), 64)],
+        )?;
+        progress("routes");
+        forwarding(&node)?;
+        route(&workload, ip("0.0.0.0"), 0, ip("10.77.1.1"))?;
+        route(&workload, ip("::"), 0, ip("fd77:1::1"))?;
+        route(&node, ip("10.77.128.0"), 17, ip("10.77.0.2"))?;
+        route(&node, ip("fd77:100::"), 24, ip("fd77::2"))?;
+        route(&world, ip("0.0.0.0"), 0, ip("10.77.0.1"))?;
+        route(&world, ip("::"), 0, ip("fd77::1"))?;
+        let wif = world_end.ifname.clone();
+        world.block_on(|nl| async move {
+            for a in addr::WORLD {
+                let a: IpAddr = a.parse()?;
+                nl.add_address(&wif, a, if a.is_ipv4() { 32 } else { 128 })
+                    .await?;
+            }
+            Ok(())
+        })?;
+        let pin_dir =
+            PathBuf::from("/sys/fs/bpf").join(unique_name(&format!("meshclass-{tag}-"), 60));
+        let mut lab = Self {
+            workload,
+            node,
+            world,
+            node_if: n_end.ifname,
+            pin_dir,
+            proxy_seen: Arc::default(),
+            daemon: None,
+            servers: None,
+            tls_root: Vec::new(),
+        };
+        progress("servers");
+        lab.start_servers()?;
+        Ok(lab)
+    }
+
+    fn start_servers(&mut self) -> Result<()> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        let cert = rcgen::generate_simple_self_signed(
+            TLS_NAMES.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )
+        .context("making the lab certificate")?;
+        self.tls_root = cert.cert.der().to_vec();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls_config = Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()?
+                .with_no_client_auth()
+                .with_single_cert(
+                    vec![cert.cert.der().clone()],
+                    rustls::pki_types::PrivateKeyDer::Pkcs8(
+                        cert.signing_key.serialize_der().into(),
+                    ),
+                )?,
+        );
+        for a in addr::WORLD {
+            let a: IpAddr = a.parse()?;
+            for (port, kind) in [(443u16, "tls"), (80, "http"), (TCP_PORT, "tcp")] {
+                let l = self
+                    .world
+                    .run(|| TcpListener::bind(SocketAddr::new(a, port)))
+                    .with_context(|| format!("binding {a}:{port}"))?;
+                l.set_nonblocking(true)?;
+                let stop = stop.clone();
+                let cfg = tls_config.clone();
+                threads.push(std::thread::spawn(move || {
+                    serve_tcp(l, kind, a, cfg, &stop)
+                }));
+            }
+            let u = self
+                .world
+                .run(|| UdpSocket::bind(SocketAddr::new(a, 53)))
+                .with_context(|| format!("binding udp {a}:53"))?;
+            u.set_read_timeout(Some(Duration::from_millis(100)))?;
+            let stop = stop.clone();
+            threads.push(std::thread::spawn(move || serve_udp(u, a, &stop)));
+        }
+        // The node's transparent proxy: accepts what meshclass assigns to it and says which
+        // original destination it saw (its socket's local address).
+        for any in ["0.0.0.0", "::"] {
+            let l = self
+                .node
+                .run(|| transparent_listener(any.parse().expect("literal"), PROXY_PORT))?;
+            let stop = stop.clone();
+            let seen = self.proxy_seen.clone();
+            threads.push(std::thread::spawn(move || serve_proxy(l, &seen, &stop)));
+        }
+        self.servers = Some(Stoppable { stop, threads });
+        Ok(())
+    }
+
+    /// Starts `meshclass run` in the node namespace on the workload link and waits until it
+    /// has applied the registry.
+    pub fn start_daemon(
+        &mut self,
+        meshclass: &Path,
+        registry: &Path,
+        extra: &[&str],
+    ) -> Result<()> {
+        let node_fd = self.node.fd();
+        let log = std::fs::File::create(self.log_path()).context("creating the daemon log")?;
+        let mut cmd = Command::new(meshclass);
+        cmd.arg("run")
+            .arg("--registry")
+            .arg(registry)
+            .args(["--iface", &self.node_if])
+            .arg("--pin-dir")
+            .arg(&self.pin_dir)
+            .args(["--proxy-port", &PROXY_PORT.to_string(), "--poll-ms", "200"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        // SAFETY: setns is async-signal-safe; it moves only the child into the node namespace.
+        unsafe {
+            use std::os::unix::process::CommandExt as _;
+            cmd.pre_exec(move || {
+                if libc::setns(node_fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().context("starting meshclass run")?;
+        self.daemon = Some(child);
+        self.wait_for_log("registry applied", Duration::from_secs(30))
+    }
+
+    /// The daemon's log file.
+    pub fn log_path(&self) -> PathBuf {
+        std::env::temp_dir().join(format!(
+            "{}.log",
+            self.pin_dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("meshclass")
+        ))
+    }
+
+    /// Waits until the daemon's log has `needle` `count` times in all.
+    pub fn wait_for_log_count(
+        &mut self,
+        needle: &str,
+        count: usize,
+        within: Duration,
+    ) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+            if log.matches(needle).count() >= count {
+                return Ok(());
+            }
+            if let Some(child) = self.daemon.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    self.daemon = None;
+                    bail!("meshclass run exited ({status}) before `{needle}`:\n{log}");
+                }
+            }
+            if start.elapsed() > within {
+                bail!("no `{needle}` in the daemon log within {within:?}:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the daemon's log has `needle`.
+    pub fn wait_for_log(&mut self, needle: &str, within: Duration) -> Result<()> {
+        self.wait_for_log_count(needle, 1, within)
+    }
+
+    /// Stops the daemon: SIGTERM (`kill9` false) or SIGKILL, by its pid.
+    pub fn stop_daemon(&mut self, kill9: bool) -> Result<()> {
+        if let Some(mut child) = self.daemon.take() {
+            let pid = child.id() as i32;
+            // SAFETY: signalling the child we started, by its pid.
+            unsafe { libc::kill(pid, if kill9 { libc::SIGKILL } else { libc::SIGTERM }) };
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Runs `meshclass` with `args` in the node namespace (pin dir appended where it fits).
+    pub fn meshclass(&self, meshclass: &Path, args: &[&str]) -> Result<std::process::Output> {
+        let node_fd = self.node.fd();
+        let mut cmd = Command::new(meshclass);
+        cmd.args(args);
+        // SAFETY: as in start_daemon.
+        unsafe {
+            use std::os::unix::process::CommandExt as _;
+            cmd.pre_exec(move || {
+                if libc::setns(node_fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd.output().context("running meshclass")
+    }
+
+    /// A TCP connection from the workload: what answered.
+    pub fn tcp(&self, dst: SocketAddr, timeout: Duration) -> Outcome {
+        self.workload.run(|| {
+            let start = Instant::now();
+            match TcpStream::connect_timeout(&dst, timeout) {
+                Ok(mut s) => read_reply(&mut s, start, timeout),
+                Err(e) => classify_err(&e, start),
+            }
+        })
+    }
+
+    /// An HTTP/1.1 request with `host` from the workload: what answered.
+    pub fn http(&self, dst: SocketAddr, host: &str, timeout: Duration) -> Outcome {
+        self.workload.run(|| {
+            let start = Instant::now();
+            match TcpStream::connect_timeout(&dst, timeout) {
+                Ok(mut s) => {
+                    let req =
+                        format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+                    if let Err(e) = s.write_all(req.as_bytes()) {
+                        return classify_err(&e, start);
+                    }
+                    read_reply(&mut s, start, timeout)
+                }
+                Err(e) => classify_err(&e, start),
+            }
+        })
+    }
+
+    /// A TLS handshake with `sni` from the workload (a real rustls client): what answered.
+    pub fn tls(&self, dst: SocketAddr, sni: &str, timeout: Duration) -> Outcome {
+        let root = self.tls_root.clone();
+        let sni = sni.to_string();
+        self.workload.run(move || {
+            let start = Instant::now();
+            let mut roots = rustls::RootCertStore::empty();
+            if let Err(e) = roots.add(rustls::pki_types::CertificateDer::from(root)) {
+                return Outcome::Error(e.to_string());
+            }
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = match rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+            {
+                Ok(b) => b.with_root_certificates(roots).with_no_client_auth(),
+                Err(e) => return Outcome::Error(e.to_string()),
+            };
+            let name = match rustls::pki_types::ServerName::try_from(sni) {
+                Ok(n) => n,
+                Err(e) => return Outcome::Error(e.to_string()),
+            };
+            let conn = match rustls::ClientConnection::new(Arc::new(config), name) {
+                Ok(c) => c,
+                Err(e) => return Outcome::Error(e.to_string()),
+            };
+            let sock = match TcpStream::connect_timeout(&dst, timeout) {
+                Ok(s) => s,
+                Err(e) => return classify_err(&e, start),
+            };
+            let _ = sock.set_read_timeout(Some(timeout));
+            let mut tls = rustls::StreamOwned::new(conn, sock);
+            // The servers speak first after the handshake; a proxy answers in clear text,
+            // which fails the handshake: tell those apart by peeking at the raw reply.
+            let mut buf = [0u8; 256];
+            match tls.read(&mut buf) {
+                Ok(n) => Outcome::Server(String::from_utf8_lossy(&buf[..n]).trim().to_string()),
+                Err(e) => {
+                    if e.kind() == std::io::ErrorKind::InvalidData {
+                        // Not TLS: the proxy answered in clear text.
+                        return Outcome::Error(format!("not a TLS server: {e}"));
+                    }
+                    classify_err(&e, start)
+                }
+            }
+        })
+    }
+
+    /// A UDP datagram from the workload (connected socket): what answered.
+    pub fn udp(&self, dst: SocketAddr, timeout: Duration) -> Outcome {
+        self.workload.run(|| {
+            let start = Instant::now();
+            let bind: SocketAddr = if dst.is_ipv4() {
+                "0.0.0.0:0".parse().expect("literal")
+            } else {
+                "[::]:0".parse().expect("literal")
+            };
+            let s = match UdpSocket::bind(bind) {
+                Ok(s) => s,
+                Err(e) => return Outcome::Error(e.to_string()),
+            };
+            if let Err(e) = s.connect(dst) {
+                return Outcome::Error(e.to_string());
+            }
+            let _ = s.set_read_timeout(Some(timeout));
+            if let Err(e) = s.send(b"ping") {
+                return classify_err(&e, start);
+            }
+            let mut buf = [0u8; 256];
+            match s.recv(&mut buf) {
+                Ok(n) => Outcome::Server(String::from_utf8_lossy(&buf[..n]).trim().to_string()),
+                Err(e) => classify_err(&e, start),
+            }
+        })
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = self.stop_daemon(false);
+        self.servers = None;
+        // Whatever the daemon pinned goes with the lab, even if a test failed half-way.
+        let _ = std::fs::remove_dir_all(&self.pin_dir);
+        let tag: String = self
+            .pin_dir
+            .to_string_lossy()
+            .trim_matches('/')
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let _ = std::fs::remove_dir_all(Path::new("/run/meshclass").join(tag));
+        let _ = std::fs::remove_file(self.log_path());
+    }
+}
+
+fn read_reply(s: &mut TcpStream, start: Instant, timeout: Duration) -> Outcome {
+    let _ = s.set_read_timeout(Some(timeout));
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 512];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if buf.len() > 4096 || buf.ends_with(b"\n") {
+                    break;
+                }
+            }
+            Err(e) if buf.is_empty() => return classify_err(&e, start),
+            Err(_) => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&buf).to_string();
+    parse_reply(&text)
+}
+
+fn parse_reply(text: &str) -> Outcome {
+    for line in text.lines() {
+        if let Some(rest) = line.trim().strip_prefix("proxy orig-dst=") {
+            if let Ok(a) = rest.trim().parse() {
+                return Outcome::Proxy(a);
+            }
+        }
+        if let Some(rest) = line.trim().strip_prefix("server ") {
+            return Outcome::Server(rest.trim().to_string());
+        }
+    }
+    if text.is_empty() {
+        Outcome::Error("closed without a reply".into())
+    } else {
+        Outcome::Server(text.lines().last().unwrap_or_default().to_string())
+    }
+}
+
+fn classify_err(e: &std::io::Error, start: Instant) -> Outcome {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::ConnectionRefused | K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => {
+            Outcome::Rejected(start.elapsed())
+        }
+        K::TimedOut | K::WouldBlock => Outcome::Timeout,
+        _ => Outcome::Error(e.to_string()),
+    }
+}
+
+fn serve_tcp(
+    l: TcpListener,
+    kind: &'static str,
+    me: IpAddr,
+    tls: Arc<rustls::ServerConfig>,
+    stop: &AtomicBool,
+) {
+    while !stop.load(Ordering::SeqCst) {
+        match l.accept() {
+            Ok((mut s, _)) => {
+                let _ = s.set_nonblocking(false);
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let tls = tls.clone();
+                std::thread::spawn(move || match kind {
+                    "tls" => {
+                        if let Ok(conn) = rustls::ServerConnection::new(tls) {
+                            let mut t = rustls::StreamOwned::new(conn, s);
+                            let _ = t.write_all(format!("server {me} tls\n").as_bytes());
+                            let _ = t.flush();
+                            t.conn.send_close_notify();
+                            let _ = t.flush();
+                        }
+                    }
+                    "http" => {
+                        let mut buf = [0u8; 2048];
+                        let n = s.read(&mut buf).unwrap_or(0);
+                        let req = String::from_utf8_lossy(&buf[..n]);
+                        let host = req
+                            .lines()
+                            .find_map(|l| l.strip_prefix("Host: "))
+                            .unwrap_or("-")
+                            .to_string();
+                        let body = format!("server {me} http host={host}\n");
+                        let _ = s.write_all(
+                            format!(
+                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                                body.len()
+                            )
+                            .as_bytes(),
+                        );
+                        let _ = s.shutdown(Shutdown::Write);
+                    }
+                    _ => {
+                        let _ = s.write_all(format!("server {me} tcp\n").as_bytes());
+                        let _ = s.shutdown(Shutdown::Write);
+                    }
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
+fn serve_udp(u: UdpSocket, me: IpAddr, stop: &AtomicBool) {
+    let mut buf = [0u8; 512];
+    while !stop.load(Ordering::SeqCst) {
+        if let Ok((_, from)) = u.recv_from(&mut buf) {
+            let _ = u.send_to(format!("server {me} udp\n").as_bytes(), from);
+        }
+    }
+}
+
+fn transparent_listener(any: IpAddr, port: u16) -> Result<TcpListener> {
+    let domain = if any.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket calls on a descriptor we own.
+    unsafe {
+        let fd = libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            bail!("socket: {}", std::io::Error::last_os_error());
+        }
+        let l = <TcpListener as std::os::fd::FromRawFd>::from_raw_fd(fd);
+        let one: libc::c_int = 1;
+        let set = |level, opt| {
+            libc::setsockopt(
+                fd,
+                level,
+                opt,
+                &one as *const _ as *const libc::c_void,
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        set(libc::SOL_SOCKET, libc::SO_REUSEADDR);
+        if any.is_ipv4() {
+            if set(libc::SOL_IP, libc::IP_TRANSPARENT) != 0 {
+                bail!("IP_TRANSPARENT: {}", std::io::Error::last_os_error());
+            }
+        } else {
+            set(libc::SOL_IPV6, libc::IPV6_V6ONLY);
+            if set(libc::SOL_IPV6, libc::IPV6_TRANSPARENT) != 0 {
+                bail!("IPV6_TRANSPARENT: {}", std::io::Error::last_os_error());
+            }
+        }
+        let sa = socket2_addr(SocketAddr::new(any, port));
+        if libc::bind(fd, sa.0.as_ptr() as *const libc::sockaddr, sa.1) != 0 {
+            bail!("bind {any}:{port}: {}", std::io::Error::last_os_error());
+        }
+        if libc::listen(fd, 1024) != 0 {
+            bail!("listen: {}", std::io::Error::last_os_error());
+        }
+        l.set_nonblocking(true)?;
+        let _ = l.as_raw_fd();
+        Ok(l)
+    }
+}
+
+fn socket2_addr(a: SocketAddr) -> (Vec<u8>, libc::socklen_t) {
+    match a {
+        SocketAddr::V4(v4) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(v4.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: reading the bytes of a plain C struct.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(
+                    &sin as *const _ as *const u8,
+                    size_of::<libc::sockaddr_in>(),
+                )
+            };
+            (
+                bytes.to_vec(),
+                size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        }
+        SocketAddr::V6(v6) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: v6.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr {
+                    s6_addr: v6.ip().octets(),
+                },
+                sin6_scope_id: 0,
+            };
+            // SAFETY: as above.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(
+                    &sin6 as *const _ as *const u8,
+                    size_of::<libc::sockaddr_in6>(),
+                )
+            };
+            (
+                bytes.to_vec(),
+                size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            )
+        }
+    }
+}
+
+fn serve_proxy(l: TcpListener, seen: &Mutex<Vec<SocketAddr>>, stop: &AtomicBool) {
+    while !stop.load(Ordering::SeqCst) {
+        match l.accept() {
+            Ok((mut s, _)) => {
+                // With IP_TRANSPARENT, the accepted socket's local address is the original
+                // destination the workload connected to.
+                if let Ok(orig) = s.local_addr() {
+                    seen.lock().unwrap_or_else(|p| p.into_inner()).push(orig);
+                    let _ = s.set_nonblocking(false);
+                    let _ = s.write_all(format!("proxy orig-dst={orig}\n").as_bytes());
+                    let _ = s.shutdown(Shutdown::Write);
+                }
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
