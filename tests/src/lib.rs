@@ -16,6 +16,7 @@ use std::{
 
 pub mod baseline;
 pub mod lab;
+pub mod scenarios;
 
 use anyhow::{bail, Context as _, Result};
 use meshclass::netlink::Netlink;
