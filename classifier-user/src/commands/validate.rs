@@ -28,7 +28,7 @@ pub fn run(paths: &[PathBuf]) -> i32 {
         .count();
     if errors > 0 {
         eprintln!(
-            "invalid: {errors} error(s), {warnings} warning(s) in {} resource(s) read",
+            "invalid: {errors} error(s), {warnings} warning(s) in {} valid resource(s)",
             loaded.registry.len()
         );
         1

@@ -1,0 +1,426 @@
+//! Registry reading, validation and compilation, on the project's own fixtures.
+
+use std::{net::IpAddr, path::PathBuf, sync::Arc};
+
+use meshclass::{
+    plan::{CompileOptions, Location, Match, Plan, Verdict, L4},
+    registry::{self, Limits, Loaded, Severity},
+};
+
+fn fixture(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/registry")
+        .join(rel)
+}
+
+fn load(paths: &[&str]) -> Loaded {
+    let paths: Vec<PathBuf> = paths.iter().map(|p| fixture(p)).collect();
+    registry::load_paths(&paths, &Limits::default()).expect("fixtures are readable")
+}
+
+fn load_text(text: &str) -> Loaded {
+    let mut loaded = Loaded::default();
+    registry::load_str(
+        &mut loaded,
+        &Arc::from("mem.yaml"),
+        text,
+        &Limits::default(),
+    );
+    loaded
+}
+
+fn compile(loaded: &Loaded) -> Plan {
+    assert!(
+        !loaded.has_errors(),
+        "unexpected errors: {:#?}",
+        loaded.diagnostics
+    );
+    registry::compile(&loaded.registry, CompileOptions::default())
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("test IP")
+}
+
+fn errors(loaded: &Loaded) -> Vec<String> {
+    loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .map(|d| d.to_string())
+        .collect()
+}
+
+#[test]
+fn external_api_example_is_an_sni_name_resolved_by_dns() {
+    let plan = compile(&load(&["examples/external-svc.yaml"]));
+    assert_eq!(plan.services.len(), 1);
+    let svc = &plan.services[0];
+    assert_eq!(svc.key(), "default/external-svc/api.external-svc.com");
+    assert_eq!(svc.location, Location::MeshExternal);
+    assert_eq!(svc.resolution, "DNS");
+    assert_eq!(
+        plan.entries
+            .iter()
+            .map(|e| (&e.matcher, e.verdict))
+            .collect::<Vec<_>>(),
+        vec![(
+            &Match::Sni {
+                name: "api.external-svc.com".into(),
+                port: 443
+            },
+            Verdict::Pass
+        )]
+    );
+    assert_eq!(plan.dns.len(), 1);
+    assert_eq!(plan.dns[0].name, "api.external-svc.com");
+    assert_eq!(plan.dns[0].ports, vec![(443, L4::Tcp)]);
+    assert_eq!(plan.dns[0].verdict, Verdict::Pass);
+    assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+}
+
+#[test]
+fn external_verdict_is_configurable() {
+    let loaded = load(&["examples/external-svc.yaml"]);
+    let plan = registry::compile(
+        &loaded.registry,
+        CompileOptions {
+            external: Verdict::Redirect,
+        },
+    );
+    assert!(plan.entries.iter().all(|e| e.verdict == Verdict::Redirect));
+    assert!(plan.dns.iter().all(|d| d.verdict == Verdict::Redirect));
+}
+
+#[test]
+fn customers_example_spans_vms_and_ready_pods_of_its_namespace() {
+    let plan = compile(&load(&["examples/customers.yaml"]));
+    assert_eq!(plan.services.len(), 1);
+    assert_eq!(
+        plan.services[0].key(),
+        "default/customers-svc/customers.com"
+    );
+    let got: Vec<(Match, Verdict)> = plan
+        .entries
+        .iter()
+        .map(|e| (e.matcher.clone(), e.verdict))
+        .collect();
+    let tcp = |a: &str, port| Match::Ip {
+        addr: ip(a),
+        port,
+        protocol: L4::Tcp,
+    };
+    let want = vec![
+        (tcp("10.10.0.1", 80), Verdict::Redirect),
+        (tcp("10.10.0.2", 80), Verdict::Redirect),
+        // The pod's container port named like the service port.
+        (tcp("10.244.1.7", 3000), Verdict::Redirect),
+        (tcp("fd00:10:244:1::7", 3000), Verdict::Redirect),
+        (
+            Match::Host {
+                name: "customers.com".into(),
+                port: 80,
+            },
+            Verdict::Redirect,
+        ),
+    ];
+    assert_eq!(got, want);
+    // Neither the pod that is not ready nor the VM of another namespace.
+    assert!(!plan.entries.iter().any(|e| matches!(
+        e.matcher,
+        Match::Ip { addr, .. } if addr == ip("10.244.1.8") || addr == ip("10.20.0.9")
+    )));
+}
+
+#[test]
+fn kubectl_list_output_with_status_and_managed_fields_is_read() {
+    let loaded = load(&["kubectl/list.yaml"]);
+    assert!(errors(&loaded).is_empty(), "{:?}", errors(&loaded));
+    assert_eq!(loaded.registry.services.len(), 1);
+    assert_eq!(loaded.registry.service_entries.len(), 1);
+    let notes: Vec<String> = loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Note)
+        .map(|d| d.to_string())
+        .collect();
+    assert_eq!(notes.len(), 1);
+    assert!(notes[0].contains("Deployment"), "{notes:?}");
+    let plan = compile(&loaded);
+    assert!(plan.entries.iter().any(|e| e.matcher
+        == Match::Ip {
+            addr: ip("fd00:96::1234"),
+            port: 53,
+            protocol: L4::Udp
+        }
+        && e.service == "shop/ratings/ratings.shop.svc.cluster.local"));
+    assert!(plan.entries.iter().any(|e| matches!(
+        &e.matcher,
+        Match::Cidr { cidr, port: 5432, protocol: L4::Tcp } if cidr.addr == ip("10.30.0.0") && cidr.len == 24
+    )));
+    // A /32 is an exact address.
+    assert!(plan.entries.iter().any(|e| e.matcher
+        == Match::Ip {
+            addr: ip("10.30.1.5"),
+            port: 5432,
+            protocol: L4::Tcp
+        }));
+}
+
+#[test]
+fn errors_name_file_line_column_resource_and_field() {
+    let loaded = load(&["invalid/typos.yaml"]);
+    let file = fixture("invalid/typos.yaml").display().to_string();
+    assert_eq!(
+        errors(&loaded),
+        vec![
+            format!("{file}:13:13: ServiceEntry default/external-svc: spec.ports[1].number: 99999 is not a port (1-65535)"),
+            format!("{file}:26:5: ServiceEntry default/typo: spec.ports[0].nmber: unknown field `nmber`, expected one of `number`, `protocol`, `name`, `targetPort`"),
+            format!("{file}:37:13: ServiceEntry default/wrong-type: spec.ports[0].number: invalid type: string \"eighty\", expected u64"),
+        ]
+    );
+    assert!(loaded.registry.service_entries.is_empty());
+}
+
+#[test]
+fn every_problem_of_every_file_is_reported() {
+    let loaded = load(&["invalid", "examples"]);
+    assert_eq!(errors(&loaded).len(), 3);
+    // The valid files are still read.
+    assert_eq!(loaded.registry.workload_entries.len(), 3);
+}
+
+#[test]
+fn istio_rules_in_memory() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "spec:\n  hosts: ['*']\n",
+            "mem.yaml:6:11: ServiceEntry default/x: spec.hosts[0]: `*` alone is not a valid host",
+        ),
+        (
+            "spec:\n  hosts: [a.example]\n  addresses: [10.0.0.0/8]\n  resolution: DNS\n",
+            "mem.yaml:7:14: ServiceEntry default/x: spec.addresses: CIDR addresses are allowed only with resolution NONE or STATIC",
+        ),
+        (
+            "spec:\n  hosts: [a.example]\n  workloadSelector: {labels: {app: x}}\n  endpoints: [{address: 10.0.0.1}]\n  resolution: STATIC\n",
+            "mem.yaml:8:14: ServiceEntry default/x: spec.endpoints: only one of workloadSelector and endpoints may be set",
+        ),
+        (
+            "spec:\n  hosts: [a.example, b.example]\n  ports: [{number: 5432, name: pg, protocol: TCP}]\n  resolution: DNS\n",
+            "mem.yaml:7:10: ServiceEntry default/x: spec.ports: several hosts with a non-HTTP, non-TLS port need resolution NONE",
+        ),
+        (
+            "spec:\n  hosts: [a.example]\n  resolution: STATIC\n  ports: [{number: 80, name: http}]\n  endpoints: [{address: a.example}]\n",
+            "mem.yaml:9:25: ServiceEntry default/x: spec.endpoints[0].address: endpoint address \"a.example\" is not a valid IP address",
+        ),
+        (
+            "spec:\n  hosts: [a.example]\n  exportTo: [default, .]\n",
+            "mem.yaml:7:23: ServiceEntry default/x: spec.exportTo[1]: exportTo has both `.` and the current namespace default",
+        ),
+    ];
+    for (spec, want) in cases {
+        let text = format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: x\n{spec}"
+        );
+        let loaded = load_text(&text);
+        assert_eq!(errors(&loaded), vec![want.to_string()], "for {spec}");
+    }
+}
+
+#[test]
+fn missing_spec_and_unknown_spec_fields_are_errors() {
+    let loaded = load_text(
+        "apiVersion: networking.istio.io/v1beta1\nkind: WorkloadEntry\nmetadata: {name: w, namespace: lab}\n---\napiVersion: networking.istio.io/v1beta1\nkind: WorkloadEntry\nmetadata: {name: v, namespace: lab}\nspec:\n  address: 10.0.0.1\n  lables: {app: x}\n",
+    );
+    assert_eq!(
+        errors(&loaded),
+        vec![
+            "mem.yaml:1:1: WorkloadEntry lab/w: spec: is required".to_string(),
+            "mem.yaml:10:3: WorkloadEntry lab/v: spec.lables: unknown field `lables`, expected one of `address`, `ports`, `labels`, `network`, `locality`, `weight`, `serviceAccount`".to_string(),
+        ]
+    );
+}
+
+#[test]
+fn whole_port_capture_is_compiled_and_warned() {
+    let loaded = load_text(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: any-pg}\nspec:\n  hosts: [pg.example]\n  ports: [{number: 5432, name: pg, protocol: TCP}]\n",
+    );
+    // Istio warns at validation time already.
+    assert!(loaded
+        .diagnostics
+        .iter()
+        .any(|d| d.severity == Severity::Warning));
+    let plan = compile(&loaded);
+    assert_eq!(
+        plan.entries.iter().map(|e| &e.matcher).collect::<Vec<_>>(),
+        vec![&Match::Port {
+            port: 5432,
+            protocol: L4::Tcp
+        }]
+    );
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.contains("every destination on this port")),
+        "{:?}",
+        plan.warnings
+    );
+}
+
+#[test]
+fn conflicts_have_one_deterministic_winner_and_a_warning() {
+    let text = "\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: newer, namespace: a, creationTimestamp: '2026-02-01T00:00:00Z'}
+spec:
+  hosts: [newer.example]
+  addresses: [10.1.0.1]
+  ports: [{number: 443, name: tls, protocol: TLS}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: older, namespace: z, creationTimestamp: '2026-01-01T00:00:00Z'}
+spec:
+  hosts: [older.example]
+  addresses: [10.1.0.1]
+  ports: [{number: 443, name: tls, protocol: TLS}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: kube, namespace: z, creationTimestamp: '2026-03-01T00:00:00Z'}
+spec:
+  clusterIP: 10.1.0.2
+  ports: [{port: 443, name: https}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: shadow, namespace: a, creationTimestamp: '2025-01-01T00:00:00Z'}
+spec:
+  hosts: [shadow.example]
+  addresses: [10.1.0.2]
+  ports: [{number: 443, name: tls, protocol: TLS}]
+";
+    let plan = compile(&load_text(text));
+    let owner = |a: &str| {
+        plan.entries
+            .iter()
+            .find(|e| matches!(e.matcher, Match::Ip { addr, port: 443, .. } if addr == ip(a)))
+            .map(|e| e.service.clone())
+    };
+    assert_eq!(owner("10.1.0.1").as_deref(), Some("z/older/older.example"));
+    assert_eq!(
+        owner("10.1.0.2").as_deref(),
+        Some("z/kube/kube.z.svc.cluster.local")
+    );
+    assert_eq!(
+        plan.warnings.iter().filter(|w| w.contains("wins")).count(),
+        2,
+        "{:?}",
+        plan.warnings
+    );
+}
+
+#[test]
+fn output_does_not_depend_on_input_order() {
+    let a = compile(&load(&[
+        "examples/customers.yaml",
+        "examples/external-svc.yaml",
+        "kubectl/list.yaml",
+    ]));
+    let b = compile(&load(&[
+        "kubectl/list.yaml",
+        "examples/external-svc.yaml",
+        "examples/customers.yaml",
+    ]));
+    assert_eq!(a.services, b.services);
+    assert_eq!(a.entries, b.entries);
+    assert_eq!(a.dns, b.dns);
+}
+
+#[test]
+fn plan_json_shape() {
+    let plan = compile(&load(&[
+        "examples/customers.yaml",
+        "examples/external-svc.yaml",
+    ]));
+    let v = serde_json::to_value(&plan).expect("serializes");
+    let entries = v["entries"].as_array().expect("entries");
+    assert!(!entries.is_empty());
+    for e in entries {
+        assert!(e["match"]["kind"].is_string());
+        assert!(e["match"]["port"].is_number());
+        assert!(e["service"].is_string());
+        assert!(matches!(e["verdict"].as_str(), Some("redirect" | "pass")));
+    }
+    assert!(v["services"].is_array());
+    assert!(v["warnings"].is_array());
+}
+
+#[test]
+fn unix_and_dns_endpoints() {
+    let text = "\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: uds}
+spec:
+  hosts: [uds.lab.internal]
+  ports: [{number: 8001, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 'unix:///var/run/app.sock'}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: dns-ep}
+spec:
+  hosts: [api.lab.internal]
+  ports: [{number: 8000, name: http, protocol: HTTP, targetPort: 8443}]
+  resolution: DNS
+  endpoints:
+  - address: us.api.lab.internal
+    ports: {http: 8080}
+  - address: 10.40.0.1
+";
+    let plan = compile(&load_text(text));
+    // The unix endpoint makes no address entry.
+    assert!(!plan
+        .entries
+        .iter()
+        .any(|e| e.service.starts_with("default/uds/") && matches!(e.matcher, Match::Ip { .. })));
+    assert_eq!(plan.dns.len(), 1);
+    assert_eq!(plan.dns[0].name, "us.api.lab.internal");
+    assert_eq!(plan.dns[0].ports, vec![(8080, L4::Tcp)]);
+    // The IP endpoint without its own port gets the target port.
+    assert!(plan.entries.iter().any(|e| e.matcher
+        == Match::Ip {
+            addr: ip("10.40.0.1"),
+            port: 8443,
+            protocol: L4::Tcp
+        }));
+}
+
+#[test]
+fn hostile_yaml_is_an_error_not_a_crash() {
+    let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..12 {
+        let p = i - 1;
+        bomb.push_str(&format!(
+            "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+        ));
+    }
+    let loaded = load_text(&bomb);
+    assert!(errors(&loaded)[0].contains("limit of 1000000 nodes"));
+    let loaded = load_text(&"- ".repeat(5000));
+    assert!(errors(&loaded)[0].contains("limit of 64 levels"));
+    let loaded = load_text("a: [1, 2\n");
+    assert!(errors(&loaded)[0].starts_with("mem.yaml:"));
+    let mut loaded = Loaded::default();
+    registry::load_bytes(
+        &mut loaded,
+        "bin.yaml",
+        &[0xff, 0xfe, 0x00],
+        &Limits::default(),
+    );
+    assert!(errors(&loaded)[0].contains("not UTF-8"));
+}
