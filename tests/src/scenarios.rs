@@ -37,21 +37,111 @@ fn sa(ip: &str, port: u16) -> SocketAddr {
 pub fn probes() -> Vec<Probe> {
     use Kind::*;
     vec![
-        Probe { what: "customers.com VIP", dst: sa(addr::CUSTOMERS_VIP, 80), kind: Tcp, allow_any: "redirect", registry_only: "redirect" },
-        Probe { what: "customers-vm-1", dst: sa(addr::VM1, 80), kind: Tcp, allow_any: "redirect", registry_only: "redirect" },
-        Probe { what: "customers-vm-2", dst: sa(addr::VM2, 80), kind: Tcp, allow_any: "redirect", registry_only: "redirect" },
-        Probe { what: "customers pod", dst: sa(addr::POD, 80), kind: Tcp, allow_any: "redirect", registry_only: "redirect" },
-        Probe { what: "api.external-svc.com (TLS)", dst: sa(addr::API, 443), kind: Tls("api.external-svc.com"), allow_any: "pass", registry_only: "pass" },
-        Probe { what: "api.external-svc.com (TLS, v6)", dst: sa(addr::API6, 443), kind: Tls("api.external-svc.com"), allow_any: "pass", registry_only: "pass" },
-        Probe { what: "api.external-svc.com (HTTP Host)", dst: sa(addr::API, 80), kind: Http("api.external-svc.com"), allow_any: "pass", registry_only: "pass" },
-        Probe { what: "dns.external.lab (UDP)", dst: sa(addr::UDP_EXTERNAL, 53), kind: Udp, allow_any: "pass", registry_only: "pass" },
-        Probe { what: "unknown name (TLS)", dst: sa(addr::UNKNOWN, 443), kind: Tls("unknown.example"), allow_any: "pass", registry_only: "reject" },
-        Probe { what: "spoofed name at API's IP (TLS)", dst: sa(addr::API, 443), kind: Tls("evil.example"), allow_any: "pass", registry_only: "reject" },
-        Probe { what: "unknown host (HTTP Host)", dst: sa(addr::UNKNOWN, 80), kind: Http("unknown.example"), allow_any: "pass", registry_only: "reject" },
-        Probe { what: "unknown IP (TCP)", dst: sa(addr::UNKNOWN, TCP_PORT), kind: Tcp, allow_any: "pass", registry_only: "reject" },
-        Probe { what: "unknown IP (TCP, v6)", dst: sa(addr::UNKNOWN6, TCP_PORT), kind: Tcp, allow_any: "pass", registry_only: "reject" },
-        Probe { what: "unknown IP (UDP)", dst: sa(addr::UNKNOWN, 53), kind: Udp, allow_any: "pass", registry_only: "reject" },
-        Probe { what: "unknown IP (UDP, v6)", dst: sa(addr::UNKNOWN6, 53), kind: Udp, allow_any: "pass", registry_only: "reject" },
+        Probe {
+            what: "customers.com VIP",
+            dst: sa(addr::CUSTOMERS_VIP, 80),
+            kind: Tcp,
+            allow_any: "redirect",
+            registry_only: "redirect",
+        },
+        Probe {
+            what: "customers-vm-1",
+            dst: sa(addr::VM1, 80),
+            kind: Tcp,
+            allow_any: "redirect",
+            registry_only: "redirect",
+        },
+        Probe {
+            what: "customers-vm-2",
+            dst: sa(addr::VM2, 80),
+            kind: Tcp,
+            allow_any: "redirect",
+            registry_only: "redirect",
+        },
+        Probe {
+            what: "customers pod",
+            dst: sa(addr::POD, 80),
+            kind: Tcp,
+            allow_any: "redirect",
+            registry_only: "redirect",
+        },
+        Probe {
+            what: "api.external-svc.com (TLS)",
+            dst: sa(addr::API, 443),
+            kind: Tls("api.external-svc.com"),
+            allow_any: "pass",
+            registry_only: "pass",
+        },
+        Probe {
+            what: "api.external-svc.com (TLS, v6)",
+            dst: sa(addr::API6, 443),
+            kind: Tls("api.external-svc.com"),
+            allow_any: "pass",
+            registry_only: "pass",
+        },
+        Probe {
+            what: "api.external-svc.com (HTTP Host)",
+            dst: sa(addr::API, 80),
+            kind: Http("api.external-svc.com"),
+            allow_any: "pass",
+            registry_only: "pass",
+        },
+        Probe {
+            what: "dns.external.lab (UDP)",
+            dst: sa(addr::UDP_EXTERNAL, 53),
+            kind: Udp,
+            allow_any: "pass",
+            registry_only: "pass",
+        },
+        Probe {
+            what: "unknown name (TLS)",
+            dst: sa(addr::UNKNOWN, 443),
+            kind: Tls("unknown.example"),
+            allow_any: "pass",
+            registry_only: "reject",
+        },
+        Probe {
+            what: "spoofed name at API's IP (TLS)",
+            dst: sa(addr::API, 443),
+            kind: Tls("evil.example"),
+            allow_any: "pass",
+            registry_only: "reject",
+        },
+        Probe {
+            what: "unknown host (HTTP Host)",
+            dst: sa(addr::UNKNOWN, 80),
+            kind: Http("unknown.example"),
+            allow_any: "pass",
+            registry_only: "reject",
+        },
+        Probe {
+            what: "unknown IP (TCP)",
+            dst: sa(addr::UNKNOWN, TCP_PORT),
+            kind: Tcp,
+            allow_any: "pass",
+            registry_only: "reject",
+        },
+        Probe {
+            what: "unknown IP (TCP, v6)",
+            dst: sa(addr::UNKNOWN6, TCP_PORT),
+            kind: Tcp,
+            allow_any: "pass",
+            registry_only: "reject",
+        },
+        Probe {
+            what: "unknown IP (UDP)",
+            dst: sa(addr::UNKNOWN, 53),
+            kind: Udp,
+            allow_any: "pass",
+            registry_only: "reject",
+        },
+        Probe {
+            what: "unknown IP (UDP, v6)",
+            dst: sa(addr::UNKNOWN6, 53),
+            kind: Udp,
+            allow_any: "pass",
+            registry_only: "reject",
+        },
     ]
 }
 
@@ -97,7 +187,11 @@ pub fn run(lab: &Lab, meshclass: &Path, registry_only: bool) -> Vec<Row> {
         let took = start.elapsed();
         let (stage, service) = flow_of(lab, meshclass, p.dst, matches!(p.kind, Kind::Udp));
         rows.push(Row {
-            expected: if registry_only { p.registry_only } else { p.allow_any },
+            expected: if registry_only {
+                p.registry_only
+            } else {
+                p.allow_any
+            },
             probe: p,
             outcome,
             took,
@@ -111,7 +205,10 @@ pub fn run(lab: &Lab, meshclass: &Path, registry_only: bool) -> Vec<Row> {
 /// The stage and service of the newest flow to `dst` in the pinned flow table.
 pub fn flow_of(lab: &Lab, meshclass: &Path, dst: SocketAddr, udp: bool) -> (String, String) {
     let pin = lab.pin_dir.display().to_string();
-    let out = match lab.meshclass(meshclass, &["inspect", "flows", "--json", "--pin-dir", &pin]) {
+    let out = match lab.meshclass(
+        meshclass,
+        &["inspect", "flows", "--json", "--pin-dir", &pin],
+    ) {
         Ok(o) => o,
         Err(_) => return ("?".into(), "?".into()),
     };

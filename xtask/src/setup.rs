@@ -58,6 +58,7 @@ pub fn setup(quiet: bool) -> Result<Ready> {
     };
     ensure_nightly_rust_src(&say)?;
     let linker_bin_dir = ensure_bpf_linker(&say)?;
+    link_into_cargo_bin(&linker_bin_dir, &say);
     if is_root() {
         ensure_debian_packages(&say)?;
         ensure_bpffs(&say)?;
@@ -201,6 +202,35 @@ fn ensure_bpf_linker(say: &dyn Fn(&str)) -> Result<PathBuf> {
         bail!("bpf-linker was built but {} is missing", bin.display());
     }
     Ok(prefix.join("bin"))
+}
+
+/// Makes a plain `cargo build` find bpf-linker: a symlink in cargo's bin directory, unless a
+/// bpf-linker of someone else's is already there.
+fn link_into_cargo_bin(linker_bin_dir: &Path, say: &dyn Fn(&str)) {
+    let Some(cargo_home) = env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+    else {
+        return;
+    };
+    let bin = cargo_home.join("bin");
+    if !bin.is_dir() {
+        return;
+    }
+    let link = bin.join("bpf-linker");
+    let target = linker_bin_dir.join("bpf-linker");
+    match fs::read_link(&link) {
+        Ok(current) if current == target => return,
+        Ok(current) if current.starts_with(tools_home()) => {
+            let _ = fs::remove_file(&link);
+        }
+        Ok(_) => return,
+        Err(_) if link.exists() => return,
+        Err(_) => {}
+    }
+    if symlink(&target, &link).is_ok() {
+        say(&format!("linked {} -> {}", link.display(), target.display()));
+    }
 }
 
 fn ensure_debian_packages(say: &dyn Fn(&str)) -> Result<()> {

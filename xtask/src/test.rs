@@ -29,7 +29,14 @@ pub fn test(ready: &Ready, filter: Option<&str>, unit_only: bool) -> Result<()> 
     }
     eprintln!("xtask test: privileged tests (root, one test thread: they share kernel state)");
     let mut e2e = ready.cargo();
-    e2e.args(["test", "--release", "--package", "tests", "--", "--test-threads=1"]);
+    e2e.args([
+        "test",
+        "--release",
+        "--package",
+        "tests",
+        "--",
+        "--test-threads=1",
+    ]);
     if let Some(f) = filter {
         e2e.arg(f);
     }
@@ -39,9 +46,14 @@ pub fn test(ready: &Ready, filter: Option<&str>, unit_only: bool) -> Result<()> 
 /// rustfmt check and clippy with warnings as errors, host crates and the eBPF crate for BPF.
 pub fn lint(ready: &Ready) -> Result<()> {
     run(ready.cargo().args(["fmt", "--all", "--", "--check"]))?;
-    run(ready
-        .cargo()
-        .args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    run(ready.cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     // The program's code is compiled only for the BPF target; lint it there too.
     let mut ebpf = std::process::Command::new("rustup");
     ebpf.env("PATH", ready.path_env())
@@ -51,6 +63,12 @@ pub fn lint(ready: &Ready) -> Result<()> {
         .current_dir("classifier-ebpf")
         .args(["run", NIGHTLY, "cargo", "clippy", "--release"])
         .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
-        .args(["--target-dir", "../target/ebpf-clippy", "--", "-D", "warnings"]);
+        .args([
+            "--target-dir",
+            "../target/ebpf-clippy",
+            "--",
+            "-D",
+            "warnings",
+        ]);
     run(&mut ebpf)
 }

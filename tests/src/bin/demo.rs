@@ -11,9 +11,11 @@ use std::{
 use tests::{lab::Lab, scenarios};
 
 fn meshclass_bin() -> PathBuf {
-    std::env::var_os("MESHCLASS_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/meshclass")
-    })
+    std::env::var_os("MESHCLASS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/meshclass")
+        })
 }
 
 fn progress(step: &str) {
@@ -44,7 +46,10 @@ fn main() -> ExitCode {
     }
     let bin = meshclass_bin();
     if !bin.exists() {
-        eprintln!("no meshclass binary at {} (cargo xtask demo builds it)", bin.display());
+        eprintln!(
+            "no meshclass binary at {} (cargo xtask demo builds it)",
+            bin.display()
+        );
         return ExitCode::from(2);
     }
     let registry = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/lab-registry");
@@ -55,11 +60,20 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    eprintln!("\r\x1b[2Klab ready: namespaces {}, {}, {}", lab.workload.name(), lab.node.name(), lab.world.name());
+    eprintln!(
+        "\r\x1b[2Klab ready: namespaces {}, {}, {}",
+        lab.workload.name(),
+        lab.node.name(),
+        lab.world.name()
+    );
     let mut mismatches = 0;
     for (policy, registry_only) in [("ALLOW_ANY", false), ("REGISTRY_ONLY", true)] {
         println!("\n=== outbound policy {policy} (blocked: reject) ===\n");
-        if let Err(e) = lab.start_daemon(&bin, &registry, &["--outbound-policy", policy, "--blocked", "reject"]) {
+        if let Err(e) = lab.start_daemon(
+            &bin,
+            &registry,
+            &["--outbound-policy", policy, "--blocked", "reject"],
+        ) {
             eprintln!("starting meshclass failed: {e:#}");
             return ExitCode::from(1);
         }
