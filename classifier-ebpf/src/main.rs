@@ -1,26 +1,34 @@
+//! The meshclass TC classifier: `meshclass` at TC ingress of a workload's host-side interface
+//! classifies the workload's outbound packets (docs/decision.md); `meshclass_inbound` at TC
+//! egress of the same interface records connections that others open to the workload.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 #[cfg(target_arch = "bpf")]
-mod prog {
-    use aya_ebpf::{
-        bindings::TC_ACT_UNSPEC,
-        macros::{classifier, map},
-        maps::PerCpuArray,
-        programs::TcContext,
-    };
-    use classifier_common::counter;
+mod prog;
 
-    #[map(name = "COUNTERS")]
-    static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+#[cfg(target_arch = "bpf")]
+mod entry {
+    use aya_ebpf::{macros::classifier, programs::TcContext};
 
+    use crate::prog::{classify, inbound};
+
+    /// Classifies one outbound packet of a workload.
     #[classifier]
-    pub fn meshclass(_ctx: TcContext) -> i32 {
-        if let Some(c) = COUNTERS.get_ptr_mut(counter::PACKETS) {
-            // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-            unsafe { *c += 1 };
+    pub fn meshclass(ctx: TcContext) -> i32 {
+        match classify::try_classify(&ctx) {
+            Ok(v) | Err(v) => v,
         }
-        TC_ACT_UNSPEC
+    }
+
+    /// Records connections opened to the workload so that its replies pass.
+    #[classifier]
+    pub fn meshclass_inbound(ctx: TcContext) -> i32 {
+        match inbound::try_inbound(&ctx) {
+            Ok(v) | Err(v) => v,
+        }
     }
 
     #[panic_handler]

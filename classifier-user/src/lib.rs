@@ -2,6 +2,7 @@
 
 pub mod attach;
 pub mod commands;
+pub mod dataplane;
 pub mod netlink;
 pub mod model;
 pub mod packet;

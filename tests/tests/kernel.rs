@@ -23,14 +23,24 @@ fn program_loads_and_counts_every_packet() {
     assert_eq!(d.retval, TC_ACT_UNSPEC);
     assert_eq!(d.service_id, NO_SERVICE);
     let after = dp.counters().unwrap();
-    assert_eq!(after[counter::PACKETS as usize] - before[counter::PACKETS as usize], 1);
-    assert_eq!(after[counter::NEW_FLOWS as usize] - before[counter::NEW_FLOWS as usize], 1);
+    assert_eq!(
+        after[counter::PACKETS as usize] - before[counter::PACKETS as usize],
+        1
+    );
+    assert_eq!(
+        after[counter::NEW_FLOWS as usize] - before[counter::NEW_FLOWS as usize],
+        1
+    );
 }
 
 #[test]
 fn exact_ip_decides_and_the_flow_keeps_it() {
     let mut dp = dataplane();
-    let p = plan(vec![entry(exact("10.1.0.5", 443, L4::Tcp), 7, Verdict::Pass)]);
+    let p = plan(vec![entry(
+        exact("10.1.0.5", 443, L4::Tcp),
+        7,
+        Verdict::Pass,
+    )]);
     dp.apply(&p, &registry_only(Blocked::Drop)).unwrap();
     let mut flow = TcpFlow::new(ip("10.0.0.1"), ip("10.1.0.5"), 40001, 443, 1000);
     let d = run(&mut dp, &flow.syn().build());
@@ -55,7 +65,10 @@ fn exact_ipv6_and_udp() {
         entry(exact("fd00::6", 80, L4::Tcp), 4, Verdict::Pass),
     ]);
     dp.apply(&p, &registry_only(Blocked::Drop)).unwrap();
-    let d = run(&mut dp, &Packet::udp(ip("fd00::1"), ip("fd00::5"), 5353, 53, b"q").build());
+    let d = run(
+        &mut dp,
+        &Packet::udp(ip("fd00::1"), ip("fd00::5"), 5353, 53, b"q").build(),
+    );
     expect(&d, verdict::PASS, stage::EXACT);
     assert_eq!(d.service_id, 3);
     let f = Packet::tcp(ip("fd00::1"), ip("fd00::6"), 5000, 80, tcp_flags::SYN).build();
@@ -63,7 +76,10 @@ fn exact_ipv6_and_udp() {
     expect(&d, verdict::PASS, stage::EXACT);
     assert_eq!(d.service_id, 4);
     // UDP to the TCP entry's port is not it.
-    let d = run(&mut dp, &Packet::udp(ip("fd00::1"), ip("fd00::6"), 5353, 80, b"q").build());
+    let d = run(
+        &mut dp,
+        &Packet::udp(ip("fd00::1"), ip("fd00::6"), 5353, 80, b"q").build(),
+    );
     expect(&d, verdict::DROP, stage::POLICY);
 }
 
@@ -90,10 +106,18 @@ fn longest_cidr_wins() {
 #[test]
 fn reapplying_a_changed_plan_switches_generation() {
     let mut dp = dataplane();
-    let a = plan(vec![entry(exact("10.1.0.5", 443, L4::Tcp), 7, Verdict::Pass)]);
+    let a = plan(vec![entry(
+        exact("10.1.0.5", 443, L4::Tcp),
+        7,
+        Verdict::Pass,
+    )]);
     let r = dp.apply(&a, &registry_only(Blocked::Drop)).unwrap();
     let g = r.generation;
-    let b = plan(vec![entry(exact("10.1.0.6", 443, L4::Tcp), 8, Verdict::Pass)]);
+    let b = plan(vec![entry(
+        exact("10.1.0.6", 443, L4::Tcp),
+        8,
+        Verdict::Pass,
+    )]);
     let r = dp.apply(&b, &registry_only(Blocked::Drop)).unwrap();
     assert_ne!(r.generation, g);
     assert_eq!(r.written, 2, "{r:?}");
@@ -108,7 +132,11 @@ fn reapplying_a_changed_plan_switches_generation() {
 #[test]
 fn redirect_without_a_proxy_socket_drops_and_counts() {
     let mut dp = dataplane();
-    let p = plan(vec![entry(exact("10.9.0.1", 9080, L4::Tcp), 5, Verdict::Redirect)]);
+    let p = plan(vec![entry(
+        exact("10.9.0.1", 9080, L4::Tcp),
+        5,
+        Verdict::Redirect,
+    )]);
     dp.apply(&p, &allow_any()).unwrap();
     let before = dp.counters().unwrap();
     let f = Packet::tcp(ip("10.0.0.1"), ip("10.9.0.1"), 1234, 9080, tcp_flags::SYN).build();

@@ -20,7 +20,10 @@ pub const TC_ACT_REDIRECT: i32 = 7;
 pub fn dataplane() -> Dataplane {
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
-    assert_eq!(uid, 0, "kernel tests need root (BPF_PROG_TEST_RUN): run them with sudo");
+    assert_eq!(
+        uid, 0,
+        "kernel tests need root (BPF_PROG_TEST_RUN): run them with sudo"
+    );
     let caps = Capacities {
         exact: 1024,
         cidr: 256,
@@ -60,7 +63,10 @@ pub fn exact(addr: &str, port: u16, protocol: L4) -> Match {
 
 pub fn cidr(addr: &str, len: u8, port: u16, protocol: L4) -> Match {
     Match::Cidr {
-        cidr: Cidr { addr: ip(addr), len },
+        cidr: Cidr {
+            addr: ip(addr),
+            len,
+        },
         port,
         protocol,
     }

@@ -1,0 +1,465 @@
+//! The order of evaluation (docs/decision.md §1-§8).
+
+use aya_ebpf::{
+    bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC},
+    helpers::bpf_ktime_get_ns,
+    maps::lpm_trie::Key,
+    programs::TcContext,
+};
+use classifier_common::{
+    config_flags, counter, family, flow_state, name_kind, name_match, policy, proto, stage,
+    verdict, CidrData, Config, EntryValue, Event, ExactKey, FlowValue, PortKey, PortValue,
+    CIDR_FIXED_BITS, MAX_NAME_LEN, NO_SERVICE,
+};
+
+use super::{
+    act::act,
+    cnt, http,
+    maps::{
+        Scratch, ACTIVE, CIDR, CONFIG, ENTRY_HITS, EVENTS, EXACT, FLOWS, PKT_STATE, PORTS, SCRATCH,
+    },
+    names,
+    pkt::{self, Parsed, Pkt, TCP_ACK, TCP_SYN},
+    tls::{self, Hello},
+};
+
+/// Classifies one packet and acts on the verdict.
+#[inline(always)]
+pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
+    cnt::inc(counter::PACKETS);
+    let generation = match ACTIVE.get(0) {
+        Some(a) => (a.generation & 1) as u8,
+        None => 0,
+    };
+    let Some(cfg) = CONFIG.get(generation as u32) else {
+        return Ok(only(verdict::PASS, stage::OTHER));
+    };
+    let Some(st) = PKT_STATE.get_ptr_mut(0) else {
+        return Ok(only(verdict::PASS, stage::OTHER));
+    };
+    // SAFETY: per-CPU state, used by this program run only.
+    let st = unsafe { &mut *st };
+    match pkt::parse(ctx, &mut st.pkt) {
+        Parsed::Ip => {}
+        Parsed::NotIp | Parsed::NeighbourDiscovery => return Ok(only(verdict::PASS, stage::OTHER)),
+        Parsed::Fragment => {
+            cnt::inc(counter::FRAGMENTS);
+            return Ok(only(verdict::PASS, stage::OTHER));
+        }
+        Parsed::Malformed => {
+            cnt::inc(counter::MALFORMED);
+            if cfg.outbound_policy == policy::REGISTRY_ONLY {
+                cnt::decided(verdict::DROP, stage::OTHER);
+                return Err(TC_ACT_SHOT as i32);
+            }
+            return Ok(only(verdict::PASS, stage::OTHER));
+        }
+    }
+    let p = &st.pkt;
+    let tcp = p.key.proto == proto::TCP;
+    if !tcp && p.key.proto != proto::UDP {
+        let v = blocked(cfg, true);
+        cnt::decided(v, stage::POLICY);
+        return Ok(act(ctx, p, cfg, v, false));
+    }
+
+    // §3 Flow lookup.
+    let syn_only = tcp && p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    let mut pending = false;
+    if !syn_only {
+        if let Some(f) = FLOWS.get_ptr(&p.key) {
+            // SAFETY: a map value pointer, valid for this run.
+            let (state, v) = unsafe { ((*f).state, (*f).verdict) };
+            if state == flow_state::DECIDED {
+                cnt::decided(v, stage::FLOW);
+                return Ok(act(ctx, p, cfg, v, false));
+            }
+            pending = true;
+        }
+    }
+
+    // §4 Address stages.
+    if !pending {
+        st.exact = ExactKey {
+            generation,
+            family: p.key.family,
+            proto: p.key.proto,
+            _pad: 0,
+            port: p.key.dport,
+            _pad2: 0,
+            addr: p.key.daddr,
+        };
+        if let Some(e) = EXACT.get_ptr(&st.exact) {
+            // SAFETY: as above.
+            let e = unsafe { *e };
+            return Ok(decide(
+                ctx,
+                p,
+                cfg,
+                &Decision::entry(generation, e, stage::EXACT, false, 0),
+            ));
+        }
+        let bits = if p.key.family == family::V4 { 32 } else { 128 };
+        st.cidr = Key::new(
+            CIDR_FIXED_BITS + bits,
+            CidrData {
+                generation,
+                family: p.key.family,
+                proto: p.key.proto,
+                _pad: 0,
+                port: p.key.dport,
+                _pad2: 0,
+                addr: p.key.daddr,
+            },
+        );
+        if let Some(e) = CIDR.get(&st.cidr) {
+            let e = *e;
+            return Ok(decide(
+                ctx,
+                p,
+                cfg,
+                &Decision::entry(generation, e, stage::CIDR, false, 0),
+            ));
+        }
+    }
+
+    // §5 Is there a name to wait for?
+    st.port = PortKey {
+        generation,
+        proto: p.key.proto,
+        port: p.key.dport,
+    };
+    let port = match PORTS.get_ptr(&st.port) {
+        Some(v) => v,
+        None => &EMPTY_PORT as *const PortValue,
+    };
+    // SAFETY: a map value pointer (valid for this run) or a static.
+    let port = unsafe { &*port };
+    let kinds = if tcp { port.name_kinds } else { 0 };
+    if (kinds != 0 || pending) && p.payload_len == 0 {
+        if !pending {
+            st.flow = FlowValue {
+                state: flow_state::PENDING,
+                verdict: verdict::NONE,
+                stage: stage::PENDING,
+                generation,
+                service_id: NO_SERVICE,
+                entry_id: 0,
+                _pad: 0,
+                decided_ns: 0,
+            };
+            let _ = FLOWS.insert(&p.key, &st.flow, 0);
+        }
+        return Ok(only(verdict::PASS, stage::PENDING));
+    }
+
+    // §6 Name stages.
+    if NAME_STAGES && kinds != 0 {
+        let r = names_stage(ctx, p, cfg, port, generation);
+        if r != NO_HIT {
+            return Ok(r);
+        }
+    }
+
+    // §7 Port capture and policy.
+    let after = kinds != 0;
+    if port.has_capture == 1 {
+        let e = port.capture;
+        return Ok(decide(
+            ctx,
+            p,
+            cfg,
+            &Decision::entry(generation, e, stage::PORT, after, 0),
+        ));
+    }
+    let v = blocked(cfg, false);
+    Ok(decide(
+        ctx,
+        p,
+        cfg,
+        &Decision {
+            generation,
+            verdict: v,
+            stage: stage::POLICY,
+            entry: None,
+            after_handshake: after,
+            name_len: 0,
+        },
+    ))
+}
+
+/// Whether the name stages are compiled in.
+const NAME_STAGES: bool = false;
+
+/// The port value of a port the registry does not mention.
+static EMPTY_PORT: PortValue = PortValue {
+    capture: EntryValue {
+        service_id: 0,
+        entry_id: 0,
+        verdict: 0,
+        _pad: [0; 3],
+    },
+    has_capture: 0,
+    name_kinds: 0,
+    _pad: [0; 2],
+    suffix_labels: 0,
+};
+
+/// The verdict of the outbound policy; REJECT as DROP when `no_reject`.
+#[inline(always)]
+fn blocked(cfg: &Config, no_reject: bool) -> u8 {
+    if cfg.outbound_policy != policy::REGISTRY_ONLY {
+        return verdict::PASS;
+    }
+    let v = if cfg.blocked_verdict == verdict::REJECT {
+        verdict::REJECT
+    } else {
+        verdict::DROP
+    };
+    if no_reject && v == verdict::REJECT {
+        verdict::DROP
+    } else {
+        v
+    }
+}
+
+/// Counts a PASS/DROP that needs no action and returns its TC code.
+#[inline(always)]
+fn only(v: u8, st: u8) -> i32 {
+    cnt::decided(v, st);
+    TC_ACT_UNSPEC
+}
+
+/// What `names_stage` returns when no name decided.
+const NO_HIT: i32 = i32::MIN;
+
+/// Tries the name stages on the first payload; a hit is decided (and acted on) here and its
+/// TC code returned, else `NO_HIT`.
+#[inline(never)]
+fn names_stage(ctx: &TcContext, p: &Pkt, cfg: &Config, port: &PortValue, generation: u8) -> i32 {
+    let Some(s) = SCRATCH.get_ptr_mut(0) else {
+        return NO_HIT;
+    };
+    // SAFETY: per-CPU scratch, used by this program run only.
+    let s = unsafe { &mut *s };
+    let Some((e, st, n)) = find_name(ctx, p, cfg, port, generation, s) else {
+        return NO_HIT;
+    };
+    let mut v = e.verdict;
+    if v == verdict::REDIRECT {
+        cnt::inc(counter::LATE_REDIRECT);
+        v = verdict::PASS;
+    }
+    decide(
+        ctx,
+        p,
+        cfg,
+        &Decision {
+            generation,
+            verdict: v,
+            stage: st,
+            entry: Some(e),
+            after_handshake: true,
+            name_len: n,
+        },
+    )
+}
+
+/// Tries TLS, HTTP/1.x and HTTP/2 names; returns the entry, stage, and the name's length.
+#[inline(always)]
+fn find_name(
+    ctx: &TcContext,
+    p: &Pkt,
+    cfg: &Config,
+    port: &PortValue,
+    generation: u8,
+    s: &mut Scratch,
+) -> Option<(EntryValue, u8, usize)> {
+    let kinds = port.name_kinds;
+    if kinds & name_kind::TLS != 0 {
+        pull(ctx, p);
+        if let Hello::Complete { name_len, ech } = tls::parse(ctx, p, s) {
+            if ech {
+                cnt::inc(counter::ECH_SEEN);
+            }
+            if name_len > 0 && (!ech || cfg.flags & config_flags::ECH_OUTER_SNI != 0) {
+                let n = names::normalize(s, name_len, false);
+                if let Some(e) = names::lookup(
+                    s,
+                    n,
+                    generation,
+                    name_match::EXACT,
+                    p.key.dport,
+                    port.suffix_labels,
+                ) {
+                    return Some((e, stage::SNI, n));
+                }
+            }
+            return None;
+        }
+    }
+    if kinds & (name_kind::HTTP | name_kind::H2) != 0 {
+        let w = http::load_window(ctx, p, s);
+        if kinds & name_kind::HTTP != 0 {
+            let n = http::host(s, w);
+            if n > 0 {
+                let n = names::normalize(s, n, false);
+                if let Some(e) = names::lookup(
+                    s,
+                    n,
+                    generation,
+                    name_match::EXACT,
+                    p.key.dport,
+                    port.suffix_labels,
+                ) {
+                    return Some((e, stage::HOST, n));
+                }
+                return None;
+            }
+        }
+        if kinds & name_kind::H2 != 0 {
+            let (n, huffman) = http::authority(s, w);
+            if n > 0 {
+                let n = names::normalize(s, n, huffman);
+                let (kind, labels) = if huffman {
+                    (name_match::HUFFMAN, 0)
+                } else {
+                    (name_match::EXACT, port.suffix_labels)
+                };
+                if let Some(e) = names::lookup(s, n, generation, kind, p.key.dport, labels) {
+                    return Some((e, stage::HOST, n));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Makes the start of the payload linear for direct access.
+#[inline(always)]
+fn pull(ctx: &TcContext, p: &Pkt) {
+    let want = p.payload_off + p.payload_len;
+    let want = if want > 2048 { 2048 } else { want };
+    if ((ctx.data_end() - ctx.data()) as u32) < want {
+        let _ = ctx.pull_data(want);
+    }
+}
+
+/// A decision of steps 4-7.
+struct Decision {
+    generation: u8,
+    verdict: u8,
+    stage: u8,
+    /// The decision came from a TCP payload (a handshake happened).
+    after_handshake: bool,
+    /// The deciding entry, if any.
+    entry: Option<EntryValue>,
+    /// Length of the name in `Scratch::name` that decided (0: none).
+    name_len: usize,
+}
+
+impl Decision {
+    /// A decision by an entry.
+    #[inline(always)]
+    fn entry(
+        generation: u8,
+        e: EntryValue,
+        stage: u8,
+        after_handshake: bool,
+        name_len: usize,
+    ) -> Self {
+        Self {
+            generation,
+            verdict: e.verdict,
+            stage,
+            after_handshake,
+            entry: Some(e),
+            name_len,
+        }
+    }
+}
+
+/// Records a decision of steps 4-7 (§8), counts it and acts on it.
+#[inline(never)]
+fn decide(ctx: &TcContext, p: &Pkt, cfg: &Config, d: &Decision) -> i32 {
+    let (generation, v, st, entry, after_handshake, name_len) = (
+        d.generation,
+        d.verdict,
+        d.stage,
+        d.entry,
+        d.after_handshake,
+        d.name_len,
+    );
+    let (service_id, entry_id) = match entry {
+        Some(e) => (e.service_id, e.entry_id),
+        None => (NO_SERVICE, 0),
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    let Some(ps) = PKT_STATE.get_ptr_mut(0) else {
+        return TC_ACT_SHOT as i32;
+    };
+    // SAFETY: per-CPU state, used by this program run only.
+    let fv = unsafe { &mut (*ps).flow };
+    *fv = FlowValue {
+        state: flow_state::DECIDED,
+        verdict: v,
+        stage: st,
+        generation,
+        service_id,
+        entry_id,
+        _pad: 0,
+        decided_ns: now,
+    };
+    let _ = FLOWS.insert(&p.key, &*fv, 0);
+    if entry.is_some() {
+        if let Some(h) = ENTRY_HITS.get_ptr_mut(entry_id) {
+            // SAFETY: a map value shared by CPUs, updated with an atomic add.
+            unsafe {
+                core::intrinsics::atomic_xadd::<
+                    u64,
+                    u64,
+                    { core::intrinsics::AtomicOrdering::Relaxed },
+                >(h, 1)
+            };
+        }
+    }
+    cnt::inc(counter::NEW_FLOWS);
+    if v == verdict::DROP || v == verdict::REJECT || cfg.flags & config_flags::EVENTS_ALL != 0 {
+        event(p, fv, now, name_len);
+    }
+    cnt::decided(v, st);
+    act(ctx, p, cfg, v, after_handshake)
+}
+
+/// Sends a decision event; counts `EVENTS_LOST` when the ring buffer is full.
+#[inline(always)]
+fn event(p: &Pkt, fv: &FlowValue, now: u64, name_len: usize) {
+    let Some(mut e) = EVENTS.reserve::<Event>(0) else {
+        cnt::inc(counter::EVENTS_LOST);
+        return;
+    };
+    let ev = e.as_mut_ptr();
+    // SAFETY: writing every field of the reserved record before submitting it.
+    unsafe {
+        (*ev).ts_ns = now;
+        (*ev).flow = p.key;
+        (*ev).service_id = fv.service_id;
+        (*ev).entry_id = fv.entry_id;
+        (*ev).verdict = fv.verdict;
+        (*ev).stage = fv.stage;
+        (*ev).name_len = 0;
+        (*ev)._pad = 0;
+        core::ptr::write_bytes((*ev).name.as_mut_ptr(), 0, MAX_NAME_LEN);
+        if name_len > 0 && name_len < MAX_NAME_LEN {
+            if let Some(s) = SCRATCH.get_ptr(0) {
+                (*ev).name_len = name_len as u16;
+                core::ptr::copy_nonoverlapping(
+                    (*s).name.as_ptr(),
+                    (*ev).name.as_mut_ptr(),
+                    MAX_NAME_LEN,
+                );
+            }
+        }
+    }
+    e.submit(0);
+}

@@ -1,0 +1,21 @@
+//! Per-CPU counters (`classifier_common::counter`).
+
+use classifier_common::counter;
+
+use super::maps::COUNTERS;
+
+/// Adds one to counter `idx`.
+#[inline(always)]
+pub fn inc(idx: u32) {
+    if let Some(c) = COUNTERS.get_ptr_mut(idx) {
+        // SAFETY: a per-CPU slot; nothing else on this CPU writes it meanwhile.
+        unsafe { *c += 1 };
+    }
+}
+
+/// Counts the packet's verdict and deciding stage (exactly once per packet).
+#[inline(always)]
+pub fn decided(verdict: u8, stage: u8) {
+    inc(counter::BY_VERDICT + (verdict as u32 & 7));
+    inc(counter::BY_STAGE + (stage as u32 & 15));
+}

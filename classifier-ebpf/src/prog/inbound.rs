@@ -1,0 +1,58 @@
+//! `meshclass_inbound` (docs/decision.md §10): at TC egress of the workload's interface,
+//! records connections that others open to the workload so that its replies pass.
+
+use aya_ebpf::{bindings::BPF_NOEXIST, bindings::TC_ACT_UNSPEC, programs::TcContext};
+use classifier_common::{flow_state, proto, stage, verdict, FlowKey, FlowValue, NO_SERVICE};
+
+use super::{
+    maps::{ACTIVE, FLOWS, PKT_STATE},
+    pkt::{self, Parsed, TCP_ACK, TCP_SYN},
+};
+
+/// Stores a PASS entry for the reply key of a new inbound connection; never changes the verdict.
+#[inline(always)]
+pub fn try_inbound(ctx: &TcContext) -> Result<i32, i32> {
+    let Some(st) = PKT_STATE.get_ptr_mut(0) else {
+        return Ok(TC_ACT_UNSPEC);
+    };
+    // SAFETY: per-CPU state, used by this program run only.
+    let st = unsafe { &mut *st };
+    let p = &mut st.pkt;
+    let Parsed::Ip = pkt::parse(ctx, p) else {
+        return Ok(TC_ACT_UNSPEC);
+    };
+    let new = if p.key.proto == proto::TCP {
+        p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+    } else {
+        p.key.proto == proto::UDP
+    };
+    if !new {
+        return Ok(TC_ACT_UNSPEC);
+    }
+    let reply = FlowKey {
+        family: p.key.family,
+        proto: p.key.proto,
+        _pad: 0,
+        sport: p.key.dport,
+        dport: p.key.sport,
+        saddr: p.key.daddr,
+        daddr: p.key.saddr,
+    };
+    let generation = match ACTIVE.get(0) {
+        Some(a) => (a.generation & 1) as u8,
+        None => 0,
+    };
+    let fv = FlowValue {
+        state: flow_state::DECIDED,
+        verdict: verdict::PASS,
+        stage: stage::FLOW,
+        generation,
+        service_id: NO_SERVICE,
+        entry_id: 0,
+        _pad: 0,
+        // SAFETY: plain helper call.
+        decided_ns: unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() },
+    };
+    let _ = FLOWS.insert(&reply, &fv, BPF_NOEXIST as u64);
+    Ok(TC_ACT_UNSPEC)
+}

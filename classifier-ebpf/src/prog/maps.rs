@@ -1,0 +1,90 @@
+//! The maps, as named in `classifier_common::maps`. Capacities here are defaults; user space
+//! sets the real ones at load time.
+
+use aya_ebpf::maps::lpm_trie::Key;
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+};
+use classifier_common::{
+    capacity, counter, Active, CidrData, Config, EntryValue, ExactKey, FlowKey, FlowValue, Layout,
+    NameKey, NameValue, PendingValue, PortKey, PortValue, MAX_NAME_LEN,
+};
+
+use super::pkt::Pkt;
+
+#[map(name = "ACTIVE")]
+pub static ACTIVE: Array<Active> = Array::with_max_entries(1, 0);
+
+#[map(name = "CONFIG")]
+pub static CONFIG: Array<Config> = Array::with_max_entries(2, 0);
+
+#[map(name = "LAYOUT")]
+pub static LAYOUT: Array<Layout> = Array::with_max_entries(1, 0);
+
+#[map(name = "EXACT")]
+pub static EXACT: HashMap<ExactKey, EntryValue> = HashMap::with_max_entries(2 * capacity::EXACT, 0);
+
+#[map(name = "CIDR")]
+pub static CIDR: LpmTrie<CidrData, EntryValue> = LpmTrie::with_max_entries(2 * capacity::CIDR, 0);
+
+#[map(name = "PORTS")]
+pub static PORTS: HashMap<PortKey, PortValue> = HashMap::with_max_entries(2 * capacity::PORTS, 0);
+
+#[map(name = "NAMES")]
+pub static NAMES: HashMap<NameKey, NameValue> = HashMap::with_max_entries(2 * capacity::NAMES, 0);
+
+#[map(name = "FLOWS")]
+pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(capacity::FLOWS, 0);
+
+#[map(name = "PENDING")]
+pub static PENDING: LruHashMap<FlowKey, PendingValue> =
+    LruHashMap::with_max_entries(capacity::PENDING, 0);
+
+#[map(name = "COUNTERS")]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Hits per entry id, shared by all CPUs (atomic adds).
+#[map(name = "ENTRY_HITS")]
+pub static ENTRY_HITS: Array<u64> = Array::with_max_entries(capacity::ENTRY_IDS, 0);
+
+#[map(name = "EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(capacity::EVENTS_BYTES, 0);
+
+/// Size of the payload window copied for HTTP/1.x and HTTP/2 parsing.
+pub const WINDOW: usize = 1024;
+/// Size of the name buffer: a suffix starts below `MAX_NAME_LEN` and is compared in 8-byte
+/// chunks, so reads reach up to twice the name length plus one chunk.
+pub const NAME_BUF: usize = 2 * MAX_NAME_LEN + 8;
+/// Most `*.` wildcard suffix candidates one name is checked against (one per label count).
+pub const MAX_CANDIDATES: usize = 64;
+
+/// Per-CPU working memory (the stack has only 512 bytes).
+#[repr(C)]
+pub struct Scratch {
+    /// The name being matched, lower-cased, zero after its end.
+    pub name: [u8; NAME_BUF],
+    /// Start offsets of `*.` suffix candidates in `name`, shortest suffix first.
+    pub cand_off: [u16; MAX_CANDIDATES],
+    /// Name hashes of those suffixes.
+    pub cand_hash: [u64; MAX_CANDIDATES],
+    /// A copy of the start of the payload (HTTP/1.x, HTTP/2), or a reply being built.
+    pub window: [u8; WINDOW + 16],
+}
+
+/// Per-CPU state of one packet (kept off the 512-byte stack).
+#[repr(C)]
+pub struct PacketState {
+    pub pkt: Pkt,
+    pub exact: ExactKey,
+    pub cidr: Key<CidrData>,
+    pub port: PortKey,
+    pub flow: FlowValue,
+    pub tuple: aya_ebpf::bindings::bpf_sock_tuple,
+}
+
+#[map(name = "PKT_STATE")]
+pub static PKT_STATE: PerCpuArray<PacketState> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "SCRATCH")]
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);

@@ -1,0 +1,11 @@
+//! The program's modules; see docs/decision.md for what they implement together.
+
+pub mod act;
+pub mod classify;
+pub mod cnt;
+pub mod http;
+pub mod inbound;
+pub mod maps;
+pub mod names;
+pub mod pkt;
+pub mod tls;

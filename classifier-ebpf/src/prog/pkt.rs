@@ -1,0 +1,245 @@
+//! Layer 2-4 parsing (docs/decision.md §2) and packet reads.
+
+use core::{hint::black_box, mem::size_of, ptr::read_unaligned};
+
+use aya_ebpf::programs::TcContext;
+use classifier_common::{family, proto, FlowKey};
+
+/// Offsets below this are read with direct packet access; others with `bpf_skb_load_bytes`.
+const DIRECT_LIMIT: usize = 2048;
+
+/// Reads a `T` at `off` bytes into the packet.
+#[inline(always)]
+pub fn rd<T: Copy>(ctx: &TcContext, off: usize) -> Option<T> {
+    if off < DIRECT_LIMIT {
+        let start = ctx.data();
+        let end = ctx.data_end();
+        let p = black_box(start + (off & (DIRECT_LIMIT - 1)));
+        if black_box(p + size_of::<T>()) <= end {
+            // SAFETY: [p, p + size_of::<T>()) lies inside the packet's linear data.
+            return Some(unsafe { read_unaligned(p as *const T) });
+        }
+    }
+    ctx.load::<T>(off).ok()
+}
+
+/// Reads a byte.
+#[inline(always)]
+pub fn u8_at(ctx: &TcContext, off: usize) -> Option<u8> {
+    rd::<u8>(ctx, off)
+}
+
+/// Reads a big-endian u16.
+#[inline(always)]
+pub fn be16_at(ctx: &TcContext, off: usize) -> Option<u16> {
+    rd::<[u8; 2]>(ctx, off).map(u16::from_be_bytes)
+}
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+/// A parsed IP packet.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct Pkt {
+    /// Offset of the IP header (14, or 18 behind a VLAN tag).
+    pub l3_off: u32,
+    /// Offset of the layer-4 header.
+    pub l4_off: u32,
+    /// Offset of the TCP/UDP payload.
+    pub payload_off: u32,
+    /// Bytes of TCP/UDP payload (to the end of the IP datagram).
+    pub payload_len: u32,
+    /// TCP flags (0 for other protocols).
+    pub tcp_flags: u8,
+    /// TCP sequence and acknowledgement numbers, host order.
+    pub seq: u32,
+    pub ack: u32,
+    /// The flow key as the client sent it.
+    pub key: FlowKey,
+}
+
+/// What layers 2-4 say about a packet.
+pub enum Parsed {
+    /// Not IP (ARP, ...): PASS, stage OTHER.
+    NotIp,
+    /// A non-first fragment: PASS, stage OTHER, counted.
+    Fragment,
+    /// ICMPv6 neighbour discovery: PASS, stage OTHER.
+    NeighbourDiscovery,
+    /// Malformed headers.
+    Malformed,
+    /// An IP packet: TCP, UDP, or another protocol (then ports are zero); fields in the `Pkt`.
+    Ip,
+}
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+/// Most IPv6 extension headers walked.
+const MAX_EXT_HEADERS: u32 = 8;
+
+/// Parses Ethernet, one VLAN tag, IPv4/IPv6 and the TCP/UDP header.
+#[inline(always)]
+pub fn parse(ctx: &TcContext, p: &mut Pkt) -> Parsed {
+    let Some(mut ethertype) = be16_at(ctx, 12) else {
+        return Parsed::NotIp;
+    };
+    let mut l3: u32 = 14;
+    if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+        match be16_at(ctx, 16) {
+            Some(t) => ethertype = t,
+            None => return Parsed::NotIp,
+        }
+        l3 = 18;
+    }
+    let skb_len = ctx.len();
+    p.key = FlowKey::default();
+    let key = &mut p.key;
+    let l4: u32;
+    let ip_end: u32;
+    let mut nexthdr: u8;
+    if ethertype == ETH_P_IP {
+        let Some(vihl) = u8_at(ctx, l3 as usize) else {
+            return Parsed::Malformed;
+        };
+        let ihl = (vihl & 0x0f) as u32 * 4;
+        if vihl >> 4 != 4 || ihl < 20 || l3 + ihl > skb_len {
+            return Parsed::Malformed;
+        }
+        let Some(hdr) = rd::<[u8; 20]>(ctx, l3 as usize) else {
+            return Parsed::Malformed;
+        };
+        let tot_len = u16::from_be_bytes([hdr[2], hdr[3]]) as u32;
+        if tot_len < ihl {
+            return Parsed::Malformed;
+        }
+        let frag = u16::from_be_bytes([hdr[6], hdr[7]]);
+        if frag & 0x1fff != 0 {
+            return Parsed::Fragment;
+        }
+        nexthdr = hdr[9];
+        key.family = family::V4;
+        key.saddr[..4].copy_from_slice(&hdr[12..16]);
+        key.daddr[..4].copy_from_slice(&hdr[16..20]);
+        l4 = l3 + ihl;
+        ip_end = min(l3 + tot_len, skb_len);
+    } else if ethertype == ETH_P_IPV6 {
+        let Some(hdr) = rd::<[u8; 8]>(ctx, l3 as usize) else {
+            return Parsed::Malformed;
+        };
+        if hdr[0] >> 4 != 6 {
+            return Parsed::Malformed;
+        }
+        let plen = u16::from_be_bytes([hdr[4], hdr[5]]) as u32;
+        nexthdr = hdr[6];
+        key.family = family::V6;
+        let (Some(sa), Some(da)) = (
+            rd::<[u8; 16]>(ctx, l3 as usize + 8),
+            rd::<[u8; 16]>(ctx, l3 as usize + 24),
+        ) else {
+            return Parsed::Malformed;
+        };
+        key.saddr = sa;
+        key.daddr = da;
+        ip_end = min(l3 + 40 + plen, skb_len);
+        let mut off = l3 + 40;
+        let mut seen = 0;
+        let mut done = false;
+        for _ in 0..=MAX_EXT_HEADERS {
+            match nexthdr {
+                0 | 43 | 60 | 44 => {}
+                _ => {
+                    done = true;
+                    break;
+                }
+            }
+            if seen == MAX_EXT_HEADERS {
+                return Parsed::Malformed;
+            }
+            seen += 1;
+            let Some(eh) = rd::<[u8; 4]>(ctx, off as usize) else {
+                return Parsed::Malformed;
+            };
+            if off + 8 > ip_end {
+                return Parsed::Malformed;
+            }
+            if nexthdr == 44 {
+                if u16::from_be_bytes([eh[2], eh[3]]) >> 3 != 0 {
+                    return Parsed::Fragment;
+                }
+                off += 8;
+            } else {
+                off += (eh[1] as u32 + 1) * 8;
+            }
+            nexthdr = eh[0];
+        }
+        if !done {
+            return Parsed::Malformed;
+        }
+        if off > ip_end {
+            return Parsed::Malformed;
+        }
+        l4 = off;
+        if nexthdr == 58 {
+            if let Some(t) = u8_at(ctx, l4 as usize) {
+                if l4 < ip_end && (133..=137).contains(&t) {
+                    return Parsed::NeighbourDiscovery;
+                }
+            }
+        }
+    } else {
+        return Parsed::NotIp;
+    }
+    key.proto = nexthdr;
+    p.l3_off = l3;
+    p.l4_off = l4;
+    p.payload_off = l4;
+    p.payload_len = 0;
+    p.tcp_flags = 0;
+    p.seq = 0;
+    p.ack = 0;
+    if nexthdr == proto::TCP {
+        if l4 + 20 > ip_end {
+            return Parsed::Malformed;
+        }
+        let Some(th) = rd::<[u8; 16]>(ctx, l4 as usize) else {
+            return Parsed::Malformed;
+        };
+        let doff = (th[12] >> 4) as u32 * 4;
+        if doff < 20 || l4 + doff > ip_end {
+            return Parsed::Malformed;
+        }
+        p.key.sport = u16::from_ne_bytes([th[0], th[1]]);
+        p.key.dport = u16::from_ne_bytes([th[2], th[3]]);
+        p.seq = u32::from_be_bytes([th[4], th[5], th[6], th[7]]);
+        p.ack = u32::from_be_bytes([th[8], th[9], th[10], th[11]]);
+        p.tcp_flags = th[13];
+        p.payload_off = l4 + doff;
+        p.payload_len = ip_end - p.payload_off;
+    } else if nexthdr == proto::UDP {
+        if l4 + 8 > ip_end {
+            return Parsed::Malformed;
+        }
+        let Some(uh) = rd::<[u8; 4]>(ctx, l4 as usize) else {
+            return Parsed::Malformed;
+        };
+        p.key.sport = u16::from_ne_bytes([uh[0], uh[1]]);
+        p.key.dport = u16::from_ne_bytes([uh[2], uh[3]]);
+        p.payload_off = l4 + 8;
+        p.payload_len = ip_end - p.payload_off;
+    }
+    Parsed::Ip
+}
+
+#[inline(always)]
+pub fn min(a: u32, b: u32) -> u32 {
+    if a < b {
+        a
+    } else {
+        b
+    }
+}

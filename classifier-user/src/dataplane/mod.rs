@@ -1,0 +1,277 @@
+//! The dataplane: loads the TC classifier, writes compiled plans into its maps, and runs it on
+//! packets (BPF_PROG_TEST_RUN) for tests and benchmarks.
+
+mod desired;
+mod error;
+mod flowkey;
+mod writer;
+
+use std::path::Path;
+
+use aya::{
+    programs::{SchedClassifier, TestRun, TestRunOptions},
+    Ebpf, EbpfLoader,
+};
+use classifier_common::{
+    capacity, counter, flow_state, maps, stage, verdict, FlowKey, FlowValue, NO_SERVICE,
+};
+
+pub use desired::normalize_name;
+pub use error::DataplaneError;
+pub use flowkey::flow_key;
+pub use writer::{ApplyReport, MapWriter};
+
+use crate::{plan::Plan, settings::Settings};
+
+/// Name of the outbound (TC ingress) program in the object.
+pub const PROGRAM: &str = "meshclass";
+/// Name of the inbound (TC egress) program in the object.
+pub const INBOUND_PROGRAM: &str = "meshclass_inbound";
+
+/// Map sizes. Generation-tagged maps (exact, cidr, ports, names) are created twice as large,
+/// one share per generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacities {
+    pub exact: u32,
+    pub cidr: u32,
+    pub ports: u32,
+    pub names: u32,
+    pub flows: u32,
+    pub pending: u32,
+    pub entry_ids: u32,
+    pub events_bytes: u32,
+}
+
+impl Default for Capacities {
+    fn default() -> Self {
+        Self {
+            exact: capacity::EXACT,
+            cidr: capacity::CIDR,
+            ports: capacity::PORTS,
+            names: capacity::NAMES,
+            flows: capacity::FLOWS,
+            pending: capacity::PENDING,
+            entry_ids: capacity::ENTRY_IDS,
+            events_bytes: capacity::EVENTS_BYTES,
+        }
+    }
+}
+
+/// What the program decided for one packet run through BPF_PROG_TEST_RUN.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelDecision {
+    /// The TC return code (-1 UNSPEC, 0 OK, 2 SHOT, 7 REDIRECT).
+    pub retval: i32,
+    /// The verdict counted for the packet (`classifier_common::verdict`).
+    pub verdict: u8,
+    /// The stage counted for the packet (`classifier_common::stage`).
+    pub stage: u8,
+    /// Service of the flow entry written for the packet, else `NO_SERVICE`.
+    pub service_id: u32,
+    /// The packet as the program left it.
+    pub data_out: Vec<u8>,
+    /// Kernel time per run.
+    pub duration_ns: u64,
+}
+
+/// The loaded program and its maps (or, re-adopted after a restart, the pinned maps alone).
+pub struct Dataplane {
+    writer: MapWriter,
+}
+
+impl Dataplane {
+    /// Loads the embedded object with `caps`, loads both programs (not attached), and stamps
+    /// the layout; the registry starts empty at generation 0 with default settings.
+    pub fn load(caps: &Capacities) -> Result<Self, DataplaneError> {
+        if crate::CLASSIFIER_OBJECT.is_empty() {
+            return Err(DataplaneError::EmptyObject);
+        }
+        let mut loader = EbpfLoader::new();
+        loader
+            .map_max_entries(maps::EXACT, 2 * caps.exact)
+            .map_max_entries(maps::CIDR, 2 * caps.cidr)
+            .map_max_entries(maps::PORTS, 2 * caps.ports)
+            .map_max_entries(maps::NAMES, 2 * caps.names)
+            .map_max_entries(maps::FLOWS, caps.flows)
+            .map_max_entries(maps::PENDING, caps.pending)
+            .map_max_entries(maps::ENTRY_HITS, caps.entry_ids)
+            .map_max_entries(maps::EVENTS, caps.events_bytes);
+        let mut ebpf = loader
+            .load(crate::CLASSIFIER_OBJECT)
+            .map_err(|e| DataplaneError::Load(Box::new(e)))?;
+        for name in [PROGRAM, INBOUND_PROGRAM] {
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .ok_or(DataplaneError::MissingProgram(name))?
+                .try_into()
+                .map_err(|e| DataplaneError::Program {
+                    name,
+                    source: Box::new(e),
+                })?;
+            prog.load().map_err(|e| DataplaneError::Program {
+                name,
+                source: Box::new(e),
+            })?;
+        }
+        let writer = MapWriter::new_fresh(ebpf, *caps)?;
+        Ok(Self { writer })
+    }
+
+    /// Re-adopts the maps pinned in `dir` (one file per map name): the registry in force is
+    /// read back from them, so the next `apply` writes only the difference. Programs are not
+    /// loaded: `test_run` and `ebpf_mut` are for a dataplane from [`Dataplane::load`].
+    pub fn from_pins(dir: &Path) -> Result<Self, DataplaneError> {
+        Ok(Self {
+            writer: MapWriter::open_pinned(dir)?,
+        })
+    }
+
+    fn ebpf(&mut self) -> Result<&mut Ebpf, DataplaneError> {
+        match &mut self.writer.store {
+            writer::Store::Loaded(e) => Ok(e),
+            writer::Store::Pinned(_) => Err(DataplaneError::MissingProgram(PROGRAM)),
+        }
+    }
+
+    /// Writes `plan` and `settings` into the maps (see [`MapWriter::apply`]).
+    pub fn apply(
+        &mut self,
+        plan: &Plan,
+        settings: &Settings,
+    ) -> Result<ApplyReport, DataplaneError> {
+        self.writer.apply(plan, settings)
+    }
+
+    /// Runs the outbound program once on `packet` (an Ethernet frame).
+    pub fn test_run(&mut self, packet: &[u8]) -> Result<KernelDecision, DataplaneError> {
+        let before = self.writer.counters()?;
+        let mut out = vec![0u8; packet.len() + 1024];
+        let (retval, size, duration_ns) = self.run(packet, &mut out, 1)?;
+        out.truncate(size);
+        let after = self.writer.counters()?;
+        let delta = |i: u32| after[i as usize].saturating_sub(before[i as usize]);
+        let v = (0..verdict::COUNT as u32)
+            .find(|&v| delta(counter::BY_VERDICT + v) > 0)
+            .unwrap_or(0) as u8;
+        let st = (0..stage::COUNT as u32)
+            .find(|&s| delta(counter::BY_STAGE + s) > 0)
+            .unwrap_or(0) as u8;
+        let mut service_id = NO_SERVICE;
+        if st != stage::FLOW && st != stage::PENDING && st != stage::OTHER {
+            if let Some(key) = flow_key(packet) {
+                if let Some(f) = self.writer.flow(&key)? {
+                    if f.state == flow_state::DECIDED {
+                        service_id = f.service_id;
+                    }
+                }
+            }
+        }
+        Ok(KernelDecision {
+            retval,
+            verdict: v,
+            stage: st,
+            service_id,
+            data_out: out,
+            duration_ns,
+        })
+    }
+
+    /// Average kernel time per run of `packet`, over `repeat` runs.
+    pub fn bench(&mut self, packet: &[u8], repeat: u32) -> Result<u64, DataplaneError> {
+        let mut out = vec![0u8; packet.len() + 1024];
+        Ok(self.run(packet, &mut out, repeat)?.2)
+    }
+
+    fn run(
+        &mut self,
+        packet: &[u8],
+        out: &mut [u8],
+        repeat: u32,
+    ) -> Result<(i32, usize, u64), DataplaneError> {
+        let prog: &mut SchedClassifier = self
+            .ebpf()?
+            .program_mut(PROGRAM)
+            .ok_or(DataplaneError::MissingProgram(PROGRAM))?
+            .try_into()
+            .map_err(|e| DataplaneError::TestRun(Box::new(e)))?;
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(packet);
+        opts.data_out = Some(out);
+        opts.repeat = repeat;
+        let r = prog
+            .test_run(opts)
+            .map_err(|e| DataplaneError::TestRun(Box::new(e)))?;
+        Ok((
+            r.return_value as i32,
+            r.data_size_out as usize,
+            r.duration.as_nanos() as u64,
+        ))
+    }
+
+    /// Per-CPU counters summed, indexed by `classifier_common::counter`.
+    pub fn counters(&self) -> Result<Vec<u64>, DataplaneError> {
+        self.writer.counters()
+    }
+
+    /// Hits of every entry id (`ENTRY_HITS`), indexed by id.
+    pub fn entry_hits(&self) -> Result<Vec<u64>, DataplaneError> {
+        self.writer.all_entry_hits()
+    }
+
+    /// Hits of entry `id`.
+    pub fn entry_hit(&self, id: u32) -> Result<u64, DataplaneError> {
+        self.writer.entry_hits(id)
+    }
+
+    /// Elements in use per map (registry maps: the active generation).
+    pub fn fill_levels(&self) -> Result<Vec<(String, usize)>, DataplaneError> {
+        self.writer.fill_levels()
+    }
+
+    /// The flow table.
+    pub fn flows(&self) -> Result<Vec<(FlowKey, FlowValue)>, DataplaneError> {
+        self.writer.flows()
+    }
+
+    /// Empties the flow table.
+    pub fn clear_flows(&mut self) -> Result<(), DataplaneError> {
+        self.writer.clear_flows()
+    }
+
+    /// The loaded object, to attach and pin its programs and maps.
+    ///
+    /// # Panics
+    /// On a dataplane re-adopted with [`Dataplane::from_pins`], which has no object.
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        match &mut self.writer.store {
+            writer::Store::Loaded(e) => e,
+            writer::Store::Pinned(_) => panic!("a dataplane opened from pins has no loaded object"),
+        }
+    }
+
+    /// The map writer.
+    pub fn writer(&self) -> &MapWriter {
+        &self.writer
+    }
+
+    /// The map writer, mutable.
+    pub fn writer_mut(&mut self) -> &mut MapWriter {
+        &mut self.writer
+    }
+
+    /// The entry id given to each entry of `plan` (the plan last applied), by index into
+    /// `Plan::entries`.
+    pub fn entry_ids(&self, plan: &Plan) -> Vec<u32> {
+        let ids = self.writer.entry_ids();
+        if ids.len() == plan.entries.len() {
+            ids.to_vec()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Pins every map in `dir` (which must be on bpffs); reopen with [`MapWriter::open_pinned`].
+    pub fn pin_maps(&self, dir: &Path) -> Result<(), DataplaneError> {
+        self.writer.pin(dir)
+    }
+}

@@ -1,0 +1,576 @@
+//! The map writer: applies a plan to the two generations of the registry maps so that no
+//! packet is ever classified against a half-written registry.
+
+use std::{
+    collections::HashMap,
+    hash::Hash,
+    path::{Path, PathBuf},
+};
+
+use aya::maps::{lpm_trie::Key, Array, HashMap as BpfHashMap, LpmTrie, Map, MapData, PerCpuArray};
+use classifier_common::{
+    counter, maps, Active, CidrData, Config, EntryValue, ExactKey, FlowKey, FlowValue, Layout,
+    NameKey, NameValue, PortKey, PortValue, LAYOUT_VERSION,
+};
+
+use super::{
+    desired::{self, Content, Ids, Slot},
+    Capacities, DataplaneError,
+};
+use crate::{plan::Plan, settings::Settings};
+
+/// Every map the writer and the test tools use.
+pub(crate) const MAP_NAMES: [&str; 12] = [
+    maps::ACTIVE,
+    maps::CONFIG,
+    maps::LAYOUT,
+    maps::EXACT,
+    maps::CIDR,
+    maps::PORTS,
+    maps::NAMES,
+    maps::FLOWS,
+    maps::PENDING,
+    maps::COUNTERS,
+    maps::ENTRY_HITS,
+    maps::EVENTS,
+];
+
+/// What one `apply` changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// The generation now in force.
+    pub generation: u32,
+    /// Map elements written or deleted in the generation made active.
+    pub written: usize,
+    /// Map elements written or deleted to bring the other generation up to date.
+    pub synced: usize,
+    /// Elements per generation after the apply: exact, cidr, ports, names.
+    pub exact: usize,
+    pub cidr: usize,
+    pub ports: usize,
+    pub names: usize,
+    /// Plan entries that lost to an earlier entry with the same match.
+    pub shadowed: Vec<String>,
+}
+
+/// Where the maps are: in the loaded object, or opened from pins.
+pub(crate) enum Store {
+    Loaded(Box<aya::Ebpf>),
+    Pinned(HashMap<&'static str, Map>),
+}
+
+impl Store {
+    fn get(&self, name: &str) -> Option<&Map> {
+        match self {
+            Store::Loaded(e) => e.map(name),
+            Store::Pinned(m) => m.get(name),
+        }
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut Map> {
+        match self {
+            Store::Loaded(e) => e.map_mut(name),
+            Store::Pinned(m) => m.get_mut(name),
+        }
+    }
+}
+
+/// Writes plans into the registry maps (those of a loaded object, or opened from pins).
+pub struct MapWriter {
+    pub(crate) store: Store,
+    caps: Capacities,
+    /// What each generation holds.
+    gens: [Content; 2],
+    ids: Ids,
+    /// Entry id of each entry of the last plan applied.
+    entry_ids: Vec<u32>,
+}
+
+impl MapWriter {
+    /// A writer over freshly created maps: stamps the layout and starts at generation 0.
+    pub(crate) fn new_fresh(ebpf: aya::Ebpf, caps: Capacities) -> Result<Self, DataplaneError> {
+        let mut w = Self {
+            store: Store::Loaded(Box::new(ebpf)),
+            caps,
+            gens: [Content::default(), Content::default()],
+            ids: Ids::default(),
+            entry_ids: Vec::new(),
+        };
+        w.array::<Layout>(maps::LAYOUT, |a| {
+            a.set(
+                0,
+                Layout {
+                    version: LAYOUT_VERSION,
+                    _pad: 0,
+                },
+                0,
+            )
+        })?;
+        let cfg = Settings::default().to_config();
+        w.array::<Config>(maps::CONFIG, |a| {
+            a.set(0, cfg, 0)?;
+            a.set(1, cfg, 0)
+        })?;
+        w.array::<Active>(maps::ACTIVE, |a| a.set(0, Active { generation: 0 }, 0))?;
+        Ok(w)
+    }
+
+    /// Opens the maps pinned in `dir` (by `Dataplane::pin_maps`), checks their layout, and reads
+    /// back what both generations hold, so that the next `apply` writes only the difference.
+    pub fn open_pinned(dir: &Path) -> Result<Self, DataplaneError> {
+        let mut maps = HashMap::new();
+        for name in MAP_NAMES {
+            let data = MapData::from_pin(dir.join(name)).map_err(DataplaneError::map(name))?;
+            let map = Map::from_map_data(data).map_err(DataplaneError::map(name))?;
+            maps.insert(name, map);
+        }
+        let mut w = Self {
+            store: Store::Pinned(maps),
+            caps: Capacities::default(),
+            gens: [Content::default(), Content::default()],
+            ids: Ids::default(),
+            entry_ids: Vec::new(),
+        };
+        let layout: Layout = w.array_get(maps::LAYOUT, 0)?;
+        if layout.version != LAYOUT_VERSION {
+            return Err(DataplaneError::Layout {
+                found: layout.version,
+                expected: LAYOUT_VERSION,
+            });
+        }
+        w.caps = w.read_capacities()?;
+        w.reload()?;
+        Ok(w)
+    }
+
+    fn read_capacities(&self) -> Result<Capacities, DataplaneError> {
+        let max = |name: &'static str| -> Result<u32, DataplaneError> {
+            let m = self
+                .store
+                .get(name)
+                .ok_or(DataplaneError::MissingMap(name))?;
+            let data: &MapData = match m {
+                Map::HashMap(d) | Map::LruHashMap(d) | Map::LpmTrie(d) | Map::Array(d) => d,
+                Map::PerCpuArray(d) | Map::RingBuf(d) => d,
+                _ => return Err(DataplaneError::MissingMap(name)),
+            };
+            Ok(data
+                .info()
+                .map_err(DataplaneError::map(name))?
+                .max_entries())
+        };
+        Ok(Capacities {
+            exact: max(maps::EXACT)? / 2,
+            cidr: max(maps::CIDR)? / 2,
+            ports: max(maps::PORTS)? / 2,
+            names: max(maps::NAMES)? / 2,
+            flows: max(maps::FLOWS)?,
+            pending: max(maps::PENDING)?,
+            entry_ids: max(maps::ENTRY_HITS)?,
+            events_bytes: max(maps::EVENTS)?,
+        })
+    }
+
+    /// Re-reads both generations (and the entry ids of the active one) from the maps.
+    pub fn reload(&mut self) -> Result<(), DataplaneError> {
+        let mut gens = [Content::default(), Content::default()];
+        {
+            let m = self.map_ref(maps::EXACT)?;
+            let h = BpfHashMap::<&MapData, ExactKey, EntryValue>::try_from(m)
+                .map_err(DataplaneError::map(maps::EXACT))?;
+            for kv in h.iter() {
+                let (mut k, v) = kv.map_err(DataplaneError::map(maps::EXACT))?;
+                let g = (k.generation & 1) as usize;
+                k.generation = 0;
+                gens[g].exact.insert(k, v);
+            }
+        }
+        {
+            let m = self.map_ref(maps::CIDR)?;
+            let t = LpmTrie::<&MapData, CidrData, EntryValue>::try_from(m)
+                .map_err(DataplaneError::map(maps::CIDR))?;
+            for kv in t.iter() {
+                let (k, v) = kv.map_err(DataplaneError::map(maps::CIDR))?;
+                let mut d = k.data();
+                let g = (d.generation & 1) as usize;
+                d.generation = 0;
+                gens[g].cidr.insert((k.prefix_len(), d), v);
+            }
+        }
+        {
+            let m = self.map_ref(maps::PORTS)?;
+            let h = BpfHashMap::<&MapData, PortKey, PortValue>::try_from(m)
+                .map_err(DataplaneError::map(maps::PORTS))?;
+            for kv in h.iter() {
+                let (mut k, v) = kv.map_err(DataplaneError::map(maps::PORTS))?;
+                let g = (k.generation & 1) as usize;
+                k.generation = 0;
+                gens[g].ports.insert(k, v);
+            }
+        }
+        {
+            let m = self.map_ref(maps::NAMES)?;
+            let h = BpfHashMap::<&MapData, NameKey, NameValue>::try_from(m)
+                .map_err(DataplaneError::map(maps::NAMES))?;
+            for kv in h.iter() {
+                let (mut k, v) = kv.map_err(DataplaneError::map(maps::NAMES))?;
+                let g = (k.generation & 1) as usize;
+                k.generation = 0;
+                gens[g].names.insert(k, v);
+            }
+        }
+        let active: Active = self.array_get(maps::ACTIVE, 0)?;
+        let a = &gens[(active.generation & 1) as usize];
+        let mut by_slot = HashMap::new();
+        for (k, v) in &a.exact {
+            by_slot.insert(Slot::Exact(*k), v.entry_id);
+        }
+        for ((len, d), v) in &a.cidr {
+            by_slot.insert(Slot::Cidr(*len, *d), v.entry_id);
+        }
+        for (k, v) in &a.names {
+            if k.kind != classifier_common::name_match::HUFFMAN {
+                let name = v.name[..(v.len as usize).min(v.name.len())].to_vec();
+                by_slot.insert(Slot::Name(k.kind, k.port, name), v.entry.entry_id);
+            }
+        }
+        for (k, v) in &a.ports {
+            if v.has_capture == 1 {
+                by_slot.insert(Slot::Port(*k), v.capture.entry_id);
+            }
+        }
+        self.ids = Ids::from_slots(by_slot);
+        self.gens = gens;
+        Ok(())
+    }
+
+    fn map_ref(&self, name: &'static str) -> Result<&Map, DataplaneError> {
+        self.store.get(name).ok_or(DataplaneError::MissingMap(name))
+    }
+
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, DataplaneError> {
+        self.store
+            .get_mut(name)
+            .ok_or(DataplaneError::MissingMap(name))
+    }
+
+    fn array<V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        f: impl FnOnce(&mut Array<&mut MapData, V>) -> Result<(), aya::maps::MapError>,
+    ) -> Result<(), DataplaneError> {
+        let m = self.map_mut(name)?;
+        let mut a = Array::<&mut MapData, V>::try_from(m).map_err(DataplaneError::map(name))?;
+        f(&mut a).map_err(DataplaneError::map(name))
+    }
+
+    fn array_get<V: aya::Pod>(&self, name: &'static str, i: u32) -> Result<V, DataplaneError> {
+        let m = self.map_ref(name)?;
+        let a = Array::<&MapData, V>::try_from(m).map_err(DataplaneError::map(name))?;
+        a.get(&i, 0).map_err(DataplaneError::map(name))
+    }
+
+    /// The generation in force.
+    pub fn active_generation(&self) -> Result<u32, DataplaneError> {
+        Ok(self.array_get::<Active>(maps::ACTIVE, 0)?.generation & 1)
+    }
+
+    /// The entry id of each entry of the last plan applied (index into `Plan::entries`).
+    pub fn entry_ids(&self) -> &[u32] {
+        &self.entry_ids
+    }
+
+    /// The capacities of the maps.
+    pub fn capacities(&self) -> &Capacities {
+        &self.caps
+    }
+
+    /// Applies `plan` and `settings`: the inactive generation is brought to the plan (only the
+    /// difference is written), `ACTIVE` flips to it in one write, then the other generation is
+    /// brought to the same content. A plan that does not fit is refused before any write.
+    pub fn apply(
+        &mut self,
+        plan: &Plan,
+        settings: &Settings,
+    ) -> Result<ApplyReport, DataplaneError> {
+        let mut ids = self.ids.clone();
+        let d = desired::build(plan, &mut ids)?;
+        let c = &d.content;
+        for (map, needed, available) in [
+            (maps::EXACT, c.exact.len(), self.caps.exact),
+            (maps::CIDR, c.cidr.len(), self.caps.cidr),
+            (maps::PORTS, c.ports.len(), self.caps.ports),
+            (maps::NAMES, c.names.len(), self.caps.names),
+        ] {
+            if needed > available as usize {
+                return Err(DataplaneError::Capacity {
+                    map,
+                    needed,
+                    available: available as usize,
+                });
+            }
+        }
+        let max_id = d
+            .entry_ids
+            .iter()
+            .copied()
+            .max()
+            .map_or(0, |m| m as usize + 1);
+        if max_id > self.caps.entry_ids as usize {
+            return Err(DataplaneError::Capacity {
+                map: maps::ENTRY_HITS,
+                needed: max_id,
+                available: self.caps.entry_ids as usize,
+            });
+        }
+        let cfg = settings.to_config();
+        let active = self.active_generation()?;
+        let next = active ^ 1;
+        let written = self.sync(next as u8, &d.content)?;
+        self.array::<Config>(maps::CONFIG, |a| a.set(next, cfg, 0))?;
+        self.array::<Active>(maps::ACTIVE, |a| a.set(0, Active { generation: next }, 0))?;
+        let synced = self.sync(active as u8, &d.content)?;
+        self.array::<Config>(maps::CONFIG, |a| a.set(active, cfg, 0))?;
+        self.ids = ids;
+        self.entry_ids = d.entry_ids;
+        Ok(ApplyReport {
+            generation: next,
+            written,
+            synced,
+            exact: c.exact.len(),
+            cidr: c.cidr.len(),
+            ports: c.ports.len(),
+            names: c.names.len(),
+            shadowed: d.shadowed,
+        })
+    }
+
+    /// Brings generation `g` to `want`; returns the number of elements written or deleted.
+    fn sync(&mut self, g: u8, want: &Content) -> Result<usize, DataplaneError> {
+        let mut have = std::mem::take(&mut self.gens[g as usize]);
+        let r = self.sync_inner(g, &mut have, want);
+        self.gens[g as usize] = have;
+        r
+    }
+
+    fn sync_inner(
+        &mut self,
+        g: u8,
+        have: &mut Content,
+        want: &Content,
+    ) -> Result<usize, DataplaneError> {
+        let mut n = 0;
+        {
+            let m = self.map_mut(maps::EXACT)?;
+            let mut h = BpfHashMap::<&mut MapData, ExactKey, EntryValue>::try_from(m)
+                .map_err(DataplaneError::map(maps::EXACT))?;
+            n += diff(&mut have.exact, &want.exact, |k, v| {
+                let k = ExactKey {
+                    generation: g,
+                    ..*k
+                };
+                match v {
+                    Some(v) => h.insert(k, v, 0),
+                    None => h.remove(&k),
+                }
+            })
+            .map_err(DataplaneError::map(maps::EXACT))?;
+        }
+        {
+            let m = self.map_mut(maps::CIDR)?;
+            let mut t = LpmTrie::<&mut MapData, CidrData, EntryValue>::try_from(m)
+                .map_err(DataplaneError::map(maps::CIDR))?;
+            n += diff(&mut have.cidr, &want.cidr, |(len, d), v| {
+                let k = Key::new(
+                    *len,
+                    CidrData {
+                        generation: g,
+                        ..*d
+                    },
+                );
+                match v {
+                    Some(v) => t.insert(&k, v, 0),
+                    None => t.remove(&k),
+                }
+            })
+            .map_err(DataplaneError::map(maps::CIDR))?;
+        }
+        {
+            let m = self.map_mut(maps::NAMES)?;
+            let mut h = BpfHashMap::<&mut MapData, NameKey, NameValue>::try_from(m)
+                .map_err(DataplaneError::map(maps::NAMES))?;
+            n += diff(&mut have.names, &want.names, |k, v| {
+                let k = NameKey {
+                    generation: g,
+                    ..*k
+                };
+                match v {
+                    Some(v) => h.insert(k, v, 0),
+                    None => h.remove(&k),
+                }
+            })
+            .map_err(DataplaneError::map(maps::NAMES))?;
+        }
+        {
+            let m = self.map_mut(maps::PORTS)?;
+            let mut h = BpfHashMap::<&mut MapData, PortKey, PortValue>::try_from(m)
+                .map_err(DataplaneError::map(maps::PORTS))?;
+            n += diff(&mut have.ports, &want.ports, |k, v| {
+                let k = PortKey {
+                    generation: g,
+                    ..*k
+                };
+                match v {
+                    Some(v) => h.insert(k, v, 0),
+                    None => h.remove(&k),
+                }
+            })
+            .map_err(DataplaneError::map(maps::PORTS))?;
+        }
+        Ok(n)
+    }
+
+    /// Per-CPU counters summed, indexed by `classifier_common::counter`.
+    pub fn counters(&self) -> Result<Vec<u64>, DataplaneError> {
+        let m = self.map_ref(maps::COUNTERS)?;
+        let a = PerCpuArray::<&MapData, u64>::try_from(m)
+            .map_err(DataplaneError::map(maps::COUNTERS))?;
+        (0..counter::COUNT)
+            .map(|i| {
+                a.get(&i, 0)
+                    .map(|v| v.iter().sum())
+                    .map_err(DataplaneError::map(maps::COUNTERS))
+            })
+            .collect()
+    }
+
+    /// Hits of entry `id`.
+    pub fn entry_hits(&self, id: u32) -> Result<u64, DataplaneError> {
+        self.array_get::<u64>(maps::ENTRY_HITS, id)
+    }
+
+    /// The flow table.
+    pub fn flows(&self) -> Result<Vec<(FlowKey, FlowValue)>, DataplaneError> {
+        let m = self.map_ref(maps::FLOWS)?;
+        let h = BpfHashMap::<&MapData, FlowKey, FlowValue>::try_from(m)
+            .map_err(DataplaneError::map(maps::FLOWS))?;
+        h.iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(DataplaneError::map(maps::FLOWS))
+    }
+
+    /// One flow entry.
+    pub fn flow(&self, key: &FlowKey) -> Result<Option<FlowValue>, DataplaneError> {
+        let m = self.map_ref(maps::FLOWS)?;
+        let h = BpfHashMap::<&MapData, FlowKey, FlowValue>::try_from(m)
+            .map_err(DataplaneError::map(maps::FLOWS))?;
+        match h.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(DataplaneError::map(maps::FLOWS)(e)),
+        }
+    }
+
+    /// Empties the flow table and the split-ClientHello state.
+    pub fn clear_flows(&mut self) -> Result<(), DataplaneError> {
+        {
+            let m = self.map_mut(maps::FLOWS)?;
+            let mut h = BpfHashMap::<&mut MapData, FlowKey, FlowValue>::try_from(m)
+                .map_err(DataplaneError::map(maps::FLOWS))?;
+            clear(&mut h).map_err(DataplaneError::map(maps::FLOWS))?;
+        }
+        let m = self.map_mut(maps::PENDING)?;
+        let mut h =
+            BpfHashMap::<&mut MapData, FlowKey, classifier_common::PendingValue>::try_from(m)
+                .map_err(DataplaneError::map(maps::PENDING))?;
+        clear(&mut h).map_err(DataplaneError::map(maps::PENDING))
+    }
+
+    /// Pins every map in `dir` (one file per map name).
+    pub fn pin(&self, dir: &Path) -> Result<(), DataplaneError> {
+        for name in MAP_NAMES {
+            let m = self.map_ref(name)?;
+            let path: PathBuf = dir.join(name);
+            m.pin(&path).map_err(|source| DataplaneError::Pin {
+                map: name,
+                path,
+                source: Box::new(source),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Hits of every entry id.
+    pub fn all_entry_hits(&self) -> Result<Vec<u64>, DataplaneError> {
+        let m = self.map_ref(maps::ENTRY_HITS)?;
+        let a =
+            Array::<&MapData, u64>::try_from(m).map_err(DataplaneError::map(maps::ENTRY_HITS))?;
+        a.iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(DataplaneError::map(maps::ENTRY_HITS))
+    }
+
+    /// Elements per map: registry maps per generation (the active one), and the flow table.
+    pub fn fill_levels(&self) -> Result<Vec<(String, usize)>, DataplaneError> {
+        let g = self.active_generation()? as usize;
+        let c = &self.gens[g];
+        let flows = {
+            let m = self.map_ref(maps::FLOWS)?;
+            let h = BpfHashMap::<&MapData, FlowKey, FlowValue>::try_from(m)
+                .map_err(DataplaneError::map(maps::FLOWS))?;
+            h.keys().count()
+        };
+        Ok(vec![
+            (maps::EXACT.to_owned(), c.exact.len()),
+            (maps::CIDR.to_owned(), c.cidr.len()),
+            (maps::PORTS.to_owned(), c.ports.len()),
+            (maps::NAMES.to_owned(), c.names.len()),
+            (maps::FLOWS.to_owned(), flows),
+        ])
+    }
+}
+
+/// Writes the difference between `have` and `want` through `op` (Some: insert, None:
+/// delete), deletions first, updating `have` as it goes; returns the number of operations.
+fn diff<K: Hash + Eq + Clone, V: PartialEq + Clone>(
+    have: &mut HashMap<K, V>,
+    want: &HashMap<K, V>,
+    mut op: impl FnMut(&K, Option<&V>) -> Result<(), aya::maps::MapError>,
+) -> Result<usize, aya::maps::MapError> {
+    let mut n = 0;
+    let gone: Vec<K> = have
+        .keys()
+        .filter(|k| !want.contains_key(k))
+        .cloned()
+        .collect();
+    for k in gone {
+        match op(&k, None) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => return Err(e),
+        }
+        have.remove(&k);
+        n += 1;
+    }
+    for (k, v) in want {
+        if have.get(k) != Some(v) {
+            op(k, Some(v))?;
+            have.insert(k.clone(), v.clone());
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Deletes every key of a hash map.
+fn clear<V: aya::Pod>(
+    h: &mut BpfHashMap<&mut MapData, FlowKey, V>,
+) -> Result<(), aya::maps::MapError> {
+    let keys: Vec<FlowKey> = h.keys().collect::<Result<_, _>>()?;
+    for k in keys {
+        match h.remove(&k) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
