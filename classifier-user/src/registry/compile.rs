@@ -113,6 +113,60 @@ struct Candidate<'r> {
     ports: &'r BTreeMap<String, u16>,
 }
 
+/// The workloads of one namespace, indexed by label for selectors.
+struct NamespaceIndex<'r> {
+    candidates: Vec<Candidate<'r>>,
+    by_label: HashMap<(&'r str, &'r str), Vec<usize>>,
+}
+
+impl<'r> NamespaceIndex<'r> {
+    fn new(candidates: Vec<Candidate<'r>>) -> Self {
+        let mut by_label: HashMap<(&'r str, &'r str), Vec<usize>> = HashMap::new();
+        for (i, c) in candidates.iter().enumerate() {
+            for (k, v) in c.labels {
+                by_label
+                    .entry((k.as_str(), v.as_str()))
+                    .or_default()
+                    .push(i);
+            }
+        }
+        NamespaceIndex {
+            candidates,
+            by_label,
+        }
+    }
+
+    /// The workloads whose labels include all of `selector`'s, in a stable order.
+    fn select(
+        &self,
+        selector: &BTreeMap<String, String>,
+    ) -> Vec<(&'r WorkloadAddress, &'r BTreeMap<String, u16>)> {
+        let pick = |c: &Candidate<'r>| (c.address, c.ports);
+        if selector.is_empty() {
+            return self.candidates.iter().map(pick).collect();
+        }
+        // Start from the rarest label of the selector, then check the others.
+        let mut smallest: Option<&Vec<usize>> = None;
+        for (k, v) in selector {
+            match self.by_label.get(&(k.as_str(), v.as_str())) {
+                None => return Vec::new(),
+                Some(list) => {
+                    if smallest.map(|s| list.len() < s.len()).unwrap_or(true) {
+                        smallest = Some(list);
+                    }
+                }
+            }
+        }
+        smallest
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.candidates[i])
+            .filter(|c| selects(selector, c.labels))
+            .map(pick)
+            .collect()
+    }
+}
+
 fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
@@ -216,16 +270,16 @@ pub fn compile(registry: &Registry, options: CompileOptions) -> Plan {
     let mut entries: Vec<&ServiceEntry> = registry.service_entries.iter().collect();
     entries
         .sort_by(|a, b| (&a.meta.namespace, &a.meta.name).cmp(&(&b.meta.namespace, &b.meta.name)));
-    let empty = Vec::new();
+    let index: HashMap<&str, NamespaceIndex<'_>> = by_namespace
+        .into_iter()
+        .map(|(ns, candidates)| (ns, NamespaceIndex::new(candidates)))
+        .collect();
     for se in entries {
         let selected: Vec<(&WorkloadAddress, &BTreeMap<String, u16>)> = match &se.selector {
-            Some(selector) => by_namespace
+            Some(selector) => index
                 .get(se.meta.namespace.as_str())
-                .unwrap_or(&empty)
-                .iter()
-                .filter(|c| selects(selector, c.labels))
-                .map(|c| (c.address, c.ports))
-                .collect(),
+                .map(|ns| ns.select(selector))
+                .unwrap_or_default(),
             None => se
                 .endpoints
                 .iter()

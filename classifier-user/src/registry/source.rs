@@ -76,44 +76,89 @@ pub fn load_paths(paths: &[PathBuf], limits: &Limits) -> Result<Loaded, ReadErro
             files.push(Some(p.clone()));
         }
     }
-    for f in files {
-        match f {
-            None => {
-                let mut bytes = Vec::new();
-                std::io::stdin()
-                    .take(limits.max_file_bytes.saturating_add(1))
-                    .read_to_end(&mut bytes)
-                    .map_err(|source| ReadError::Io {
-                        path: PathBuf::from("-"),
-                        source,
-                    })?;
-                load_bytes(&mut loaded, "-", &bytes, limits);
-            }
-            Some(path) => {
-                let name = path.display().to_string();
-                let size = std::fs::metadata(&path)
-                    .map_err(|source| ReadError::Io {
-                        path: path.clone(),
-                        source,
-                    })?
-                    .len();
-                if size > limits.max_file_bytes {
-                    loaded.diagnostics.push(file_error(
-                        &Arc::from(name.as_str()),
-                        None,
-                        YamlError::FileTooLarge {
-                            size,
-                            limit: limits.max_file_bytes,
-                        },
-                    ));
-                    continue;
+    // Files are read and checked in parallel; results are merged in the order of `files`.
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8)
+        .min(files.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut results: Vec<Option<Result<Loaded, ReadError>>> =
+        (0..files.len()).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        for _ in 0..workers {
+            let tx = tx.clone();
+            let files = &files;
+            let next = &next;
+            scope.spawn(move || loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(f) = files.get(i) else { break };
+                if tx.send((i, load_one(f.as_deref(), limits))).is_err() {
+                    break;
                 }
-                let bytes = std::fs::read(&path).map_err(|source| ReadError::Io {
-                    path: path.clone(),
+            });
+        }
+        drop(tx);
+        for (i, r) in rx {
+            if let Some(slot) = results.get_mut(i) {
+                *slot = Some(r);
+            }
+        }
+    });
+    for r in results.into_iter().flatten() {
+        let mut one = r?;
+        loaded.diagnostics.append(&mut one.diagnostics);
+        let reg = &mut loaded.registry;
+        reg.service_entries
+            .append(&mut one.registry.service_entries);
+        reg.workload_entries
+            .append(&mut one.registry.workload_entries);
+        reg.pods.append(&mut one.registry.pods);
+        reg.services.append(&mut one.registry.services);
+    }
+    Ok(loaded)
+}
+
+/// Reads one file (`None`: standard input).
+fn load_one(path: Option<&Path>, limits: &Limits) -> Result<Loaded, ReadError> {
+    let mut loaded = Loaded::default();
+    match path {
+        None => {
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .take(limits.max_file_bytes.saturating_add(1))
+                .read_to_end(&mut bytes)
+                .map_err(|source| ReadError::Io {
+                    path: PathBuf::from("-"),
                     source,
                 })?;
-                load_bytes(&mut loaded, &name, &bytes, limits);
+            load_bytes(&mut loaded, "-", &bytes, limits);
+        }
+        Some(path) => {
+            let name = path.display().to_string();
+            let size = std::fs::metadata(path)
+                .map_err(|source| ReadError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })?
+                .len();
+            if size > limits.max_file_bytes {
+                loaded.diagnostics.push(file_error(
+                    &Arc::from(name.as_str()),
+                    None,
+                    YamlError::FileTooLarge {
+                        size,
+                        limit: limits.max_file_bytes,
+                    },
+                ));
+                return Ok(loaded);
             }
+            let bytes = std::fs::read(path).map_err(|source| ReadError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            load_bytes(&mut loaded, &name, &bytes, limits);
         }
     }
     Ok(loaded)
