@@ -64,7 +64,7 @@ fn case() -> impl Strategy<Value = Case> {
 
 fn ip_of(i: usize) -> IpAddr {
     // Distinct lab addresses, IPv4 for even and IPv6 for odd workloads.
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         IpAddr::from([10, 50, (i / 250) as u8, (i % 250) as u8 + 1])
     } else {
         format!("fd00:50::{:x}", i + 1).parse().expect("ipv6")

@@ -326,7 +326,7 @@ fn resource(loaded: &mut Loaded, file: &Arc<str>, node: &Node, default_kind: Opt
             Err(e) => {
                 loaded
                     .diagnostics
-                    .push(shape(file, format!("{kind_text}"), "metadata", e));
+                    .push(shape(file, kind_text.to_owned(), "metadata", e));
                 return;
             }
         },

@@ -220,6 +220,9 @@ pub fn parse_documents(
     }
 }
 
+/// The entries of a mapping.
+type Entries = Vec<(Node, Node)>;
+
 enum Frame {
     Seq {
         items: Vec<Node>,
@@ -458,7 +461,7 @@ impl<'l> Builder<'l> {
         entries: Vec<(Node, Node)>,
         mut size: usize,
         mark: Mark,
-    ) -> Result<(Vec<(Node, Node)>, usize), (Mark, YamlError)> {
+    ) -> Result<(Entries, usize), (Mark, YamlError)> {
         let has_merge = entries
             .iter()
             .any(|(k, _)| matches!(&k.value, Value::Str(s) if s == "<<"));
