@@ -424,3 +424,24 @@ fn hostile_yaml_is_an_error_not_a_crash() {
     );
     assert!(errors(&loaded)[0].contains("not UTF-8"));
 }
+
+#[test]
+fn a_resource_defined_twice_is_an_error_but_a_file_named_twice_is_read_once() {
+    let loaded = load(&["examples", "examples/customers.yaml"]);
+    assert!(errors(&loaded).is_empty(), "{:?}", errors(&loaded));
+    let dir = std::env::temp_dir().join(format!("registry-dup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let body = "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: vm, namespace: lab}\nspec: {address: 10.0.0.1}\n";
+    std::fs::write(dir.join("a.yaml"), body).expect("write");
+    std::fs::write(dir.join("b.yml"), body).expect("write");
+    std::fs::write(dir.join("ignored.txt"), "not: yaml: at: all").expect("write");
+    let loaded = registry::load_paths(&[dir.clone()], &Limits::default()).expect("readable");
+    let errs = errors(&loaded);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0]
+            .contains("b.yml:3:18: WorkloadEntry lab/vm: metadata.name: defined twice; first at"),
+        "{errs:?}"
+    );
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}

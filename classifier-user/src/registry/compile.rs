@@ -276,6 +276,8 @@ pub fn compile(registry: &Registry, options: CompileOptions) -> Plan {
         .collect();
     for se in entries {
         let selected: Vec<(&WorkloadAddress, &BTreeMap<String, u16>)> = match &se.selector {
+            // Resolution NONE has no endpoints (Istio warns that the selector has no effect).
+            Some(_) if se.resolution == Resolution::None => Vec::new(),
             Some(selector) => index
                 .get(se.meta.namespace.as_str())
                 .map(|ns| ns.select(selector))

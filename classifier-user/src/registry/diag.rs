@@ -162,6 +162,8 @@ pub enum Problem {
     ExportToPublicAndOthers,
     #[error("exportTo cannot mix `~` (no one) with other entries")]
     ExportToNoneAndOthers,
+    #[error("defined twice; first at {first}")]
+    Duplicate { first: String },
     #[error("{value:?} is not an IP address")]
     InvalidIp { value: String },
 

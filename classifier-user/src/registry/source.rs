@@ -1,6 +1,7 @@
 //! Reading registry files: paths, documents, `kind: List`, and dispatch by kind.
 
 use std::{
+    collections::HashMap,
     io::Read,
     path::{Path, PathBuf},
     sync::Arc,
@@ -76,7 +77,14 @@ pub fn load_paths(paths: &[PathBuf], limits: &Limits) -> Result<Loaded, ReadErro
             files.push(Some(p.clone()));
         }
     }
+    // A file named twice (directly and through its directory) is read once.
+    let mut canonical = std::collections::HashSet::new();
+    files.retain(|f| match f {
+        None => true,
+        Some(p) => canonical.insert(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())),
+    });
     // Files are read and checked in parallel; results are merged in the order of `files`.
+    let mut seen: HashMap<(&'static str, String, String), Origin> = HashMap::new();
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
@@ -108,6 +116,7 @@ pub fn load_paths(paths: &[PathBuf], limits: &Limits) -> Result<Loaded, ReadErro
     });
     for r in results.into_iter().flatten() {
         let mut one = r?;
+        check_duplicates(&mut seen, &mut one);
         loaded.diagnostics.append(&mut one.diagnostics);
         let reg = &mut loaded.registry;
         reg.service_entries
@@ -118,6 +127,40 @@ pub fn load_paths(paths: &[PathBuf], limits: &Limits) -> Result<Loaded, ReadErro
         reg.services.append(&mut one.registry.services);
     }
     Ok(loaded)
+}
+
+/// Reports resources defined twice (same kind, namespace and name) as errors.
+fn check_duplicates(seen: &mut HashMap<(&'static str, String, String), Origin>, one: &mut Loaded) {
+    let reg = &one.registry;
+    let metas = reg
+        .service_entries
+        .iter()
+        .map(|r| ("ServiceEntry", &r.meta))
+        .chain(
+            reg.workload_entries
+                .iter()
+                .map(|r| ("WorkloadEntry", &r.meta)),
+        )
+        .chain(reg.pods.iter().map(|r| ("Pod", &r.meta)))
+        .chain(reg.services.iter().map(|r| ("Service", &r.meta)));
+    for (kind, meta) in metas {
+        let key = (kind, meta.namespace.clone(), meta.name.clone());
+        match seen.get(&key) {
+            Some(first) => one.diagnostics.push(Diagnostic {
+                severity: Severity::Error,
+                file: meta.origin.file.clone(),
+                mark: Some(meta.origin.mark),
+                resource: Some(format!("{kind} {}/{}", meta.namespace, meta.name)),
+                path: FieldPath::root("metadata").key("name"),
+                problem: Problem::Duplicate {
+                    first: format!("{}:{}", first.file, first.mark),
+                },
+            }),
+            None => {
+                seen.insert(key, meta.origin.clone());
+            }
+        }
+    }
 }
 
 /// Reads one file (`None`: standard input).
@@ -349,7 +392,7 @@ fn resource(loaded: &mut Loaded, file: &Arc<str>, node: &Node, default_kind: Opt
         creation_timestamp: raw_meta.creation_timestamp.clone(),
         origin: Origin {
             file: file.clone(),
-            mark: node.mark,
+            mark: FieldPath::root("metadata").key("name").locate(node),
         },
     };
 
