@@ -10,8 +10,8 @@ use crate::plan::{
 use super::{
     diag::{Diagnostic, Problem, Severity},
     model::{
-        Meta, Protocol, Registry, Resolution, SePort, ServiceAddress, ServiceEntry, Workload,
-        WorkloadAddress,
+        Labels, Meta, NamedPorts, Protocol, Registry, Resolution, SePort, ServiceAddress,
+        ServiceEntry, Workload, WorkloadAddress,
     },
     path::FieldPath,
 };
@@ -108,9 +108,9 @@ fn rank_of(kind: u8, meta: &Meta, host_index: usize) -> Rank {
 
 /// Workloads that a selector picks: (labels, addresses, named ports).
 struct Candidate<'r> {
-    labels: &'r BTreeMap<String, String>,
+    labels: &'r Labels,
     address: &'r WorkloadAddress,
-    ports: &'r BTreeMap<String, u16>,
+    ports: &'r NamedPorts,
 }
 
 /// The workloads of one namespace, indexed by label for selectors.
@@ -123,7 +123,7 @@ impl<'r> NamespaceIndex<'r> {
     fn new(candidates: Vec<Candidate<'r>>) -> Self {
         let mut by_label: HashMap<(&'r str, &'r str), Vec<usize>> = HashMap::new();
         for (i, c) in candidates.iter().enumerate() {
-            for (k, v) in c.labels {
+            for (k, v) in c.labels.iter() {
                 by_label
                     .entry((k.as_str(), v.as_str()))
                     .or_default()
@@ -137,17 +137,14 @@ impl<'r> NamespaceIndex<'r> {
     }
 
     /// The workloads whose labels include all of `selector`'s, in a stable order.
-    fn select(
-        &self,
-        selector: &BTreeMap<String, String>,
-    ) -> Vec<(&'r WorkloadAddress, &'r BTreeMap<String, u16>)> {
+    fn select(&self, selector: &Labels) -> Vec<(&'r WorkloadAddress, &'r NamedPorts)> {
         let pick = |c: &Candidate<'r>| (c.address, c.ports);
         if selector.is_empty() {
             return self.candidates.iter().map(pick).collect();
         }
         // Start from the rarest label of the selector, then check the others.
         let mut smallest: Option<&Vec<usize>> = None;
-        for (k, v) in selector {
+        for (k, v) in selector.iter() {
             match self.by_label.get(&(k.as_str(), v.as_str())) {
                 None => return Vec::new(),
                 Some(list) => {
@@ -167,12 +164,12 @@ impl<'r> NamespaceIndex<'r> {
     }
 }
 
-fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+fn selects(selector: &Labels, labels: &Labels) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
 /// The port a workload receives a service port's traffic on.
-fn endpoint_port(port: &SePort, workload_ports: &BTreeMap<String, u16>) -> u16 {
+fn endpoint_port(port: &SePort, workload_ports: &NamedPorts) -> u16 {
     workload_ports
         .get(&port.name)
         .copied()
@@ -275,7 +272,7 @@ pub fn compile(registry: &Registry, options: CompileOptions) -> Plan {
         .map(|(ns, candidates)| (ns, NamespaceIndex::new(candidates)))
         .collect();
     for se in entries {
-        let selected: Vec<(&WorkloadAddress, &BTreeMap<String, u16>)> = match &se.selector {
+        let selected: Vec<(&WorkloadAddress, &NamedPorts)> = match &se.selector {
             // Resolution NONE has no endpoints (Istio warns that the selector has no effect).
             Some(_) if se.resolution == Resolution::None => Vec::new(),
             Some(selector) => index
@@ -396,7 +393,7 @@ fn describe(m: &Match) -> ((&'static str, String), u16) {
 fn compile_service_entry<'r>(
     b: &mut Builder<'r>,
     se: &'r ServiceEntry,
-    selected: &[(&WorkloadAddress, &BTreeMap<String, u16>)],
+    selected: &[(&WorkloadAddress, &NamedPorts)],
 ) {
     let resource = format!("ServiceEntry {}/{}", se.meta.namespace, se.meta.name);
     let ports: Vec<ServicePort> = se

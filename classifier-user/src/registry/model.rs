@@ -6,6 +6,63 @@ use crate::plan::{Cidr, Location, L4};
 
 use super::yaml::Mark;
 
+/// A small map kept as one sorted vector: far smaller than a `BTreeMap` for a few entries.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SmallMap<V>(Vec<(String, V)>);
+
+impl<V> Default for SmallMap<V> {
+    fn default() -> Self {
+        SmallMap(Vec::new())
+    }
+}
+
+impl<V> SmallMap<V> {
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&V> {
+        self.0
+            .binary_search_by(|(k, _)| k.as_str().cmp(key))
+            .ok()
+            .map(|i| &self.0[i].1)
+    }
+
+    /// Sets `key` to `value`, replacing an older value.
+    pub fn insert(&mut self, key: String, value: V) {
+        match self.0.binary_search_by(|(k, _)| k.as_str().cmp(&key)) {
+            Ok(i) => self.0[i].1 = value,
+            Err(i) => self.0.insert(i, (key, value)),
+        }
+    }
+
+    /// Entries in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &V)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when there is no entry.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<V> From<BTreeMap<String, V>> for SmallMap<V> {
+    fn from(map: BTreeMap<String, V>) -> Self {
+        let mut v: Vec<(String, V)> = map.into_iter().collect();
+        v.shrink_to_fit();
+        SmallMap(v)
+    }
+}
+
+/// Labels of a resource or selector.
+pub type Labels = SmallMap<String>;
+
+/// Ports by name.
+pub type NamedPorts = SmallMap<u16>;
+
 /// Where a resource was read from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Origin {
@@ -18,7 +75,7 @@ pub struct Origin {
 pub struct Meta {
     pub namespace: String,
     pub name: String,
-    pub labels: BTreeMap<String, String>,
+    pub labels: Labels,
     /// RFC 3339, as written; `None` sorts as the newest.
     pub creation_timestamp: Option<String>,
     pub origin: Origin,
@@ -190,8 +247,8 @@ pub enum WorkloadAddress {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Workload {
     pub address: WorkloadAddress,
-    pub ports: BTreeMap<String, u16>,
-    pub labels: BTreeMap<String, String>,
+    pub ports: NamedPorts,
+    pub labels: Labels,
     pub network: Option<String>,
     pub locality: Option<String>,
     pub weight: Option<u32>,
@@ -211,7 +268,7 @@ pub struct ServiceEntry {
     pub location: Location,
     pub resolution: Resolution,
     pub endpoints: Vec<Workload>,
-    pub selector: Option<BTreeMap<String, String>>,
+    pub selector: Option<Labels>,
     pub export_to: Vec<String>,
     pub subject_alt_names: Vec<String>,
 }
@@ -231,7 +288,7 @@ pub struct Pod {
     pub ips: Vec<IpAddr>,
     pub ready: bool,
     /// Named container ports.
-    pub ports: BTreeMap<String, u16>,
+    pub ports: NamedPorts,
 }
 
 /// A Kubernetes Service port.

@@ -388,7 +388,7 @@ fn resource(loaded: &mut Loaded, file: &Arc<str>, node: &Node, default_kind: Opt
     let meta = Meta {
         namespace,
         name,
-        labels: raw_meta.labels.clone().unwrap_or_default(),
+        labels: raw_meta.labels.clone().unwrap_or_default().into(),
         creation_timestamp: raw_meta.creation_timestamp.clone(),
         origin: Origin {
             file: file.clone(),

@@ -15,7 +15,7 @@ use crate::plan::{Cidr, Location, L4};
 use super::{
     diag::{Diagnostic, HostError, Problem, Severity},
     model::{
-        KubePort, KubeService, Meta, Pod, Protocol, Resolution, SePort, ServiceAddress,
+        KubePort, KubeService, Labels, Meta, Pod, Protocol, Resolution, SePort, ServiceAddress,
         ServiceEntry, Workload, WorkloadAddress, WorkloadEntry,
     },
     path::FieldPath,
@@ -403,8 +403,8 @@ fn workload(
     }
     Some(Workload {
         address,
-        ports: converted_ports,
-        labels,
+        ports: converted_ports.into(),
+        labels: labels.into(),
         network: raw.network.clone(),
         locality: raw.locality.clone(),
         weight,
@@ -496,18 +496,14 @@ fn check_export_to(ctx: &mut Ctx<'_>, path: &FieldPath, namespace: &str, export_
     }
 }
 
-fn uses_waypoint(labels: &BTreeMap<String, String>) -> bool {
+fn uses_waypoint(labels: &Labels) -> bool {
     labels
         .get(USE_WAYPOINT_LABEL)
         .map(|v| !v.is_empty() && !v.eq_ignore_ascii_case("none"))
         .unwrap_or(false)
 }
 
-fn auto_allocates(
-    labels: &BTreeMap<String, String>,
-    resolution: Resolution,
-    has_addresses: bool,
-) -> bool {
+fn auto_allocates(labels: &Labels, resolution: Resolution, has_addresses: bool) -> bool {
     if resolution == Resolution::None || has_addresses {
         return false;
     }
@@ -556,11 +552,11 @@ pub fn service_entry(
     };
 
     // Workload selector.
-    let selector = spec
+    let selector_map = spec
         .workload_selector
         .as_ref()
         .map(|s| s.labels.clone().unwrap_or_default());
-    if let Some(labels) = &selector {
+    if let Some(labels) = &selector_map {
         let lpath = sp.key("workloadSelector").key("labels");
         for (k, v) in labels {
             if k.is_empty() {
@@ -855,7 +851,7 @@ pub fn service_entry(
         location,
         resolution,
         endpoints,
-        selector,
+        selector: selector_map.map(Labels::from),
         export_to,
         subject_alt_names: spec.subject_alt_names.clone().unwrap_or_default(),
     })
@@ -920,8 +916,8 @@ fn dns_endpoint(
     }
     Some(Workload {
         address,
-        ports,
-        labels,
+        ports: ports.into(),
+        labels: labels.into(),
         network: e.network.clone(),
         locality: e.locality.clone(),
         weight: e.weight.and_then(|w| u32::try_from(w).ok()),
@@ -941,7 +937,7 @@ pub fn workload_entry(
         return None;
     }
     // Metadata labels win over spec labels.
-    for (k, v) in &meta.labels {
+    for (k, v) in meta.labels.iter() {
         w.labels.insert(k.clone(), v.clone());
     }
     Some(WorkloadEntry { meta, workload: w })
@@ -1011,7 +1007,7 @@ pub fn pod(ctx: &mut Ctx<'_>, meta: Meta, raw: &RawPod) -> Option<Pod> {
         meta,
         ips,
         ready,
-        ports,
+        ports: ports.into(),
     })
 }
 
