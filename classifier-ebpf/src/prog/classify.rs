@@ -190,6 +190,8 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
 
 /// Whether the name stages are compiled in.
 const NAME_STAGES: bool = false;
+/// Whether the HTTP/1.x and HTTP/2 name stages are compiled in.
+const HTTP_STAGES: bool = true;
 
 /// The port value of a port the registry does not mention.
 static EMPTY_PORT: PortValue = PortValue {
@@ -298,7 +300,7 @@ fn find_name(
             return None;
         }
     }
-    if kinds & (name_kind::HTTP | name_kind::H2) != 0 {
+    if HTTP_STAGES && kinds & (name_kind::HTTP | name_kind::H2) != 0 {
         let w = http::load_window(ctx, p, s);
         if kinds & name_kind::HTTP != 0 {
             let n = http::host(s, w);

@@ -9,6 +9,9 @@ use classifier_common::{
 
 use super::maps::{Scratch, MAX_CANDIDATES, NAMES, NAME_BUF};
 
+/// Whether `*.` wildcard suffixes are looked up .
+const SUFFIXES: bool = true;
+
 const MASK: usize = NAME_BUF.next_power_of_two() / 2 - 1;
 
 /// Lower-cases `s.name[..len]` (ASCII) unless `raw`, removes one trailing dot, zeroes the 8
@@ -89,7 +92,7 @@ pub fn lookup(
         let i = len - 1 - j;
         let b = s.name[i & MASK];
         h = name_hash_step(h, b);
-        if b == b'.' && i > 0 {
+        if SUFFIXES && b == b'.' && i > 0 {
             dots += 1;
             if dots < 64 && (suffix_labels >> dots) & 1 == 1 && ncand < MAX_CANDIDATES {
                 s.cand_off[ncand] = i as u16;
@@ -112,7 +115,7 @@ pub fn lookup(
             return Some(v.entry);
         }
     }
-    if kind != name_match::EXACT {
+    if !SUFFIXES || kind != name_match::EXACT {
         return None;
     }
     for c in 0..MAX_CANDIDATES {
