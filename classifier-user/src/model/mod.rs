@@ -62,12 +62,15 @@ const HUFFMAN: u8 = 2;
 /// Longest wildcard (in labels) that can be matched: `PortValue::suffix_labels` has 64 bits.
 const MAX_SUFFIX_LABELS: usize = 63;
 
+/// A network of the CIDR table: prefix length, address with host bits zero, and its entry.
+type CidrEntry = (u8, [u8; 16], Hit);
+
 /// The plan compiled into lookup tables.
 #[derive(Clone, Debug, Default)]
 struct Tables {
     exact: HashMap<(u8, u8, u16, [u8; 16]), Hit>,
-    /// (family, proto, port) → (prefix length, network, hit), longest first, plan order within.
-    cidr: HashMap<(u8, u8, u16), Vec<(u8, [u8; 16], Hit)>>,
+    /// (family, proto, port) → networks, longest first, plan order within.
+    cidr: HashMap<(u8, u8, u16), Vec<CidrEntry>>,
     ports: HashMap<(u8, u16), PortInfo>,
     names: HashMap<(u16, u8, Vec<u8>), Hit>,
 }
@@ -123,7 +126,7 @@ impl Tables {
                     let list = t.cidr.entry((fam, protocol.number(), *port)).or_default();
                     if !list.iter().any(|(l, n, _)| *l == len && *n == net) {
                         list.push((len, net, hit));
-                        list.sort_by(|a, b| b.0.cmp(&a.0));
+                        list.sort_by_key(|c| std::cmp::Reverse(c.0));
                     }
                 }
                 Match::Port { port, protocol } => {
