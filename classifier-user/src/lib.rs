@@ -2,6 +2,7 @@
 
 pub mod attach;
 pub mod commands;
+pub mod daemon;
 pub mod dataplane;
 pub mod netlink;
 pub mod model;

@@ -41,6 +41,8 @@ pub mod addr {
     pub const UDP_EXTERNAL: &str = "10.77.150.53";
     pub const UNKNOWN: &str = "10.77.160.66";
     pub const UNKNOWN6: &str = "fd77:160::66";
+    /// The lab's DNS server (answers for api.external-svc.com).
+    pub const DNS: &str = "10.77.150.54";
     /// Every address a world server listens on.
     pub const WORLD: &[&str] = &[VM1, VM2, POD, API, API6, UDP_EXTERNAL, UNKNOWN, UNKNOWN6];
 }
@@ -102,9 +104,10 @@ pub struct Lab {
     pub world: NetNs,
     /// The node's end of the workload link: where meshclass attaches.
     pub node_if: String,
+    world_if: String,
     pub pin_dir: PathBuf,
     pub proxy_seen: Arc<Mutex<Vec<SocketAddr>>>,
-    daemon: Option<Child>,
+    daemon: Mutex<Option<Child>>,
     servers: Option<Stoppable>,
     tls_root: Vec<u8>,
 }
@@ -153,9 +156,10 @@ impl Lab {
             node,
             world,
             node_if: n_end.ifname,
+            world_if: world_end.ifname.clone(),
             pin_dir,
             proxy_seen: Arc::default(),
-            daemon: None,
+            daemon: Mutex::new(None),
             servers: None,
             tls_root: Vec::new(),
         };
@@ -206,6 +210,20 @@ impl Lab {
             let stop = stop.clone();
             threads.push(std::thread::spawn(move || serve_udp(u, a, &stop)));
         }
+        // The lab's DNS server.
+        let dns: IpAddr = addr::DNS.parse()?;
+        let wif_dns = self.world_if.clone();
+        self.world.block_on(|nl| async move {
+            nl.add_address(&wif_dns, dns, 32).await?;
+            Ok(())
+        })?;
+        let u = self
+            .world
+            .run(|| UdpSocket::bind(SocketAddr::new(dns, 53)))
+            .context("binding the lab DNS server")?;
+        u.set_read_timeout(Some(Duration::from_millis(100)))?;
+        let stop2 = stop.clone();
+        threads.push(std::thread::spawn(move || serve_dns(u, &stop2)));
         // The node's transparent proxy: accepts what meshclass assigns to it and says which
         // original destination it saw (its socket's local address).
         for any in ["0.0.0.0", "::"] {
@@ -238,6 +256,7 @@ impl Lab {
             .arg("--pin-dir")
             .arg(&self.pin_dir)
             .args(["--proxy-port", &PROXY_PORT.to_string(), "--poll-ms", "200"])
+            .args(["--dns-server", &format!("{}:53", addr::DNS)])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -253,7 +272,7 @@ impl Lab {
             });
         }
         let child = cmd.spawn().context("starting meshclass run")?;
-        self.daemon = Some(child);
+        *self.daemon.lock().unwrap_or_else(|p| p.into_inner()) = Some(child);
         self.wait_for_log("registry applied", Duration::from_secs(30))
     }
 
@@ -281,10 +300,13 @@ impl Lab {
             if log.matches(needle).count() >= count {
                 return Ok(());
             }
-            if let Some(child) = self.daemon.as_mut() {
-                if let Some(status) = child.try_wait()? {
-                    self.daemon = None;
-                    bail!("meshclass run exited ({status}) before `{needle}`:\n{log}");
+            {
+                let mut d = self.daemon.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(child) = d.as_mut() {
+                    if let Some(status) = child.try_wait()? {
+                        *d = None;
+                        bail!("meshclass run exited ({status}) before `{needle}`:\n{log}");
+                    }
                 }
             }
             if start.elapsed() > within {
@@ -300,8 +322,9 @@ impl Lab {
     }
 
     /// Stops the daemon: SIGTERM (`kill9` false) or SIGKILL, by its pid.
-    pub fn stop_daemon(&mut self, kill9: bool) -> Result<()> {
-        if let Some(mut child) = self.daemon.take() {
+    pub fn stop_daemon(&self, kill9: bool) -> Result<()> {
+        let child = self.daemon.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(mut child) = child {
             let pid = child.id() as i32;
             // SAFETY: signalling the child we started, by its pid.
             unsafe { libc::kill(pid, if kill9 { libc::SIGKILL } else { libc::SIGTERM }) };
@@ -569,6 +592,72 @@ fn serve_udp(u: UdpSocket, me: IpAddr, stop: &AtomicBool) {
         if let Ok((_, from)) = u.recv_from(&mut buf) {
             let _ = u.send_to(format!("server {me} udp\n").as_bytes(), from);
         }
+    }
+}
+
+/// Answers A and AAAA questions for api.external-svc.com (TTL 30 s); NXDOMAIN otherwise.
+fn serve_dns(u: UdpSocket, stop: &AtomicBool) {
+    let mut buf = [0u8; 512];
+    while !stop.load(Ordering::SeqCst) {
+        let Ok((n, from)) = u.recv_from(&mut buf) else {
+            continue;
+        };
+        let q = &buf[..n];
+        if n < 12 {
+            continue;
+        }
+        // The question: labels, then type and class.
+        let mut i = 12;
+        let mut name = Vec::new();
+        while i < n && q[i] != 0 {
+            let l = q[i] as usize;
+            if i + 1 + l > n {
+                break;
+            }
+            name.push(String::from_utf8_lossy(&q[i + 1..i + 1 + l]).to_lowercase());
+            i += 1 + l;
+        }
+        let qend = i + 5;
+        if qend > n {
+            continue;
+        }
+        let qtype = u16::from_be_bytes([q[i + 1], q[i + 2]]);
+        let name = name.join(".");
+        let rdata: Option<Vec<u8>> = match (name.as_str(), qtype) {
+            ("api.external-svc.com", 1) => Some(
+                addr::API
+                    .parse::<std::net::Ipv4Addr>()
+                    .expect("literal")
+                    .octets()
+                    .to_vec(),
+            ),
+            ("api.external-svc.com", 28) => Some(
+                addr::API6
+                    .parse::<std::net::Ipv6Addr>()
+                    .expect("literal")
+                    .octets()
+                    .to_vec(),
+            ),
+            _ => None,
+        };
+        let mut r = q[..qend].to_vec();
+        r[2] = 0x81;
+        r[3] = if rdata.is_some() || name == "api.external-svc.com" {
+            0x80
+        } else {
+            0x83
+        };
+        r[6] = 0;
+        r[7] = u8::from(rdata.is_some());
+        r[8..12].fill(0);
+        if let Some(d) = rdata {
+            r.extend_from_slice(&[0xc0, 12]);
+            r.extend_from_slice(&qtype.to_be_bytes());
+            r.extend_from_slice(&[0, 1, 0, 0, 0, 30]);
+            r.extend_from_slice(&(d.len() as u16).to_be_bytes());
+            r.extend_from_slice(&d);
+        }
+        let _ = u.send_to(&r, from);
     }
 }
 

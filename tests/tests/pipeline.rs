@@ -3,25 +3,16 @@
 
 use std::{net::UdpSocket, time::Duration};
 
-use aya::{
-    maps::PerCpuArray,
-    programs::{tc::TcAttachType, SchedClassifier},
-    Ebpf,
-};
+use aya::programs::{tc::TcAttachType, SchedClassifier};
 use classifier_common::counter;
-use meshclass::attach::{attach, AttachMode, Attached, CLASSIFY_PROGRAM};
+use meshclass::{
+    attach::{attach, AttachMode, Attached, CLASSIFY_PROGRAM},
+    dataplane::{Capacities, Dataplane},
+};
 use tests::{ip, link, require_privileges, NetNs};
 
-fn packets_counted(ebpf: &Ebpf) -> u64 {
-    let map = ebpf
-        .map(classifier_common::maps::COUNTERS)
-        .expect("COUNTERS map");
-    let counters = PerCpuArray::<_, u64>::try_from(map).expect("per-CPU array");
-    counters
-        .get(&counter::PACKETS, 0)
-        .expect("read counter")
-        .iter()
-        .sum()
+fn packets_counted(dp: &Dataplane) -> u64 {
+    dp.counters().expect("read the counters")[counter::PACKETS as usize]
 }
 
 fn static_neighbours(a: &NetNs, a_if: &str, a_ip: &str, b: &NetNs, b_if: &str, b_ip: &str) {
@@ -65,20 +56,21 @@ fn counts_exactly_the_packets_sent(mode: AttachMode, want: Attached) {
     );
 
     let node_if = n_end.ifname.clone();
-    let ebpf = node.run(move || {
-        let mut ebpf = Ebpf::load(meshclass::CLASSIFIER_OBJECT).expect("load the object");
-        let prog: &mut SchedClassifier = ebpf
+    let dp = node.run(move || {
+        let mut dp =
+            Dataplane::load(&Capacities::default()).expect("the verifier accepts the programs");
+        let prog: &mut SchedClassifier = dp
+            .ebpf_mut()
             .program_mut(CLASSIFY_PROGRAM)
             .expect("program in object")
             .try_into()
             .expect("a TC program");
-        prog.load().expect("the verifier accepts the program");
         let (_, used) = attach(prog, &node_if, TcAttachType::Ingress, mode).expect("attach");
         assert_eq!(used, want, "attached with the expected mode");
-        ebpf
+        dp
     });
 
-    let before = packets_counted(&ebpf);
+    let before = packets_counted(&dp);
     const SENT: u64 = 64;
     client.run(|| {
         let s = UdpSocket::bind("10.201.0.1:0").unwrap();
@@ -88,13 +80,13 @@ fn counts_exactly_the_packets_sent(mode: AttachMode, want: Attached) {
     });
     // The veth delivers synchronously, but give softirq processing a moment.
     std::thread::sleep(Duration::from_millis(100));
-    let after = packets_counted(&ebpf);
+    let after = packets_counted(&dp);
     assert_eq!(
         after - before,
         SENT,
         "the program saw each packet sent exactly once"
     );
-    drop(ebpf);
+    drop(dp);
 }
 
 #[test]

@@ -1,5 +1,7 @@
 //! Project tasks. Run `cargo xtask --help`.
 
+mod gen_registry;
+mod lab;
 mod setup;
 mod test;
 mod util;
@@ -27,6 +29,40 @@ enum Cmd {
     },
     /// rustfmt check and clippy with warnings as errors (the eBPF crate included).
     Lint,
+    /// The main job: a lab of network namespaces, the example registry, real traffic (root).
+    Demo,
+    /// Build meshclass and run the daemon on this machine's interfaces (root).
+    BuildAndLoad {
+        /// Interfaces to classify (required: nothing is attached without being named).
+        #[arg(long = "iface", required = true)]
+        ifaces: Vec<String>,
+        /// Registry files or directories.
+        #[arg(long = "registry", required = true)]
+        registry: Vec<std::path::PathBuf>,
+        /// Further `meshclass run` flags, e.g. --outbound-policy REGISTRY_ONLY.
+        #[arg(last = true)]
+        rest: Vec<String>,
+    },
+    /// Benchmarks: per-packet cost against an empty program, scaling, control plane (root).
+    Bench {
+        /// A shorter run (a few minutes).
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Write a deterministic synthetic registry for scale measurements.
+    GenRegistry {
+        /// Output file.
+        #[arg(long, default_value = "target/gen-registry.yaml")]
+        out: std::path::PathBuf,
+        /// ServiceEntries to write.
+        #[arg(long, default_value_t = 1000)]
+        services: usize,
+        /// WorkloadEntries to write.
+        #[arg(long, default_value_t = 1000)]
+        workloads: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,6 +74,34 @@ fn main() -> anyhow::Result<()> {
         Cmd::Test { filter, unit_only } => {
             let ready = setup::setup(true)?;
             test::test(&ready, filter.as_deref(), unit_only)?;
+        }
+        Cmd::Bench { quick } => {
+            let ready = setup::setup(true)?;
+            lab::bench(&ready, quick)?;
+        }
+        Cmd::Demo => {
+            let ready = setup::setup(true)?;
+            lab::demo(&ready)?;
+        }
+        Cmd::BuildAndLoad {
+            ifaces,
+            registry,
+            rest,
+        } => {
+            let ready = setup::setup(true)?;
+            lab::build_and_load(&ready, &ifaces, &registry, &rest)?;
+        }
+        Cmd::GenRegistry {
+            out,
+            services,
+            workloads,
+            seed,
+        } => {
+            gen_registry::run(&out, services, workloads, seed)?;
+            eprintln!(
+                "wrote {} ({services} ServiceEntries, {workloads} WorkloadEntries)",
+                out.display()
+            );
         }
         Cmd::Lint => {
             let ready = setup::setup(true)?;

@@ -27,8 +27,11 @@ pub fn test(ready: &Ready, filter: Option<&str>, unit_only: bool) -> Result<()> 
              run the unit tests alone"
         );
     }
+    // The end-to-end tests run the real binary, as a user would.
+    let bin = crate::lab::build_meshclass(ready)?;
     eprintln!("xtask test: privileged tests (root, one test thread: they share kernel state)");
     let mut e2e = ready.cargo();
+    e2e.env("MESHCLASS_BIN", &bin);
     e2e.args([
         "test",
         "--release",

@@ -3,13 +3,22 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use meshclass::{commands, plan::CompileOptions};
+use meshclass::{
+    commands,
+    daemon::pins::DEFAULT_PIN_DIR,
+    plan::{CompileOptions, Verdict},
+};
 
 #[derive(Parser)]
 #[command(
     name = "meshclass",
     version,
-    about = "Classifies a node's outbound traffic in the kernel against an Istio service registry"
+    about = "Classifies a node's outbound traffic in the kernel against an Istio service registry",
+    long_about = "meshclass compiles an Istio service registry (ServiceEntry, WorkloadEntry, Pod, \
+                  Service) into BPF maps and classifies every outbound packet of the node's \
+                  workloads in a TC program: mesh-internal services are redirected to the node's \
+                  proxy, registered external services pass, and unknown destinations pass \
+                  (ALLOW_ANY) or are dropped or rejected (REGISTRY_ONLY)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -36,6 +45,59 @@ enum Command {
         #[arg(long, default_value = "pass", value_parser = ["pass", "redirect"])]
         external: String,
     },
+    /// Run the daemon: load (or re-adopt) the dataplane, attach it, enforce the registry.
+    Run(Box<commands::run::RunArgs>),
+    /// Remove the programs, links, pins and routing that `run` left.
+    Detach {
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+    },
+    /// Show what the pinned maps hold (works while the daemon is down).
+    Inspect {
+        /// What to show.
+        #[arg(value_enum, default_value = "counters")]
+        what: commands::inspect::What,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+    },
+    /// Run a connection's packets through the live program and the reference model.
+    Explain {
+        /// Destination address and port.
+        #[arg(long)]
+        dst: std::net::SocketAddr,
+        /// Source address (default: a benchmark-range address of the destination's family).
+        #[arg(long)]
+        src: Option<std::net::IpAddr>,
+        /// Transport protocol.
+        #[arg(long, default_value = "tcp", value_parser = ["tcp", "udp"])]
+        proto: String,
+        /// Send a TLS ClientHello with this server name.
+        #[arg(long, conflicts_with = "host")]
+        sni: Option<String>,
+        /// Send an HTTP/1.1 request with this Host.
+        #[arg(long)]
+        host: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+    },
+    /// Decision events as they happen: blocked connections, or every new one with
+    /// `run --events-all`.
+    Flows {
+        /// Keep printing new events.
+        #[arg(long)]
+        follow: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -49,13 +111,46 @@ fn main() -> ExitCode {
         } => {
             let options = CompileOptions {
                 external: if external == "redirect" {
-                    meshclass::plan::Verdict::Redirect
+                    Verdict::Redirect
                 } else {
-                    meshclass::plan::Verdict::Pass
+                    Verdict::Pass
                 },
             };
             commands::compile::run(&paths, json, options)
         }
+        Command::Run(args) => commands::run::run(*args),
+        Command::Detach { pin_dir } => commands::detach::run(&pin_dir),
+        Command::Inspect {
+            what,
+            json,
+            pin_dir,
+        } => commands::inspect::run(&pin_dir, what, json),
+        Command::Explain {
+            dst,
+            src,
+            proto,
+            sni,
+            host,
+            json,
+            pin_dir,
+        } => commands::explain::run(&commands::explain::ExplainArgs {
+            dst,
+            src,
+            proto: if proto == "udp" {
+                meshclass::plan::L4::Udp
+            } else {
+                meshclass::plan::L4::Tcp
+            },
+            sni,
+            host,
+            json,
+            pin_dir,
+        }),
+        Command::Flows {
+            follow,
+            json,
+            pin_dir,
+        } => commands::flows::run(&pin_dir, follow, json),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
 }

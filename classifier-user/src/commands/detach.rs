@@ -1,0 +1,82 @@
+//! `meshclass detach`: removes the programs, links, pins and routing that `run` left.
+
+use std::path::Path;
+
+use aya::programs::{links::PinnedLink, tc, tc::TcAttachType};
+
+use crate::{
+    attach::{CLASSIFY_PROGRAM, INBOUND_PROGRAM},
+    daemon::{pins::Pins, state::State},
+    netlink::Netlink,
+};
+
+/// Detaches and unpins everything under `pin_dir`: 0 done, 1 something could not be removed.
+pub fn run(pin_dir: &Path) -> i32 {
+    let pins = Pins::new(pin_dir);
+    let state = State::read(&pins.state_file()).unwrap_or_default();
+    let mut failed = false;
+    // TCX links: the pin holds the link; unpinning and dropping it detaches the program.
+    if let Ok(rd) = std::fs::read_dir(pins.links()) {
+        for e in rd.flatten() {
+            match PinnedLink::from_pin(e.path()).map(|l| l.unpin()) {
+                Ok(Ok(link)) => drop(link),
+                Ok(Err(err)) => {
+                    eprintln!("error: unpinning {}: {err}", e.path().display());
+                    failed = true;
+                }
+                Err(err) => {
+                    eprintln!("error: opening {}: {err}", e.path().display());
+                    failed = true;
+                }
+            }
+        }
+    }
+    // clsact filters live in the kernel until removed by name.
+    for (iface, mode) in &state.interfaces {
+        if mode == "clsact" {
+            for (name, kind) in [
+                (CLASSIFY_PROGRAM, TcAttachType::Ingress),
+                (INBOUND_PROGRAM, TcAttachType::Egress),
+            ] {
+                if let Err(err) = tc::qdisc_detach_program(iface, kind, name) {
+                    eprintln!("warning: removing the {name} filter from {iface}: {err}");
+                }
+            }
+        }
+    }
+    if let Some((mark, table)) = state.routing {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        match rt {
+            Ok(rt) => {
+                let r: Result<(), crate::netlink::NetlinkError> = rt.block_on(async {
+                    let nl = Netlink::connect()?;
+                    nl.remove_redirect_routing(mark, table, false).await?;
+                    nl.remove_redirect_routing(mark, table, true).await
+                });
+                if let Err(err) = r {
+                    eprintln!("error: removing the redirect routing: {err}");
+                    failed = true;
+                }
+            }
+            Err(err) => {
+                eprintln!("error: {err}");
+                failed = true;
+            }
+        }
+    }
+    if pins.dir.exists() {
+        if let Err(err) = std::fs::remove_dir_all(&pins.dir) {
+            eprintln!("error: removing {}: {err}", pins.dir.display());
+            failed = true;
+        }
+    }
+    let _ = std::fs::remove_dir_all(pins.state_dir());
+    if failed {
+        1
+    } else {
+        eprintln!("detached: {}", pins.dir.display());
+        0
+    }
+}

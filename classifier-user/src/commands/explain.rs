@@ -1,0 +1,239 @@
+//! `meshclass explain`: builds the packets of a connection, runs them through the loaded program
+//! against the live maps (BPF_PROG_TEST_RUN) and through the reference model, and shows both.
+
+use std::net::{IpAddr, SocketAddr};
+
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData},
+    programs::{SchedClassifier, TestRun as _, TestRunOptions},
+};
+use classifier_common::{flow_state, maps, stage, verdict, FlowKey, FlowValue, NO_SERVICE};
+use serde_json::json;
+
+use crate::{
+    attach::CLASSIFY_PROGRAM,
+    daemon::{pins::Pins, state::State},
+    model::Model,
+    packet::{self, tls::HelloOptions, Packet, TcpFlow},
+    plan::L4,
+};
+
+/// What to explain.
+#[derive(Clone, Debug)]
+pub struct ExplainArgs {
+    pub dst: SocketAddr,
+    pub src: Option<IpAddr>,
+    pub proto: L4,
+    pub sni: Option<String>,
+    pub host: Option<String>,
+    pub json: bool,
+    pub pin_dir: std::path::PathBuf,
+}
+
+/// One side's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Answer {
+    verdict: u8,
+    stage: u8,
+    service: u32,
+}
+
+fn flow_key(src: SocketAddr, dst: SocketAddr, proto: u8) -> FlowKey {
+    let mut k = FlowKey {
+        family: if dst.is_ipv4() {
+            classifier_common::family::V4
+        } else {
+            classifier_common::family::V6
+        },
+        proto,
+        sport: src.port().to_be(),
+        dport: dst.port().to_be(),
+        ..Default::default()
+    };
+    let put = |a: IpAddr, out: &mut [u8; 16]| match a {
+        IpAddr::V4(v) => out[..4].copy_from_slice(&v.octets()),
+        IpAddr::V6(v) => *out = v.octets(),
+    };
+    put(src.ip(), &mut k.saddr);
+    put(dst.ip(), &mut k.daddr);
+    k
+}
+
+/// Runs explain: 0 the kernel and the model agree, 3 they disagree, 2 could not run.
+pub fn run(args: &ExplainArgs) -> i32 {
+    match explain(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
+        }
+    }
+}
+
+fn explain(args: &ExplainArgs) -> Result<i32, String> {
+    let pins = Pins::new(&args.pin_dir);
+    if !pins.exists() {
+        return Err(format!(
+            "no meshclass dataplane is pinned at {}",
+            args.pin_dir.display()
+        ));
+    }
+    let state = State::read(&pins.state_file()).map_err(|e| format!("reading the state: {e}"))?;
+    let settings = state.settings.unwrap_or_default();
+    let src_ip = args.src.unwrap_or_else(|| {
+        if args.dst.is_ipv4() {
+            "198.18.0.1".parse().expect("literal")
+        } else {
+            "fd00:198:18::1".parse().expect("literal")
+        }
+    });
+    if src_ip.is_ipv4() != args.dst.is_ipv4() {
+        return Err("--src and --dst must be of the same address family".into());
+    }
+    // A source port of its own, so the connection never meets a real one in the flow table.
+    let sport = 40000 + (std::process::id() % 20000) as u16;
+    let src = SocketAddr::new(src_ip, sport);
+
+    let mut frames: Vec<(String, Vec<u8>)> = Vec::new();
+    match args.proto {
+        L4::Udp => frames.push((
+            "datagram".into(),
+            Packet::udp(
+                src_ip,
+                args.dst.ip(),
+                sport,
+                args.dst.port(),
+                b"meshclass-explain",
+            )
+            .build(),
+        )),
+        L4::Tcp => {
+            let mut flow = TcpFlow::new(src_ip, args.dst.ip(), sport, args.dst.port(), 0x1000_0000);
+            frames.push(("SYN".into(), flow.syn().build()));
+            if let Some(sni) = &args.sni {
+                let hello = packet::tls::client_hello(Some(sni), &HelloOptions::default())
+                    .map_err(|e| format!("building a ClientHello: {e}"))?;
+                frames.push((format!("ClientHello sni={sni}"), flow.data(&hello).build()));
+            } else if let Some(host) = &args.host {
+                let req = packet::http::request("GET", Some(host.as_bytes()), &Default::default());
+                frames.push((format!("HTTP request host={host}"), flow.data(&req).build()));
+            }
+        }
+    }
+    let proto = match args.proto {
+        L4::Tcp => classifier_common::proto::TCP,
+        L4::Udp => classifier_common::proto::UDP,
+    };
+    let key = flow_key(src, args.dst, proto);
+
+    let prog = SchedClassifier::from_pin(pins.program(CLASSIFY_PROGRAM))
+        .map_err(|e| format!("opening the pinned program: {e}"))?;
+    let flows_map =
+        MapData::from_pin(pins.map(maps::FLOWS)).map_err(|e| format!("opening FLOWS: {e}"))?;
+    let mut flows: BpfHashMap<_, FlowKey, FlowValue> =
+        BpfHashMap::try_from(aya::maps::Map::LruHashMap(flows_map))
+            .map_err(|e| format!("FLOWS: {e}"))?;
+    let _ = flows.remove(&key);
+
+    let mut model = Model::new(&state.plan, &settings);
+    let mut rows = Vec::new();
+    let mut disagree = false;
+    for (what, frame) in &frames {
+        let mut out = vec![0u8; frame.len() + 256];
+        let mut opts = TestRunOptions::default();
+        opts.data_in = Some(frame);
+        opts.data_out = Some(&mut out);
+        let result = prog
+            .test_run(opts)
+            .map_err(|e| format!("BPF_PROG_TEST_RUN: {e}"))?;
+        let kernel = match flows.get(&key, 0) {
+            Ok(f) if f.state == flow_state::PENDING => Answer {
+                verdict: verdict::PASS,
+                stage: stage::PENDING,
+                service: NO_SERVICE,
+            },
+            Ok(f) => Answer {
+                verdict: f.verdict,
+                stage: f.stage,
+                service: f.service_id,
+            },
+            Err(_) => Answer {
+                verdict: verdict::NONE,
+                stage: stage::NONE,
+                service: NO_SERVICE,
+            },
+        };
+        let m = model.classify(frame);
+        let model_answer = Answer {
+            verdict: m.verdict,
+            stage: m.stage,
+            service: m.service_id,
+        };
+        let agree = kernel == model_answer;
+        disagree |= !agree;
+        rows.push((
+            what.clone(),
+            result.return_value,
+            kernel,
+            model_answer,
+            m.explain,
+            agree,
+        ));
+    }
+    let _ = flows.remove(&key);
+
+    let service_name = |id: u32| {
+        if id == NO_SERVICE {
+            "-".to_string()
+        } else {
+            state
+                .plan
+                .services
+                .get(id as usize)
+                .map(|s| s.key())
+                .unwrap_or_else(|| format!("#{id}"))
+        }
+    };
+    let last = rows.last().cloned();
+    if args.json {
+        let (_, _, k, m, why, agree) = last.ok_or("no packets")?;
+        let v = json!({
+            "dst": args.dst.to_string(), "src": src.to_string(),
+            "protocol": format!("{:?}", args.proto).to_lowercase(),
+            "verdict": verdict::name(k.verdict), "stage": stage::name(k.stage),
+            "service": service_name(k.service),
+            "model": {"verdict": verdict::name(m.verdict), "stage": stage::name(m.stage), "service": service_name(m.service), "why": why},
+            "agree": agree,
+            "packets": rows.iter().map(|(w, rv, k, m, _, a)| json!({
+                "packet": w, "retval": rv,
+                "kernel": {"verdict": verdict::name(k.verdict), "stage": stage::name(k.stage), "service": service_name(k.service)},
+                "model": {"verdict": verdict::name(m.verdict), "stage": stage::name(m.stage), "service": service_name(m.service)},
+                "agree": a})).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        println!("{} -> {} ({:?})", src, args.dst, args.proto);
+        for (what, _, k, m, why, agree) in &rows {
+            println!(
+                "  {what:<36} kernel: {:<8} {:<8} {:<40} model: {:<8} {:<8}{}",
+                verdict::name(k.verdict),
+                stage::name(k.stage),
+                service_name(k.service),
+                verdict::name(m.verdict),
+                stage::name(m.stage),
+                if *agree {
+                    String::new()
+                } else {
+                    "   <-- DISAGREE".into()
+                }
+            );
+            println!("  {:<36} why: {why}", "");
+        }
+    }
+    if disagree {
+        eprintln!("warning: the kernel program and the reference model DISAGREE on this connection: this is a bug, please report it with the lines above");
+        Ok(3)
+    } else {
+        Ok(0)
+    }
+}

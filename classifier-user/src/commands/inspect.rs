@@ -1,0 +1,297 @@
+//! `meshclass inspect`: reads the pinned maps directly (the daemon may be down) and decodes
+//! them with the state the daemon keeps beside the pins.
+
+use std::{collections::BTreeMap, io::Write as _, path::Path};
+
+use classifier_common::{counter, stage, verdict, NO_SERVICE};
+use serde_json::json;
+
+use crate::{
+    daemon::{pins::Pins, state::State},
+    dataplane::Dataplane,
+    plan::Match,
+};
+
+/// What to show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum What {
+    Services,
+    Entries,
+    Flows,
+    Counters,
+}
+
+fn addr_of(family: u8, a: &[u8; 16]) -> std::net::IpAddr {
+    if family == classifier_common::family::V4 {
+        std::net::Ipv4Addr::new(a[0], a[1], a[2], a[3]).into()
+    } else {
+        std::net::Ipv6Addr::from(*a).into()
+    }
+}
+
+/// A readable form of a match.
+pub fn describe(m: &Match) -> String {
+    match m {
+        Match::Ip {
+            addr,
+            port,
+            protocol,
+        } => format!("ip {addr} {port}/{protocol:?}").to_lowercase(),
+        Match::Cidr {
+            cidr,
+            port,
+            protocol,
+        } => format!("cidr {}/{} {port}/{protocol:?}", cidr.addr, cidr.len).to_lowercase(),
+        Match::Sni { name, port } => format!("sni {name} {port}/tcp"),
+        Match::Host { name, port } => format!("host {name} {port}/tcp"),
+        Match::Port { port, protocol } => format!("port * {port}/{protocol:?}").to_lowercase(),
+    }
+}
+
+/// Prints what is asked: 0 ok, 2 nothing pinned or unreadable.
+pub fn run(pin_dir: &Path, what: What, json_out: bool) -> i32 {
+    let pins = Pins::new(pin_dir);
+    if !pins.exists() {
+        eprintln!(
+            "error: no meshclass dataplane is pinned at {} (is `meshclass run` started, or was --pin-dir another?)",
+            pin_dir.display()
+        );
+        return 2;
+    }
+    let state = match State::read(&pins.state_file()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: reading {}: {e}", pins.state_file().display());
+            return 2;
+        }
+    };
+    let dp = match Dataplane::from_pins(&pins.maps()) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: opening the pinned maps: {e}");
+            return 2;
+        }
+    };
+    let hits = dp.entry_hits().unwrap_or_default();
+    let service_name = |id: u32| {
+        state
+            .plan
+            .services
+            .get(id as usize)
+            .map(|s| s.key())
+            .unwrap_or_else(|| {
+                if id == NO_SERVICE {
+                    "-".into()
+                } else {
+                    format!("#{id}")
+                }
+            })
+    };
+    let mut out = std::io::stdout().lock();
+    let r = match what {
+        What::Services => {
+            let mut per: BTreeMap<u32, (usize, u64)> = BTreeMap::new();
+            for (e, id) in state.plan.entries.iter().zip(&state.entry_ids) {
+                let slot = per.entry(e.service_id).or_default();
+                slot.0 += 1;
+                slot.1 += hits.get(*id as usize).copied().unwrap_or(0);
+            }
+            if json_out {
+                let v: Vec<_> = state
+                    .plan
+                    .services
+                    .iter()
+                    .map(|s| {
+                        let (entries, hits) = per.get(&s.id).copied().unwrap_or_default();
+                        json!({"service": s.key(), "location": s.location, "resolution": s.resolution,
+                               "entries": entries, "hits": hits})
+                    })
+                    .collect();
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&v).unwrap_or_default()
+                )
+            } else {
+                let _ = writeln!(
+                    out,
+                    "{:<60} {:<14} {:<10} {:>7} {:>10}",
+                    "SERVICE", "LOCATION", "RESOLUTION", "ENTRIES", "HITS"
+                );
+                let mut r = Ok(());
+                for s in &state.plan.services {
+                    let (entries, hits) = per.get(&s.id).copied().unwrap_or_default();
+                    r = writeln!(
+                        out,
+                        "{:<60} {:<14} {:<10} {:>7} {:>10}",
+                        s.key(),
+                        format!("{:?}", s.location),
+                        s.resolution,
+                        entries,
+                        hits
+                    );
+                }
+                r
+            }
+        }
+        What::Entries => {
+            if json_out {
+                let v: Vec<_> = state
+                    .plan
+                    .entries
+                    .iter()
+                    .zip(&state.entry_ids)
+                    .map(|(e, id)| json!({"match": e.matcher, "service": e.service, "verdict": e.verdict,
+                                         "entry_id": id, "hits": hits.get(*id as usize).copied().unwrap_or(0)}))
+                    .collect();
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&v).unwrap_or_default()
+                )
+            } else {
+                let _ = writeln!(
+                    out,
+                    "{:<50} {:<9} {:>8} {}",
+                    "MATCH", "VERDICT", "HITS", "SERVICE"
+                );
+                let mut r = Ok(());
+                for (e, id) in state.plan.entries.iter().zip(&state.entry_ids) {
+                    r = writeln!(
+                        out,
+                        "{:<50} {:<9} {:>8} {}",
+                        describe(&e.matcher),
+                        format!("{:?}", e.verdict).to_lowercase(),
+                        hits.get(*id as usize).copied().unwrap_or(0),
+                        e.service
+                    );
+                }
+                r
+            }
+        }
+        What::Flows => {
+            let flows = dp.flows().unwrap_or_default();
+            if json_out {
+                let v: Vec<_> = flows
+                    .iter()
+                    .map(|(k, f)| json!({
+                        "src": format!("{}", std::net::SocketAddr::new(addr_of(k.family, &k.saddr), u16::from_be(k.sport))),
+                        "dst": format!("{}", std::net::SocketAddr::new(addr_of(k.family, &k.daddr), u16::from_be(k.dport))),
+                        "protocol": if k.proto == classifier_common::proto::TCP { "tcp" } else { "udp" },
+                        "verdict": verdict::name(f.verdict), "stage": stage::name(f.stage),
+                        "service": service_name(f.service_id)}))
+                    .collect();
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&v).unwrap_or_default()
+                )
+            } else {
+                let _ = writeln!(
+                    out,
+                    "{:<45} {:<45} {:<5} {:<9} {:<8} SERVICE",
+                    "SOURCE", "DESTINATION", "PROTO", "VERDICT", "STAGE"
+                );
+                let mut r = Ok(());
+                for (k, f) in &flows {
+                    r = writeln!(
+                        out,
+                        "{:<45} {:<45} {:<5} {:<9} {:<8} {}",
+                        std::net::SocketAddr::new(
+                            addr_of(k.family, &k.saddr),
+                            u16::from_be(k.sport)
+                        )
+                        .to_string(),
+                        std::net::SocketAddr::new(
+                            addr_of(k.family, &k.daddr),
+                            u16::from_be(k.dport)
+                        )
+                        .to_string(),
+                        if k.proto == classifier_common::proto::TCP {
+                            "tcp"
+                        } else {
+                            "udp"
+                        },
+                        verdict::name(f.verdict),
+                        stage::name(f.stage),
+                        service_name(f.service_id)
+                    );
+                }
+                r
+            }
+        }
+        What::Counters => {
+            let c = dp.counters().unwrap_or_default();
+            let get = |i: u32| c.get(i as usize).copied().unwrap_or(0);
+            let verdicts: BTreeMap<_, _> = (1..verdict::COUNT as u8)
+                .map(|v| (verdict::name(v), get(counter::BY_VERDICT + u32::from(v))))
+                .collect();
+            let stages: BTreeMap<_, _> = (1..stage::COUNT as u8)
+                .map(|s| (stage::name(s), get(counter::BY_STAGE + u32::from(s))))
+                .collect();
+            let fill = dp.fill_levels().unwrap_or_default();
+            let other = json!({
+                "packets": get(counter::PACKETS), "new_flows": get(counter::NEW_FLOWS),
+                "malformed": get(counter::MALFORMED), "fragments": get(counter::FRAGMENTS),
+                "ech_seen": get(counter::ECH_SEEN), "split_hellos": get(counter::SPLIT_HELLOS),
+                "redirect_no_socket": get(counter::REDIRECT_NO_SOCKET), "late_redirect": get(counter::LATE_REDIRECT),
+                "events_lost": get(counter::EVENTS_LOST)});
+            if json_out {
+                let v = json!({"by_verdict": verdicts, "by_stage": stages, "other": other,
+                    "maps": fill.iter().map(|(n, u)| (n.clone(), *u)).collect::<BTreeMap<_, _>>(),
+                    "generation": state.generation, "reloads": state.reloads, "reload_errors": state.reload_errors,
+                    "last_error": state.last_error});
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&v).unwrap_or_default()
+                )
+            } else {
+                let _ = writeln!(
+                    out,
+                    "by verdict: {}",
+                    verdicts
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+                let _ = writeln!(
+                    out,
+                    "by stage:   {}",
+                    stages
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+                let _ = writeln!(out, "other:      {other}");
+                let _ = writeln!(
+                    out,
+                    "maps:       {}",
+                    fill.iter()
+                        .map(|(n, u)| format!("{n}={u}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+                let _ = writeln!(
+                    out,
+                    "registry:   {} reloads, {} refused",
+                    state.reloads, state.reload_errors
+                );
+                match &state.last_error {
+                    Some(e) => writeln!(out, "last error: {e}"),
+                    None => writeln!(out, "last error: none"),
+                }
+            }
+        }
+    };
+    match r {
+        Ok(()) => 0,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
+        }
+    }
+}

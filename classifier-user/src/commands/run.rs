@@ -1,0 +1,125 @@
+//! `meshclass run`: the daemon.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use crate::{
+    attach::AttachMode,
+    daemon::{self, RunOptions},
+    dataplane::Capacities,
+    plan::Verdict,
+    settings::{Blocked, OutboundPolicy, Settings},
+};
+
+/// The flags of `meshclass run`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct RunArgs {
+    /// Registry files or directories (*.yaml, *.yml, recursively), watched for changes.
+    #[arg(long = "registry", required = true, num_args = 1..)]
+    pub registry: Vec<PathBuf>,
+    /// Interfaces to classify: the node-side ends of the workloads' links.
+    #[arg(long = "iface", required = true, num_args = 1..)]
+    pub ifaces: Vec<String>,
+    /// What unknown destinations get (Istio's spellings, any case).
+    #[arg(long, default_value = "ALLOW_ANY")]
+    pub outbound_policy: OutboundPolicy,
+    /// What blocked traffic gets under REGISTRY_ONLY.
+    #[arg(long, default_value = "reject")]
+    pub blocked: Blocked,
+    /// What MESH_EXTERNAL services get.
+    #[arg(long, default_value = "pass", value_parser = ["pass", "redirect"])]
+    pub external: String,
+    /// The proxy's transparent listener port.
+    #[arg(long, default_value_t = crate::settings::DEFAULT_PROXY_PORT)]
+    pub proxy_port: u16,
+    /// Mark put on redirected packets (routed to the local table by an fwmark rule).
+    #[arg(long, default_value_t = crate::settings::DEFAULT_PROXY_MARK)]
+    pub proxy_mark: u32,
+    /// Routing table (and rule priority) for redirected packets.
+    #[arg(long, default_value_t = daemon::DEFAULT_ROUTE_TABLE)]
+    pub route_table: u32,
+    /// Where the program, maps and links are pinned.
+    #[arg(long, default_value = daemon::pins::DEFAULT_PIN_DIR)]
+    pub pin_dir: PathBuf,
+    /// Serve Prometheus metrics here.
+    #[arg(long)]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Emit a decision event for every new connection, not only blocked ones.
+    #[arg(long)]
+    pub events_all: bool,
+    /// Attach with TCX, clsact, or whichever the kernel has.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "tcx", "clsact"])]
+    pub attach: String,
+    /// How often the registry files are checked for changes, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub poll_ms: u64,
+    /// DNS server for names with resolution DNS (default: the first in /etc/resolv.conf).
+    #[arg(long)]
+    pub dns_server: Option<SocketAddr>,
+    /// Log as JSON lines.
+    #[arg(long)]
+    pub json_logs: bool,
+}
+
+/// Runs the daemon: 0 after a clean stop, 1 when it could not start.
+pub fn run(args: RunArgs) -> i32 {
+    init_logging(args.json_logs);
+    let opts = RunOptions {
+        registry: args.registry,
+        ifaces: args.ifaces,
+        settings: Settings {
+            outbound_policy: args.outbound_policy,
+            blocked: args.blocked,
+            proxy_port: args.proxy_port,
+            proxy_mark: args.proxy_mark,
+            events_all: args.events_all,
+            ech_outer_sni: false,
+        },
+        external: if args.external == "redirect" {
+            Verdict::Redirect
+        } else {
+            Verdict::Pass
+        },
+        pin_dir: args.pin_dir,
+        metrics_addr: args.metrics_addr,
+        attach_mode: match args.attach.as_str() {
+            "tcx" => AttachMode::Tcx,
+            "clsact" => AttachMode::Clsact,
+            _ => AttachMode::Auto,
+        },
+        route_table: args.route_table,
+        poll_interval: Duration::from_millis(args.poll_ms.max(50)),
+        capacities: Capacities::default(),
+        dns_server: args.dns_server,
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    match rt.block_on(daemon::run(opts)) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!(error = %e, "meshclass run failed");
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MESHCLASS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        let _ = b.json().try_init();
+    } else {
+        let _ = b.try_init();
+    }
+}

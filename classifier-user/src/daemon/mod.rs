@@ -1,0 +1,378 @@
+//! `meshclass run`: load or re-adopt the pinned dataplane, attach it, apply the registry, and
+//! keep applying it as it changes. The dataplane never depends on the daemon being up.
+
+pub mod dns;
+pub mod metrics;
+pub mod pins;
+pub mod source;
+pub mod state;
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use aya::programs::{tc::TcAttachType, SchedClassifier};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{error, info, warn};
+
+use crate::{
+    attach::{attach, AttachError, AttachMode, Attached, CLASSIFY_PROGRAM, INBOUND_PROGRAM},
+    dataplane::{Capacities, Dataplane, DataplaneError},
+    netlink::{Netlink, NetlinkError},
+    plan::{CompileOptions, Verdict},
+    settings::Settings,
+};
+use pins::Pins;
+use source::{load_plan, Fingerprint, Rejected};
+use state::State;
+
+/// Default routing table (and rule priority) for redirected packets.
+pub const DEFAULT_ROUTE_TABLE: u32 = 15001;
+
+/// Everything `meshclass run` is told.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub registry: Vec<PathBuf>,
+    pub ifaces: Vec<String>,
+    pub settings: Settings,
+    pub external: Verdict,
+    pub pin_dir: PathBuf,
+    pub metrics_addr: Option<SocketAddr>,
+    pub attach_mode: AttachMode,
+    pub route_table: u32,
+    pub poll_interval: Duration,
+    pub capacities: Capacities,
+    /// DNS server for names with resolution DNS; `None` reads /etc/resolv.conf.
+    pub dns_server: Option<SocketAddr>,
+}
+
+/// Errors that stop the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+    #[error(transparent)]
+    Attach(#[from] AttachError),
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    #[error("the registry is invalid and no earlier registry is pinned to keep enforcing: {0}")]
+    Registry(Rejected),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("program `{0}` is not in the embedded object")]
+    NoProgram(&'static str),
+    #[error("{0}")]
+    Program(#[from] aya::programs::ProgramError),
+    #[error("link: {0}")]
+    Link(#[from] aya::programs::links::LinkError),
+    #[error("pinning: {0}")]
+    Pin(#[from] aya::pin::PinError),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
+    let what = what.into();
+    move |source| DaemonError::Io { what, source }
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Shared between the reload loop and the metrics endpoint.
+pub struct Shared {
+    pub dataplane: Mutex<Dataplane>,
+    pub state: Mutex<State>,
+    pub pins: Pins,
+    /// The registry as compiled, before DNS-learned addresses are added.
+    pub base_plan: Mutex<Option<crate::plan::Plan>>,
+    pub learned: Mutex<dns::Learned>,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT; the pinned dataplane keeps classifying after.
+pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
+    let pins = Pins::new(&opts.pin_dir);
+    info!(
+        registry = ?opts.registry,
+        interfaces = ?opts.ifaces,
+        outbound_policy = %opts.settings.outbound_policy,
+        blocked = %opts.settings.blocked,
+        external = ?opts.external,
+        proxy_port = opts.settings.proxy_port,
+        proxy_mark = opts.settings.proxy_mark,
+        pin_dir = %opts.pin_dir.display(),
+        metrics_addr = ?opts.metrics_addr,
+        "meshclass starting"
+    );
+    let compile_options = CompileOptions {
+        external: opts.external,
+    };
+    let first = load_plan(&opts.registry, compile_options);
+    let adopting = pins.exists();
+    if let Err(rejected) = &first {
+        if !adopting {
+            return Err(DaemonError::Registry(Rejected {
+                errors: rejected.errors.clone(),
+            }));
+        }
+        for e in &rejected.errors {
+            error!(error = %e, "registry refused; the pinned registry stays in force");
+        }
+    }
+
+    let mut dataplane = if adopting {
+        info!(pin_dir = %pins.dir.display(), "re-adopting the pinned dataplane");
+        Dataplane::from_pins(&pins.maps())?
+    } else {
+        let mut dp = Dataplane::load(&opts.capacities)?;
+        pin_fresh(&mut dp, &pins)?;
+        dp
+    };
+
+    let mut state = State::read(&pins.state_file()).unwrap_or_default();
+    state.registry = opts
+        .registry
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+
+    for iface in &opts.ifaces {
+        let mode = attach_iface(&pins, iface, opts.attach_mode)?;
+        if let Some(mode) = mode {
+            info!(%iface, ?mode, "attached");
+            state.interfaces.retain(|(i, _)| i != iface);
+            state.interfaces.push((
+                iface.clone(),
+                match mode {
+                    Attached::Tcx => "tcx".into(),
+                    Attached::Clsact => "clsact".into(),
+                },
+            ));
+        } else {
+            info!(%iface, "already attached (pinned link)");
+        }
+    }
+
+    let nl = Netlink::connect()?;
+    for v6 in [false, true] {
+        nl.install_redirect_routing(opts.settings.proxy_mark, opts.route_table, v6)
+            .await?;
+    }
+    state.routing = Some((opts.settings.proxy_mark, opts.route_table));
+
+    let mut base_plan = None;
+    match first {
+        Ok(plan) => {
+            base_plan = Some(plan.clone());
+            apply(&mut dataplane, &mut state, plan, &opts.settings)?;
+        }
+        Err(rejected) => {
+            state.reload_errors += 1;
+            state.last_error = Some(rejected.errors.join("\n"));
+        }
+    }
+    state
+        .write(&pins.state_file())
+        .map_err(io("writing the state file"))?;
+
+    let shared = Arc::new(Shared {
+        dataplane: Mutex::new(dataplane),
+        state: Mutex::new(state),
+        pins: pins.clone(),
+        base_plan: Mutex::new(base_plan),
+        learned: Mutex::new(dns::Learned::default()),
+    });
+    let dns_server = opts.dns_server.or_else(dns::system_resolver);
+    match dns_server {
+        Some(server) => info!(%server, "DNS names are resolved here"),
+        None => {
+            warn!("no DNS server (none given, none in /etc/resolv.conf): DNS names stay unresolved")
+        }
+    }
+    if let Some(addr) = opts.metrics_addr {
+        metrics::serve(addr, shared.clone())
+            .await
+            .map_err(io(format!("serving metrics on {addr}")))?;
+        info!(%addr, "metrics endpoint up");
+    }
+
+    let mut hup = signal(SignalKind::hangup()).map_err(io("SIGHUP handler"))?;
+    let mut term = signal(SignalKind::terminate()).map_err(io("SIGTERM handler"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(io("SIGINT handler"))?;
+    let mut tick = tokio::time::interval(opts.poll_interval);
+    let mut seen = Fingerprint::take(&opts.registry);
+    loop {
+        let reason = tokio::select! {
+            _ = hup.recv() => "SIGHUP",
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = tick.tick() => {
+                if let Some(server) = dns_server {
+                    let s = shared.clone();
+                    let settings = opts.settings;
+                    let _ = tokio::task::spawn_blocking(move || refresh_dns(&s, server, &settings)).await;
+                }
+                let now = Fingerprint::take(&opts.registry);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                "registry changed"
+            }
+        };
+        info!(reason, "reloading the registry");
+        reload(&shared, &opts, compile_options);
+    }
+    info!("stopping; the pinned dataplane keeps classifying (`meshclass detach` removes it)");
+    Ok(())
+}
+
+/// Resolves the names that are due and, when an address set changed, applies the registry with
+/// the new addresses.
+fn refresh_dns(shared: &Shared, server: SocketAddr, settings: &Settings) {
+    let Some(base) = shared
+        .base_plan
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+    else {
+        return;
+    };
+    let now = std::time::Instant::now();
+    let mut learned = shared.learned.lock().unwrap_or_else(|p| p.into_inner());
+    if base.dns.is_empty() || learned.next_due().is_some_and(|due| due > now) {
+        return;
+    }
+    let changed = learned.refresh(&base, server, now);
+    let effective = learned.apply_to(&base);
+    let (resolutions, failures) = (learned.resolutions, learned.failures);
+    drop(learned);
+    let mut dp = shared.dataplane.lock().unwrap_or_else(|p| p.into_inner());
+    let mut state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+    state.dns_resolutions = resolutions;
+    state.dns_failures = failures;
+    if changed {
+        info!("DNS answers changed");
+        if let Err(e) = apply(&mut dp, &mut state, effective, settings) {
+            error!(error = %e, "applying DNS-learned addresses failed");
+        }
+    }
+    if let Err(e) = state.write(&shared.pins.state_file()) {
+        warn!(error = %e, "writing the state file");
+    }
+}
+
+fn reload(shared: &Shared, opts: &RunOptions, options: CompileOptions) {
+    let result = load_plan(&opts.registry, options);
+    let mut dp = shared.dataplane.lock().unwrap_or_else(|p| p.into_inner());
+    let mut state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+    match result {
+        Ok(plan) => {
+            *shared.base_plan.lock().unwrap_or_else(|p| p.into_inner()) = Some(plan.clone());
+            let plan = shared
+                .learned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .apply_to(&plan);
+            if let Err(e) = apply(&mut dp, &mut state, plan, &opts.settings) {
+                error!(error = %e, "applying the registry failed; the previous one stays in force");
+                state.reload_errors += 1;
+                state.last_error = Some(e.to_string());
+            }
+        }
+        Err(rejected) => {
+            for e in &rejected.errors {
+                error!(error = %e, "registry refused; the previous one stays in force");
+            }
+            state.reload_errors += 1;
+            state.last_error = Some(rejected.errors.join("\n"));
+        }
+    }
+    if let Err(e) = state.write(&shared.pins.state_file()) {
+        warn!(error = %e, "writing the state file");
+    }
+}
+
+fn apply(
+    dp: &mut Dataplane,
+    state: &mut State,
+    plan: crate::plan::Plan,
+    settings: &Settings,
+) -> Result<(), DaemonError> {
+    for w in &plan.warnings {
+        warn!(warning = %w, "registry");
+    }
+    let report = dp.apply(&plan, settings)?;
+    info!(
+        services = plan.services.len(),
+        entries = plan.entries.len(),
+        dns_names = plan.dns.len(),
+        report = ?report,
+        "registry applied"
+    );
+    state.entry_ids = dp.entry_ids(&plan);
+    state.plan = plan;
+    state.settings = Some(*settings);
+    state.applied_at = now_unix();
+    state.reloads += 1;
+    state.last_error = None;
+    Ok(())
+}
+
+/// Pins a freshly loaded dataplane's maps and programs.
+fn pin_fresh(dp: &mut Dataplane, pins: &Pins) -> Result<(), DaemonError> {
+    for dir in [pins.maps(), pins.programs(), pins.links()] {
+        std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+    }
+    dp.pin_maps(&pins.maps())?;
+    let ebpf = dp.ebpf_mut();
+    for name in [CLASSIFY_PROGRAM, INBOUND_PROGRAM] {
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(name)
+            .ok_or(DaemonError::NoProgram(name))?
+            .try_into()?;
+        prog.pin(pins.program(name))?;
+    }
+    Ok(())
+}
+
+/// Attaches both programs to `iface` unless pinned links already hold them there. Returns the
+/// mode used, or `None` when it was attached already.
+fn attach_iface(
+    pins: &Pins,
+    iface: &str,
+    mode: AttachMode,
+) -> Result<Option<Attached>, DaemonError> {
+    let ingress_pin = pins.link(iface, "ingress");
+    if ingress_pin.exists() {
+        return Ok(None);
+    }
+    let mut used = Attached::Tcx;
+    for (name, kind, dir) in [
+        (CLASSIFY_PROGRAM, TcAttachType::Ingress, "ingress"),
+        (INBOUND_PROGRAM, TcAttachType::Egress, "egress"),
+    ] {
+        let mut prog = SchedClassifier::from_pin(pins.program(name))?;
+        let (id, m) = attach(&mut prog, iface, kind, mode)?;
+        used = m;
+        let link = prog.take_link(id)?;
+        match m {
+            Attached::Tcx => {
+                let fd: aya::programs::links::FdLink = link.try_into()?;
+                fd.pin(pins.link(iface, dir))?;
+            }
+            // A clsact filter stays in the kernel until removed; `detach` removes it.
+            Attached::Clsact => std::mem::forget(link),
+        }
+    }
+    Ok(Some(used))
+}

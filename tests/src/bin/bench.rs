@@ -1,0 +1,450 @@
+//! `cargo xtask bench`: per-packet cost against an empty TC program measured in the same run,
+//! flatness from 10 to 1,000,000 registry entries, and control-plane times. Every figure that
+//! matters is a ratio to a baseline taken in the same run, over several repetitions, with the
+//! median and the spread. Writes `bench-results/bench.json` and `bench-results/BENCHMARKS.md`.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+    time::Instant,
+};
+
+use anyhow::{Context as _, Result};
+use meshclass::{
+    dataplane::{Capacities, Dataplane},
+    packet::{self, tls::HelloOptions, Packet, TcpFlow},
+    plan::{Cidr, Entry, Location, Match, Plan, Service, ServiceKind, Verdict, L4},
+    settings::{OutboundPolicy, Settings},
+};
+use serde_json::json;
+use tests::baseline::EmptyProgram;
+
+struct Opts {
+    quick: bool,
+    out: PathBuf,
+}
+
+fn parse_args() -> Opts {
+    let mut o = Opts {
+        quick: false,
+        out: PathBuf::from("bench-results"),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => o.quick = true,
+            "--out" => o.out = args.next().map(PathBuf::from).unwrap_or(o.out),
+            other => eprintln!("bench: ignoring unknown argument {other}"),
+        }
+    }
+    o
+}
+
+/// Median and spread (min, max) of samples.
+#[derive(Clone, Copy, Debug)]
+struct Stat {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+fn stat(mut v: Vec<f64>) -> Stat {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    Stat {
+        median: v[v.len() / 2],
+        min: v[0],
+        max: v[v.len() - 1],
+    }
+}
+
+const SRC4: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
+const SRC6: Ipv6Addr = Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 2);
+
+fn service(id: u32, host: String) -> Service {
+    Service {
+        id,
+        kind: ServiceKind::ServiceEntry,
+        namespace: "bench".into(),
+        name: format!("svc-{id}"),
+        host,
+        location: Location::MeshExternal,
+        resolution: "STATIC".into(),
+        ports: Vec::new(),
+        addresses: Vec::new(),
+    }
+}
+
+/// A synthetic plan of `n` entries (exact v4/v6, CIDR, SNI and Host names with wildcards) plus
+/// the fixed entries the measured packets hit.
+fn plan_of(n: usize) -> Plan {
+    let mut plan = Plan::default();
+    let push = |plan: &mut Plan, m: Match| {
+        let id = plan.services.len() as u32;
+        let host = format!("h{id}.bench.lab");
+        plan.services.push(service(id, host.clone()));
+        plan.entries.push(Entry {
+            matcher: m,
+            service_id: id,
+            service: format!("bench/svc-{id}/{host}"),
+            verdict: Verdict::Pass,
+        });
+    };
+    // The measured targets.
+    push(
+        &mut plan,
+        Match::Ip {
+            addr: IpAddr::V4(Ipv4Addr::new(10, 200, 0, 1)),
+            port: 8080,
+            protocol: L4::Tcp,
+        },
+    );
+    push(
+        &mut plan,
+        Match::Ip {
+            addr: IpAddr::V6(Ipv6Addr::new(0xfd00, 0x200, 0, 0, 0, 0, 0, 1)),
+            port: 8080,
+            protocol: L4::Tcp,
+        },
+    );
+    push(
+        &mut plan,
+        Match::Cidr {
+            cidr: Cidr {
+                addr: IpAddr::V4(Ipv4Addr::new(10, 201, 0, 0)),
+                len: 16,
+            },
+            port: 8080,
+            protocol: L4::Tcp,
+        },
+    );
+    for len in [16usize, 64, 253] {
+        push(
+            &mut plan,
+            Match::Sni {
+                name: name_of_len(len),
+                port: 443,
+            },
+        );
+    }
+    push(
+        &mut plan,
+        Match::Host {
+            name: "api.bench.lab".into(),
+            port: 80,
+        },
+    );
+    // The filler, spread over the kinds.
+    let mut i = 0usize;
+    while plan.entries.len() < n.max(plan.entries.len()) {
+        let k = i % 10;
+        let a = (i / 10) as u32;
+        let m = match k {
+            0..=3 => Match::Ip {
+                addr: IpAddr::V4(Ipv4Addr::from(0x0a40_0000 + a * 4 + k as u32)),
+                port: 8000 + (i % 50) as u16,
+                protocol: L4::Tcp,
+            },
+            4 => Match::Ip {
+                addr: IpAddr::V6(Ipv6Addr::from(
+                    0xfd00_0040_0000_0000_0000_0000_0000_0000u128 + u128::from(a),
+                )),
+                port: 8080,
+                protocol: L4::Tcp,
+            },
+            5 => Match::Cidr {
+                cidr: Cidr {
+                    addr: IpAddr::V4(Ipv4Addr::from(0x0b00_0000 + (a << 8))),
+                    len: 24,
+                },
+                port: 9000 + (i % 7) as u16,
+                protocol: L4::Tcp,
+            },
+            6 | 7 => Match::Sni {
+                name: format!("s{i}.filler.lab"),
+                port: 443,
+            },
+            8 => Match::Sni {
+                name: format!("*.w{i}.filler.lab"),
+                port: 443,
+            },
+            _ => Match::Host {
+                name: format!("h{i}.filler.lab"),
+                port: 80,
+            },
+        };
+        push(&mut plan, m);
+        i += 1;
+    }
+    plan
+}
+
+fn name_of_len(len: usize) -> String {
+    // Labels of up to 63 bytes, ending in .bench.lab, exactly `len` bytes.
+    let suffix = ".bench.lab";
+    let mut body = len - suffix.len();
+    let mut labels = Vec::new();
+    while body > 0 {
+        let take = body.min(62);
+        labels.push("a".repeat(take));
+        body -= take;
+        if body > 0 {
+            body -= 1; // the dot
+        }
+    }
+    let n = format!("{}{suffix}", labels.join("."));
+    assert_eq!(n.len(), len);
+    n
+}
+
+/// The measured packets: (path name, frames to run first once, the frame measured, repeatable).
+fn paths() -> Vec<(&'static str, Vec<Vec<u8>>, Vec<u8>, bool)> {
+    let s4 = IpAddr::V4(SRC4);
+    let s6 = IpAddr::V6(SRC6);
+    let exact4 = IpAddr::V4(Ipv4Addr::new(10, 200, 0, 1));
+    let exact6 = IpAddr::V6(Ipv6Addr::new(0xfd00, 0x200, 0, 0, 0, 0, 0, 1));
+    let cidr = IpAddr::V4(Ipv4Addr::new(10, 201, 3, 4));
+    let miss = IpAddr::V4(Ipv4Addr::new(10, 202, 0, 9));
+    let ext = IpAddr::V4(Ipv4Addr::new(10, 203, 0, 5));
+    let syn = |s: IpAddr, d: IpAddr, port: u16| TcpFlow::new(s, d, 40000, port, 1000).syn().build();
+    let mut v = Vec::new();
+    // A SYN always starts a new classification, so repeating it measures the new-flow path.
+    v.push((
+        "new connection, exact IP (v4)",
+        vec![],
+        syn(s4, exact4, 8080),
+        true,
+    ));
+    v.push((
+        "new connection, exact IP (v6)",
+        vec![],
+        syn(s6, exact6, 8080),
+        true,
+    ));
+    v.push(("new connection, CIDR", vec![], syn(s4, cidr, 8080), true));
+    v.push((
+        "new connection, policy miss",
+        vec![],
+        syn(s4, miss, 8081),
+        true,
+    ));
+    let flow = TcpFlow::new(s4, exact4, 40001, 8080, 5000);
+    v.push((
+        "established flow",
+        vec![flow.syn().build()],
+        flow.ack().build(),
+        true,
+    ));
+    let hello_flow = |len: usize| {
+        let hello = packet::tls::client_hello(Some(&name_of_len(len)), &HelloOptions::default())
+            .expect("hello");
+        // SYN+data: a new classification every run, through the whole ClientHello.
+        Packet::tcp(
+            s4,
+            ext,
+            40002,
+            443,
+            packet::tcp_flags::SYN | packet::tcp_flags::PSH,
+        )
+        .seq_ack(7000, 0)
+        .payload(&hello)
+        .build()
+    };
+    for len in [16usize, 64, 253] {
+        v.push((
+            match len {
+                16 => "ClientHello, 16-byte SNI",
+                64 => "ClientHello, 64-byte SNI",
+                _ => "ClientHello, 253-byte SNI",
+            },
+            vec![],
+            hello_flow(len),
+            true,
+        ));
+    }
+    let req = packet::http::request("GET", Some(b"api.bench.lab"), &Default::default());
+    v.push((
+        "HTTP request by Host",
+        vec![],
+        Packet::tcp(
+            s4,
+            ext,
+            40003,
+            80,
+            packet::tcp_flags::SYN | packet::tcp_flags::PSH,
+        )
+        .seq_ack(9000, 0)
+        .payload(&req)
+        .build(),
+        true,
+    ));
+    // Split ClientHello: the second segment is measured once per round (it changes state).
+    let hello =
+        packet::tls::client_hello(Some(&name_of_len(64)), &HelloOptions::default()).expect("hello");
+    let mut f = TcpFlow::new(s4, ext, 40004, 443, 11000);
+    let half = hello.len() / 2;
+    let first = vec![f.syn().build(), f.data(&hello[..half]).build()];
+    let second = f.data(&hello[half..]).build();
+    v.push(("ClientHello split over two segments", first, second, false));
+    v
+}
+
+fn main() -> Result<()> {
+    let o = parse_args();
+    anyhow::ensure!(
+        unsafe { libc::geteuid() } == 0,
+        "the benchmarks load BPF programs: run as root"
+    );
+    std::fs::create_dir_all(&o.out)?;
+    let reps = if o.quick { 5 } else { 9 };
+    let repeat: u32 = if o.quick { 20_000 } else { 200_000 };
+    let sizes: &[usize] = if o.quick {
+        &[10, 1_000, 100_000]
+    } else {
+        &[10, 1_000, 100_000, 1_000_000]
+    };
+    let empty = EmptyProgram::load().context("loading the empty baseline program")?;
+    let settings = Settings {
+        outbound_policy: OutboundPolicy::AllowAny,
+        ..Settings::default()
+    };
+
+    let mut raw = serde_json::Map::new();
+    // ns[size][path] = (classifier stat, baseline stat)
+    let mut results: BTreeMap<usize, BTreeMap<&'static str, (Stat, Stat)>> = BTreeMap::new();
+    let mut control = Vec::new();
+    for &n in sizes {
+        eprintln!("bench: registry of {n} entries");
+        let plan = plan_of(n);
+        let mut dp = Dataplane::load(&Capacities::default()).context("loading the classifier")?;
+        let t = Instant::now();
+        dp.apply(&plan, &settings).context("applying the plan")?;
+        let apply_s = t.elapsed().as_secs_f64();
+        // A one-entry change on top of it.
+        let mut changed = plan.clone();
+        changed.entries.pop();
+        let t = Instant::now();
+        dp.apply(&changed, &settings)?;
+        let one_change_s = t.elapsed().as_secs_f64();
+        dp.apply(&plan, &settings)?;
+        control.push(json!({"entries": plan.entries.len(), "apply_s": apply_s, "one_entry_change_s": one_change_s}));
+
+        for (name, setup, frame, repeatable) in paths() {
+            let mut ours = Vec::new();
+            let mut base = Vec::new();
+            for _ in 0..reps {
+                dp.clear_flows()?;
+                if repeatable {
+                    for f in &setup {
+                        dp.test_run(f)?;
+                    }
+                    ours.push(dp.bench(&frame, repeat)? as f64);
+                    base.push(f64::from(empty.test_run(&frame, repeat)?));
+                } else {
+                    // One run per round, many rounds: the kernel's time for that one run.
+                    let mut o = Vec::new();
+                    let mut b = Vec::new();
+                    for _ in 0..200 {
+                        dp.clear_flows()?;
+                        for f in &setup {
+                            dp.test_run(f)?;
+                        }
+                        o.push(dp.bench(&frame, 1)? as f64);
+                        b.push(f64::from(empty.test_run(&frame, 1)?));
+                    }
+                    ours.push(stat(o).median);
+                    base.push(stat(b).median);
+                }
+            }
+            raw.insert(
+                format!("{n}/{name}"),
+                json!({"classifier_ns": ours, "empty_ns": base}),
+            );
+            results
+                .entry(n)
+                .or_default()
+                .insert(name, (stat(ours), stat(base)));
+        }
+    }
+
+    // Tables.
+    let smallest = *sizes.first().expect("sizes");
+    let largest = *sizes.last().expect("sizes");
+    let target = |name: &str| -> Option<f64> {
+        match name {
+            "established flow" => Some(2.0),
+            n if n.starts_with("new connection, exact IP") => Some(3.0),
+            "ClientHello, 64-byte SNI" => Some(8.0),
+            _ => None,
+        }
+    };
+    let mut md = String::new();
+    md.push_str(&format!(
+        "### Per packet (BPF_PROG_TEST_RUN, {} entries, repeat {repeat}, median of {reps})\n\n",
+        results[&largest].len().max(1) * 0 + largest
+    ));
+    md.push_str("| path | classifier ns | empty program ns | ratio | spread of ratio | target |\n|---|---:|---:|---:|---:|---|\n");
+    for (name, (ours, base)) in &results[&largest] {
+        let ratio = ours.median / base.median.max(1.0);
+        let spread = format!(
+            "{:.2}-{:.2}",
+            ours.min / base.max.max(1.0),
+            ours.max / base.min.max(1.0)
+        );
+        let t = match target(name) {
+            Some(t) if ratio <= t => format!("<= {t}x: met"),
+            Some(t) => format!("<= {t}x: **missed**"),
+            None => String::new(),
+        };
+        md.push_str(&format!(
+            "| {name} | {:.0} | {:.0} | {ratio:.2}x | {spread} | {t} |\n",
+            ours.median, base.median
+        ));
+    }
+    md.push_str(&format!(
+        "\n### Scaling ({smallest} to {largest} entries)\n\n| path |"
+    ));
+    for n in sizes {
+        md.push_str(&format!(" {n} ns |"));
+    }
+    md.push_str(" largest / smallest | flat within 15% |\n|---|");
+    for _ in sizes {
+        md.push_str("---:|");
+    }
+    md.push_str("---:|---|\n");
+    for name in results[&smallest].keys() {
+        md.push_str(&format!("| {name} |"));
+        for n in sizes {
+            md.push_str(&format!(" {:.0} |", results[n][name].0.median));
+        }
+        // Ratios to the same run's baseline, so machine noise between sizes cancels out.
+        let r = |n: &usize| results[n][name].0.median / results[n][name].1.median.max(1.0);
+        let growth = r(&largest) / r(&smallest);
+        md.push_str(&format!(
+            " {growth:.2} | {} |\n",
+            if growth <= 1.15 { "yes" } else { "**no**" }
+        ));
+    }
+    md.push_str("\n### Control plane (Dataplane::apply)\n\n| entries | apply (s) | one-entry change (s) |\n|---:|---:|---:|\n");
+    for c in &control {
+        md.push_str(&format!(
+            "| {} | {:.3} | {:.4} |\n",
+            c["entries"],
+            c["apply_s"].as_f64().unwrap_or(0.0),
+            c["one_entry_change_s"].as_f64().unwrap_or(0.0)
+        ));
+    }
+    print!("{md}");
+    std::fs::write(o.out.join("BENCHMARKS.md"), &md)?;
+    let all =
+        json!({"quick": o.quick, "repeat": repeat, "reps": reps, "raw": raw, "control": control});
+    std::fs::write(
+        o.out.join("bench.json"),
+        serde_json::to_string_pretty(&all)?,
+    )?;
+    eprintln!(
+        "bench: wrote {}/BENCHMARKS.md and bench.json",
+        o.out.display()
+    );
+    Ok(())
+}

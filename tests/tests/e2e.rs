@@ -1,0 +1,366 @@
+//! End to end, as a platform engineer runs it: `meshclass run` in the node namespace of the lab,
+//! real connections from the workload, and the CLI and metrics checked against what was sent.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use tests::{
+    lab::{addr, Lab, Outcome, TCP_PORT},
+    require_privileges, scenarios,
+};
+
+fn meshclass_bin() -> PathBuf {
+    let p = std::env::var_os("MESHCLASS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/meshclass")
+        });
+    assert!(
+        p.exists(),
+        "no meshclass binary at {} (cargo xtask test builds it first)",
+        p.display()
+    );
+    p
+}
+
+fn example_registry() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/lab-registry")
+}
+
+fn no_progress(_: &str) {}
+
+fn assert_rows(rows: &[scenarios::Row]) {
+    let bad: Vec<_> = rows.iter().filter(|r| !r.ok()).collect();
+    assert!(
+        bad.is_empty(),
+        "connections that did not behave as expected:\n{}",
+        scenarios::table(rows)
+    );
+}
+
+#[test]
+fn example_registry_under_allow_any() {
+    require_privileges();
+    let bin = meshclass_bin();
+    let mut lab = Lab::new("e2e-allow", &no_progress).unwrap();
+    lab.start_daemon(
+        &bin,
+        &example_registry(),
+        &["--outbound-policy", "allow_any"],
+    )
+    .unwrap();
+    let rows = scenarios::run(&lab, &bin, false);
+    assert_rows(&rows);
+    // Redirected connections reached the proxy with their original destinations.
+    let seen = lab.proxy_seen.lock().unwrap().clone();
+    for a in [addr::CUSTOMERS_VIP, addr::VM1, addr::VM2, addr::POD] {
+        let dst = SocketAddr::new(a.parse().unwrap(), 80);
+        assert!(
+            seen.contains(&dst),
+            "the proxy saw {dst} as an original destination: {seen:?}"
+        );
+    }
+}
+
+#[test]
+fn example_registry_under_registry_only_with_reject() {
+    require_privileges();
+    let bin = meshclass_bin();
+    let mut lab = Lab::new("e2e-only", &no_progress).unwrap();
+    lab.start_daemon(
+        &bin,
+        &example_registry(),
+        &["--outbound-policy", "REGISTRY_ONLY", "--blocked", "reject"],
+    )
+    .unwrap();
+    let rows = scenarios::run(&lab, &bin, true);
+    assert_rows(&rows);
+}
+
+/// Writes a registry directory with the example plus, optionally, an entry that makes the
+/// unknown host's TCP port a registered external service.
+fn registry_dir(dir: &Path, allow_unknown: bool, broken: bool) {
+    std::fs::create_dir_all(dir).unwrap();
+    for f in ["external-svc.yaml", "customers.yaml"] {
+        std::fs::copy(example_registry().join(f), dir.join(f)).unwrap();
+    }
+    let extra = dir.join("unknown.yaml");
+    if allow_unknown {
+        std::fs::write(
+            &extra,
+            format!(
+                "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: now-known\nspec:\n  hosts: [now-known.lab]\n  addresses: [{}]\n  ports:\n  - number: {TCP_PORT}\n    name: tcp\n    protocol: TCP\n  resolution: STATIC\n  location: MESH_EXTERNAL\n  endpoints:\n  - address: {}\n",
+                addr::UNKNOWN,
+                addr::UNKNOWN
+            ),
+        )
+        .unwrap();
+    } else {
+        let _ = std::fs::remove_file(&extra);
+    }
+    let bad = dir.join("broken.yaml");
+    if broken {
+        std::fs::write(
+            &bad,
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: broken\nspec:\n  hosts: [broken.lab]\n  ports:\n  - number: 99999\n    name: http\n",
+        )
+        .unwrap();
+    } else {
+        let _ = std::fs::remove_file(&bad);
+    }
+}
+
+/// A steady stream of new connections to the unknown host while `during` runs; returns the
+/// outcomes in order.
+fn stream_while(lab: &Lab, during: impl FnOnce()) -> Vec<Outcome> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let dst = SocketAddr::new(addr::UNKNOWN.parse().unwrap(), TCP_PORT);
+    let outcomes = std::thread::scope(|s| {
+        let stop2 = stop.clone();
+        let h = s.spawn(move || {
+            let mut v = Vec::new();
+            while !stop2.load(Ordering::SeqCst) && v.len() < 5000 {
+                v.push(lab.tcp(dst, Duration::from_millis(1500)));
+            }
+            v
+        });
+        during();
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::SeqCst);
+        h.join().unwrap()
+    });
+    outcomes
+}
+
+#[test]
+fn reloads_are_atomic_and_bad_input_changes_nothing() {
+    require_privileges();
+    let bin = meshclass_bin();
+    let mut lab = Lab::new("e2e-reload", &no_progress).unwrap();
+    let dir = std::env::temp_dir().join(tests::unique_name("meshclass-e2e-reload-", 60));
+    registry_dir(&dir, false, false);
+    lab.start_daemon(&bin, &dir, &["--outbound-policy", "REGISTRY_ONLY"])
+        .unwrap();
+
+    // Old registry: the unknown host is rejected; the new one registers it: pass. Every
+    // connection gets one or the other, and once the new one is seen, never the old again.
+    let outcomes = stream_while(&lab, || {
+        std::thread::sleep(Duration::from_millis(300));
+        registry_dir(&dir, true, false);
+        lab_wait(&lab, "registry applied", 2);
+    });
+    let words: Vec<&str> = outcomes.iter().map(|o| o.word()).collect();
+    assert!(
+        words.iter().all(|w| *w == "reject" || *w == "pass"),
+        "only old or new verdicts: {outcomes:?}"
+    );
+    let first_pass = words
+        .iter()
+        .position(|w| *w == "pass")
+        .expect("the new registry took effect");
+    assert!(first_pass > 0, "the old registry was in force first");
+    assert!(
+        words[first_pass..].iter().all(|w| *w == "pass"),
+        "never the old verdict after the new: {words:?}"
+    );
+
+    // An invalid change under traffic: nothing changes, and the error is visible.
+    let outcomes = stream_while(&lab, || {
+        registry_dir(&dir, true, true);
+        lab_wait(&lab, "registry refused", 1);
+    });
+    assert!(
+        outcomes.iter().all(|o| o.word() == "pass"),
+        "an invalid registry changes nothing: {outcomes:?}"
+    );
+    let pin = lab.pin_dir.display().to_string();
+    let out = lab
+        .meshclass(&bin, &["inspect", "counters", "--json", "--pin-dir", &pin])
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let err = v["last_error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("broken.yaml") && err.contains("99999"),
+        "inspect shows the error with file and value: {v}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn lab_wait(lab: &Lab, needle: &str, count: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = std::fs::read_to_string(lab.log_path()).unwrap_or_default();
+        if log.matches(needle).count() >= count {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {needle} x{count} in:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn kill_9_and_restart_change_no_verdict() {
+    require_privileges();
+    let bin = meshclass_bin();
+    let mut lab = Lab::new("e2e-restart", &no_progress).unwrap();
+    lab.start_daemon(
+        &bin,
+        &example_registry(),
+        &["--outbound-policy", "REGISTRY_ONLY"],
+    )
+    .unwrap();
+    let outcomes = stream_while(&lab, || {
+        std::thread::sleep(Duration::from_millis(200));
+        lab.stop_daemon(true).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    });
+    assert!(outcomes.len() > 3);
+    assert!(
+        outcomes.iter().all(|o| o.word() == "reject"),
+        "the pinned program kept classifying: {outcomes:?}"
+    );
+    // The next run re-adopts the pins without detaching.
+    lab.start_daemon(
+        &bin,
+        &example_registry(),
+        &["--outbound-policy", "REGISTRY_ONLY"],
+    )
+    .unwrap();
+    let log = std::fs::read_to_string(lab.log_path()).unwrap_or_default();
+    assert!(log.contains("re-adopting the pinned dataplane"), "{log}");
+    let rows = scenarios::run(&lab, &bin, true);
+    assert_rows(&rows);
+}
+
+#[test]
+fn inspect_explain_flows_and_metrics_agree_with_the_traffic() {
+    require_privileges();
+    let bin = meshclass_bin();
+    let mut lab = Lab::new("e2e-cli", &no_progress).unwrap();
+    lab.start_daemon(
+        &bin,
+        &example_registry(),
+        &[
+            "--outbound-policy",
+            "REGISTRY_ONLY",
+            "--metrics-addr",
+            "127.0.0.1:9464",
+            "--events-all",
+        ],
+    )
+    .unwrap();
+    let pin = lab.pin_dir.display().to_string();
+    let vm1 = SocketAddr::new(addr::VM1.parse().unwrap(), 80);
+    let unknown = SocketAddr::new(addr::UNKNOWN.parse().unwrap(), TCP_PORT);
+    assert!(matches!(lab.tcp(vm1, Duration::from_secs(1)), Outcome::Proxy(d) if d == vm1));
+    assert!(matches!(
+        lab.tcp(unknown, Duration::from_secs(1)),
+        Outcome::Rejected(_)
+    ));
+
+    // inspect entries: the VM's entry was hit once.
+    let out = lab
+        .meshclass(&bin, &["inspect", "entries", "--json", "--pin-dir", &pin])
+        .unwrap();
+    let entries: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let vm_entry = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["match"]["addr"].as_str() == Some(addr::VM1))
+        .expect("an entry for the VM");
+    assert_eq!(vm_entry["hits"].as_u64(), Some(1), "{vm_entry}");
+
+    // explain agrees with what the traffic saw.
+    for (dst, want) in [
+        (vm1.to_string(), "redirect"),
+        (unknown.to_string(), "reject"),
+    ] {
+        let out = lab
+            .meshclass(
+                &bin,
+                &["explain", "--dst", &dst, "--json", "--pin-dir", &pin],
+            )
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        assert_eq!(v["verdict"].as_str(), Some(want), "explain {dst}: {v}");
+        assert_eq!(
+            v["agree"].as_bool(),
+            Some(true),
+            "kernel and model agree on {dst}: {v}"
+        );
+    }
+    let out = lab
+        .meshclass(
+            &bin,
+            &[
+                "explain",
+                "--dst",
+                &format!("{}:443", addr::API),
+                "--sni",
+                "api.external-svc.com",
+                "--json",
+                "--pin-dir",
+                &pin,
+            ],
+        )
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(
+        (v["verdict"].as_str(), v["stage"].as_str()),
+        (Some("pass"), Some("sni")),
+        "{v}"
+    );
+
+    // flows: the two connections are there with their verdicts.
+    let out = lab
+        .meshclass(&bin, &["flows", "--json", "--pin-dir", &pin])
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&vm1.to_string()) && l.contains("\"redirect\"")),
+        "flows shows the redirected connection:\n{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&unknown.to_string()) && l.contains("\"reject\"")),
+        "flows shows the rejected connection:\n{text}"
+    );
+
+    // metrics: decisions by verdict and by service, scraped from inside the node namespace.
+    let body = lab.node.run(|| {
+        use std::io::{Read as _, Write as _};
+        let mut s = std::net::TcpStream::connect("127.0.0.1:9464").expect("metrics endpoint");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body);
+        body
+    });
+    assert!(
+        body.contains("meshclass_packets_total{verdict=\"reject\"}"),
+        "{body}"
+    );
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("meshclass_decisions_total")
+                && l.contains("customers.com")
+                && l.ends_with(" 1")),
+        "one decision for customers.com:\n{body}"
+    );
+    assert!(
+        body.contains("meshclass_registry_reloads_total 1"),
+        "{body}"
+    );
+}
