@@ -14,7 +14,8 @@ use meshclass::{
 #[test]
 fn registry_only_reject_answers_a_syn_with_a_rst() {
     let mut dp = dataplane();
-    dp.apply(&plan(vec![]), &registry_only(Blocked::Reject)).unwrap();
+    dp.apply(&plan(vec![]), &registry_only(Blocked::Reject))
+        .unwrap();
     let f = Packet::tcp(ip("10.0.0.1"), ip("10.7.0.9"), 40000, 443, tcp_flags::SYN)
         .seq_ack(1000, 0)
         .build();
@@ -30,7 +31,11 @@ fn registry_only_reject_answers_a_syn_with_a_rst() {
     assert_eq!(&o[34..36], &f[36..38], "ports swapped");
     assert_eq!(&o[36..38], &f[34..36]);
     assert_eq!(u32::from_be_bytes(o[38..42].try_into().unwrap()), 0, "seq");
-    assert_eq!(u32::from_be_bytes(o[42..46].try_into().unwrap()), 1001, "ack = seq + SYN");
+    assert_eq!(
+        u32::from_be_bytes(o[42..46].try_into().unwrap()),
+        1001,
+        "ack = seq + SYN"
+    );
     assert_eq!(o[47], tcp_flags::RST | tcp_flags::ACK);
     assert!(checksums_ok(o), "checksums of {o:02x?}");
 }
@@ -38,7 +43,8 @@ fn registry_only_reject_answers_a_syn_with_a_rst() {
 #[test]
 fn reject_of_an_ack_uses_its_ack_number_ipv6() {
     let mut dp = dataplane();
-    dp.apply(&plan(vec![]), &registry_only(Blocked::Reject)).unwrap();
+    dp.apply(&plan(vec![]), &registry_only(Blocked::Reject))
+        .unwrap();
     let f = Packet::tcp(ip("fd00::1"), ip("fd00::9"), 40000, 443, tcp_flags::ACK)
         .seq_ack(5, 777)
         .build();
@@ -49,7 +55,11 @@ fn reject_of_an_ack_uses_its_ack_number_ipv6() {
     assert_eq!(o.len(), 74, "{o:02x?}");
     assert_eq!(&o[22..38], &f[38..54], "src IP is the server's");
     assert_eq!(&o[38..54], &f[22..38]);
-    assert_eq!(u32::from_be_bytes(o[58..62].try_into().unwrap()), 777, "seq = ack");
+    assert_eq!(
+        u32::from_be_bytes(o[58..62].try_into().unwrap()),
+        777,
+        "seq = ack"
+    );
     assert_eq!(o[67], tcp_flags::RST);
     assert!(checksums_ok(o), "checksums of {o:02x?}");
 }
@@ -57,7 +67,8 @@ fn reject_of_an_ack_uses_its_ack_number_ipv6() {
 #[test]
 fn udp_reject_is_an_icmp_port_unreachable_quoting_the_datagram() {
     let mut dp = dataplane();
-    dp.apply(&plan(vec![]), &registry_only(Blocked::Reject)).unwrap();
+    dp.apply(&plan(vec![]), &registry_only(Blocked::Reject))
+        .unwrap();
     let f = Packet::udp(ip("10.0.0.1"), ip("10.7.0.9"), 5000, 53, b"query").build();
     let d = run(&mut dp, &f);
     expect(&d, verdict::REJECT, stage::POLICY);
@@ -85,7 +96,8 @@ fn udp_reject_is_an_icmp_port_unreachable_quoting_the_datagram() {
 #[test]
 fn drop_policy_and_other_protocols() {
     let mut dp = dataplane();
-    dp.apply(&plan(vec![]), &registry_only(Blocked::Reject)).unwrap();
+    dp.apply(&plan(vec![]), &registry_only(Blocked::Reject))
+        .unwrap();
     // ICMP under REGISTRY_ONLY + REJECT: applied as DROP, stage POLICY.
     let f = Packet::icmp(ip("10.0.0.1"), ip("10.7.0.9"), 8, 0, b"ping").build();
     let d = run(&mut dp, &f);
@@ -100,7 +112,8 @@ fn drop_policy_and_other_protocols() {
 #[test]
 fn fragments_malformed_and_non_ip() {
     let mut dp = dataplane();
-    dp.apply(&plan(vec![]), &registry_only(Blocked::Drop)).unwrap();
+    dp.apply(&plan(vec![]), &registry_only(Blocked::Drop))
+        .unwrap();
     let c0 = dp.counters().unwrap();
     let frag = Packet::udp(ip("10.0.0.1"), ip("10.7.0.9"), 5000, 53, b"12345678")
         .ipv4_fragment(false, 8)
@@ -118,8 +131,14 @@ fn fragments_malformed_and_non_ip() {
     let d = run(&mut dp, &arp);
     expect(&d, verdict::PASS, stage::OTHER);
     let c1 = dp.counters().unwrap();
-    assert_eq!(c1[counter::FRAGMENTS as usize] - c0[counter::FRAGMENTS as usize], 1);
-    assert_eq!(c1[counter::MALFORMED as usize] - c0[counter::MALFORMED as usize], 1);
+    assert_eq!(
+        c1[counter::FRAGMENTS as usize] - c0[counter::FRAGMENTS as usize],
+        1
+    );
+    assert_eq!(
+        c1[counter::MALFORMED as usize] - c0[counter::MALFORMED as usize],
+        1
+    );
 }
 
 #[test]
@@ -128,11 +147,18 @@ fn a_plan_that_does_not_fit_is_refused_whole() {
     let entries = (0..1100u32)
         .map(|i| {
             let a = format!("10.50.{}.{}", i / 256, i % 256);
-            entry(exact(&a, 80, meshclass::plan::L4::Tcp), i, meshclass::plan::Verdict::Pass)
+            entry(
+                exact(&a, 80, meshclass::plan::L4::Tcp),
+                i,
+                meshclass::plan::Verdict::Pass,
+            )
         })
         .collect();
     let e = dp.apply(&plan(entries), &allow_any()).unwrap_err();
     let msg = e.to_string();
-    assert!(msg.contains("EXACT") && msg.contains("1100") && msg.contains("1024"), "{msg}");
+    assert!(
+        msg.contains("EXACT") && msg.contains("1100") && msg.contains("1024"),
+        "{msg}"
+    );
     assert_eq!(dp.fill_levels().unwrap()[0].1, 0, "nothing written");
 }

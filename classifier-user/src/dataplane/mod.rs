@@ -146,7 +146,7 @@ impl Dataplane {
     pub fn test_run(&mut self, packet: &[u8]) -> Result<KernelDecision, DataplaneError> {
         let before = self.writer.counters()?;
         let mut out = vec![0u8; packet.len() + 1024];
-        let (retval, size, duration_ns) = self.run(packet, &mut out, 1)?;
+        let (retval, size, duration_ns) = self.run(PROGRAM, packet, &mut out, 1)?;
         out.truncate(size);
         let after = self.writer.counters()?;
         let delta = |i: u32| after[i as usize].saturating_sub(before[i as usize]);
@@ -179,19 +179,27 @@ impl Dataplane {
     /// Average kernel time per run of `packet`, over `repeat` runs.
     pub fn bench(&mut self, packet: &[u8], repeat: u32) -> Result<u64, DataplaneError> {
         let mut out = vec![0u8; packet.len() + 1024];
-        Ok(self.run(packet, &mut out, repeat)?.2)
+        Ok(self.run(PROGRAM, packet, &mut out, repeat)?.2)
+    }
+
+    /// Runs the inbound program (TC egress, toward the workload) once on `packet`; returns its
+    /// TC code.
+    pub fn test_run_inbound(&mut self, packet: &[u8]) -> Result<i32, DataplaneError> {
+        let mut out = vec![0u8; packet.len() + 64];
+        Ok(self.run(INBOUND_PROGRAM, packet, &mut out, 1)?.0)
     }
 
     fn run(
         &mut self,
+        name: &'static str,
         packet: &[u8],
         out: &mut [u8],
         repeat: u32,
     ) -> Result<(i32, usize, u64), DataplaneError> {
         let prog: &mut SchedClassifier = self
             .ebpf()?
-            .program_mut(PROGRAM)
-            .ok_or(DataplaneError::MissingProgram(PROGRAM))?
+            .program_mut(name)
+            .ok_or(DataplaneError::MissingProgram(name))?
             .try_into()
             .map_err(|e| DataplaneError::TestRun(Box::new(e)))?;
         let mut opts = TestRunOptions::new();
