@@ -57,6 +57,8 @@ pub enum Problem {
     PortOutOfRange { value: u64 },
     #[error("more than {max} items")]
     TooManyItems { max: usize },
+    #[error("{value} is larger than {max}")]
+    NumberTooLarge { value: u64, max: u64 },
     #[error("longer than {max} characters")]
     TooLong { max: usize },
     #[error("annotation {annotation} is not supported on this kind")]

@@ -383,7 +383,13 @@ fn workload(
         Some(w) => match u32::try_from(w) {
             Ok(w) => Some(w),
             Err(_) => {
-                ctx.error(path.key("weight"), Problem::TooLong { max: 10 });
+                ctx.error(
+                    path.key("weight"),
+                    Problem::NumberTooLarge {
+                        value: w,
+                        max: u64::from(u32::MAX),
+                    },
+                );
                 None
             }
         },
@@ -877,6 +883,17 @@ fn crd_endpoint_checks(ctx: &mut Ctx<'_>, path: &FieldPath, e: &RawWorkloadEntry
     }
     let ports = e.ports.clone().unwrap_or_default();
     endpoint_ports(ctx, path, &ports, None);
+    if let Some(w) = e.weight {
+        if u32::try_from(w).is_err() {
+            ctx.error(
+                path.key("weight"),
+                Problem::NumberTooLarge {
+                    value: w,
+                    max: u64::from(u32::MAX),
+                },
+            );
+        }
+    }
 }
 
 /// Converts an endpoint of a DNS or DNS_ROUND_ROBIN ServiceEntry.
