@@ -435,7 +435,8 @@ fn a_resource_defined_twice_is_an_error_but_a_file_named_twice_is_read_once() {
     std::fs::write(dir.join("a.yaml"), body).expect("write");
     std::fs::write(dir.join("b.yml"), body).expect("write");
     std::fs::write(dir.join("ignored.txt"), "not: yaml: at: all").expect("write");
-    let loaded = registry::load_paths(&[dir.clone()], &Limits::default()).expect("readable");
+    let loaded =
+        registry::load_paths(std::slice::from_ref(&dir), &Limits::default()).expect("readable");
     let errs = errors(&loaded);
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert!(

@@ -74,9 +74,9 @@ impl<'a> NodeDe<'a> {
     }
 }
 
-/// An IPv6 address ending in `::` inside a flow sequence (`[1.2.3.4, 2001:db8::]`) parses, by
-/// YAML's rules, as a one-entry mapping `{"2001:db8:": null}`; Kubernetes reads it as the
-/// address, and so does this reader.
+/// The IPv6 address that a flow sequence's `2001:db8::` becomes, where YAML reads a mapping.
+// By YAML's rules, `[1.2.3.4, 2001:db8::]` holds a one-entry mapping `{"2001:db8:": null}`;
+// Kubernetes reads the address, and so does this reader.
 fn ipv6_in_flow(node: &Node) -> Option<String> {
     match &node.value {
         Value::Map(entries) if entries.len() == 1 => {

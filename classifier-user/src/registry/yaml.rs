@@ -157,9 +157,7 @@ impl Node {
 /// One document of a stream, or the error that ended the stream.
 pub type DocResult = Result<Node, (Mark, YamlError)>;
 
-/// Parses every document of `text`, handing each to `on_doc`; stops at the first syntax error.
-///
-/// `line_offset` is added to every line (for text that is part of a larger file).
+/// Parses every document of `text` (lines shifted by `line_offset`) into `on_doc`, up to the first syntax error.
 pub fn parse_documents(
     text: &str,
     limits: &Limits,
@@ -170,10 +168,6 @@ pub fn parse_documents(
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut builder = Builder::new(limits, line_offset);
         let mut parser = Parser::new_from_str(text);
-        let mut last_mark = Mark {
-            line: line_offset.saturating_add(1),
-            col: 1,
-        };
         loop {
             let next = parser.next_event();
             match next {
@@ -198,7 +192,6 @@ pub fn parse_documents(
                 }
                 Some(Ok((event, span))) => {
                     let mark = Mark::from_span(&span, line_offset);
-                    last_mark = mark;
                     match builder.event(event, mark) {
                         Ok(Some(doc)) => on_doc(Ok(doc)),
                         Ok(None) => {}
@@ -213,7 +206,6 @@ pub fn parse_documents(
                 }
             }
         }
-        let _ = last_mark;
     }));
     if outcome.is_err() {
         on_doc(Err((Mark::default(), YamlError::ParserFailure)));
