@@ -88,21 +88,17 @@ fn describe(m: &Match) -> (&'static str, String, String, u16) {
 
 /// Prints the plan as aligned columns.
 fn write_table(out: &mut impl Write, plan: &Plan) -> std::io::Result<()> {
-    let rows: Vec<[String; 6]> = plan
-        .entries
-        .iter()
-        .map(|e| {
-            let (kind, what, proto, port) = describe(&e.matcher);
-            [
-                kind.to_owned(),
-                what,
-                proto.to_lowercase(),
-                port.to_string(),
-                format!("{:?}", e.verdict).to_lowercase(),
-                e.service.clone(),
-            ]
-        })
-        .collect();
+    let row = |e: &crate::plan::Entry| -> [String; 6] {
+        let (kind, what, proto, port) = describe(&e.matcher);
+        [
+            kind.to_owned(),
+            what,
+            proto.to_lowercase(),
+            port.to_string(),
+            format!("{:?}", e.verdict).to_lowercase(),
+            e.service.clone(),
+        ]
+    };
     let header = [
         "MATCH",
         "DESTINATION",
@@ -111,9 +107,10 @@ fn write_table(out: &mut impl Write, plan: &Plan) -> std::io::Result<()> {
         "VERDICT",
         "SERVICE",
     ];
+    // Two passes (widths, then lines), so that no row is kept in memory.
     let mut widths = header.map(str::len);
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r.iter()) {
+    for e in &plan.entries {
+        for (w, c) in widths.iter_mut().zip(row(e).iter()) {
             *w = (*w).max(c.len());
         }
     }
@@ -135,7 +132,8 @@ fn write_table(out: &mut impl Write, plan: &Plan) -> std::io::Result<()> {
         )
     };
     line(out, header)?;
-    for r in &rows {
+    for e in &plan.entries {
+        let r = row(e);
         line(out, [&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]])?;
     }
     if !plan.dns.is_empty() {
