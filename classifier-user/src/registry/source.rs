@@ -84,7 +84,6 @@ pub fn load_paths(paths: &[PathBuf], limits: &Limits) -> Result<Loaded, ReadErro
         Some(p) => canonical.insert(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())),
     });
     // Files are read and checked in parallel; results are merged in the order of `files`.
-    let mut seen: HashMap<(&'static str, String, String), Origin> = HashMap::new();
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
@@ -114,9 +113,20 @@ pub fn load_paths(paths: &[PathBuf], limits: &Limits) -> Result<Loaded, ReadErro
             }
         }
     });
+    // Exact capacities: the registry's vectors are its largest allocations.
+    let (mut ses, mut wes, mut pods, mut svcs) = (0, 0, 0, 0);
+    for r in results.iter().flatten().flatten() {
+        ses += r.registry.service_entries.len();
+        wes += r.registry.workload_entries.len();
+        pods += r.registry.pods.len();
+        svcs += r.registry.services.len();
+    }
+    loaded.registry.service_entries.reserve_exact(ses);
+    loaded.registry.workload_entries.reserve_exact(wes);
+    loaded.registry.pods.reserve_exact(pods);
+    loaded.registry.services.reserve_exact(svcs);
     for r in results.into_iter().flatten() {
         let mut one = r?;
-        check_duplicates(&mut seen, &mut one);
         loaded.diagnostics.append(&mut one.diagnostics);
         let reg = &mut loaded.registry;
         reg.service_entries
@@ -126,12 +136,13 @@ pub fn load_paths(paths: &[PathBuf], limits: &Limits) -> Result<Loaded, ReadErro
         reg.pods.append(&mut one.registry.pods);
         reg.services.append(&mut one.registry.services);
     }
+    let mut duplicates = check_duplicates(&loaded.registry);
+    loaded.diagnostics.append(&mut duplicates);
     Ok(loaded)
 }
 
-/// Reports resources defined twice (same kind, namespace and name) as errors.
-fn check_duplicates(seen: &mut HashMap<(&'static str, String, String), Origin>, one: &mut Loaded) {
-    let reg = &one.registry;
+/// Errors for resources defined twice (same kind, namespace and name), at the later ones.
+fn check_duplicates(reg: &Registry) -> Vec<Diagnostic> {
     let metas = reg
         .service_entries
         .iter()
@@ -143,10 +154,12 @@ fn check_duplicates(seen: &mut HashMap<(&'static str, String, String), Origin>, 
         )
         .chain(reg.pods.iter().map(|r| ("Pod", &r.meta)))
         .chain(reg.services.iter().map(|r| ("Service", &r.meta)));
+    let mut seen: HashMap<(&str, &str, &str), &Origin> = HashMap::with_capacity(reg.len());
+    let mut out = Vec::new();
     for (kind, meta) in metas {
-        let key = (kind, meta.namespace.clone(), meta.name.clone());
+        let key = (kind, meta.namespace.as_str(), meta.name.as_str());
         match seen.get(&key) {
-            Some(first) => one.diagnostics.push(Diagnostic {
+            Some(first) => out.push(Diagnostic {
                 severity: Severity::Error,
                 file: meta.origin.file.clone(),
                 mark: Some(meta.origin.mark),
@@ -157,10 +170,11 @@ fn check_duplicates(seen: &mut HashMap<(&'static str, String, String), Origin>, 
                 },
             }),
             None => {
-                seen.insert(key, meta.origin.clone());
+                seen.insert(key, &meta.origin);
             }
         }
     }
+    out
 }
 
 /// Reads one file (`None`: standard input).
