@@ -57,6 +57,8 @@ fn namespace(i: usize) -> String {
 
 struct Writer {
     dir: PathBuf,
+    /// One file for everything (when `out` names a `.yaml` file).
+    single: Option<fs::File>,
     prefix: &'static str,
     buf: String,
     in_file: usize,
@@ -64,9 +66,10 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(dir: &Path, prefix: &'static str) -> Self {
+    fn new(dir: &Path, single: Option<fs::File>, prefix: &'static str) -> Self {
         Writer {
             dir: dir.to_path_buf(),
+            single,
             prefix,
             buf: String::new(),
             in_file: 0,
@@ -88,6 +91,13 @@ impl Writer {
         if self.in_file == 0 {
             return Ok(());
         }
+        if let Some(f) = &mut self.single {
+            f.write_all(self.buf.as_bytes())
+                .context("writing the registry")?;
+            self.buf.clear();
+            self.in_file = 0;
+            return Ok(());
+        }
         let path = self
             .dir
             .join(format!("{}-{:04}.yaml", self.prefix, self.files));
@@ -102,11 +112,27 @@ impl Writer {
     }
 }
 
-/// Writes `services` ServiceEntries and `workloads` WorkloadEntries under `out`.
+/// Writes `services` ServiceEntries and `workloads` WorkloadEntries to `out` (a `.yaml` file, or a directory of files).
 pub fn run(out: &Path, services: usize, workloads: usize, seed: u64) -> Result<()> {
-    fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let single = matches!(
+        out.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    );
+    let file = if single {
+        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        Some(fs::File::create(out).with_context(|| format!("creating {}", out.display()))?)
+    } else {
+        fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        None
+    };
     let mut rng = Rng(seed);
-    let mut ses = Writer::new(out, "service-entries");
+    let mut ses = Writer::new(
+        out,
+        file.as_ref().map(fs::File::try_clone).transpose()?,
+        "service-entries",
+    );
     // Indexes of ServiceEntries that select workloads by `app` label.
     let mut selectors: Vec<usize> = Vec::new();
     let mut text = String::new();
@@ -172,7 +198,7 @@ pub fn run(out: &Path, services: usize, workloads: usize, seed: u64) -> Result<(
     }
     ses.flush()?;
 
-    let mut wes = Writer::new(out, "workload-entries");
+    let mut wes = Writer::new(out, file, "workload-entries");
     for j in 0..workloads {
         // Each workload belongs to one selecting ServiceEntry, in its namespace.
         let (ns, app) = match selectors.len() {
@@ -214,6 +240,9 @@ mod tests {
             let b = fs::read(base.join("b").join(name))?;
             assert_eq!(a, b, "{name}");
         }
+        run(&base.join("one.yaml"), 50, 80, 7)?;
+        let one = fs::read_to_string(base.join("one.yaml"))?;
+        assert_eq!(one.matches("\n---\n").count() + 1, 130);
         fs::remove_dir_all(&base)?;
         Ok(())
     }
