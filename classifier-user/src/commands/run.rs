@@ -104,8 +104,15 @@ pub fn run(args: RunArgs) -> i32 {
     match rt.block_on(daemon::run(opts)) {
         Ok(()) => 0,
         Err(e) => {
-            tracing::error!(error = %e, "meshclass run failed");
-            eprintln!("error: {e}");
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(": ");
+                msg.push_str(&s.to_string());
+                src = s.source();
+            }
+            tracing::error!(error = %msg, "meshclass run failed");
+            eprintln!("error: {msg}");
             1
         }
     }
@@ -116,6 +123,7 @@ fn init_logging(json: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if json {
         let _ = b.json().try_init();

@@ -72,6 +72,8 @@ pub enum DaemonError {
     Program(#[from] aya::programs::ProgramError),
     #[error("link: {0}")]
     Link(#[from] aya::programs::links::LinkError),
+    #[error("pinning {}", .0.display())]
+    PinAt(PathBuf, #[source] aya::pin::PinError),
     #[error("pinning: {0}")]
     Pin(#[from] aya::pin::PinError),
 }
@@ -340,7 +342,8 @@ fn pin_fresh(dp: &mut Dataplane, pins: &Pins) -> Result<(), DaemonError> {
             .program_mut(name)
             .ok_or(DaemonError::NoProgram(name))?
             .try_into()?;
-        prog.pin(pins.program(name))?;
+        prog.pin(pins.program(name))
+            .map_err(|e| DaemonError::PinAt(pins.program(name), e))?;
     }
     Ok(())
 }
@@ -368,7 +371,8 @@ fn attach_iface(
         match m {
             Attached::Tcx => {
                 let fd: aya::programs::links::FdLink = link.try_into()?;
-                fd.pin(pins.link(iface, dir))?;
+                fd.pin(pins.link(iface, dir))
+                    .map_err(|e| DaemonError::PinAt(pins.link(iface, dir), e))?;
             }
             // A clsact filter stays in the kernel until removed; `detach` removes it.
             Attached::Clsact => std::mem::forget(link),
