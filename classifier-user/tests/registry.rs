@@ -446,3 +446,64 @@ fn a_resource_defined_twice_is_an_error_but_a_file_named_twice_is_read_once() {
     );
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
+
+#[test]
+fn ipv6_networks_udp_ports_and_wildcards() {
+    let text = "\
+apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata: {name: v6, namespace: lab}
+spec:
+  hosts: ['*.V6.Lab.', 'dns.v6.lab']
+  addresses: ['fd00:60::/64', 'fd00:61::1/128']
+  location: MESH_INTERNAL
+  resolution: NONE
+  ports:
+  - {number: 53, name: dns, protocol: UDP}
+  - {number: 443, name: tls, protocol: tls}
+";
+    let plan = compile(&load_text(text));
+    let hosts: Vec<&str> = plan.services.iter().map(|s| s.host.as_str()).collect();
+    assert_eq!(hosts, vec!["*.v6.lab", "dns.v6.lab"]);
+    let first = |m: &Match| {
+        plan.entries
+            .iter()
+            .find(|e| &e.matcher == m)
+            .map(|e| (e.service.as_str(), e.verdict))
+    };
+    let net = meshclass::plan::Cidr {
+        addr: ip("fd00:60::"),
+        len: 64,
+    };
+    assert_eq!(
+        first(&Match::Cidr {
+            cidr: net,
+            port: 53,
+            protocol: L4::Udp
+        }),
+        Some(("lab/v6/*.v6.lab", Verdict::Redirect))
+    );
+    assert_eq!(
+        first(&Match::Ip {
+            addr: ip("fd00:61::1"),
+            port: 443,
+            protocol: L4::Tcp
+        }),
+        Some(("lab/v6/*.v6.lab", Verdict::Redirect))
+    );
+    // Names only on the TLS port; the wildcard is kept as written, lower-cased, without the root dot.
+    assert_eq!(
+        first(&Match::Sni {
+            name: "*.v6.lab".into(),
+            port: 443
+        }),
+        Some(("lab/v6/*.v6.lab", Verdict::Redirect))
+    );
+    assert!(first(&Match::Sni {
+        name: "dns.v6.lab".into(),
+        port: 53
+    })
+    .is_none());
+    // Both hosts claim the same addresses: the first host wins, with a warning.
+    assert!(plan.warnings.iter().any(|w| w.contains("wins")));
+}
