@@ -43,9 +43,12 @@ impl Pins {
         self.dir.join("links")
     }
 
-    /// The pin of the link of `iface` in `direction` (`ingress` or `egress`).
+    /// The pin of the link of `iface` in `direction` (`ingress` or `egress`). bpffs refuses
+    /// names with a dot, which interface names may have: dots are written `%2e`, and `:` (never
+    /// in an interface name) separates the direction.
     pub fn link(&self, iface: &str, direction: &str) -> PathBuf {
-        self.links().join(format!("{iface}.{direction}"))
+        let iface = iface.replace('%', "%25").replace('.', "%2e");
+        self.links().join(format!("{direction}:{iface}"))
     }
 
     /// Whether a dataplane is pinned here.
