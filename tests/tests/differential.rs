@@ -3,7 +3,8 @@
 //! service where both name one) are allowed.
 //!
 //! `MESHCLASS_DIFF_SEED` replays a run, `MESHCLASS_DIFF_PACKETS` resizes it (default 1,000,000),
-//! `MESHCLASS_DIFF_NO_NAMES=1` leaves name entries out of the registries.
+//! `MESHCLASS_DIFF_NO_NAMES=1` leaves name entries out of the registries, and
+//! `MESHCLASS_DIFF_NO_SPLIT=1` sends every first payload in one segment (both narrow a hunt).
 //! Run as root: `cargo test -p tests --release --test differential -- --test-threads=1`.
 
 use std::{
@@ -618,7 +619,7 @@ fn tcp(c: &Conn, flags: u8, seq: u32, data: &[u8]) -> Packet {
 }
 
 /// Generates the frames of one step of the run.
-fn step(r: &mut Rng, reg: &Registry, conns: &mut [Conn], hellos: &Hellos) -> Frames {
+fn step(r: &mut Rng, reg: &Registry, conns: &mut [Conn], hellos: &Hellos, split: bool) -> Frames {
     let ci = r.below(conns.len());
     let mut out = Vec::new();
     let c = &mut conns[ci];
@@ -632,7 +633,11 @@ fn step(r: &mut Rng, reg: &Registry, conns: &mut [Conn], hellos: &Hellos) -> Fra
                 out.push(tcp(c, tcp_flags::ACK, c.next_seq, &[]).build());
             }
             let data = payload(r, reg, hellos, c.dport);
-            let pieces = if r.pct(40) { 1 } else { r.range(2, 5) };
+            let pieces = if !split || r.pct(40) {
+                1
+            } else {
+                r.range(2, 5)
+            };
             let cuts: Vec<usize> = (1..pieces).map(|_| r.below(data.len() + 1)).collect();
             let segs = meshclass::packet::split_at(&data, &cuts);
             let mut seq = c.next_seq;
@@ -785,7 +790,11 @@ fn step(r: &mut Rng, reg: &Registry, conns: &mut [Conn], hellos: &Hellos) -> Fra
                 out.push(Packet::udp(c.src, c.dst, c.sport, c.dport, b"again").build());
             } else {
                 let data = payload(r, reg, hellos, c.dport);
-                let cut = r.below(data.len() + 1);
+                let cut = if split {
+                    r.below(data.len() + 1)
+                } else {
+                    data.len()
+                };
                 out.push(tcp(c, tcp_flags::ACK, c.next_seq, &data[..cut]).build());
                 c.next_seq = c.next_seq.wrapping_add(cut as u32);
             }
@@ -915,6 +924,7 @@ fn kernel_and_model_agree() {
     // MESHCLASS_DIFF_NO_NAMES=1 leaves SNI/Host entries out of the registries (to look at the
     // other stages alone).
     let with_names = env_u64("MESHCLASS_DIFF_NO_NAMES").unwrap_or(0) == 0;
+    let split = env_u64("MESHCLASS_DIFF_NO_SPLIT").unwrap_or(0) == 0;
     println!("differential: seed {seed:#x} ({seed}), {total} packets (MESHCLASS_DIFF_SEED / MESHCLASS_DIFF_PACKETS)");
     let mut kernel = kernel::Kernel::load();
     let mut r = Rng(seed);
@@ -952,8 +962,8 @@ fn kernel_and_model_agree() {
             }
         }
         let frames = match sweep.next(&mut r, &hellos, &reg, &world) {
-            Some(f) if r.pct(20) => f.into_iter().map(|f| (false, f)).collect(),
-            _ => step(&mut r, &reg, &mut conns, &hellos).out,
+            Some(f) if split && r.pct(20) => f.into_iter().map(|f| (false, f)).collect(),
+            _ => step(&mut r, &reg, &mut conns, &hellos, split).out,
         };
         for (inbound, f) in frames {
             // BPF_PROG_TEST_RUN takes whole Ethernet headers and at most about a page.

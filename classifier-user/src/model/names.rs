@@ -286,3 +286,101 @@ pub fn normalize(name: &[u8]) -> Option<Vec<u8>> {
     }
     (!n.is_empty()).then_some(n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::{h2c, hpack, http, tls};
+
+    #[test]
+    fn http_host_rules() {
+        let o = http::RequestOptions::default();
+        let r = http::request("GET", Some(b"\t Example.com:8080 \t"), &o);
+        assert_eq!(http_host(&r), Some(&b"Example.com"[..]));
+        let r = http::request("PUT", Some(b"[fd00::1]:80"), &o);
+        assert_eq!(http_host(&r), Some(&b"fd00::1"[..]));
+        let r = http::request("BREW", Some(b"a.com"), &o);
+        assert_eq!(http_host(&r), None);
+        // The first Host wins; a Host after the blank line is body.
+        assert_eq!(
+            http_host(b"GET / HTTP/1.1\r\nhOST: a\r\nHost: b\r\n\r\n"),
+            Some(&b"a"[..])
+        );
+        assert_eq!(http_host(b"GET / HTTP/1.1\r\n\r\nHost: b\r\n"), None);
+        // A space before the colon is another header; the value may run to the window end.
+        assert_eq!(
+            http_host(b"GET / HTTP/1.1\nHost : a\nHost:b"),
+            Some(&b"b"[..])
+        );
+        // Only the first 1024 bytes are read.
+        let mut far = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        far.resize(1030, b'x');
+        far.extend_from_slice(b"\r\nHost: a\r\n\r\n");
+        assert_eq!(http_host(&far), None);
+        assert_eq!(http_host(b"GET / HTTP/1.1\r\nHost: :80\r\n"), None);
+    }
+
+    #[test]
+    fn h2_authority_rules() {
+        let r = h2c::request("www.example.com", true);
+        let (v, huff) = h2_authority(&r).unwrap();
+        assert!(huff);
+        assert_eq!(v, &hpack::huffman_encode(b"www.example.com")[..]);
+        let o = h2c::H2Options {
+            representation: h2c::Representation::NeverIndexed,
+            pseudo_first: true,
+            window_update: true,
+            padding: Some(7),
+            priority: true,
+            before: vec![(b":authority".to_vec(), b"literal-name.example".to_vec())],
+        };
+        let r = h2c::request_with(b"a.example", false, &o);
+        assert_eq!(h2_authority(&r), Some((&b"a.example"[..], false)));
+        // Padding longer than the frame: no name.
+        let mut bad = h2c::request("a", false);
+        let at = 24 + 15; // SETTINGS frame is 9 + 6 bytes
+        bad[at + 4] |= 0x08;
+        bad[at + 9] = 200;
+        assert_eq!(h2_authority(&bad), None);
+        assert_eq!(h2_authority(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), None);
+    }
+
+    #[test]
+    fn client_hello_rules() {
+        let h = tls::client_hello(Some("a.example"), &tls::HelloOptions::default()).unwrap();
+        assert_eq!(
+            client_hello(&h),
+            Hello::Complete {
+                name: Some(b"a.example".to_vec()),
+                ech: false
+            }
+        );
+        for cut in 1..h.len() {
+            assert_eq!(client_hello(&h[..cut]), Hello::NeedMore, "cut {cut}");
+        }
+        assert_eq!(client_hello(&[0x16, 0x03, 0x05]), Hello::NotHello);
+        assert_eq!(client_hello(&[0x17]), Hello::NotHello);
+        // A record shorter than the hello it holds.
+        let mut short = h.clone();
+        short[4] -= 1;
+        assert_eq!(client_hello(&short), Hello::NotHello);
+        // A malformed server_name first; the valid one after it gives the name.
+        let bad = tls::insert_extension(&h, 0, 0, &[0, 3, 1, 0, 0]).unwrap();
+        assert!(
+            matches!(client_hello(&bad), Hello::Complete { name: Some(n), .. } if n == b"a.example")
+        );
+        // ECH after the 64th extension is not read.
+        let mut exts = tls::extensions(&h).unwrap();
+        while exts.len() < 64 {
+            exts.push((0x7a7a, vec![]));
+        }
+        exts.push((0xfe0d, vec![0; 4]));
+        let many = tls::with_extensions(&h, &exts).unwrap();
+        assert!(matches!(
+            client_hello(&many),
+            Hello::Complete { ech: false, .. }
+        ));
+        assert_eq!(normalize(b"A.B."), Some(b"a.b".to_vec()));
+        assert_eq!(normalize(b"."), None);
+    }
+}
