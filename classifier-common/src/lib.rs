@@ -172,6 +172,11 @@ pub mod maps {
     pub const SCRATCH: &str = "SCRATCH";
     pub const PENDING: &str = "PENDING";
     pub const LAYOUT: &str = "LAYOUT";
+    /// Program array: index 0 holds `meshclass_names`, the name stages (a tail call, so that
+    /// the verifier checks them once).
+    pub const JUMP: &str = "JUMP";
+    /// Per-CPU state of the packet in flight, shared by the program and its tail call.
+    pub const PKT_STATE: &str = "PKT_STATE";
 }
 
 /// Default capacities; user space may set others at load time.

@@ -23,6 +23,14 @@ mod entry {
         }
     }
 
+    /// The name stages (TLS SNI, HTTP Host, HTTP/2 authority), tail-called by `meshclass`.
+    #[classifier]
+    pub fn meshclass_names(ctx: TcContext) -> i32 {
+        match classify::try_names(&ctx) {
+            Ok(v) | Err(v) => v,
+        }
+    }
+
     /// Records connections opened to the workload so that its replies pass.
     #[classifier]
     pub fn meshclass_inbound(ctx: TcContext) -> i32 {

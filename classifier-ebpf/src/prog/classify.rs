@@ -16,7 +16,8 @@ use super::{
     act::act,
     cnt, http,
     maps::{
-        Scratch, ACTIVE, CIDR, CONFIG, ENTRY_HITS, EVENTS, EXACT, FLOWS, PKT_STATE, PORTS, SCRATCH,
+        Scratch, ACTIVE, CIDR, CONFIG, ENTRY_HITS, EVENTS, EXACT, FLOWS, JUMP, PKT_STATE, PORTS,
+        SCRATCH,
     },
     names,
     pkt::{self, Parsed, Pkt, TCP_ACK, TCP_SYN},
@@ -153,27 +154,68 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
         return Ok(only(verdict::PASS, stage::PENDING));
     }
 
-    // §6 Name stages.
-    if NAME_STAGES && kinds != 0 {
+    // §6 Name stages, in their own program (verified once, whatever the path here).
+    if kinds != 0 {
+        st.generation = generation;
+        // SAFETY: a tail call with the program's own context; it returns only on failure.
+        unsafe { JUMP.tail_call(ctx, 0) };
+    }
+
+    // §7 Port capture and policy.
+    Ok(port_or_policy(ctx, p, cfg, port, generation, kinds != 0))
+}
+
+/// §6 then §7 for the first payload of a connection on a name-carrying port: the
+/// `meshclass_names` program, tail-called by `meshclass` with the packet in `PKT_STATE`.
+#[inline(always)]
+pub fn try_names(ctx: &TcContext) -> Result<i32, i32> {
+    let Some(st) = PKT_STATE.get_ptr(0) else {
+        return Ok(only(verdict::PASS, stage::OTHER));
+    };
+    // SAFETY: per-CPU state written by `meshclass` for this packet (a tail call stays on the
+    // CPU and runs before any other packet there).
+    let st = unsafe { &*st };
+    let generation = st.generation & 1;
+    let Some(cfg) = CONFIG.get(generation as u32) else {
+        return Ok(only(verdict::PASS, stage::OTHER));
+    };
+    let p = &st.pkt;
+    let port = match PORTS.get_ptr(&st.port) {
+        Some(v) => v,
+        None => &EMPTY_PORT as *const PortValue,
+    };
+    // SAFETY: a map value pointer (valid for this run) or a static.
+    let port = unsafe { &*port };
+    if NAME_STAGES {
         let r = names_stage(ctx, p, cfg, port, generation);
         if r != NO_HIT {
             return Ok(r);
         }
     }
+    Ok(port_or_policy(ctx, p, cfg, port, generation, true))
+}
 
-    // §7 Port capture and policy.
-    let after = kinds != 0;
+/// §7: the port's capture, else the outbound policy.
+#[inline(always)]
+fn port_or_policy(
+    ctx: &TcContext,
+    p: &Pkt,
+    cfg: &Config,
+    port: &PortValue,
+    generation: u8,
+    after: bool,
+) -> i32 {
     if port.has_capture == 1 {
         let e = port.capture;
-        return Ok(decide(
+        return decide(
             ctx,
             p,
             cfg,
             &Decision::entry(generation, e, stage::PORT, after, 0),
-        ));
+        );
     }
     let v = blocked(cfg, false);
-    Ok(decide(
+    decide(
         ctx,
         p,
         cfg,
@@ -185,13 +227,18 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
             after_handshake: after,
             name_len: 0,
         },
-    ))
+    )
 }
 
-/// Whether the name stages are compiled in.
+/// Whether the name stages are compiled in. Off: the TLS walk does not pass the verifier's
+/// complexity limit yet, so every first payload goes to §7.
 const NAME_STAGES: bool = false;
-/// Whether the HTTP/1.x and HTTP/2 name stages are compiled in.
-const HTTP_STAGES: bool = true;
+/// Whether the HTTP/1.x and HTTP/2 name stages are compiled in (the Host scan does not pass
+/// the verifier's complexity limit yet).
+const HTTP_STAGES: bool = false;
+/// Whether the HTTP/2 `:authority` stage is compiled in (its HPACK walk does not pass the
+/// verifier's complexity limit yet).
+const H2_STAGE: bool = false;
 
 /// The port value of a port the registry does not mention.
 static EMPTY_PORT: PortValue = PortValue {
@@ -277,7 +324,27 @@ fn find_name(
     generation: u8,
     s: &mut Scratch,
 ) -> Option<(EntryValue, u8, usize)> {
-    let kinds = port.name_kinds;
+    let (n, st, kind) = extract_name(ctx, p, cfg, port.name_kinds, s)?;
+    let labels = if kind == name_match::EXACT {
+        port.suffix_labels
+    } else {
+        0
+    };
+    let n = names::normalize(s, n, kind == name_match::HUFFMAN);
+    let e = names::lookup(s, n, generation, kind, p.key.dport, labels)?;
+    Some((e, st, n))
+}
+
+/// Extracts the first name the port's kinds allow into `Scratch::name`; returns its raw
+/// length, the stage it decides in, and the name kind to look up.
+#[inline(always)]
+fn extract_name(
+    ctx: &TcContext,
+    p: &Pkt,
+    cfg: &Config,
+    kinds: u8,
+    s: &mut Scratch,
+) -> Option<(usize, u8, u8)> {
     if kinds & name_kind::TLS != 0 {
         pull(ctx, p);
         if let Hello::Complete { name_len, ech } = tls::parse(ctx, p, s) {
@@ -285,52 +352,28 @@ fn find_name(
                 cnt::inc(counter::ECH_SEEN);
             }
             if name_len > 0 && (!ech || cfg.flags & config_flags::ECH_OUTER_SNI != 0) {
-                let n = names::normalize(s, name_len, false);
-                if let Some(e) = names::lookup(
-                    s,
-                    n,
-                    generation,
-                    name_match::EXACT,
-                    p.key.dport,
-                    port.suffix_labels,
-                ) {
-                    return Some((e, stage::SNI, n));
-                }
+                return Some((name_len, stage::SNI, name_match::EXACT));
             }
             return None;
         }
     }
     if HTTP_STAGES && kinds & (name_kind::HTTP | name_kind::H2) != 0 {
-        let w = http::load_window(ctx, p, s);
+        let w = core::hint::black_box(http::load_window(ctx, p, s));
         if kinds & name_kind::HTTP != 0 {
             let n = http::host(s, w);
             if n > 0 {
-                let n = names::normalize(s, n, false);
-                if let Some(e) = names::lookup(
-                    s,
-                    n,
-                    generation,
-                    name_match::EXACT,
-                    p.key.dport,
-                    port.suffix_labels,
-                ) {
-                    return Some((e, stage::HOST, n));
-                }
-                return None;
+                return Some((n, stage::HOST, name_match::EXACT));
             }
         }
-        if kinds & name_kind::H2 != 0 {
+        if H2_STAGE && kinds & name_kind::H2 != 0 {
             let (n, huffman) = http::authority(s, w);
             if n > 0 {
-                let n = names::normalize(s, n, huffman);
-                let (kind, labels) = if huffman {
-                    (name_match::HUFFMAN, 0)
+                let kind = if huffman {
+                    name_match::HUFFMAN
                 } else {
-                    (name_match::EXACT, port.suffix_labels)
+                    name_match::EXACT
                 };
-                if let Some(e) = names::lookup(s, n, generation, kind, p.key.dport, labels) {
-                    return Some((e, stage::HOST, n));
-                }
+                return Some((n, stage::HOST, kind));
             }
         }
     }

@@ -4,7 +4,7 @@
 use aya_ebpf::maps::lpm_trie::Key;
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use classifier_common::{
     capacity, counter, Active, CidrData, Config, EntryValue, ExactKey, FlowKey, FlowValue, Layout,
@@ -56,18 +56,16 @@ pub const WINDOW: usize = 1024;
 /// Size of the name buffer: a suffix starts below `MAX_NAME_LEN` and is compared in 8-byte
 /// chunks, so reads reach up to twice the name length plus one chunk.
 pub const NAME_BUF: usize = 2 * MAX_NAME_LEN + 8;
-/// Most `*.` wildcard suffix candidates one name is checked against (one per label count).
-pub const MAX_CANDIDATES: usize = 64;
 
 /// Per-CPU working memory (the stack has only 512 bytes).
 #[repr(C)]
 pub struct Scratch {
     /// The name being matched, lower-cased, zero after its end.
     pub name: [u8; NAME_BUF],
-    /// Start offsets of `*.` suffix candidates in `name`, shortest suffix first.
-    pub cand_off: [u16; MAX_CANDIDATES],
-    /// Name hashes of those suffixes.
-    pub cand_hash: [u64; MAX_CANDIDATES],
+    /// 1 where a `*.` suffix candidate starts in `name`.
+    pub cand: [u8; MAX_NAME_LEN],
+    /// The name hash of `name[i..]`, for every `i`.
+    pub hash_at: [u64; MAX_NAME_LEN],
     /// A copy of the start of the payload (HTTP/1.x, HTTP/2), or a reply being built.
     pub window: [u8; WINDOW + 16],
 }
@@ -76,6 +74,9 @@ pub struct Scratch {
 #[repr(C)]
 pub struct PacketState {
     pub pkt: Pkt,
+    /// The generation read at the start of the packet.
+    pub generation: u8,
+    pub _pad: [u8; 7],
     pub exact: ExactKey,
     pub cidr: Key<CidrData>,
     pub port: PortKey,
@@ -88,3 +89,7 @@ pub static PKT_STATE: PerCpuArray<PacketState> = PerCpuArray::with_max_entries(1
 
 #[map(name = "SCRATCH")]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Index 0: the name stages program (`meshclass_names`).
+#[map(name = "JUMP")]
+pub static JUMP: ProgramArray = ProgramArray::with_max_entries(1, 0);

@@ -7,7 +7,7 @@ use classifier_common::{
     name_hash_step, name_match, EntryValue, NameKey, NameValue, MAX_NAME_LEN, NAME_HASH_INIT,
 };
 
-use super::maps::{Scratch, MAX_CANDIDATES, NAMES, NAME_BUF};
+use super::maps::{Scratch, NAMES, NAME_BUF};
 
 /// Whether `*.` wildcard suffixes are looked up .
 const SUFFIXES: bool = true;
@@ -82,24 +82,26 @@ pub fn lookup(
     if len == 0 || len >= MAX_NAME_LEN {
         return None;
     }
+    // Hash from the last byte to the first; remember every suffix's hash and which suffixes
+    // (starting with a dot) have a label count registered on this port.
     let mut h = NAME_HASH_INIT;
     let mut dots: u32 = 0;
-    let mut ncand: usize = 0;
     for j in 0..MAX_NAME_LEN {
         if j >= len {
             break;
         }
-        let i = len - 1 - j;
-        let b = s.name[i & MASK];
+        let i = (len - 1 - j) & (MAX_NAME_LEN - 1);
+        let b = s.name[i];
         h = name_hash_step(h, b);
-        if SUFFIXES && b == b'.' && i > 0 {
+        s.hash_at[i] = h;
+        let mut c = 0u8;
+        if b == b'.' && i > 0 {
             dots += 1;
-            if dots < 64 && (suffix_labels >> dots) & 1 == 1 && ncand < MAX_CANDIDATES {
-                s.cand_off[ncand] = i as u16;
-                s.cand_hash[ncand] = h;
-                ncand += 1;
+            if SUFFIXES && dots < 64 && (suffix_labels >> (dots & 63)) & 1 == 1 {
+                c = 1;
             }
         }
+        s.cand[i] = c;
     }
     let key = NameKey {
         hash: h,
@@ -115,17 +117,19 @@ pub fn lookup(
             return Some(v.entry);
         }
     }
-    if !SUFFIXES || kind != name_match::EXACT {
+    if !SUFFIXES || kind != name_match::EXACT || suffix_labels == 0 {
         return None;
     }
-    for c in 0..MAX_CANDIDATES {
-        if c >= ncand {
+    // Longest suffix first: the smallest start.
+    for i in 1..MAX_NAME_LEN {
+        if i >= len {
             break;
         }
-        let idx = (ncand - 1 - c) & (MAX_CANDIDATES - 1);
-        let off = s.cand_off[idx] as usize;
+        if s.cand[i] == 0 {
+            continue;
+        }
         let key = NameKey {
-            hash: s.cand_hash[idx],
+            hash: s.hash_at[i],
             generation,
             kind: name_match::SUFFIX,
             port,
@@ -134,7 +138,7 @@ pub fn lookup(
         if let Some(v) = NAMES.get_ptr(key) {
             // SAFETY: as above.
             let v = unsafe { &*v };
-            if off < len && equal(s, off & (MAX_NAME_LEN - 1), len, v) {
+            if equal(s, i, len, v) {
                 return Some(v.entry);
             }
         }

@@ -14,6 +14,8 @@ use super::{
 const MAX_EXTENSIONS: u32 = 64;
 const EXT_SERVER_NAME: u16 = 0;
 const EXT_ECH: u16 = 0xfe0d;
+/// Offsets in a frame stay below this.
+const OFF_MASK: usize = 0xffff;
 
 /// What a first payload says as a ClientHello.
 pub enum Hello {
@@ -98,6 +100,10 @@ pub fn parse(ctx: &TcContext, p: &Pkt, s: &mut Scratch) -> Hello {
     let mut name_at = 0usize;
     let mut name_len = 0usize;
     for _ in 0..MAX_EXTENSIONS {
+        // Bounded ranges let the verifier see one state per loop turn.
+        off = black_box(off) & OFF_MASK;
+        name_at = black_box(name_at) & OFF_MASK;
+        name_len = black_box(name_len) & (MAX_NAME_LEN - 1);
         if off + 4 > ext_end {
             break;
         }

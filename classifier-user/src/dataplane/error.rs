@@ -64,6 +64,9 @@ pub enum DataplaneError {
     /// BPF_PROG_TEST_RUN failed.
     #[error("test run: {0}")]
     TestRun(#[source] Box<aya::programs::ProgramError>),
+    /// A program's file descriptor could not be duplicated.
+    #[error("duplicating a program fd: {0}")]
+    Fd(#[source] std::io::Error),
     /// Per-CPU counters could not be summed.
     #[error("counting CPUs: {0}")]
     Cpus(#[source] std::io::Error),

@@ -25,6 +25,8 @@ use crate::{plan::Plan, settings::Settings};
 
 /// Name of the outbound (TC ingress) program in the object.
 pub const PROGRAM: &str = "meshclass";
+/// Name of the name-stages program, tail-called by [`PROGRAM`] through `JUMP[0]`.
+pub const NAMES_PROGRAM: &str = "meshclass_names";
 /// Name of the inbound (TC egress) program in the object.
 pub const INBOUND_PROGRAM: &str = "meshclass_inbound";
 
@@ -99,7 +101,7 @@ impl Dataplane {
         let mut ebpf = loader
             .load(crate::CLASSIFIER_OBJECT)
             .map_err(|e| DataplaneError::Load(Box::new(e)))?;
-        for name in [PROGRAM, INBOUND_PROGRAM] {
+        for name in [PROGRAM, NAMES_PROGRAM, INBOUND_PROGRAM] {
             let prog: &mut SchedClassifier = ebpf
                 .program_mut(name)
                 .ok_or(DataplaneError::MissingProgram(name))?
@@ -112,6 +114,32 @@ impl Dataplane {
                 name,
                 source: Box::new(e),
             })?;
+        }
+        let names_fd = {
+            let prog: &SchedClassifier = ebpf
+                .program(NAMES_PROGRAM)
+                .ok_or(DataplaneError::MissingProgram(NAMES_PROGRAM))?
+                .try_into()
+                .map_err(|e| DataplaneError::Program {
+                    name: NAMES_PROGRAM,
+                    source: Box::new(e),
+                })?;
+            prog.fd()
+                .map_err(|e| DataplaneError::Program {
+                    name: NAMES_PROGRAM,
+                    source: Box::new(e),
+                })?
+                .try_clone()
+                .map_err(DataplaneError::Fd)?
+        };
+        {
+            let m = ebpf
+                .map_mut(maps::JUMP)
+                .ok_or(DataplaneError::MissingMap(maps::JUMP))?;
+            let mut jump =
+                aya::maps::ProgramArray::try_from(m).map_err(DataplaneError::map(maps::JUMP))?;
+            jump.set(0, &names_fd, 0)
+                .map_err(DataplaneError::map(maps::JUMP))?;
         }
         let writer = MapWriter::new_fresh(ebpf, *caps)?;
         Ok(Self { writer })

@@ -20,7 +20,7 @@ use super::{
 use crate::{plan::Plan, settings::Settings};
 
 /// Every map the writer and the test tools use.
-pub(crate) const MAP_NAMES: [&str; 12] = [
+pub(crate) const MAP_NAMES: [&str; 14] = [
     maps::ACTIVE,
     maps::CONFIG,
     maps::LAYOUT,
@@ -33,6 +33,8 @@ pub(crate) const MAP_NAMES: [&str; 12] = [
     maps::COUNTERS,
     maps::ENTRY_HITS,
     maps::EVENTS,
+    maps::JUMP,
+    maps::PKT_STATE,
 ];
 
 /// What one `apply` changed.
@@ -151,7 +153,7 @@ impl MapWriter {
                 .ok_or(DataplaneError::MissingMap(name))?;
             let data: &MapData = match m {
                 Map::HashMap(d) | Map::LruHashMap(d) | Map::LpmTrie(d) | Map::Array(d) => d,
-                Map::PerCpuArray(d) | Map::RingBuf(d) => d,
+                Map::PerCpuArray(d) | Map::RingBuf(d) | Map::ProgramArray(d) => d,
                 _ => return Err(DataplaneError::MissingMap(name)),
             };
             Ok(data
