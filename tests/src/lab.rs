@@ -193,7 +193,7 @@ impl Lab {
             for (port, kind) in [(443u16, "tls"), (80, "http"), (TCP_PORT, "tcp")] {
                 let l = self
                     .world
-                    .run(|| TcpListener::bind(SocketAddr::new(a, port)))
+                    .run(|| retry_bind(|| TcpListener::bind(SocketAddr::new(a, port))))
                     .with_context(|| format!("binding {a}:{port}"))?;
                 l.set_nonblocking(true)?;
                 let stop = stop.clone();
@@ -204,7 +204,7 @@ impl Lab {
             }
             let u = self
                 .world
-                .run(|| UdpSocket::bind(SocketAddr::new(a, 53)))
+                .run(|| retry_bind(|| UdpSocket::bind(SocketAddr::new(a, 53))))
                 .with_context(|| format!("binding udp {a}:53"))?;
             u.set_read_timeout(Some(Duration::from_millis(100)))?;
             let stop = stop.clone();
@@ -477,6 +477,22 @@ impl Drop for Lab {
             .collect();
         let _ = std::fs::remove_dir_all(Path::new("/run/meshclass").join(tag));
         let _ = std::fs::remove_file(self.log_path());
+    }
+}
+
+/// Binding right after an address was added can meet it still tentative: try for a while.
+fn retry_bind<T>(f: impl Fn() -> std::io::Result<T>) -> std::io::Result<T> {
+    let start = Instant::now();
+    loop {
+        match f() {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrNotAvailable
+                    && start.elapsed() < Duration::from_secs(5) =>
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => return other,
+        }
     }
 }
 

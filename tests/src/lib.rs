@@ -90,6 +90,9 @@ impl NetNs {
         }
         let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
         let ns = Self { name, path, file };
+        // Interfaces made here get addresses usable at once (no duplicate address detection).
+        ns.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
+        ns.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
         ns.block_on(|nl| async move { nl.set_up("lo").await.map_err(Into::into) })?;
         Ok(ns)
     }

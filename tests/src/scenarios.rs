@@ -101,11 +101,18 @@ pub fn probes() -> Vec<Probe> {
             registry_only: "reject",
         },
         Probe {
-            what: "spoofed name at API's IP (TLS)",
-            dst: sa(addr::API, 443),
-            kind: Tls("evil.example"),
+            what: "api.external-svc.com by SNI, other IP",
+            dst: sa(addr::UNKNOWN, 443),
+            kind: Tls("api.external-svc.com"),
             allow_any: "pass",
-            registry_only: "reject",
+            registry_only: "pass",
+        },
+        Probe {
+            what: "api.external-svc.com by Host, other IP",
+            dst: sa(addr::UNKNOWN, 80),
+            kind: Http("api.external-svc.com"),
+            allow_any: "pass",
+            registry_only: "pass",
         },
         Probe {
             what: "unknown host (HTTP Host)",

@@ -306,7 +306,7 @@ fn inspect_explain_flows_and_metrics_agree_with_the_traffic() {
             &[
                 "explain",
                 "--dst",
-                &format!("{}:443", addr::API),
+                &format!("{}:443", addr::UNKNOWN),
                 "--sni",
                 "api.external-svc.com",
                 "--json",

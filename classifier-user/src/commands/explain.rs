@@ -143,6 +143,8 @@ fn explain(args: &ExplainArgs) -> Result<i32, String> {
         let mut opts = TestRunOptions::default();
         opts.data_in = Some(frame);
         opts.data_out = Some(&mut out);
+        // A packet of a connection already decided gets the connection's verdict at stage FLOW.
+        let decided_before = matches!(flows.get(&key, 0), Ok(f) if f.state == flow_state::DECIDED);
         let result = prog
             .test_run(opts)
             .map_err(|e| format!("BPF_PROG_TEST_RUN: {e}"))?;
@@ -151,6 +153,11 @@ fn explain(args: &ExplainArgs) -> Result<i32, String> {
                 verdict: verdict::PASS,
                 stage: stage::PENDING,
                 service: NO_SERVICE,
+            },
+            Ok(f) if decided_before => Answer {
+                verdict: f.verdict,
+                stage: stage::FLOW,
+                service: f.service_id,
             },
             Ok(f) => Answer {
                 verdict: f.verdict,
@@ -194,7 +201,12 @@ fn explain(args: &ExplainArgs) -> Result<i32, String> {
                 .unwrap_or_else(|| format!("#{id}"))
         }
     };
-    let last = rows.last().cloned();
+    // The connection's decision: the packet that decided it (not a FLOW or PENDING one).
+    let last = rows
+        .iter()
+        .find(|r| r.2.stage != stage::FLOW && r.2.stage != stage::PENDING)
+        .or(rows.last())
+        .cloned();
     if args.json {
         let (_, _, k, m, why, agree) = last.ok_or("no packets")?;
         let v = json!({
