@@ -940,6 +940,7 @@ fn kernel_and_model_agree() {
     let mut sent: u64 = 0;
     let mut disagreements = 0u64;
     let mut refused = 0u64;
+    let mut pairs: std::collections::BTreeMap<(u8, u8), u64> = Default::default();
     let mut first_report = String::new();
     let mut by_stage = [0u64; stage::COUNT];
     let mut sweep = Sweep::new();
@@ -994,6 +995,7 @@ fn kernel_and_model_agree() {
                 k.2 != NO_SERVICE && m.service_id != NO_SERVICE && k.2 != m.service_id;
             if k.0 != m.verdict || k.1 != m.stage || service_differs {
                 disagreements += 1;
+                *pairs.entry((k.1, m.stage)).or_default() += 1;
                 if disagreements <= 5 {
                     let report = format!(
                         "DISAGREEMENT #{disagreements} at packet {sent} (seed {seed:#x}):\n  kernel: {}\n  model:  {} ({})\n  packet ({} bytes): {}\n",
@@ -1026,6 +1028,13 @@ fn kernel_and_model_agree() {
         started.elapsed().as_secs_f64(),
         stages.join(" ")
     );
+    for ((ks, ms), n) in &pairs {
+        println!(
+            "  disagreements with kernel stage {} and model stage {}: {n}",
+            stage::name(*ks),
+            stage::name(*ms)
+        );
+    }
     assert_eq!(
         disagreements, 0,
         "kernel and model disagree (seed {seed:#x}); first:\n{first_report}"
