@@ -6,6 +6,8 @@
 //! `MESHCLASS_DIFF_NO_NAMES=1` leaves name entries out of the registries, and
 //! `MESHCLASS_DIFF_NO_SPLIT=1` sends every first payload in one segment (both narrow a hunt).
 //! Run as root: `cargo test -p tests --release --test differential -- --test-threads=1`.
+//! The full run (`kernel_and_model_agree`, names included) is ignored while the kernel's name
+//! stages are compiled out; `-- --ignored` runs it.
 
 use std::{
     fmt::Write as _,
@@ -912,8 +914,24 @@ fn show(v: u8, st: u8, svc: u32) -> String {
     format!("{}/{} service {svc}", verdict::name(v), stage::name(st))
 }
 
+/// Every stage but the name stages: registries without SNI/Host entries (so no port waits for
+/// a payload), everything else as in the full run.
 #[test]
+fn kernel_and_model_agree_without_names() {
+    differential(false);
+}
+
+/// The full run, name stages and split ClientHellos included.
+#[test]
+#[ignore = "the kernel's name stages are compiled out (NAME_STAGES, HTTP_STAGES, H2_STAGE = \
+            false in classifier-ebpf/src/prog/classify.rs: the TLS walk exceeds the verifier's \
+            limit); run with --ignored once they are in"]
 fn kernel_and_model_agree() {
+    differential(env_u64("MESHCLASS_DIFF_NO_NAMES").unwrap_or(0) == 0);
+}
+
+/// Runs the generated packets through both; `with_names` puts SNI/Host entries in registries.
+fn differential(with_names: bool) {
     let seed = env_u64("MESHCLASS_DIFF_SEED").unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -921,11 +939,11 @@ fn kernel_and_model_agree() {
             .unwrap_or(1)
     });
     let total = env_u64("MESHCLASS_DIFF_PACKETS").unwrap_or(1_000_000);
-    // MESHCLASS_DIFF_NO_NAMES=1 leaves SNI/Host entries out of the registries (to look at the
-    // other stages alone).
-    let with_names = env_u64("MESHCLASS_DIFF_NO_NAMES").unwrap_or(0) == 0;
     let split = env_u64("MESHCLASS_DIFF_NO_SPLIT").unwrap_or(0) == 0;
-    println!("differential: seed {seed:#x} ({seed}), {total} packets (MESHCLASS_DIFF_SEED / MESHCLASS_DIFF_PACKETS)");
+    println!(
+        "differential: seed {seed:#x} ({seed}), {total} packets (MESHCLASS_DIFF_SEED / \
+         MESHCLASS_DIFF_PACKETS), names {with_names}, split hellos {split}"
+    );
     let mut kernel = kernel::Kernel::load();
     let mut r = Rng(seed);
     let world = World::new(&mut r);
