@@ -392,3 +392,39 @@ fn update_keeps_flows() {
     assert_eq!(m.classify(&ack).verdict, verdict::REDIRECT);
     assert_eq!(m.classify(&syn("10.1.0.5", 80)).verdict, verdict::REJECT);
 }
+
+#[test]
+fn explain_names_the_stage_and_the_entry() {
+    let mut m = Model::new(&plan(), &registry_only());
+    let d = m.classify(&syn("10.2.3.4", 80));
+    assert_eq!(
+        d.explain,
+        "cidr matched entry #2 10.2.3.0/24:80/tcp of service ns/svc3/host → pass"
+    );
+    let d = m.classify(&syn("8.8.8.8", 81));
+    assert_eq!(
+        d.explain,
+        "nothing in the registry matched: outbound policy REGISTRY_ONLY → reject"
+    );
+    let req = http::request(
+        "GET",
+        Some(b"customers.com"),
+        &http::RequestOptions::default(),
+    );
+    let pkt = TcpFlow::new(ip("10.0.0.1"), ip("1.1.1.1"), 9, 8080, 1)
+        .data(&req)
+        .build();
+    let d = m.classify(&pkt);
+    assert_eq!(
+        d.explain,
+        "name `customers.com`: redirect entry applied as pass (too late to redirect); host \
+         matched entry #6 host customers.com:8080 of service ns/svc7/host → pass"
+    );
+    assert_eq!(
+        d.matched,
+        Some(Match::Host {
+            name: "customers.com".into(),
+            port: 8080
+        })
+    );
+}
