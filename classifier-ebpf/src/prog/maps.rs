@@ -66,6 +66,9 @@ pub struct Scratch {
     pub cand: [u8; MAX_NAME_LEN],
     /// The name hash of `name[i..]`, for every `i`.
     pub hash_at: [u64; MAX_NAME_LEN],
+    /// Values passed through memory the verifier does not track, so that a loop's state does
+    /// not drift from one turn to the next (see `launder`).
+    pub tmp: [u64; 4],
     /// A copy of the start of the payload (HTTP/1.x, HTTP/2), or a reply being built.
     pub window: [u8; WINDOW + 16],
 }
@@ -93,3 +96,15 @@ pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 /// Index 0: the name stages program (`meshclass_names`).
 #[map(name = "JUMP")]
 pub static JUMP: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// Returns `v & mask` as a value the verifier knows only by the mask: map memory is not
+/// tracked, so loop states that differ only in this value's range become equal and prune.
+#[inline(always)]
+pub fn launder(s: &mut Scratch, slot: usize, v: usize, mask: usize) -> usize {
+    let p = &mut s.tmp[slot & 3] as *mut u64;
+    // SAFETY: a valid, aligned pointer into the per-CPU scratch.
+    unsafe {
+        core::ptr::write_volatile(p, v as u64);
+        core::ptr::read_volatile(p) as usize & mask
+    }
+}

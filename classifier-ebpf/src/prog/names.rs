@@ -7,7 +7,10 @@ use classifier_common::{
     name_hash_step, name_match, EntryValue, NameKey, NameValue, MAX_NAME_LEN, NAME_HASH_INIT,
 };
 
-use super::maps::{Scratch, NAMES, NAME_BUF};
+use super::maps::{launder, Scratch, NAMES, NAME_BUF};
+
+/// Lengths stay below this (a mask).
+const NAME_BUF_MASK: usize = 511;
 
 /// Whether `*.` wildcard suffixes are looked up .
 const SUFFIXES: bool = true;
@@ -18,7 +21,7 @@ const MASK: usize = NAME_BUF.next_power_of_two() / 2 - 1;
 /// bytes after the end, and returns the new length (0: no name).
 #[inline(always)]
 pub fn normalize(s: &mut Scratch, len: usize, raw: bool) -> usize {
-    let mut len = len;
+    let mut len = launder(s, 0, len, NAME_BUF_MASK);
     if len == 0 || len >= MAX_NAME_LEN {
         return 0;
     }
@@ -79,6 +82,7 @@ pub fn lookup(
     port: u16,
     suffix_labels: u64,
 ) -> Option<EntryValue> {
+    let len = launder(s, 0, len, NAME_BUF_MASK);
     if len == 0 || len >= MAX_NAME_LEN {
         return None;
     }
@@ -120,6 +124,7 @@ pub fn lookup(
     if !SUFFIXES || kind != name_match::EXACT || suffix_labels == 0 {
         return None;
     }
+    let len = launder(s, 1, len, NAME_BUF_MASK);
     // Longest suffix first: the smallest start.
     for i in 1..MAX_NAME_LEN {
         if i >= len {

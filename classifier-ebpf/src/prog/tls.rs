@@ -6,7 +6,7 @@ use aya_ebpf::{helpers::bpf_skb_load_bytes, programs::TcContext, EbpfContext};
 use classifier_common::MAX_NAME_LEN;
 
 use super::{
-    maps::Scratch,
+    maps::{launder, Scratch},
     pkt::{be16_at, u8_at, Pkt},
 };
 
@@ -101,9 +101,10 @@ pub fn parse(ctx: &TcContext, p: &Pkt, s: &mut Scratch) -> Hello {
     let mut name_len = 0usize;
     for _ in 0..MAX_EXTENSIONS {
         // Bounded ranges let the verifier see one state per loop turn.
-        off = black_box(off) & OFF_MASK;
-        name_at = black_box(name_at) & OFF_MASK;
-        name_len = black_box(name_len) & (MAX_NAME_LEN - 1);
+        off = launder(s, 0, off, OFF_MASK);
+        name_at = launder(s, 1, name_at, OFF_MASK);
+        name_len = launder(s, 2, name_len, MAX_NAME_LEN - 1);
+        let ext_end = launder(s, 3, ext_end, OFF_MASK);
         if off + 4 > ext_end {
             break;
         }
