@@ -140,9 +140,11 @@ fn explain(args: &ExplainArgs) -> Result<i32, String> {
     let mut disagree = false;
     for (what, frame) in &frames {
         let mut out = vec![0u8; frame.len() + 256];
-        let mut opts = TestRunOptions::default();
-        opts.data_in = Some(frame);
-        opts.data_out = Some(&mut out);
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..Default::default()
+        };
         // A packet of a connection already decided gets the connection's verdict at stage FLOW.
         let decided_before = matches!(flows.get(&key, 0), Ok(f) if f.state == flow_state::DECIDED);
         let result = prog

@@ -152,8 +152,8 @@ pub fn run(pin_dir: &Path, what: What, json_out: bool) -> i32 {
             } else {
                 let _ = writeln!(
                     out,
-                    "{:<50} {:<9} {:>8} {}",
-                    "MATCH", "VERDICT", "HITS", "SERVICE"
+                    "{:<50} {:<9} {:>8} SERVICE",
+                    "MATCH", "VERDICT", "HITS"
                 );
                 let mut r = Ok(());
                 for (e, id) in state.plan.entries.iter().zip(&state.entry_ids) {
