@@ -229,7 +229,11 @@ fn link_into_cargo_bin(linker_bin_dir: &Path, say: &dyn Fn(&str)) {
         Err(_) => {}
     }
     if symlink(&target, &link).is_ok() {
-        say(&format!("linked {} -> {}", link.display(), target.display()));
+        say(&format!(
+            "linked {} -> {}",
+            link.display(),
+            target.display()
+        ));
     }
 }
 

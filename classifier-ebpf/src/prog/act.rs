@@ -33,19 +33,19 @@ const BPF_TCP_LISTEN: u32 = 10;
 #[inline(never)]
 pub fn act(ctx: &TcContext, p: &Pkt, cfg: &Config, v: u8, after_handshake: bool) -> i32 {
     match v {
-        verdict::DROP => TC_ACT_SHOT as i32,
+        verdict::DROP => TC_ACT_SHOT,
         verdict::REJECT => {
             let s = match super::maps::SCRATCH.get_ptr_mut(0) {
                 // SAFETY: per-CPU scratch, used by this program run only.
                 Some(s) => unsafe { &mut *s },
-                None => return TC_ACT_SHOT as i32,
+                None => return TC_ACT_SHOT,
             };
             if p.key.proto == proto::TCP {
                 reject_tcp(ctx, p, s, after_handshake)
             } else if p.key.proto == proto::UDP {
                 reject_udp(ctx, p, s)
             } else {
-                TC_ACT_SHOT as i32
+                TC_ACT_SHOT
             }
         }
         verdict::REDIRECT => redirect(ctx, p, cfg),
@@ -209,14 +209,14 @@ fn reject_tcp(ctx: &TcContext, p: &Pkt, s: &mut Scratch, after_handshake: bool) 
         (0, p.seq.wrapping_add(n), super::pkt::TCP_RST | TCP_ACK)
     };
     let Some(at) = eth(ctx, p, s, true) else {
-        return TC_ACT_SHOT as i32;
+        return TC_ACT_SHOT;
     };
     let (iph, pseudo) = ip(s, p, &p.key.daddr, &p.key.saddr, proto::TCP, 20);
     tcp(s, iph, pseudo, p.key.dport, p.key.sport, seq, ack, flags);
     let len = (IP_AT - at) + iph + 20;
     if !after_handshake {
         if !emit(ctx, s, at, len) {
-            return TC_ACT_SHOT as i32;
+            return TC_ACT_SHOT;
         }
         // SAFETY: plain helper call.
         return unsafe { bpf_redirect(ifindex, 0) } as i32;
@@ -224,12 +224,12 @@ fn reject_tcp(ctx: &TcContext, p: &Pkt, s: &mut Scratch, after_handshake: bool) 
     // SAFETY: helper calls on the program's own skb.
     unsafe {
         if !emit(ctx, s, at, len) || bpf_clone_redirect(ctx.as_ptr() as *mut _, ifindex, 0) != 0 {
-            return TC_ACT_SHOT as i32;
+            return TC_ACT_SHOT;
         }
     }
     // The RST on to the server, at the sequence number it expects next.
     let Some(at) = eth(ctx, p, s, false) else {
-        return TC_ACT_SHOT as i32;
+        return TC_ACT_SHOT;
     };
     let (iph, pseudo) = ip(s, p, &p.key.saddr, &p.key.daddr, proto::TCP, 20);
     tcp(
@@ -243,7 +243,7 @@ fn reject_tcp(ctx: &TcContext, p: &Pkt, s: &mut Scratch, after_handshake: bool) 
         super::pkt::TCP_RST | TCP_ACK,
     );
     if !emit(ctx, s, at, (IP_AT - at) + iph + 20) {
-        return TC_ACT_SHOT as i32;
+        return TC_ACT_SHOT;
     }
     TC_ACT_UNSPEC
 }
@@ -257,7 +257,7 @@ fn reject_udp(ctx: &TcContext, p: &Pkt, s: &mut Scratch) -> i32 {
         q = MAX_QUOTE;
     }
     let Some(at) = eth(ctx, p, s, true) else {
-        return TC_ACT_SHOT as i32;
+        return TC_ACT_SHOT;
     };
     let v4 = p.key.family == family::V4;
     let (icmp_proto, ty, code) = if v4 { (1u8, 3u8, 3u8) } else { (58, 1, 4) };
@@ -274,7 +274,7 @@ fn reject_udp(ctx: &TcContext, p: &Pkt, s: &mut Scratch) -> i32 {
         )
     };
     if r != 0 {
-        return TC_ACT_SHOT as i32;
+        return TC_ACT_SHOT;
     }
     let w = &mut s.window;
     w[icmp_at..icmp_at + 8].copy_from_slice(&[ty, code, 0, 0, 0, 0, 0, 0]);
@@ -282,7 +282,7 @@ fn reject_udp(ctx: &TcContext, p: &Pkt, s: &mut Scratch) -> i32 {
     let c = fold(sum_words(w, icmp_at, 8 + q, seed));
     w[icmp_at + 2..icmp_at + 4].copy_from_slice(&c.to_be_bytes());
     if !emit(ctx, s, at, (IP_AT - at) + iph + 8 + q) {
-        return TC_ACT_SHOT as i32;
+        return TC_ACT_SHOT;
     }
     // SAFETY: plain helper call.
     unsafe { bpf_redirect(ifindex, 0) as i32 }
@@ -292,7 +292,7 @@ fn reject_udp(ctx: &TcContext, p: &Pkt, s: &mut Scratch) -> i32 {
 #[inline(always)]
 fn redirect(ctx: &TcContext, p: &Pkt, cfg: &Config) -> i32 {
     let Some(st) = super::maps::PKT_STATE.get_ptr_mut(0) else {
-        return TC_ACT_SHOT as i32;
+        return TC_ACT_SHOT;
     };
     // SAFETY: per-CPU state, used by this program run only.
     let tuple: &mut bpf_sock_tuple = unsafe { &mut (*st).tuple };
@@ -386,11 +386,11 @@ unsafe fn assign(ctx: &TcContext, sk: *mut bpf_sock, cfg: &Config) -> i32 {
         return no_socket();
     }
     ctx.set_mark(cfg.proxy_mark);
-    TC_ACT_OK as i32
+    TC_ACT_OK
 }
 
 #[inline(always)]
 fn no_socket() -> i32 {
     cnt::inc(counter::REDIRECT_NO_SOCKET);
-    TC_ACT_SHOT as i32
+    TC_ACT_SHOT
 }

@@ -84,6 +84,10 @@ const MAX_EXT_HEADERS: u32 = 8;
 
 /// Parses Ethernet, one VLAN tag, IPv4/IPv6 and the TCP/UDP header.
 #[inline(always)]
+#[expect(
+    clippy::explicit_counter_loop,
+    reason = "the extension-header walk keeps its own count beside the verifier-bounded loop"
+)]
 pub fn parse(ctx: &TcContext, p: &mut Pkt) -> Parsed {
     let Some(mut ethertype) = be16_at(ctx, 12) else {
         return Parsed::NotIp;

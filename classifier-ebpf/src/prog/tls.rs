@@ -18,6 +18,7 @@ const EXT_ECH: u16 = 0xfe0d;
 const OFF_MASK: usize = 0xffff;
 
 /// What a first payload says as a ClientHello.
+#[expect(clippy::enum_variant_names, reason = "NotHello reads better than Not")]
 pub enum Hello {
     /// Not a TLS handshake record holding a ClientHello, or unparseable.
     NotHello,
@@ -123,7 +124,7 @@ pub fn parse(ctx: &TcContext, p: &Pkt, s: &mut Scratch) -> Hello {
                 return Hello::NotHello;
             };
             let nl = nl as usize;
-            if nt == 0 && nl >= 1 && nl < MAX_NAME_LEN && body + 5 + nl <= off {
+            if nt == 0 && (1..MAX_NAME_LEN).contains(&nl) && body + 5 + nl <= off {
                 name_at = body + 5;
                 name_len = nl;
             }
