@@ -152,6 +152,22 @@ pub fn probes() -> Vec<Probe> {
     ]
 }
 
+/// Whether the kernel program carries its name stages (TLS SNI, HTTP Host). They are compiled
+/// out for now: the verifier refuses them at its 1M-instruction limit. Probes that only a name
+/// can decide are then reported as a known gap, never as a pass.
+pub const KERNEL_NAME_STAGES: bool = false;
+
+/// Whether only a name stage can give this probe its expected verdict.
+pub fn needs_names(p: &Probe, registry_only: bool) -> bool {
+    let exact_by_dns = [addr::API, addr::API6]
+        .iter()
+        .any(|a| a.parse::<std::net::IpAddr>().ok() == Some(p.dst.ip()));
+    registry_only
+        && matches!(p.kind, Kind::Tls(_) | Kind::Http(_))
+        && p.registry_only == "pass"
+        && !exact_by_dns
+}
+
 /// What one probe did.
 #[derive(Clone, Debug)]
 pub struct Row {
@@ -161,6 +177,8 @@ pub struct Row {
     pub took: Duration,
     pub stage: String,
     pub service: String,
+    /// Decided by a name stage the kernel does not have yet (see [`KERNEL_NAME_STAGES`]).
+    pub known_gap: bool,
 }
 
 impl Row {
@@ -194,6 +212,7 @@ pub fn run(lab: &Lab, meshclass: &Path, registry_only: bool) -> Vec<Row> {
         let took = start.elapsed();
         let (stage, service) = flow_of(lab, meshclass, p.dst, matches!(p.kind, Kind::Udp));
         rows.push(Row {
+            known_gap: !KERNEL_NAME_STAGES && needs_names(&p, registry_only),
             expected: if registry_only {
                 p.registry_only
             } else {
@@ -254,9 +273,15 @@ pub fn table(rows: &[Row]) -> String {
             observed,
             r.stage,
             r.service,
-            if r.ok() { "ok" } else { "MISMATCH" }
+            if r.ok() {
+                "ok"
+            } else if r.known_gap {
+                "GAP: no name stage in the kernel yet"
+            } else {
+                "MISMATCH"
+            }
         ));
-        if !r.ok() {
+        if !r.ok() && !r.known_gap {
             out.push_str(&format!("    observed: {:?}\n", r.outcome));
         }
     }
