@@ -101,6 +101,7 @@ pub struct ServicePort {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Cidr {
     /// Network address, host bits zero.
+    #[serde(rename = "address")]
     pub addr: IpAddr,
     pub len: u8,
 }
@@ -111,6 +112,7 @@ pub struct Cidr {
 pub enum Match {
     /// Exact destination IP, port and protocol.
     Ip {
+        #[serde(rename = "address")]
         addr: IpAddr,
         port: u16,
         protocol: L4,

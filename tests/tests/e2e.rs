@@ -300,7 +300,7 @@ fn inspect_explain_flows_and_metrics_agree_with_the_traffic() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|e| e["match"]["addr"].as_str() == Some(addr::VM1))
+        .find(|e| e["match"]["address"].as_str() == Some(addr::VM1))
         .expect("an entry for the VM");
     assert_eq!(vm_entry["hits"].as_u64(), Some(1), "{vm_entry}");
 

@@ -98,11 +98,17 @@ enum Command {
         #[arg(long, default_value = DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff), generated from this command line definition.
+    Man,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
+        Command::Completions { shell } => completions(shell),
+        Command::Man => man(),
         Command::Validate { paths } => commands::validate::run(&paths),
         Command::Compile {
             paths,
@@ -153,4 +159,33 @@ fn main() -> ExitCode {
         } => commands::flows::run(&pin_dir, follow, json),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+fn completions(shell: clap_complete::Shell) -> i32 {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    clap_complete::generate(shell, &mut cmd, "meshclass", &mut std::io::stdout());
+    0
+}
+
+fn man() -> i32 {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let mut out = std::io::stdout();
+    let page = clap_mangen::Man::new(cmd.clone());
+    if let Err(e) = page.render(&mut out) {
+        eprintln!("error: {e}");
+        return 2;
+    }
+    // One section per subcommand, so the page documents every command's flags.
+    for sub in cmd.get_subcommands() {
+        let name = format!("meshclass-{}", sub.get_name());
+        let page = clap_mangen::Man::new(
+            sub.clone()
+                .name(clap::builder::Str::from(name.leak() as &str)),
+        );
+        if let Err(e) = page.render(&mut out) {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    }
+    0
 }
