@@ -105,7 +105,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `run --config FILE`: the file's settings, then the flags, which win.
+    let argv = match commands::config::expand(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(argv);
     let code = match cli.command {
         Command::Completions { shell } => completions(shell),
         Command::Man => man(),

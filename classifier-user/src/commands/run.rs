@@ -55,6 +55,9 @@ pub struct RunArgs {
     /// DNS server for names with resolution DNS (default: the first in /etc/resolv.conf).
     #[arg(long)]
     pub dns_server: Option<SocketAddr>,
+    /// A YAML file with the same settings (keys are the flag names); flags given here win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
     /// Log as JSON lines.
     #[arg(long)]
     pub json_logs: bool,

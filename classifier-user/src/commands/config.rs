@@ -1,0 +1,189 @@
+//! `meshclass run --config FILE`: the same settings as the flags, in YAML. Flags win.
+//!
+//! ```yaml
+//! registry: [/etc/meshclass/registry]
+//! iface: [veth1234]
+//! outbound-policy: REGISTRY_ONLY
+//! blocked: reject
+//! metrics-addr: 127.0.0.1:9464
+//! ```
+
+use std::{ffi::OsString, path::Path};
+
+use crate::registry::yaml::{parse_documents, Limits, Node, Value};
+
+/// Keys a config file may hold: the long flags of `run` that take a value.
+const VALUE_KEYS: &[&str] = &[
+    "registry",
+    "iface",
+    "outbound-policy",
+    "blocked",
+    "external",
+    "proxy-port",
+    "proxy-mark",
+    "route-table",
+    "pin-dir",
+    "metrics-addr",
+    "dns-server",
+    "attach",
+    "poll-ms",
+];
+/// Keys that are switches.
+const SWITCH_KEYS: &[&str] = &["events-all", "json-logs"];
+
+fn scalar(n: &Node) -> Option<String> {
+    match &n.value {
+        Value::Str(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Float(f) => Some(f.to_string()),
+        _ => None,
+    }
+}
+
+/// Reads `path` into `run` arguments, in the order the file gives them.
+pub fn args_from_file(path: &Path) -> Result<Vec<(String, Vec<String>)>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut docs = Vec::new();
+    parse_documents(&text, &Limits::default(), 0, |d| docs.push(d));
+    let root = match docs.into_iter().next() {
+        None => return Ok(Vec::new()),
+        Some(Err((mark, e))) => {
+            return Err(format!(
+                "{}:{}:{}: {e}",
+                path.display(),
+                mark.line,
+                mark.col
+            ))
+        }
+        Some(Ok(root)) => root,
+    };
+    let Value::Map(entries) = &root.value else {
+        return Err(format!(
+            "{}: a config file is a mapping of flag names to values",
+            path.display()
+        ));
+    };
+    let mut out = Vec::new();
+    for (k, v) in entries {
+        let at = format!("{}:{}:{}", path.display(), k.mark.line, k.mark.col);
+        let key = scalar(k).ok_or_else(|| format!("{at}: a key must be a flag name"))?;
+        let values = match &v.value {
+            Value::Seq(items) => items
+                .iter()
+                .map(|i| {
+                    scalar(i).ok_or_else(|| format!("{at}: {key}: list items must be scalars"))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            _ => vec![scalar(v).ok_or_else(|| format!("{at}: {key}: expected a value"))?],
+        };
+        if VALUE_KEYS.contains(&key.as_str()) {
+            out.push((key, values));
+        } else if SWITCH_KEYS.contains(&key.as_str()) {
+            if values.iter().any(|v| v == "true") {
+                out.push((key, Vec::new()));
+            }
+        } else {
+            return Err(format!("{at}: `{key}` is not a setting of meshclass run"));
+        }
+    }
+    Ok(out)
+}
+
+/// Rewrites the process arguments of `meshclass run ... --config FILE ...` so that the file's
+/// settings come first and every flag given on the command line replaces the file's value.
+pub fn expand(argv: Vec<OsString>) -> Result<Vec<OsString>, String> {
+    if argv.get(1).and_then(|a| a.to_str()) != Some("run") {
+        return Ok(argv);
+    }
+    let mut config = None;
+    let mut rest = Vec::new();
+    let mut it = argv.iter().skip(2);
+    while let Some(a) = it.next() {
+        let s = a.to_string_lossy();
+        if s == "--config" {
+            config = it.next().cloned();
+        } else if let Some(v) = s.strip_prefix("--config=") {
+            config = Some(OsString::from(v));
+        } else {
+            rest.push(a.clone());
+        }
+    }
+    let Some(config) = config else {
+        return Ok(argv);
+    };
+    let given: Vec<String> = rest
+        .iter()
+        .filter_map(|a| a.to_str())
+        .filter_map(|a| a.strip_prefix("--"))
+        .map(|a| a.split('=').next().unwrap_or(a).to_string())
+        .collect();
+    let mut out = vec![argv[0].clone(), OsString::from("run")];
+    for (key, values) in args_from_file(Path::new(&config))? {
+        if given.contains(&key) {
+            continue;
+        }
+        if values.is_empty() {
+            out.push(OsString::from(format!("--{key}")));
+        }
+        for v in values {
+            out.push(OsString::from(format!("--{key}")));
+            out.push(OsString::from(v));
+        }
+    }
+    out.extend(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = std::env::temp_dir().join(format!("meshclass-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.yaml");
+        std::fs::write(
+            &f,
+            "registry: [/a, /b]\niface: eth9\noutbound-policy: REGISTRY_ONLY\nevents-all: true\n",
+        )
+        .unwrap();
+        let argv: Vec<OsString> = [
+            "meshclass",
+            "run",
+            "--config",
+            f.to_str().unwrap(),
+            "--iface",
+            "veth0",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        let out: Vec<String> = expand(argv)
+            .unwrap()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            out,
+            [
+                "meshclass",
+                "run",
+                "--registry",
+                "/a",
+                "--registry",
+                "/b",
+                "--outbound-policy",
+                "REGISTRY_ONLY",
+                "--events-all",
+                "--iface",
+                "veth0"
+            ]
+        );
+        std::fs::write(&f, "registy: /a\n").unwrap();
+        let err = args_from_file(&f).unwrap_err();
+        assert!(err.contains(":1:1:") && err.contains("registy"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
