@@ -68,7 +68,7 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
     let syn_only = tcp && p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
     let mut pending = false;
     if !syn_only {
-        if let Some(f) = FLOWS.get_ptr(p.key) {
+        if let Some(f) = FLOWS.get_ptr(&p.key) {
             // SAFETY: a map value pointer, valid for this run.
             let (state, v) = unsafe { ((*f).state, (*f).verdict) };
             if state == flow_state::DECIDED {
@@ -90,7 +90,7 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
             _pad2: 0,
             addr: p.key.daddr,
         };
-        if let Some(e) = EXACT.get_ptr(st.exact) {
+        if let Some(e) = EXACT.get_ptr(&st.exact) {
             // SAFETY: as above.
             let e = unsafe { *e };
             return Ok(decide(
@@ -130,7 +130,7 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
         proto: p.key.proto,
         port: p.key.dport,
     };
-    let port = match PORTS.get_ptr(st.port) {
+    let port = match PORTS.get_ptr(&st.port) {
         Some(v) => v,
         None => &EMPTY_PORT as *const PortValue,
     };
@@ -149,7 +149,7 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
                 _pad: 0,
                 decided_ns: 0,
             };
-            let _ = FLOWS.insert(p.key, st.flow, 0);
+            let _ = FLOWS.insert(&p.key, &st.flow, 0);
         }
         return Ok(only(verdict::PASS, stage::PENDING));
     }
@@ -180,7 +180,7 @@ pub fn try_names(ctx: &TcContext) -> Result<i32, i32> {
         return Ok(only(verdict::PASS, stage::OTHER));
     };
     let p = &st.pkt;
-    let port = match PORTS.get_ptr(st.port) {
+    let port = match PORTS.get_ptr(&st.port) {
         Some(v) => v,
         None => &EMPTY_PORT as *const PortValue,
     };
@@ -455,7 +455,7 @@ fn decide(ctx: &TcContext, p: &Pkt, cfg: &Config, d: &Decision) -> i32 {
         _pad: 0,
         decided_ns: now,
     };
-    let _ = FLOWS.insert(p.key, *fv, 0);
+    let _ = FLOWS.insert(&p.key, &*fv, 0);
     if entry.is_some() {
         if let Some(h) = ENTRY_HITS.get_ptr_mut(entry_id) {
             // SAFETY: a map value shared by CPUs, updated with an atomic add.

@@ -53,6 +53,6 @@ pub fn try_inbound(ctx: &TcContext) -> Result<i32, i32> {
         // SAFETY: plain helper call.
         decided_ns: unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() },
     };
-    let _ = FLOWS.insert(reply, fv, BPF_NOEXIST as u64);
+    let _ = FLOWS.insert(&reply, &fv, BPF_NOEXIST as u64);
     Ok(TC_ACT_UNSPEC)
 }
