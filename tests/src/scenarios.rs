@@ -257,7 +257,7 @@ pub fn flow_of(lab: &Lab, meshclass: &Path, dst: SocketAddr, udp: bool) -> (Stri
 /// The rows as an aligned table.
 pub fn table(rows: &[Row]) -> String {
     let mut out = format!(
-        "{:<34} {:<22} {:<9} {:<9} {:<8} {:<46} {}\n",
+        "{:<40} {:<22} {:<9} {:<10} {:<8} {:<46} {}\n",
         "DESTINATION", "ADDRESS", "EXPECTED", "OBSERVED", "STAGE", "SERVICE", ""
     );
     for r in rows {
@@ -266,7 +266,7 @@ pub fn table(rows: &[Row]) -> String {
             o => o.word().to_string(),
         };
         out.push_str(&format!(
-            "{:<34} {:<22} {:<9} {:<9} {:<8} {:<46} {}\n",
+            "{:<40} {:<22} {:<9} {:<10} {:<8} {:<46} {}\n",
             r.probe.what,
             r.probe.dst.to_string(),
             r.expected,

@@ -85,6 +85,37 @@ fn main() -> ExitCode {
         show(&lab, &bin, "inspect", &["inspect", "counters"]);
         if registry_only {
             show(&lab, &bin, "inspect", &["inspect", "entries"]);
+            // The live program and the reference model, side by side.
+            show(
+                &lab,
+                &bin,
+                "explain",
+                &["explain", "--dst", "10.77.130.11:80"],
+            );
+            show(
+                &lab,
+                &bin,
+                "explain",
+                &["explain", "--dst", "10.77.160.66:9000"],
+            );
+            show(
+                &lab,
+                &bin,
+                "explain",
+                &["explain", "--dst", "10.77.160.66:53", "--proto", "udp"],
+            );
+            show(
+                &lab,
+                &bin,
+                "explain",
+                &[
+                    "explain",
+                    "--dst",
+                    "10.77.160.66:443",
+                    "--sni",
+                    "api.external-svc.com",
+                ],
+            );
         }
         let _ = lab.stop_daemon(false);
         let pin = lab.pin_dir.display().to_string();
