@@ -399,11 +399,12 @@ fn inspect_explain_flows_and_metrics_agree_with_the_traffic() {
         body.lines()
             .any(|l| l.starts_with("meshclass_decisions_total")
                 && l.contains("customers.com")
-                && l.ends_with(" 1")),
-        "one decision for customers.com:\n{body}"
+                // The connection, and explain's run of the same packets through the live program.
+                && l.ends_with(" 2")),
+        "two decisions for customers.com:\n{body}"
     );
     assert!(
-        body.contains("meshclass_registry_reloads_total 1"),
+        body.contains("meshclass_registry_reloads_total 2"),
         "{body}"
     );
 }
