@@ -232,7 +232,7 @@ fn port_or_policy(
 
 /// Whether the name stages are compiled in. Off: the TLS walk does not pass the verifier's
 /// complexity limit yet, so every first payload goes to §7.
-const NAME_STAGES: bool = false;
+const NAME_STAGES: bool = true;
 /// Whether the HTTP/1.x and HTTP/2 name stages are compiled in (the Host scan does not pass
 /// the verifier's complexity limit yet).
 const HTTP_STAGES: bool = false;
@@ -284,14 +284,9 @@ const NO_HIT: i32 = i32::MIN;
 
 /// Tries the name stages on the first payload; a hit is decided (and acted on) here and its
 /// TC code returned, else `NO_HIT`.
-#[inline(never)]
+#[inline(always)]
 fn names_stage(ctx: &TcContext, p: &Pkt, cfg: &Config, port: &PortValue, generation: u8) -> i32 {
-    let Some(s) = SCRATCH.get_ptr_mut(0) else {
-        return NO_HIT;
-    };
-    // SAFETY: per-CPU scratch, used by this program run only.
-    let s = unsafe { &mut *s };
-    let Some((e, st, n)) = find_name(ctx, p, cfg, port, generation, s) else {
+    let Some((e, st, n)) = match_name(ctx, p, cfg, port) else {
         return NO_HIT;
     };
     let mut v = e.verdict;
@@ -312,6 +307,24 @@ fn names_stage(ctx: &TcContext, p: &Pkt, cfg: &Config, port: &PortValue, generat
             name_len: n,
         },
     )
+}
+
+/// The name extraction and matching, in a function of its own: its stack frame is not on
+/// the path `decide` -> `act` (the combined stack limit is 512 bytes).
+#[inline(never)]
+fn match_name(
+    ctx: &TcContext,
+    p: &Pkt,
+    cfg: &Config,
+    port: &PortValue,
+) -> Option<(EntryValue, u8, usize)> {
+    let st = PKT_STATE.get_ptr(0)?;
+    // SAFETY: per-CPU state written by `meshclass` for this packet.
+    let generation = unsafe { (*st).generation } & 1;
+    let s = SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: per-CPU scratch, used by this program run only.
+    let s = unsafe { &mut *s };
+    find_name(ctx, p, cfg, port, generation, s)
 }
 
 /// Tries TLS, HTTP/1.x and HTTP/2 names; returns the entry, stage, and the name's length.
@@ -455,6 +468,7 @@ fn decide(ctx: &TcContext, p: &Pkt, cfg: &Config, d: &Decision) -> i32 {
         _pad: 0,
         decided_ns: now,
     };
+    // By reference: the key and value stay in map memory, off decide's stack frame.
     let _ = FLOWS.insert(&p.key, &*fv, 0);
     if entry.is_some() {
         if let Some(h) = ENTRY_HITS.get_ptr_mut(entry_id) {

@@ -69,8 +69,24 @@ pub struct Scratch {
     /// Values passed through memory the verifier does not track, so that a loop's state does
     /// not drift from one turn to the next (see `launder`).
     pub tmp: [u64; 4],
+    /// State of the name loops run by `bpf_loop` (names.rs): kept in map memory, which the
+    /// verifier does not track, so each callback is verified as one state.
+    pub lp: LoopState,
     /// A copy of the start of the payload (HTTP/1.x, HTTP/2), or a reply being built.
     pub window: [u8; WINDOW + 16],
+}
+
+/// State shared by the `bpf_loop` callbacks of the name matching.
+#[repr(C)]
+pub struct LoopState {
+    pub len: u64,
+    pub hash: u64,
+    pub dots: u64,
+    pub labels: u64,
+    pub port: u64,
+    pub generation: u64,
+    pub found: u64,
+    pub entry: EntryValue,
 }
 
 /// Per-CPU state of one packet (kept off the 512-byte stack).

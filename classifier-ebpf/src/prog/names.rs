@@ -1,13 +1,18 @@
 //! Name matching against `NAMES` (docs/decision.md §6): the exact name, then `*.` wildcard
 //! suffixes longest first; a stored name must equal the looked-up one byte for byte.
+//!
+//! The per-byte loops run as `bpf_loop` callbacks: the verifier checks each callback body
+//! once instead of every unrolled turn, and their state lives in `Scratch::lp` (map memory,
+//! not tracked), so turns do not multiply verifier states.
 
-use core::ptr::read_unaligned;
+use core::{ffi::c_void, ptr::read_unaligned};
 
+use aya_ebpf::helpers::bpf_loop;
 use classifier_common::{
     name_hash_step, name_match, EntryValue, NameKey, NameValue, MAX_NAME_LEN, NAME_HASH_INIT,
 };
 
-use super::maps::{launder, Scratch, NAMES, NAME_BUF};
+use super::maps::{launder, Scratch, NAMES, NAME_BUF, SCRATCH};
 
 /// Lengths stay below this (a mask).
 const NAME_BUF_MASK: usize = 511;
@@ -16,6 +21,36 @@ const NAME_BUF_MASK: usize = 511;
 const SUFFIXES: bool = true;
 
 const MASK: usize = NAME_BUF.next_power_of_two() / 2 - 1;
+
+/// The per-CPU scratch from inside a `bpf_loop` callback.
+#[inline(always)]
+fn scratch() -> Option<&'static mut Scratch> {
+    let s = SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: per-CPU scratch, used by this program run only.
+    Some(unsafe { &mut *s })
+}
+
+/// Runs `cb` for turns `0..n` (n <= 256) with `bpf_loop`.
+#[inline(always)]
+fn run_loop(n: usize, cb: extern "C" fn(u64, *mut c_void) -> i64) {
+    let n = core::hint::black_box(n as u32) & (MAX_NAME_LEN as u32 * 2 - 1);
+    // SAFETY: a callback of the signature bpf_loop expects, no context.
+    unsafe { bpf_loop(n, cb as *mut c_void, core::ptr::null_mut(), 0) };
+}
+
+/// Turn `i` of the lower-casing.
+#[inline(never)]
+extern "C" fn lower_turn(i: u64, _ctx: *mut c_void) -> i64 {
+    let Some(s) = scratch() else {
+        return 1;
+    };
+    let i = i as usize & (MAX_NAME_LEN - 1);
+    let b = s.name[i];
+    if b.is_ascii_uppercase() {
+        s.name[i] = b + 32;
+    }
+    0
+}
 
 /// Lower-cases `s.name[..len]` (ASCII) unless `raw`, removes one trailing dot, zeroes the 8
 /// bytes after the end, and returns the new length (0: no name).
@@ -26,15 +61,7 @@ pub fn normalize(s: &mut Scratch, len: usize, raw: bool) -> usize {
         return 0;
     }
     if !raw {
-        for i in 0..MAX_NAME_LEN {
-            if i >= len {
-                break;
-            }
-            let b = s.name[i];
-            if b.is_ascii_uppercase() {
-                s.name[i] = b + 32;
-            }
-        }
+        run_loop(len, lower_turn);
         if s.name[core::hint::black_box(len.wrapping_sub(1)) & MASK] == b'.' {
             len -= 1;
         }
@@ -48,7 +75,7 @@ pub fn normalize(s: &mut Scratch, len: usize, raw: bool) -> usize {
 /// Whether the stored name equals `s.name[off..len]`.
 #[inline(always)]
 fn equal(s: &Scratch, off: usize, len: usize, v: &NameValue) -> bool {
-    let slen = len - off;
+    let slen = len.wrapping_sub(off);
     if v.len as usize != slen {
         return false;
     }
@@ -71,6 +98,69 @@ fn equal(s: &Scratch, off: usize, len: usize, v: &NameValue) -> bool {
     true
 }
 
+/// Turn `j` of the hash pass: from the last byte to the first, remembers every suffix's hash
+/// and which suffixes (starting with a dot) have a label count registered on this port.
+#[inline(never)]
+extern "C" fn hash_turn(j: u64, _ctx: *mut c_void) -> i64 {
+    let Some(s) = scratch() else {
+        return 1;
+    };
+    let len = s.lp.len as usize & (MAX_NAME_LEN - 1);
+    let j = j as usize & (MAX_NAME_LEN - 1);
+    if j >= len {
+        return 1;
+    }
+    let i = (len - 1 - j) & (MAX_NAME_LEN - 1);
+    let b = s.name[i];
+    let h = name_hash_step(s.lp.hash, b);
+    s.lp.hash = h;
+    s.hash_at[i] = h;
+    let mut c = 0u8;
+    if b == b'.' && i > 0 {
+        let dots = s.lp.dots + 1;
+        s.lp.dots = dots;
+        if SUFFIXES && dots < 64 && (s.lp.labels >> (dots & 63)) & 1 == 1 {
+            c = 1;
+        }
+    }
+    s.cand[i] = c;
+    0
+}
+
+/// Turn `i` of the suffix pass (longest first: the smallest start); stops at the first hit,
+/// left in `lp.entry` with `lp.found` = 1.
+#[inline(never)]
+extern "C" fn suffix_turn(i: u64, _ctx: *mut c_void) -> i64 {
+    let Some(s) = scratch() else {
+        return 1;
+    };
+    let len = s.lp.len as usize & (MAX_NAME_LEN - 1);
+    let i = i as usize & (MAX_NAME_LEN - 1);
+    if i >= len {
+        return 1;
+    }
+    if i == 0 || s.cand[i] == 0 {
+        return 0;
+    }
+    let key = NameKey {
+        hash: s.hash_at[i],
+        generation: s.lp.generation as u8,
+        kind: name_match::SUFFIX,
+        port: s.lp.port as u16,
+        _pad: 0,
+    };
+    if let Some(v) = NAMES.get_ptr(key) {
+        // SAFETY: a map value pointer, valid for this program run.
+        let v = unsafe { &*v };
+        if equal(s, i, len, v) {
+            s.lp.entry = v.entry;
+            s.lp.found = 1;
+            return 1;
+        }
+    }
+    0
+}
+
 /// Looks up `s.name[..len]` (normalized): the whole name in `kind` (EXACT or HUFFMAN), then,
 /// if `suffix_labels` allows, its `*.` suffixes in SUFFIX, longest first.
 #[inline(always)]
@@ -86,29 +176,16 @@ pub fn lookup(
     if len == 0 || len >= MAX_NAME_LEN {
         return None;
     }
-    // Hash from the last byte to the first; remember every suffix's hash and which suffixes
-    // (starting with a dot) have a label count registered on this port.
-    let mut h = NAME_HASH_INIT;
-    let mut dots: u32 = 0;
-    for j in 0..MAX_NAME_LEN {
-        if j >= len {
-            break;
-        }
-        let i = (len - 1 - j) & (MAX_NAME_LEN - 1);
-        let b = s.name[i];
-        h = name_hash_step(h, b);
-        s.hash_at[i] = h;
-        let mut c = 0u8;
-        if b == b'.' && i > 0 {
-            dots += 1;
-            if SUFFIXES && dots < 64 && (suffix_labels >> (dots & 63)) & 1 == 1 {
-                c = 1;
-            }
-        }
-        s.cand[i] = c;
-    }
+    s.lp.len = len as u64;
+    s.lp.hash = NAME_HASH_INIT;
+    s.lp.dots = 0;
+    s.lp.labels = suffix_labels;
+    s.lp.port = port as u64;
+    s.lp.generation = generation as u64;
+    s.lp.found = 0;
+    run_loop(len, hash_turn);
     let key = NameKey {
-        hash: h,
+        hash: s.lp.hash,
         generation,
         kind,
         port,
@@ -124,29 +201,9 @@ pub fn lookup(
     if !SUFFIXES || kind != name_match::EXACT || suffix_labels == 0 {
         return None;
     }
-    let len = launder(s, 1, len, NAME_BUF_MASK);
-    // Longest suffix first: the smallest start.
-    for i in 1..MAX_NAME_LEN {
-        if i >= len {
-            break;
-        }
-        if s.cand[i] == 0 {
-            continue;
-        }
-        let key = NameKey {
-            hash: s.hash_at[i],
-            generation,
-            kind: name_match::SUFFIX,
-            port,
-            _pad: 0,
-        };
-        if let Some(v) = NAMES.get_ptr(key) {
-            // SAFETY: as above.
-            let v = unsafe { &*v };
-            if equal(s, i, len, v) {
-                return Some(v.entry);
-            }
-        }
+    run_loop(len, suffix_turn);
+    if s.lp.found == 1 {
+        return Some(s.lp.entry);
     }
     None
 }
