@@ -87,7 +87,7 @@ fn example_registry_under_registry_only_with_reject() {
 }
 
 #[test]
-#[ignore = "the kernel's name stages (TLS SNI, HTTP Host) are compiled out: the verifier refuses them at its 1M-instruction limit"]
+#[ignore = "the kernel's HTTP Host stage is compiled out: the verifier refuses it at its 1M-instruction limit"]
 fn names_decide_under_registry_only() {
     require_privileges();
     let bin = meshclass_bin();
@@ -100,7 +100,9 @@ fn names_decide_under_registry_only() {
     .unwrap();
     let rows: Vec<_> = scenarios::run(&lab, &bin, true)
         .into_iter()
-        .filter(|r| scenarios::needs_names(&r.probe, true))
+        .filter(|r| {
+            scenarios::needs_names(&r.probe, true) && !scenarios::name_stage_available(&r.probe)
+        })
         .collect();
     assert!(!rows.is_empty());
     let bad: Vec<_> = rows.iter().filter(|r| !r.ok()).collect();
@@ -344,7 +346,7 @@ fn inspect_explain_flows_and_metrics_agree_with_the_traffic() {
         Some("sni"),
         "the model decides by SNI: {v}"
     );
-    if scenarios::KERNEL_NAME_STAGES {
+    if scenarios::KERNEL_SNI_STAGE {
         assert_eq!(
             (
                 v["verdict"].as_str(),

@@ -124,9 +124,9 @@ fn main() -> ExitCode {
     drop(lab);
     if gaps > 0 {
         println!(
-            "\n{gaps} connection(s) that only a TLS SNI / HTTP Host match can allow were blocked: \
-             the kernel program's name stages are compiled out for now (the verifier refuses \
-             them), so names do not decide yet (marked GAP above)"
+            "\n{gaps} connection(s) that only an HTTP Host match can allow were blocked: the kernel \
+             program's Host stage is compiled out for now (the verifier refuses it), so Host \
+             names do not decide yet (marked GAP above); TLS SNI names do"
         );
     }
     if mismatches == 0 {
