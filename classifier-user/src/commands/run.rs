@@ -57,7 +57,7 @@ pub struct RunArgs {
     pub dns_server: Option<SocketAddr>,
     /// A YAML file with the same settings (keys are the flag names); flags given here win.
     #[arg(long, value_name = "FILE")]
-    pub config: Option<std::path::PathBuf>,
+    pub config: Option<PathBuf>,
     /// Log as JSON lines.
     #[arg(long)]
     pub json_logs: bool,
