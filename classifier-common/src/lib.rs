@@ -172,11 +172,21 @@ pub mod maps {
     pub const SCRATCH: &str = "SCRATCH";
     pub const PENDING: &str = "PENDING";
     pub const LAYOUT: &str = "LAYOUT";
-    /// Program array: index 0 holds `meshclass_names`, the name stages (a tail call, so that
-    /// the verifier checks them once).
+    /// Program array (indices in [`crate::jump`]): the name stages as tail calls, so that the
+    /// verifier checks each once.
     pub const JUMP: &str = "JUMP";
     /// Per-CPU state of the packet in flight, shared by the program and its tail call.
     pub const PKT_STATE: &str = "PKT_STATE";
+}
+
+/// Indices of the `JUMP` program array.
+pub mod jump {
+    /// `meshclass_names`: TLS SNI, then step 7 (or the HTTP program).
+    pub const NAMES: u32 = 0;
+    /// `meshclass_http`: HTTP/1.x Host and HTTP/2 `:authority`, then step 7.
+    pub const HTTP: u32 = 1;
+    /// Entries of the array.
+    pub const COUNT: u32 = 2;
 }
 
 /// Default capacities; user space may set others at load time.
@@ -204,7 +214,7 @@ pub const MAX_NAME_LEN: usize = 256;
 
 /// Layout version of every map type in this file. A pinned map set with another version is
 /// never adopted by a program built with this one.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// What an entry decides when it matches.
 #[repr(C)]

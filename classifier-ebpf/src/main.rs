@@ -36,10 +36,18 @@ mod entry {
         }
     }
 
-    /// The name stages (TLS SNI, HTTP Host, HTTP/2 authority), tail-called by `meshclass`.
+    /// The TLS SNI stage, tail-called by `meshclass`.
     #[classifier]
     pub fn meshclass_names(ctx: TcContext) -> i32 {
         match classify::try_names(&ctx) {
+            Ok(v) | Err(v) => v,
+        }
+    }
+
+    /// The HTTP/1.x Host and HTTP/2 `:authority` stages, tail-called by `meshclass_names`.
+    #[classifier]
+    pub fn meshclass_http(ctx: TcContext) -> i32 {
+        match classify::try_http(&ctx) {
             Ok(v) | Err(v) => v,
         }
     }

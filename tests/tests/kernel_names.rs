@@ -129,7 +129,6 @@ fn blocked_name_after_handshake_resets_both_sides() {
 }
 
 #[test]
-#[ignore = "the HTTP/1.x and HTTP/2 name stages are compiled out (HTTP_STAGES, H2_STAGE): the Host scan and HPACK walk are not yet through the verifier"]
 fn http_host_and_h2_authority() {
     let mut dp = dataplane();
     dp.apply(

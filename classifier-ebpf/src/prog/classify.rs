@@ -7,7 +7,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use classifier_common::{
-    config_flags, counter, family, flow_state, name_kind, name_match, policy, proto, stage,
+    config_flags, counter, family, flow_state, jump, name_kind, name_match, policy, proto, stage,
     verdict, CidrData, Config, EntryValue, Event, ExactKey, FlowValue, PortKey, PortValue,
     CIDR_FIXED_BITS, MAX_NAME_LEN, NO_SERVICE,
 };
@@ -16,7 +16,7 @@ use super::{
     act::act,
     cnt, http,
     maps::{
-        Scratch, ACTIVE, CIDR, CONFIG, ENTRY_HITS, EVENTS, EXACT, FLOWS, JUMP, PKT_STATE, PORTS,
+        PacketState, Scratch, ACTIVE, CIDR, CONFIG, ENTRY_HITS, EVENTS, EXACT, FLOWS, JUMP, PKT_STATE, PORTS,
         SCRATCH,
     },
     names,
@@ -158,39 +158,64 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
     if kinds != 0 {
         st.generation = generation;
         // SAFETY: a tail call with the program's own context; it returns only on failure.
-        unsafe { JUMP.tail_call(ctx, 0) };
+        unsafe { JUMP.tail_call(ctx, jump::NAMES) };
     }
 
     // §7 Port capture and policy.
     Ok(port_or_policy(ctx, p, cfg, port, generation, kinds != 0))
 }
 
-/// §6 then §7 for the first payload of a connection on a name-carrying port: the
-/// `meshclass_names` program, tail-called by `meshclass` with the packet in `PKT_STATE`.
+/// What the tail-called name programs read: the packet, its generation, config and port.
 #[inline(always)]
-pub fn try_names(ctx: &TcContext) -> Result<i32, i32> {
-    let Some(st) = PKT_STATE.get_ptr(0) else {
-        return Ok(only(verdict::PASS, stage::OTHER));
-    };
+fn stage_inputs() -> Option<(&'static PacketState, &'static Config, &'static PortValue, u8)> {
+    let st = PKT_STATE.get_ptr(0)?;
     // SAFETY: per-CPU state written by `meshclass` for this packet (a tail call stays on the
     // CPU and runs before any other packet there).
     let st = unsafe { &*st };
     let generation = st.generation & 1;
-    let Some(cfg) = CONFIG.get(generation as u32) else {
-        return Ok(only(verdict::PASS, stage::OTHER));
-    };
-    let p = &st.pkt;
+    let cfg = CONFIG.get(generation as u32)?;
     let port = match PORTS.get_ptr(&st.port) {
         Some(v) => v,
         None => &EMPTY_PORT as *const PortValue,
     };
     // SAFETY: a map value pointer (valid for this run) or a static.
-    let port = unsafe { &*port };
-    if NAME_STAGES {
-        let r = names_stage(ctx, p, cfg, port, generation);
+    Some((st, cfg, unsafe { &*port }, generation))
+}
+
+/// §6 (TLS) for the first payload of a connection on a name-carrying port: the
+/// `meshclass_names` program, tail-called by `meshclass` with the packet in `PKT_STATE`.
+/// A payload that gives no TLS name goes on to the HTTP program when the port has Host names
+/// (a ClientHello never reads as HTTP there), else to §7.
+#[inline(always)]
+pub fn try_names(ctx: &TcContext) -> Result<i32, i32> {
+    let Some((st, cfg, port, generation)) = stage_inputs() else {
+        return Ok(only(verdict::PASS, stage::OTHER));
+    };
+    let p = &st.pkt;
+    if port.name_kinds & name_kind::TLS != 0 {
+        let r = names_stage::<false>(ctx, p, cfg, port, generation);
         if r != NO_HIT {
             return Ok(r);
         }
+    }
+    if port.name_kinds & (name_kind::HTTP | name_kind::H2) != 0 {
+        // SAFETY: a tail call with the program's own context; it returns only on failure.
+        unsafe { JUMP.tail_call(ctx, jump::HTTP) };
+    }
+    Ok(port_or_policy(ctx, p, cfg, port, generation, true))
+}
+
+/// §6 (HTTP/1.x Host, HTTP/2 `:authority`) then §7: the `meshclass_http` program,
+/// tail-called by `meshclass_names`.
+#[inline(always)]
+pub fn try_http(ctx: &TcContext) -> Result<i32, i32> {
+    let Some((st, cfg, port, generation)) = stage_inputs() else {
+        return Ok(only(verdict::PASS, stage::OTHER));
+    };
+    let p = &st.pkt;
+    let r = names_stage::<true>(ctx, p, cfg, port, generation);
+    if r != NO_HIT {
+        return Ok(r);
     }
     Ok(port_or_policy(ctx, p, cfg, port, generation, true))
 }
@@ -229,16 +254,6 @@ fn port_or_policy(
         },
     )
 }
-
-/// Whether the name stages are compiled in. Off: the TLS walk does not pass the verifier's
-/// complexity limit yet, so every first payload goes to §7.
-const NAME_STAGES: bool = true;
-/// Whether the HTTP/1.x and HTTP/2 name stages are compiled in (the Host scan does not pass
-/// the verifier's complexity limit yet).
-const HTTP_STAGES: bool = false;
-/// Whether the HTTP/2 `:authority` stage is compiled in (its HPACK walk does not pass the
-/// verifier's complexity limit yet).
-const H2_STAGE: bool = false;
 
 /// The port value of a port the registry does not mention.
 static EMPTY_PORT: PortValue = PortValue {
@@ -282,11 +297,17 @@ fn only(v: u8, st: u8) -> i32 {
 /// What `names_stage` returns when no name decided.
 const NO_HIT: i32 = i32::MIN;
 
-/// Tries the name stages on the first payload; a hit is decided (and acted on) here and its
+/// Tries the TLS (`HTTP` false) or the HTTP name stages on the first payload; a hit is decided (and acted on) here and its
 /// TC code returned, else `NO_HIT`.
 #[inline(always)]
-fn names_stage(ctx: &TcContext, p: &Pkt, cfg: &Config, port: &PortValue, generation: u8) -> i32 {
-    let Some((e, st, n)) = match_name(ctx, p, cfg, port) else {
+fn names_stage<const HTTP: bool>(
+    ctx: &TcContext,
+    p: &Pkt,
+    cfg: &Config,
+    port: &PortValue,
+    generation: u8,
+) -> i32 {
+    let Some((e, st, n)) = match_name::<HTTP>(ctx, p, cfg, port) else {
         return NO_HIT;
     };
     let mut v = e.verdict;
@@ -312,7 +333,7 @@ fn names_stage(ctx: &TcContext, p: &Pkt, cfg: &Config, port: &PortValue, generat
 /// The name extraction and matching, in a function of its own: its stack frame is not on
 /// the path `decide` -> `act` (the combined stack limit is 512 bytes).
 #[inline(never)]
-fn match_name(
+fn match_name<const HTTP: bool>(
     ctx: &TcContext,
     p: &Pkt,
     cfg: &Config,
@@ -324,12 +345,12 @@ fn match_name(
     let s = SCRATCH.get_ptr_mut(0)?;
     // SAFETY: per-CPU scratch, used by this program run only.
     let s = unsafe { &mut *s };
-    find_name(ctx, p, cfg, port, generation, s)
+    find_name::<HTTP>(ctx, p, cfg, port, generation, s)
 }
 
-/// Tries TLS, HTTP/1.x and HTTP/2 names; returns the entry, stage, and the name's length.
+/// Tries TLS, or HTTP/1.x and HTTP/2, names; returns the entry, stage, and the name's length.
 #[inline(always)]
-fn find_name(
+fn find_name<const HTTP: bool>(
     ctx: &TcContext,
     p: &Pkt,
     cfg: &Config,
@@ -337,7 +358,7 @@ fn find_name(
     generation: u8,
     s: &mut Scratch,
 ) -> Option<(EntryValue, u8, usize)> {
-    let (n, st, kind) = extract_name(ctx, p, cfg, port.name_kinds, s)?;
+    let (n, st, kind) = extract_name::<HTTP>(ctx, p, cfg, port.name_kinds, s)?;
     let labels = if kind == name_match::EXACT {
         port.suffix_labels
     } else {
@@ -348,17 +369,17 @@ fn find_name(
     Some((e, st, n))
 }
 
-/// Extracts the first name the port's kinds allow into `Scratch::name`; returns its raw
-/// length, the stage it decides in, and the name kind to look up.
+/// Extracts the TLS name (`HTTP` false) or the first HTTP name the port's kinds allow into
+/// `Scratch::name`; returns its raw length, the stage it decides in, and the name kind.
 #[inline(always)]
-fn extract_name(
+fn extract_name<const HTTP: bool>(
     ctx: &TcContext,
     p: &Pkt,
     cfg: &Config,
     kinds: u8,
     s: &mut Scratch,
 ) -> Option<(usize, u8, u8)> {
-    if kinds & name_kind::TLS != 0 {
+    if !HTTP {
         pull(ctx, p);
         if let Hello::Complete { name_len, ech } = tls::parse(ctx, p, s) {
             if ech {
@@ -367,27 +388,25 @@ fn extract_name(
             if name_len > 0 && (!ech || cfg.flags & config_flags::ECH_OUTER_SNI != 0) {
                 return Some((name_len, stage::SNI, name_match::EXACT));
             }
-            return None;
+        }
+        return None;
+    }
+    let w = core::hint::black_box(http::load_window(ctx, p, s));
+    if kinds & name_kind::HTTP != 0 {
+        let n = http::host(s, w);
+        if n > 0 {
+            return Some((n, stage::HOST, name_match::EXACT));
         }
     }
-    if HTTP_STAGES && kinds & (name_kind::HTTP | name_kind::H2) != 0 {
-        let w = core::hint::black_box(http::load_window(ctx, p, s));
-        if kinds & name_kind::HTTP != 0 {
-            let n = http::host(s, w);
-            if n > 0 {
-                return Some((n, stage::HOST, name_match::EXACT));
-            }
-        }
-        if H2_STAGE && kinds & name_kind::H2 != 0 {
-            let (n, huffman) = http::authority(s, w);
-            if n > 0 {
-                let kind = if huffman {
-                    name_match::HUFFMAN
-                } else {
-                    name_match::EXACT
-                };
-                return Some((n, stage::HOST, kind));
-            }
+    if kinds & name_kind::H2 != 0 {
+        let (n, huffman) = http::authority(s, w);
+        if n > 0 {
+            let kind = if huffman {
+                name_match::HUFFMAN
+            } else {
+                name_match::EXACT
+            };
+            return Some((n, stage::HOST, kind));
         }
     }
     None

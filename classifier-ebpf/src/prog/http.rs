@@ -1,12 +1,17 @@
 //! HTTP/1.x `Host` and HTTP/2 (prior knowledge) `:authority` (docs/decision.md §6).
 
-use core::hint::black_box;
+//!
+//! The scans run as `bpf_loop` callbacks (see names.rs): one callback body to verify instead of
+//! every turn of a 1024-byte walk.
+
+use core::{ffi::c_void, hint::black_box, ptr::read_unaligned};
 
 use aya_ebpf::{helpers::bpf_skb_load_bytes, programs::TcContext, EbpfContext};
 use classifier_common::MAX_NAME_LEN;
 
 use super::{
-    maps::{Scratch, WINDOW},
+    maps::{vget, vset, Scratch, WINDOW},
+    names::{run_loop_2k, scratch},
     pkt::Pkt,
 };
 
@@ -72,108 +77,142 @@ fn lower(b: u8) -> u8 {
     }
 }
 
+#[inline(always)]
+fn blank(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// `HttpLoop::done` values.
+const FOUND: u64 = 1;
+const FAILED: u64 = 2;
+
+/// Turn `i` of the header scan: a line starting at `i + 1` that is `host:` leaves the value's
+/// start in `hl.a`; an empty line ends the headers.
+#[inline(never)]
+extern "C" fn line_turn(i: u64, _ctx: *mut c_void) -> i64 {
+    let Some(s) = scratch() else {
+        return 1;
+    };
+    let n = s.hl.n as usize;
+    let i = i as usize & WMASK;
+    if i + 1 >= n {
+        return 1;
+    }
+    let w = &s.window;
+    if w[i] != b'\n' {
+        return 0;
+    }
+    let a = w[(i + 1) & WMASK];
+    if a == b'\r' || a == b'\n' {
+        return 1;
+    }
+    if i + 6 <= n
+        && lower(a) == b'h'
+        && lower(w[(i + 2) & WMASK]) == b'o'
+        && lower(w[(i + 3) & WMASK]) == b's'
+        && lower(w[(i + 4) & WMASK]) == b't'
+        && w[(i + 5) & WMASK] == b':'
+    {
+        s.hl.a = (i + 6) as u64;
+        s.hl.done = FOUND;
+        return 1;
+    }
+    0
+}
+
+/// What `scan_turn` does with the cursor `hl.pos`.
+const SKIP_BLANKS: u64 = 0;
+const TO_LINE_END: u64 = 1;
+const TRIM_BACK: u64 = 2;
+
+/// One turn of a cursor walk over the window: by `hl.arg`, skip blanks forward (up to `n`),
+/// go forward to CR/LF (up to `n`), step back over blanks (down to `hl.a`), or, for
+/// `256 + c`, go forward to byte `c` (up to `hl.b`).
+#[inline(never)]
+extern "C" fn scan_turn(_i: u64, _ctx: *mut c_void) -> i64 {
+    let Some(s) = scratch() else {
+        return 1;
+    };
+    let pos = s.hl.pos as usize;
+    let w = &s.window;
+    match s.hl.arg {
+        SKIP_BLANKS => {
+            if pos >= s.hl.n as usize || !blank(w[pos & WMASK]) {
+                return 1;
+            }
+            s.hl.pos = pos as u64 + 1;
+        }
+        TO_LINE_END => {
+            if pos >= s.hl.n as usize {
+                return 1;
+            }
+            let b = w[pos & WMASK];
+            if b == b'\r' || b == b'\n' {
+                return 1;
+            }
+            s.hl.pos = pos as u64 + 1;
+        }
+        TRIM_BACK => {
+            if pos <= s.hl.a as usize || !blank(w[(pos - 1) & WMASK]) {
+                return 1;
+            }
+            s.hl.pos = pos as u64 - 1;
+        }
+        c => {
+            if pos >= s.hl.b as usize || w[pos & WMASK] as u64 == c & 0xff {
+                return 1;
+            }
+            s.hl.pos = pos as u64 + 1;
+        }
+    }
+    0
+}
+
+/// Walks the cursor from `pos` by `mode`; returns where it stopped.
+#[inline(always)]
+fn walk(s: &mut Scratch, pos: usize, mode: u64) -> usize {
+    vset(&mut s.hl.pos, pos as u64);
+    vset(&mut s.hl.arg, mode);
+    run_loop_2k(WINDOW + 1, scan_turn);
+    vget(&s.hl.pos) as usize
+}
+
 /// Finds the HTTP/1.x Host of a window of `n` bytes; copies it (port stripped, not yet
 /// lower-cased) to `Scratch::name` and returns its length (0: none).
 #[inline(always)]
 pub fn host(s: &mut Scratch, n: usize) -> usize {
-    let w = &s.window;
     let mut is_http = false;
     for m in METHODS {
-        if starts_with(w, n, m) {
+        if starts_with(&s.window, n, m) {
             is_http = true;
             break;
         }
     }
-    if !black_box(is_http) {
+    if !black_box(is_http) || n < 2 {
         return 0;
     }
-    // One verifier state from here on, whichever method matched.
-    let n = black_box(n) & (WINDOW * 2 - 1);
-    // Find "\nhost:" at a line start; stop at the empty line that ends the headers.
-    let mut value = 0usize;
-    for i in 0..WINDOW {
-        if i + 1 >= n {
-            break;
-        }
-        if w[i & WMASK] != b'\n' {
-            continue;
-        }
-        let a = w[(i + 1) & WMASK];
-        if a == b'\r' || a == b'\n' {
-            break;
-        }
-        if i + 6 <= n
-            && lower(a) == b'h'
-            && lower(w[(i + 2) & WMASK]) == b'o'
-            && lower(w[(i + 3) & WMASK]) == b's'
-            && lower(w[(i + 4) & WMASK]) == b't'
-            && w[(i + 5) & WMASK] == b':'
-        {
-            value = i + 6;
-            break;
-        }
-    }
-    let value = black_box(value) & WMASK;
-    if value == 0 {
+    let n = n & (WINDOW * 2 - 1);
+    vset(&mut s.hl.n, n as u64);
+    vset(&mut s.hl.done, 0);
+    run_loop_2k(n - 1, line_turn);
+    if vget(&s.hl.done) != FOUND {
         return 0;
     }
-    // Trim leading blanks, find the end of the line, trim trailing blanks.
-    let mut start = value;
-    for _ in 0..WINDOW {
-        if start >= n {
-            break;
-        }
-        let b = w[start & WMASK];
-        if b != b' ' && b != b'\t' {
-            break;
-        }
-        start += 1;
-    }
-    let mut end = start;
-    for _ in 0..WINDOW {
-        if end >= n {
-            break;
-        }
-        let b = w[end & WMASK];
-        if b == b'\r' || b == b'\n' {
-            break;
-        }
-        end += 1;
-    }
-    for _ in 0..WINDOW {
-        if end <= start {
-            break;
-        }
-        let b = w[(end - 1) & WMASK];
-        if b != b' ' && b != b'\t' {
-            break;
-        }
-        end -= 1;
-    }
+    // Trim blanks both sides of the line's value.
+    let start = walk(s, vget(&s.hl.a) as usize, SKIP_BLANKS);
+    let end = walk(s, start, TO_LINE_END);
+    vset(&mut s.hl.a, start as u64);
+    let end = walk(s, end, TRIM_BACK);
     if end <= start {
         return 0;
     }
     // Strip the port: `[v6]:port` keeps what is inside the brackets, `name:port` the name.
-    if w[start & WMASK] == b'[' {
-        start += 1;
-        let mut close = start;
-        for _ in 0..WINDOW {
-            if close >= end || w[close & WMASK] == b']' {
-                break;
-            }
-            close += 1;
-        }
-        end = close;
+    vset(&mut s.hl.b, end as u64);
+    let (start, end) = if s.window[start & WMASK] == b'[' {
+        (start + 1, walk(s, start + 1, 256 + b']' as u64))
     } else {
-        let mut colon = start;
-        for _ in 0..WINDOW {
-            if colon >= end || w[colon & WMASK] == b':' {
-                break;
-            }
-            colon += 1;
-        }
-        end = colon;
-    }
+        (start, walk(s, start, 256 + b':' as u64))
+    };
     copy_to_name(s, start, end)
 }
 
@@ -184,25 +223,31 @@ fn copy_to_name(s: &mut Scratch, start: usize, end: usize) -> usize {
         return 0;
     }
     let len = end - start;
-    for i in 0..MAX_NAME_LEN {
-        if i >= len {
+    for c in 0..MAX_NAME_LEN / 8 {
+        if c * 8 >= len {
             break;
         }
-        s.name[i] = s.window[(start + i) & WMASK];
+        let i = (start + c * 8) & WMASK;
+        // SAFETY: i < WINDOW and the window has 16 bytes beyond it; c * 8 + 8 <= MAX_NAME_LEN.
+        unsafe {
+            let v = read_unaligned(s.window.as_ptr().add(i) as *const u64);
+            (s.name.as_mut_ptr().add(c * 8) as *mut u64).write_unaligned(v);
+        }
     }
     len
 }
 
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-/// Most frames skipped before the first HEADERS frame.
+/// Most frames read, the HEADERS frame included.
 const MAX_FRAMES: usize = 8;
 /// Most header fields walked in the HEADERS frame.
 const MAX_FIELDS: usize = 16;
 
-/// Decodes an HPACK integer with an `bits`-bit prefix at `*pos`; advances `*pos`.
+/// Decodes an HPACK integer with a `bits`-bit prefix at `*pos`, reading below `limit`;
+/// advances `*pos`.
 #[inline(always)]
-fn hpack_int(w: &[u8], n: usize, pos: &mut usize, bits: u32) -> Option<usize> {
-    if *pos >= n {
+fn hpack_int(w: &[u8], limit: usize, pos: &mut usize, bits: u32) -> Option<usize> {
+    if *pos >= limit {
         return None;
     }
     let max = (1usize << bits) - 1;
@@ -212,8 +257,8 @@ fn hpack_int(w: &[u8], n: usize, pos: &mut usize, bits: u32) -> Option<usize> {
         return Some(v);
     }
     let mut shift = 0;
-    for _ in 0..2 {
-        if *pos >= n {
+    for _ in 0..3 {
+        if *pos >= limit {
             return None;
         }
         let b = w[*pos & WMASK] as usize;
@@ -227,111 +272,169 @@ fn hpack_int(w: &[u8], n: usize, pos: &mut usize, bits: u32) -> Option<usize> {
     None
 }
 
+/// Turn of the frame walk: reads the frame header at `hl.pos`; a HEADERS frame leaves its
+/// header block in `hl.a..hl.b`.
+#[inline(never)]
+extern "C" fn frame_turn(_i: u64, _ctx: *mut c_void) -> i64 {
+    let Some(s) = scratch() else {
+        return 1;
+    };
+    let n = s.hl.n as usize & (WINDOW * 2 - 1);
+    let off = s.hl.pos as usize & 0x1ff_ffff;
+    if off + 9 > n {
+        s.hl.done = FAILED;
+        return 1;
+    }
+    let w = &s.window;
+    let len = ((w[off & WMASK] as usize) << 16)
+        | ((w[(off + 1) & WMASK] as usize) << 8)
+        | w[(off + 2) & WMASK] as usize;
+    let ty = w[(off + 3) & WMASK];
+    let flags = w[(off + 4) & WMASK];
+    let body = off + 9;
+    let next = body + len;
+    s.hl.pos = next as u64;
+    if ty != 1 {
+        return 0;
+    }
+    let mut start = body;
+    let mut end = next;
+    if flags & 0x08 != 0 {
+        if start >= n {
+            s.hl.done = FAILED;
+            return 1;
+        }
+        let pad = w[start & WMASK] as usize;
+        start += 1;
+        if end < start || pad > end - start {
+            s.hl.done = FAILED;
+            return 1;
+        }
+        end -= pad;
+    }
+    if flags & 0x20 != 0 {
+        start += 5;
+    }
+    s.hl.a = start as u64;
+    s.hl.b = if end < n { end } else { n } as u64;
+    s.hl.done = FOUND;
+    1
+}
+
+/// What one header field of the block says.
+enum Field {
+    /// Not `:authority`: the next field starts here.
+    Next(usize),
+    /// The `:authority` value: start, length, Huffman-coded.
+    Authority(usize, usize, bool),
+    /// Malformed: no name.
+    Bad,
+}
+
+/// Reads the header field at `pos` of a block ending at `end`.
+#[inline(always)]
+fn field(w: &[u8], end: usize, mut pos: usize) -> Field {
+    if pos >= end {
+        return Field::Bad;
+    }
+    let b = w[pos & WMASK];
+    let bits = if b & 0x80 != 0 {
+        // Indexed field.
+        return match hpack_int(w, end, &mut pos, 7) {
+            Some(_) => Field::Next(pos),
+            None => Field::Bad,
+        };
+    } else if b & 0xc0 == 0x40 {
+        6
+    } else if b & 0xe0 == 0x20 {
+        // Dynamic table size update.
+        return match hpack_int(w, end, &mut pos, 5) {
+            Some(_) => Field::Next(pos),
+            None => Field::Bad,
+        };
+    } else {
+        4
+    };
+    let Some(index) = hpack_int(w, end, &mut pos, bits) else {
+        return Field::Bad;
+    };
+    if index == 0 {
+        // Literal name: skip it.
+        let Some(nl) = hpack_int(w, end, &mut pos, 7) else {
+            return Field::Bad;
+        };
+        pos += nl;
+    }
+    if pos >= end {
+        return Field::Bad;
+    }
+    let huffman = w[pos & WMASK] & 0x80 != 0;
+    let Some(vl) = hpack_int(w, end, &mut pos, 7) else {
+        return Field::Bad;
+    };
+    if index != 1 {
+        return Field::Next(pos + vl);
+    }
+    if pos + vl > end {
+        return Field::Bad;
+    }
+    Field::Authority(pos, vl, huffman)
+}
+
+/// Turn of the field walk over the header block `hl.pos..hl.b`: the first literal field
+/// whose name is static index 1 (`:authority`) leaves its value at `hl.a`, length `hl.arg`.
+#[inline(never)]
+extern "C" fn field_turn(_i: u64, _ctx: *mut c_void) -> i64 {
+    let Some(s) = scratch() else {
+        return 1;
+    };
+    let end = s.hl.b as usize & (WINDOW * 2 - 1);
+    let pos = s.hl.pos as usize & 0xff_ffff;
+    match field(&s.window, end, pos) {
+        Field::Next(p) => {
+            s.hl.pos = p as u64;
+            0
+        }
+        Field::Authority(p, len, huffman) => {
+            s.hl.a = p as u64;
+            s.hl.arg = len as u64;
+            s.hl.huffman = huffman as u64;
+            s.hl.done = FOUND;
+            1
+        }
+        Field::Bad => {
+            s.hl.done = FAILED;
+            1
+        }
+    }
+}
+
 /// Finds the `:authority` of the first HEADERS frame after the HTTP/2 preface. Copies the value
 /// to `Scratch::name`; returns `(len, huffman)` (len 0: none).
 #[inline(always)]
 pub fn authority(s: &mut Scratch, n: usize) -> (usize, bool) {
-    let w = &s.window;
     if n < PREFACE.len() {
         return (0, false);
     }
-    for i in 0..PREFACE.len() {
-        if w[i] != PREFACE[i] {
+    for (i, &c) in PREFACE.iter().enumerate() {
+        if s.window[i] != c {
             return (0, false);
         }
     }
-    let mut off = PREFACE.len();
-    let mut block = 0usize;
-    let mut block_end = 0usize;
-    for _ in 0..MAX_FRAMES {
-        off = black_box(off) & 0xffffff;
-        if off + 9 > n {
-            return (0, false);
-        }
-        let len = ((w[off & WMASK] as usize) << 16)
-            | ((w[(off + 1) & WMASK] as usize) << 8)
-            | w[(off + 2) & WMASK] as usize;
-        let ty = w[(off + 3) & WMASK];
-        let flags = w[(off + 4) & WMASK];
-        let body = off + 9;
-        off = body + len;
-        if ty == 1 {
-            let mut start = body;
-            let mut end = off;
-            if flags & 0x08 != 0 {
-                if start >= n {
-                    return (0, false);
-                }
-                let pad = w[start & WMASK] as usize;
-                start += 1;
-                if pad > end - start {
-                    return (0, false);
-                }
-                end -= pad;
-            }
-            if flags & 0x20 != 0 {
-                start += 5;
-            }
-            block = start;
-            block_end = if end < n { end } else { n };
-            break;
-        }
-    }
-    if block == 0 {
+    vset(&mut s.hl.n, n as u64);
+    vset(&mut s.hl.pos, PREFACE.len() as u64);
+    vset(&mut s.hl.done, 0);
+    run_loop_2k(MAX_FRAMES, frame_turn);
+    if vget(&s.hl.done) != FOUND {
         return (0, false);
     }
-    let mut pos = block;
-    let block_end = black_box(block_end) & 0x7ff;
-    for _ in 0..MAX_FIELDS {
-        // Bounded ranges let the verifier see one state per loop turn.
-        pos = black_box(pos) & 0xfff;
-        if pos >= block_end {
-            return (0, false);
-        }
-        let b = w[pos & WMASK];
-        let bits = if b & 0x80 != 0 {
-            // Indexed field.
-            if hpack_int(w, block_end, &mut pos, 7).is_none() {
-                return (0, false);
-            }
-            continue;
-        } else if b & 0xc0 == 0x40 {
-            6
-        } else if b & 0xe0 == 0x20 {
-            // Dynamic table size update.
-            if hpack_int(w, block_end, &mut pos, 5).is_none() {
-                return (0, false);
-            }
-            continue;
-        } else {
-            4
-        };
-        let Some(index) = hpack_int(w, block_end, &mut pos, bits) else {
-            return (0, false);
-        };
-        let index = black_box(index) & 0xffff;
-        if index == 0 {
-            // Literal name: skip it.
-            let Some(nl) = hpack_int(w, block_end, &mut pos, 7) else {
-                return (0, false);
-            };
-            pos += nl & 0xffff;
-        }
-        if pos >= block_end {
-            return (0, false);
-        }
-        let huffman = w[pos & WMASK] & 0x80 != 0;
-        let Some(vl) = hpack_int(w, block_end, &mut pos, 7) else {
-            return (0, false);
-        };
-        let vl = black_box(vl) & 0xffff;
-        if index == 1 {
-            if pos + vl > block_end {
-                return (0, false);
-            }
-            return (copy_to_name(s, pos, pos + vl), huffman);
-        }
-        pos += vl;
+    vset(&mut s.hl.pos, vget(&s.hl.a));
+    vset(&mut s.hl.done, 0);
+    run_loop_2k(MAX_FIELDS, field_turn);
+    if vget(&s.hl.done) != FOUND {
+        return (0, false);
     }
-    (0, false)
+    let start = vget(&s.hl.a) as usize & (WINDOW * 2 - 1);
+    let len = vget(&s.hl.arg) as usize & 0xffff;
+    (copy_to_name(s, start, start + len), vget(&s.hl.huffman) == 1)
 }

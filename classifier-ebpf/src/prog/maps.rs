@@ -7,7 +7,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use classifier_common::{
-    capacity, counter, Active, CidrData, Config, EntryValue, ExactKey, FlowKey, FlowValue, Layout,
+    capacity, counter, jump, Active, CidrData, Config, EntryValue, ExactKey, FlowKey, FlowValue, Layout,
     NameKey, NameValue, PendingValue, PortKey, PortValue, MAX_NAME_LEN,
 };
 
@@ -72,6 +72,8 @@ pub struct Scratch {
     /// State of the name loops run by `bpf_loop` (names.rs): kept in map memory, which the
     /// verifier does not track, so each callback is verified as one state.
     pub lp: LoopState,
+    /// State of the HTTP/1.x and HTTP/2 loops (http.rs), like `lp`.
+    pub hl: HttpLoop,
     /// A copy of the start of the payload (HTTP/1.x, HTTP/2), or a reply being built.
     pub window: [u8; WINDOW + 16],
 }
@@ -87,6 +89,23 @@ pub struct LoopState {
     pub generation: u64,
     pub found: u64,
     pub entry: EntryValue,
+}
+
+/// State shared by the `bpf_loop` callbacks of the HTTP/1.x and HTTP/2 scans: a window of
+/// `n` bytes, a cursor and what the scan found.
+#[repr(C)]
+pub struct HttpLoop {
+    pub n: u64,
+    /// The cursor (a window offset).
+    pub pos: u64,
+    /// What a scan looks for, or the end of the range it walks.
+    pub arg: u64,
+    /// Results: a start and an end (or length) in the window.
+    pub a: u64,
+    pub b: u64,
+    /// 1: the scan found what it looked for; 2: the input is not of the expected form.
+    pub done: u64,
+    pub huffman: u64,
 }
 
 /// Per-CPU state of one packet (kept off the 512-byte stack).
@@ -109,9 +128,9 @@ pub static PKT_STATE: PerCpuArray<PacketState> = PerCpuArray::with_max_entries(1
 #[map(name = "SCRATCH")]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
-/// Index 0: the name stages program (`meshclass_names`).
+/// The name stage programs, at the indices of `classifier_common::jump`.
 #[map(name = "JUMP")]
-pub static JUMP: ProgramArray = ProgramArray::with_max_entries(1, 0);
+pub static JUMP: ProgramArray = ProgramArray::with_max_entries(jump::COUNT, 0);
 
 /// Returns `v & mask` as a value the verifier knows only by the mask: map memory is not
 /// tracked, so loop states that differ only in this value's range become equal and prune.
@@ -123,4 +142,21 @@ pub fn launder(s: &mut Scratch, slot: usize, v: usize, mask: usize) -> usize {
         core::ptr::write_volatile(p, v as u64);
         core::ptr::read_volatile(p) as usize & mask
     }
+}
+
+/// Reads a loop-state field after `bpf_loop` ran: the callbacks write it through their own
+/// pointer to the scratch, which the compiler cannot see (a `&mut Scratch` is assumed
+/// unaliased), so a plain read may be served from a value kept in a register.
+#[inline(always)]
+pub fn vget<T: Copy>(p: &T) -> T {
+    // SAFETY: a valid, aligned reference.
+    unsafe { core::ptr::read_volatile(p) }
+}
+
+/// Writes a loop-state field before `bpf_loop` runs (see [`vget`]): a plain write may be
+/// sunk past the call or dropped.
+#[inline(always)]
+pub fn vset<T: Copy>(p: &mut T, v: T) {
+    // SAFETY: a valid, aligned reference.
+    unsafe { core::ptr::write_volatile(p, v) }
 }

@@ -12,7 +12,7 @@ use classifier_common::{
     name_hash_step, name_match, EntryValue, NameKey, NameValue, MAX_NAME_LEN, NAME_HASH_INIT,
 };
 
-use super::maps::{launder, Scratch, NAMES, NAME_BUF, SCRATCH};
+use super::maps::{launder, vget, vset, Scratch, NAMES, NAME_BUF, SCRATCH};
 
 /// Lengths stay below this (a mask).
 const NAME_BUF_MASK: usize = 511;
@@ -24,7 +24,7 @@ const MASK: usize = NAME_BUF.next_power_of_two() / 2 - 1;
 
 /// The per-CPU scratch from inside a `bpf_loop` callback.
 #[inline(always)]
-fn scratch() -> Option<&'static mut Scratch> {
+pub(super) fn scratch() -> Option<&'static mut Scratch> {
     let s = SCRATCH.get_ptr_mut(0)?;
     // SAFETY: per-CPU scratch, used by this program run only.
     Some(unsafe { &mut *s })
@@ -34,6 +34,14 @@ fn scratch() -> Option<&'static mut Scratch> {
 #[inline(always)]
 fn run_loop(n: usize, cb: extern "C" fn(u64, *mut c_void) -> i64) {
     let n = core::hint::black_box(n as u32) & (MAX_NAME_LEN as u32 * 2 - 1);
+    // SAFETY: a callback of the signature bpf_loop expects, no context.
+    unsafe { bpf_loop(n, cb as *mut c_void, core::ptr::null_mut(), 0) };
+}
+
+/// Runs `cb` for turns `0..n` (n <= 2048) with `bpf_loop`.
+#[inline(always)]
+pub(super) fn run_loop_2k(n: usize, cb: extern "C" fn(u64, *mut c_void) -> i64) {
+    let n = core::hint::black_box(n as u32) & 2047;
     // SAFETY: a callback of the signature bpf_loop expects, no context.
     unsafe { bpf_loop(n, cb as *mut c_void, core::ptr::null_mut(), 0) };
 }
@@ -62,7 +70,7 @@ pub fn normalize(s: &mut Scratch, len: usize, raw: bool) -> usize {
     }
     if !raw {
         run_loop(len, lower_turn);
-        if s.name[core::hint::black_box(len.wrapping_sub(1)) & MASK] == b'.' {
+        if vget(&s.name[core::hint::black_box(len.wrapping_sub(1)) & MASK]) == b'.' {
             len -= 1;
         }
     }
@@ -176,16 +184,16 @@ pub fn lookup(
     if len == 0 || len >= MAX_NAME_LEN {
         return None;
     }
-    s.lp.len = len as u64;
-    s.lp.hash = NAME_HASH_INIT;
-    s.lp.dots = 0;
-    s.lp.labels = suffix_labels;
-    s.lp.port = port as u64;
-    s.lp.generation = generation as u64;
-    s.lp.found = 0;
+    vset(&mut s.lp.len, len as u64);
+    vset(&mut s.lp.hash, NAME_HASH_INIT);
+    vset(&mut s.lp.dots, 0);
+    vset(&mut s.lp.labels, suffix_labels);
+    vset(&mut s.lp.port, port as u64);
+    vset(&mut s.lp.generation, generation as u64);
+    vset(&mut s.lp.found, 0);
     run_loop(len, hash_turn);
     let key = NameKey {
-        hash: s.lp.hash,
+        hash: vget(&s.lp.hash),
         generation,
         kind,
         port,
@@ -202,8 +210,8 @@ pub fn lookup(
         return None;
     }
     run_loop(len, suffix_turn);
-    if s.lp.found == 1 {
-        return Some(s.lp.entry);
+    if vget(&s.lp.found) == 1 {
+        return Some(vget(&s.lp.entry));
     }
     None
 }

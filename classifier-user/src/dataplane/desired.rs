@@ -192,10 +192,12 @@ pub fn build(plan: &Plan, ids: &mut Ids) -> Result<Desired, DataplaneError> {
                     k.0 |= name_kind::TLS;
                 } else {
                     k.0 |= name_kind::HTTP | name_kind::H2;
-                    if kind == name_match::EXACT {
-                        if let Some(h) = huffman(&bytes) {
-                            extra.push((i, name_match::HUFFMAN, pk, h));
-                        }
+                }
+                // Names are per port, whatever stage asks (decision.md §11): an HTTP/2
+                // `:authority` sent Huffman-coded matches every exact name of the port.
+                if kind == name_match::EXACT {
+                    if let Some(h) = huffman(&bytes) {
+                        extra.push((i, name_match::HUFFMAN, pk, h));
                     }
                 }
                 if kind == name_match::SUFFIX {
