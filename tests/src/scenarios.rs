@@ -152,21 +152,6 @@ pub fn probes() -> Vec<Probe> {
     ]
 }
 
-/// Which name stages the kernel program carries. TLS SNI is in; HTTP Host (and HTTP/2
-/// `:authority`) are compiled out for now: the verifier refuses them. Probes that only a
-/// missing stage can decide are reported as a known gap, never as a pass.
-pub const KERNEL_SNI_STAGE: bool = true;
-pub const KERNEL_HOST_STAGE: bool = false;
-
-/// Whether the kernel has the name stage this probe would need.
-pub fn name_stage_available(p: &Probe) -> bool {
-    match p.kind {
-        Kind::Tls(_) => KERNEL_SNI_STAGE,
-        Kind::Http(_) => KERNEL_HOST_STAGE,
-        _ => true,
-    }
-}
-
 /// Whether only a name stage can give this probe its expected verdict.
 pub fn needs_names(p: &Probe, registry_only: bool) -> bool {
     let exact_by_dns = [addr::API, addr::API6]
@@ -187,8 +172,6 @@ pub struct Row {
     pub took: Duration,
     pub stage: String,
     pub service: String,
-    /// Decided by a name stage the kernel does not have yet (see [`KERNEL_HOST_STAGE`]).
-    pub known_gap: bool,
 }
 
 impl Row {
@@ -222,7 +205,6 @@ pub fn run(lab: &Lab, meshclass: &Path, registry_only: bool) -> Vec<Row> {
         let took = start.elapsed();
         let (stage, service) = flow_of(lab, meshclass, p.dst, matches!(p.kind, Kind::Udp));
         rows.push(Row {
-            known_gap: !name_stage_available(&p) && needs_names(&p, registry_only),
             expected: if registry_only {
                 p.registry_only
             } else {
@@ -250,8 +232,9 @@ pub fn flow_of(lab: &Lab, meshclass: &Path, dst: SocketAddr, udp: bool) -> (Stri
     };
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     let proto = if udp { "udp" } else { "tcp" };
+    // `inspect flows` lists the newest decision first.
     let found = v.as_array().and_then(|flows| {
-        flows.iter().rev().find(|f| {
+        flows.iter().find(|f| {
             f["dst"].as_str() == Some(&dst.to_string()) && f["protocol"].as_str() == Some(proto)
         })
     });
@@ -283,15 +266,9 @@ pub fn table(rows: &[Row]) -> String {
             observed,
             r.stage,
             r.service,
-            if r.ok() {
-                "ok"
-            } else if r.known_gap {
-                "GAP: no Host stage in the kernel yet"
-            } else {
-                "MISMATCH"
-            }
+            if r.ok() { "ok" } else { "MISMATCH" }
         ));
-        if !r.ok() && !r.known_gap {
+        if !r.ok() {
             out.push_str(&format!("    observed: {:?}\n", r.outcome));
         }
     }

@@ -39,7 +39,7 @@ fn no_progress(_: &str) {}
 /// Every probe behaved as expected, except those only a kernel name stage can decide while
 /// the program has none (`names_decide_under_registry_only` holds those, ignored until then).
 fn assert_rows(rows: &[scenarios::Row]) {
-    let bad: Vec<_> = rows.iter().filter(|r| !r.ok() && !r.known_gap).collect();
+    let bad: Vec<_> = rows.iter().filter(|r| !r.ok()).collect();
     assert!(
         bad.is_empty(),
         "connections that did not behave as expected:\n{}",
@@ -86,8 +86,9 @@ fn example_registry_under_registry_only_with_reject() {
     assert_rows(&rows);
 }
 
+/// Under REGISTRY_ONLY, connections that only a TLS SNI or HTTP Host name allows pass, and
+/// their flows record the name stage.
 #[test]
-#[ignore = "the kernel's HTTP Host stage is compiled out: the verifier refuses it at its 1M-instruction limit"]
 fn names_decide_under_registry_only() {
     require_privileges();
     let bin = meshclass_bin();
@@ -100,12 +101,28 @@ fn names_decide_under_registry_only() {
     .unwrap();
     let rows: Vec<_> = scenarios::run(&lab, &bin, true)
         .into_iter()
+        .filter(|r| scenarios::needs_names(&r.probe, true))
+        .collect();
+    let kinds = |http: bool| {
+        rows.iter()
+            .filter(|r| matches!(r.probe.kind, scenarios::Kind::Http(_)) == http)
+            .count()
+    };
+    assert!(
+        kinds(true) > 0 && kinds(false) > 0,
+        "{}",
+        scenarios::table(&rows)
+    );
+    let bad: Vec<_> = rows
+        .iter()
         .filter(|r| {
-            scenarios::needs_names(&r.probe, true) && !scenarios::name_stage_available(&r.probe)
+            let want = match r.probe.kind {
+                scenarios::Kind::Http(_) => "host",
+                _ => "sni",
+            };
+            !r.ok() || r.stage != want
         })
         .collect();
-    assert!(!rows.is_empty());
-    let bad: Vec<_> = rows.iter().filter(|r| !r.ok()).collect();
     assert!(bad.is_empty(), "{}", scenarios::table(&rows));
 }
 
@@ -346,26 +363,42 @@ fn inspect_explain_flows_and_metrics_agree_with_the_traffic() {
         Some("sni"),
         "the model decides by SNI: {v}"
     );
-    if scenarios::KERNEL_SNI_STAGE {
-        assert_eq!(
-            (
-                v["verdict"].as_str(),
-                v["stage"].as_str(),
-                v["agree"].as_bool()
-            ),
-            (Some("pass"), Some("sni"), Some(true)),
-            "{v}"
-        );
-    } else {
-        // Without name stages in the kernel the two differ, and explain must say so loudly.
-        assert_eq!(v["agree"].as_bool(), Some(false), "{v}");
-        assert_eq!(
-            out.status.code(),
-            Some(3),
-            "explain exits 3 on a disagreement"
-        );
-        assert!(String::from_utf8_lossy(&out.stderr).contains("DISAGREE"));
-    }
+    assert_eq!(
+        (
+            v["verdict"].as_str(),
+            v["stage"].as_str(),
+            v["agree"].as_bool()
+        ),
+        (Some("pass"), Some("sni"), Some(true)),
+        "{v}"
+    );
+    // The same for an HTTP request by its Host header, port stripped and case folded.
+    let out = lab
+        .meshclass(
+            &bin,
+            &[
+                "explain",
+                "--dst",
+                &SocketAddr::new(addr::UNKNOWN.parse().unwrap(), 80).to_string(),
+                "--host",
+                "API.External-Svc.com:80",
+                "--json",
+                "--pin-dir",
+                &pin,
+            ],
+        )
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(
+        (
+            v["verdict"].as_str(),
+            v["stage"].as_str(),
+            v["agree"].as_bool(),
+            v["model"]["stage"].as_str()
+        ),
+        (Some("pass"), Some("host"), Some(true), Some("host")),
+        "{v}"
+    );
 
     // flows: the two connections are there with their verdicts.
     let out = lab

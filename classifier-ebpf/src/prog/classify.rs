@@ -16,8 +16,8 @@ use super::{
     act::act,
     cnt, http,
     maps::{
-        PacketState, Scratch, ACTIVE, CIDR, CONFIG, ENTRY_HITS, EVENTS, EXACT, FLOWS, JUMP, PKT_STATE, PORTS,
-        SCRATCH,
+        PacketState, Scratch, ACTIVE, CIDR, CONFIG, ENTRY_HITS, EVENTS, EXACT, FLOWS, JUMP,
+        PKT_STATE, PORTS, SCRATCH,
     },
     names,
     pkt::{self, Parsed, Pkt, TCP_ACK, TCP_SYN},
@@ -167,7 +167,12 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
 
 /// What the tail-called name programs read: the packet, its generation, config and port.
 #[inline(always)]
-fn stage_inputs() -> Option<(&'static PacketState, &'static Config, &'static PortValue, u8)> {
+fn stage_inputs() -> Option<(
+    &'static PacketState,
+    &'static Config,
+    &'static PortValue,
+    u8,
+)> {
     let st = PKT_STATE.get_ptr(0)?;
     // SAFETY: per-CPU state written by `meshclass` for this packet (a tail call stays on the
     // CPU and runs before any other packet there).

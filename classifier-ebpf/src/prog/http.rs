@@ -436,5 +436,8 @@ pub fn authority(s: &mut Scratch, n: usize) -> (usize, bool) {
     }
     let start = vget(&s.hl.a) as usize & (WINDOW * 2 - 1);
     let len = vget(&s.hl.arg) as usize & 0xffff;
-    (copy_to_name(s, start, start + len), vget(&s.hl.huffman) == 1)
+    (
+        copy_to_name(s, start, start + len),
+        vget(&s.hl.huffman) == 1,
+    )
 }

@@ -7,8 +7,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use classifier_common::{
-    capacity, counter, jump, Active, CidrData, Config, EntryValue, ExactKey, FlowKey, FlowValue, Layout,
-    NameKey, NameValue, PendingValue, PortKey, PortValue, MAX_NAME_LEN,
+    capacity, counter, jump, Active, CidrData, Config, EntryValue, ExactKey, FlowKey, FlowValue,
+    Layout, NameKey, NameValue, PendingValue, PortKey, PortValue, MAX_NAME_LEN,
 };
 
 use super::pkt::Pkt;

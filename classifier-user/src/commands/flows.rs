@@ -20,15 +20,20 @@ fn addr(fam: u8, a: &[u8; 16]) -> IpAddr {
     }
 }
 
-/// Wall-clock offset of the kernel's monotonic clock, to print event times.
-fn mono_to_unix_ns() -> i128 {
+/// The kernel's monotonic clock (`bpf_ktime_get_ns`), in ns.
+pub(crate) fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes the timespec we pass.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    let mono = i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec);
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Wall-clock offset of the kernel's monotonic clock, to print event times.
+fn mono_to_unix_ns() -> i128 {
+    let mono = i128::from(monotonic_ns());
     let wall = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as i128)

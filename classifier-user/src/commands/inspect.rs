@@ -170,7 +170,19 @@ pub fn run(pin_dir: &Path, what: What, json_out: bool) -> i32 {
             }
         }
         What::Flows => {
-            let flows = dp.flows().unwrap_or_default();
+            let mut flows = dp.flows().unwrap_or_default();
+            // Newest decision first; pending flows (no decision yet) last.
+            flows.sort_by_key(|(_, f)| {
+                std::cmp::Reverse((
+                    f.state == classifier_common::flow_state::DECIDED,
+                    f.decided_ns,
+                ))
+            });
+            let now = super::flows::monotonic_ns();
+            let age_ms = |f: &classifier_common::FlowValue| {
+                (f.state == classifier_common::flow_state::DECIDED)
+                    .then(|| now.saturating_sub(f.decided_ns) / 1_000_000)
+            };
             if json_out {
                 let v: Vec<_> = flows
                     .iter()
@@ -179,7 +191,7 @@ pub fn run(pin_dir: &Path, what: What, json_out: bool) -> i32 {
                         "dst": format!("{}", std::net::SocketAddr::new(addr_of(k.family, &k.daddr), u16::from_be(k.dport))),
                         "protocol": if k.proto == classifier_common::proto::TCP { "tcp" } else { "udp" },
                         "verdict": verdict::name(f.verdict), "stage": stage::name(f.stage),
-                        "service": service_name(f.service_id)}))
+                        "service": service_name(f.service_id), "age_ms": age_ms(f)}))
                     .collect();
                 writeln!(
                     out,
@@ -189,14 +201,14 @@ pub fn run(pin_dir: &Path, what: What, json_out: bool) -> i32 {
             } else {
                 let _ = writeln!(
                     out,
-                    "{:<45} {:<45} {:<5} {:<9} {:<8} SERVICE",
-                    "SOURCE", "DESTINATION", "PROTO", "VERDICT", "STAGE"
+                    "{:<45} {:<45} {:<5} {:<9} {:<8} {:>9} SERVICE",
+                    "SOURCE", "DESTINATION", "PROTO", "VERDICT", "STAGE", "AGE"
                 );
                 let mut r = Ok(());
                 for (k, f) in &flows {
                     r = writeln!(
                         out,
-                        "{:<45} {:<45} {:<5} {:<9} {:<8} {}",
+                        "{:<45} {:<45} {:<5} {:<9} {:<8} {:>9} {}",
                         std::net::SocketAddr::new(
                             addr_of(k.family, &k.saddr),
                             u16::from_be(k.sport)
@@ -214,6 +226,7 @@ pub fn run(pin_dir: &Path, what: What, json_out: bool) -> i32 {
                         },
                         verdict::name(f.verdict),
                         stage::name(f.stage),
+                        age_ms(f).map_or("-".to_string(), |ms| format!("{:.1}s", ms as f64 / 1e3)),
                         service_name(f.service_id)
                     );
                 }
