@@ -227,9 +227,15 @@ fn explain(args: &ExplainArgs) -> Result<i32, String> {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
         println!("{} -> {} ({:?})", src, args.dst, args.proto);
+        let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+        let sw = rows
+            .iter()
+            .map(|r| service_name(r.2.service).len())
+            .max()
+            .unwrap_or(0);
         for (what, _, k, m, why, agree) in &rows {
             println!(
-                "  {what:<36} kernel: {:<8} {:<8} {:<40} model: {:<8} {:<8}{}",
+                "  {what:<w$} kernel: {:<8} {:<8} {:<sw$} model: {:<8} {:<8}{}",
                 verdict::name(k.verdict),
                 stage::name(k.stage),
                 service_name(k.service),
@@ -241,7 +247,7 @@ fn explain(args: &ExplainArgs) -> Result<i32, String> {
                     "   <-- DISAGREE".into()
                 }
             );
-            println!("  {:<36} why: {why}", "");
+            println!("  {:<w$} why: {why}", "");
         }
     }
     if disagree {
