@@ -383,7 +383,16 @@ fn per_packet(o: &Opts) -> Result<(String, serde_json::Value)> {
     for &n in sizes {
         eprintln!("bench: registry of {n} entries");
         let plan = plan_of(n);
-        let mut dp = Dataplane::load(&Capacities::default()).context("loading the classifier")?;
+        // The default maps hold 65,536 CIDRs and 262,144 names per generation: the largest
+        // synthetic plan (10% CIDRs, 40% names) needs more.
+        let d = Capacities::default();
+        let fit = |need: usize, have: u32| have.max((need as u32 + 64).next_power_of_two());
+        let caps = Capacities {
+            cidr: fit(n / 10, d.cidr),
+            names: fit(n * 4 / 10, d.names),
+            ..d
+        };
+        let mut dp = Dataplane::load(&caps).context("loading the classifier")?;
         let t = Instant::now();
         dp.apply(&plan, &settings).context("applying the plan")?;
         let apply_s = t.elapsed().as_secs_f64();
