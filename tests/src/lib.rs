@@ -17,6 +17,7 @@ use std::{
 pub mod baseline;
 pub mod lab;
 pub mod scenarios;
+pub mod throughput;
 
 use anyhow::{bail, Context as _, Result};
 use meshclass::netlink::Netlink;

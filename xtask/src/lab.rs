@@ -82,17 +82,22 @@ pub fn build_and_load(
 }
 
 /// Builds and runs the benchmarks; results land in `bench-results/`.
-pub fn bench(ready: &Ready, quick: bool) -> Result<()> {
+pub fn bench(ready: &Ready, quick: bool, only: Option<&str>) -> Result<()> {
     if !is_root() {
         bail!("the benchmarks load BPF programs and build namespaces: run them as root");
     }
+    // The throughput part runs the daemon itself (`meshclass run`), as the lab does.
+    let bin = build_meshclass(ready)?;
     run(ready
         .cargo()
         .args(["build", "--release", "--package", "tests", "--bin", "bench"]))?;
     let mut cmd = Command::new(workspace().join("target/release/bench"));
-    cmd.current_dir(workspace());
+    cmd.current_dir(workspace()).env("MESHCLASS_BIN", &bin);
     if quick {
         cmd.arg("--quick");
+    }
+    if let Some(part) = only {
+        cmd.args(["--only", part]);
     }
     let status = cmd.status().context("running the benchmarks")?;
     if !status.success() {

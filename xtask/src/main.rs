@@ -43,11 +43,15 @@ enum Cmd {
         #[arg(last = true)]
         rest: Vec<String>,
     },
-    /// Benchmarks: per-packet cost against an empty program, scaling, control plane (root).
+    /// Benchmarks: per-packet cost against an empty program, scaling, control plane, and
+    /// throughput through veth pairs against iptables and nftables (root).
     Bench {
         /// A shorter run (a few minutes).
         #[arg(long)]
         quick: bool,
+        /// Only one part: `per-packet` or `throughput` (BENCHMARKS.md then holds only that part).
+        #[arg(long)]
+        only: Option<String>,
     },
     /// Write a deterministic synthetic registry for scale measurements.
     GenRegistry {
@@ -75,9 +79,9 @@ fn main() -> anyhow::Result<()> {
             let ready = setup::setup(true)?;
             test::test(&ready, filter.as_deref(), unit_only)?;
         }
-        Cmd::Bench { quick } => {
+        Cmd::Bench { quick, only } => {
             let ready = setup::setup(true)?;
-            lab::bench(&ready, quick)?;
+            lab::bench(&ready, quick, only.as_deref())?;
         }
         Cmd::Demo => {
             let ready = setup::setup(true)?;

@@ -1,7 +1,11 @@
 //! `cargo xtask bench`: per-packet cost against an empty TC program measured in the same run,
-//! flatness from 10 to 1,000,000 registry entries, and control-plane times. Every figure that
-//! matters is a ratio to a baseline taken in the same run, over several repetitions, with the
-//! median and the spread. Writes `bench-results/bench.json` and `bench-results/BENCHMARKS.md`.
+//! flatness from 10 to 1,000,000 registry entries, control-plane times, and throughput through
+//! veth pairs between namespaces (no program, meshclass, iptables, nftables; see
+//! `tests::throughput`). Every figure that matters is a ratio to a baseline taken in the same
+//! run, over several repetitions, with the median and the spread. Writes
+//! `bench-results/bench.json` and `bench-results/BENCHMARKS.md`.
+//!
+//! Flags: `--quick` (fewer, shorter repetitions), `--out DIR`, `--only per-packet|throughput`.
 
 use std::{
     collections::BTreeMap,
@@ -23,18 +27,27 @@ use tests::baseline::EmptyProgram;
 struct Opts {
     quick: bool,
     out: PathBuf,
+    per_packet: bool,
+    throughput: bool,
 }
 
 fn parse_args() -> Opts {
     let mut o = Opts {
         quick: false,
         out: PathBuf::from("bench-results"),
+        per_packet: true,
+        throughput: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => o.quick = true,
             "--out" => o.out = args.next().map(PathBuf::from).unwrap_or(o.out),
+            "--only" => match args.next().as_deref() {
+                Some("per-packet") => o.throughput = false,
+                Some("throughput") => o.per_packet = false,
+                other => eprintln!("bench: --only takes per-packet or throughput, not {other:?}"),
+            },
             other => eprintln!("bench: ignoring unknown argument {other}"),
         }
     }
@@ -296,9 +309,60 @@ fn main() -> Result<()> {
     let o = parse_args();
     anyhow::ensure!(
         unsafe { libc::geteuid() } == 0,
-        "the benchmarks load BPF programs: run as root"
+        "the benchmarks load BPF programs and build namespaces: run as root"
     );
     std::fs::create_dir_all(&o.out)?;
+    let started = Instant::now();
+    let mut md = String::new();
+    let mut all = serde_json::Map::new();
+    all.insert("quick".into(), json!(o.quick));
+    if o.per_packet {
+        let (m, j) = per_packet(&o)?;
+        md.push_str(&m);
+        if let serde_json::Value::Object(j) = j {
+            all.extend(j);
+        }
+    }
+    if o.throughput {
+        let meshclass = std::env::var_os("MESHCLASS_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                std::env::current_exe()
+                    .ok()
+                    .and_then(|e| e.parent().map(|d| d.join("meshclass")))
+                    .unwrap_or_else(|| PathBuf::from("meshclass"))
+            });
+        eprintln!(
+            "bench: throughput through veth pairs ({})",
+            meshclass.display()
+        );
+        let (m, j) = tests::throughput::run(
+            &tests::throughput::Options {
+                quick: o.quick,
+                meshclass,
+            },
+            &|s| eprintln!("bench: {s}"),
+        )?;
+        print!("{m}");
+        md.push_str(&m);
+        all.insert("throughput".into(), j);
+    }
+    all.insert("wall_s".into(), json!(started.elapsed().as_secs_f64()));
+    std::fs::write(o.out.join("BENCHMARKS.md"), &md)?;
+    std::fs::write(
+        o.out.join("bench.json"),
+        serde_json::to_string_pretty(&serde_json::Value::Object(all))?,
+    )?;
+    eprintln!(
+        "bench: wrote {}/BENCHMARKS.md and bench.json in {:.0} s",
+        o.out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Per-packet costs, scaling and control plane: the Markdown and the JSON fields.
+fn per_packet(o: &Opts) -> Result<(String, serde_json::Value)> {
     let reps = if o.quick { 5 } else { 9 };
     let repeat: u32 = if o.quick { 20_000 } else { 200_000 };
     let sizes: &[usize] = if o.quick {
@@ -319,7 +383,16 @@ fn main() -> Result<()> {
     for &n in sizes {
         eprintln!("bench: registry of {n} entries");
         let plan = plan_of(n);
-        let mut dp = Dataplane::load(&Capacities::default()).context("loading the classifier")?;
+        // The default maps hold 65,536 CIDRs and 262,144 names per generation: the largest
+        // synthetic plan (10% CIDRs, 40% names) needs more.
+        let d = Capacities::default();
+        let fit = |need: usize, have: u32| have.max((need as u32 + 64).next_power_of_two());
+        let caps = Capacities {
+            cidr: fit(n / 10, d.cidr),
+            names: fit(n * 4 / 10, d.names),
+            ..d
+        };
+        let mut dp = Dataplane::load(&caps).context("loading the classifier")?;
         let t = Instant::now();
         dp.apply(&plan, &settings).context("applying the plan")?;
         let apply_s = t.elapsed().as_secs_f64();
@@ -438,16 +511,8 @@ fn main() -> Result<()> {
         ));
     }
     print!("{md}");
-    std::fs::write(o.out.join("BENCHMARKS.md"), &md)?;
-    let all =
-        json!({"quick": o.quick, "repeat": repeat, "reps": reps, "raw": raw, "control": control});
-    std::fs::write(
-        o.out.join("bench.json"),
-        serde_json::to_string_pretty(&all)?,
-    )?;
-    eprintln!(
-        "bench: wrote {}/BENCHMARKS.md and bench.json",
-        o.out.display()
-    );
-    Ok(())
+    Ok((
+        md,
+        json!({"repeat": repeat, "reps": reps, "raw": raw, "control": control}),
+    ))
 }
