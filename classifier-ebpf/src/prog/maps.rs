@@ -62,7 +62,7 @@ pub const NAME_BUF: usize = 2 * MAX_NAME_LEN + 8;
 pub struct Scratch {
     /// The name being matched, lower-cased, zero after its end.
     pub name: [u8; NAME_BUF],
-    /// 1 where a `*.` suffix candidate starts in `name`.
+    /// Where the `*.` suffix candidates of `name` start, longest last (`LoopState::ncand`).
     pub cand: [u8; MAX_NAME_LEN],
     /// The name hash of `name[i..]`, for every `i`.
     pub hash_at: [u64; MAX_NAME_LEN],
@@ -88,6 +88,8 @@ pub struct LoopState {
     pub port: u64,
     pub generation: u64,
     pub found: u64,
+    /// Entries of `Scratch::cand` in use.
+    pub ncand: u64,
     pub entry: EntryValue,
 }
 

@@ -46,16 +46,28 @@ pub(super) fn run_loop_2k(n: usize, cb: extern "C" fn(u64, *mut c_void) -> i64) 
     unsafe { bpf_loop(n, cb as *mut c_void, core::ptr::null_mut(), 0) };
 }
 
-/// Turn `i` of the lower-casing.
+/// Lower-cases the ASCII letters of 8 bytes at once (bytes >= 0x80 unchanged).
+#[inline(always)]
+fn lower8(x: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let h = x & (0x7f * ONES);
+    let ge_a = h + (0x80 - b'A' as u64) * ONES;
+    let gt_z = h + (0x80 - b'Z' as u64 - 1) * ONES;
+    let upper = ge_a & !gt_z & !x & (0x80 * ONES);
+    x | (upper >> 2)
+}
+
+/// Turn `c` of the lower-casing: bytes `8c..8c+8`.
 #[inline(never)]
-extern "C" fn lower_turn(i: u64, _ctx: *mut c_void) -> i64 {
+extern "C" fn lower_turn(c: u64, _ctx: *mut c_void) -> i64 {
     let Some(s) = scratch() else {
         return 1;
     };
-    let i = i as usize & (MAX_NAME_LEN - 1);
-    let b = s.name[i];
-    if b.is_ascii_uppercase() {
-        s.name[i] = b + 32;
+    let at = (c as usize * 8) & (MAX_NAME_LEN - 8);
+    // SAFETY: at + 8 <= MAX_NAME_LEN, inside the buffer.
+    unsafe {
+        let p = s.name.as_mut_ptr().add(at) as *mut u64;
+        p.write_unaligned(lower8(p.read_unaligned()));
     }
     0
 }
@@ -69,7 +81,7 @@ pub fn normalize(s: &mut Scratch, len: usize, raw: bool) -> usize {
         return 0;
     }
     if !raw {
-        run_loop(len, lower_turn);
+        run_loop(len.div_ceil(8), lower_turn);
         if vget(&s.name[core::hint::black_box(len.wrapping_sub(1)) & MASK]) == b'.' {
             len -= 1;
         }
@@ -106,50 +118,62 @@ fn equal(s: &Scratch, off: usize, len: usize, v: &NameValue) -> bool {
     true
 }
 
-/// Turn `j` of the hash pass: from the last byte to the first, remembers every suffix's hash
-/// and which suffixes (starting with a dot) have a label count registered on this port.
+/// Bytes hashed per turn of the hash pass. One: the verifier checks the callback again for
+/// every distinct state that reaches `bpf_loop` (the TLS walk leaves many), so a bigger body
+/// multiplies into the program's one-million-instruction budget (4 bytes a turn exceed it).
+const HASH_STEP: usize = 1;
+
+/// Turn `t` of the hash pass: bytes `8t..8t+8` counted from the end of the name, last to
+/// first. Remembers every suffix's hash, and lists (longest last) the suffixes that start
+/// with a dot and have a label count registered on this port.
 #[inline(never)]
-extern "C" fn hash_turn(j: u64, _ctx: *mut c_void) -> i64 {
+extern "C" fn hash_turn(t: u64, _ctx: *mut c_void) -> i64 {
     let Some(s) = scratch() else {
         return 1;
     };
     let len = s.lp.len as usize & (MAX_NAME_LEN - 1);
-    let j = j as usize & (MAX_NAME_LEN - 1);
-    if j >= len {
-        return 1;
-    }
-    let i = (len - 1 - j) & (MAX_NAME_LEN - 1);
-    let b = s.name[i];
-    let h = name_hash_step(s.lp.hash, b);
-    s.lp.hash = h;
-    s.hash_at[i] = h;
-    let mut c = 0u8;
-    if b == b'.' && i > 0 {
-        let dots = s.lp.dots + 1;
-        s.lp.dots = dots;
-        if SUFFIXES && dots < 64 && (s.lp.labels >> (dots & 63)) & 1 == 1 {
-            c = 1;
+    let mut h = s.lp.hash;
+    let mut dots = s.lp.dots;
+    let mut n = s.lp.ncand;
+    let j0 = (t as usize & (MAX_NAME_LEN - 1)) * HASH_STEP;
+    let mut end = 0;
+    for k in 0..HASH_STEP {
+        let j = j0 + k;
+        if j >= len {
+            end = 1;
+            break;
+        }
+        let i = (len - 1 - j) & (MAX_NAME_LEN - 1);
+        let b = s.name[i];
+        h = name_hash_step(h, b);
+        s.hash_at[i] = h;
+        if b == b'.' && i > 0 {
+            dots += 1;
+            if SUFFIXES && dots < 64 && (s.lp.labels >> (dots & 63)) & 1 == 1 {
+                s.cand[n as usize & (MAX_NAME_LEN - 1)] = i as u8;
+                n += 1;
+            }
         }
     }
-    s.cand[i] = c;
-    0
+    s.lp.hash = h;
+    s.lp.dots = dots;
+    s.lp.ncand = n;
+    end
 }
 
-/// Turn `i` of the suffix pass (longest first: the smallest start); stops at the first hit,
-/// left in `lp.entry` with `lp.found` = 1.
+/// Turn `t` of the suffix pass over the listed candidates, longest first; stops at the first
+/// hit, left in `lp.entry` with `lp.found` = 1.
 #[inline(never)]
-extern "C" fn suffix_turn(i: u64, _ctx: *mut c_void) -> i64 {
+extern "C" fn suffix_turn(t: u64, _ctx: *mut c_void) -> i64 {
     let Some(s) = scratch() else {
         return 1;
     };
     let len = s.lp.len as usize & (MAX_NAME_LEN - 1);
-    let i = i as usize & (MAX_NAME_LEN - 1);
-    if i >= len {
+    let n = s.lp.ncand;
+    if t >= n {
         return 1;
     }
-    if i == 0 || s.cand[i] == 0 {
-        return 0;
-    }
+    let i = s.cand[(n - 1 - t) as usize & (MAX_NAME_LEN - 1)] as usize;
     let key = NameKey {
         hash: s.hash_at[i],
         generation: s.lp.generation as u8,
@@ -191,7 +215,8 @@ pub fn lookup(
     vset(&mut s.lp.port, port as u64);
     vset(&mut s.lp.generation, generation as u64);
     vset(&mut s.lp.found, 0);
-    run_loop(len, hash_turn);
+    vset(&mut s.lp.ncand, 0);
+    run_loop(len.div_ceil(HASH_STEP), hash_turn);
     let key = NameKey {
         hash: vget(&s.lp.hash),
         generation,
@@ -209,7 +234,11 @@ pub fn lookup(
     if !SUFFIXES || kind != name_match::EXACT || suffix_labels == 0 {
         return None;
     }
-    run_loop(len, suffix_turn);
+    let n = vget(&s.lp.ncand) as usize;
+    if n == 0 {
+        return None;
+    }
+    run_loop(n, suffix_turn);
     if vget(&s.lp.found) == 1 {
         return Some(vget(&s.lp.entry));
     }
