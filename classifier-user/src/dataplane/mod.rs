@@ -27,6 +27,8 @@ use crate::{plan::Plan, settings::Settings};
 pub const PROGRAM: &str = "meshclass";
 /// Name of the name-stages program, tail-called by [`PROGRAM`] through `JUMP[0]`.
 pub const NAMES_PROGRAM: &str = "meshclass_names";
+/// Name of the split-ClientHello program, tail-called by [`PROGRAM`] through `JUMP[1]`.
+pub const SPLIT_PROGRAM: &str = "meshclass_split";
 /// Name of the inbound (TC egress) program in the object.
 pub const INBOUND_PROGRAM: &str = "meshclass_inbound";
 
@@ -101,7 +103,7 @@ impl Dataplane {
         let mut ebpf = loader
             .load(crate::CLASSIFIER_OBJECT)
             .map_err(|e| DataplaneError::Load(Box::new(e)))?;
-        for name in [PROGRAM, NAMES_PROGRAM, INBOUND_PROGRAM] {
+        for name in [PROGRAM, NAMES_PROGRAM, SPLIT_PROGRAM, INBOUND_PROGRAM] {
             let prog: &mut SchedClassifier = ebpf
                 .program_mut(name)
                 .ok_or(DataplaneError::MissingProgram(name))?
@@ -115,30 +117,31 @@ impl Dataplane {
                 source: Box::new(e),
             })?;
         }
-        let names_fd = {
-            let prog: &SchedClassifier = ebpf
-                .program(NAMES_PROGRAM)
-                .ok_or(DataplaneError::MissingProgram(NAMES_PROGRAM))?
-                .try_into()
-                .map_err(|e| DataplaneError::Program {
-                    name: NAMES_PROGRAM,
-                    source: Box::new(e),
-                })?;
-            prog.fd()
-                .map_err(|e| DataplaneError::Program {
-                    name: NAMES_PROGRAM,
-                    source: Box::new(e),
-                })?
-                .try_clone()
-                .map_err(DataplaneError::Fd)?
-        };
-        {
+        // JUMP[0]: the name stages, JUMP[1]: split ClientHellos.
+        for (index, name) in [(0u32, NAMES_PROGRAM), (1, SPLIT_PROGRAM)] {
+            let fd = {
+                let prog: &SchedClassifier = ebpf
+                    .program(name)
+                    .ok_or(DataplaneError::MissingProgram(name))?
+                    .try_into()
+                    .map_err(|e| DataplaneError::Program {
+                        name,
+                        source: Box::new(e),
+                    })?;
+                prog.fd()
+                    .map_err(|e| DataplaneError::Program {
+                        name,
+                        source: Box::new(e),
+                    })?
+                    .try_clone()
+                    .map_err(DataplaneError::Fd)?
+            };
             let m = ebpf
                 .map_mut(maps::JUMP)
                 .ok_or(DataplaneError::MissingMap(maps::JUMP))?;
             let mut jump =
                 aya::maps::ProgramArray::try_from(m).map_err(DataplaneError::map(maps::JUMP))?;
-            jump.set(0, &names_fd, 0)
+            jump.set(index, &fd, 0)
                 .map_err(DataplaneError::map(maps::JUMP))?;
         }
         let writer = MapWriter::new_fresh(ebpf, *caps)?;
