@@ -923,8 +923,7 @@ fn kernel_and_model_agree_without_names() {
 
 /// The full run, name stages and split ClientHellos included.
 #[test]
-#[ignore = "the kernel does not yet follow ClientHellos split over segments, and its HTTP Host \
-            and HTTP/2 stages are compiled out (HTTP_STAGES, H2_STAGE in \
+#[ignore = "the kernel's HTTP Host and HTTP/2 stages are compiled out (HTTP_STAGES, H2_STAGE in \
             classifier-ebpf/src/prog/classify.rs); run with --ignored once they are in"]
 fn kernel_and_model_agree() {
     differential(env_u64("MESHCLASS_DIFF_NO_NAMES").unwrap_or(0) == 0);

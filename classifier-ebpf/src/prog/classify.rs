@@ -166,9 +166,9 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
         // SAFETY: tail calls with the program's own context; they return only on failure.
         unsafe {
             if kinds & name_kind::TLS != 0 || pending {
-                let _ = JUMP.tail_call(ctx, JUMP_SPLIT);
+                JUMP.tail_call(ctx, JUMP_SPLIT);
             }
-            let _ = JUMP.tail_call(ctx, JUMP_NAMES);
+            JUMP.tail_call(ctx, JUMP_NAMES);
         }
     }
 
@@ -268,7 +268,7 @@ pub fn try_split(ctx: &TcContext) -> Result<i32, i32> {
     }
     // SAFETY: a tail call with the program's own context; it returns only on failure.
     unsafe {
-        let _ = JUMP.tail_call(ctx, JUMP_NAMES);
+        JUMP.tail_call(ctx, JUMP_NAMES);
     }
     Ok(port_or_policy(ctx, p, cfg, port, generation, true))
 }

@@ -134,7 +134,7 @@ pub fn follow(ctx: &TcContext, p: &Pkt, prev: Option<&mut PendingValue>) -> u8 {
     };
     // SAFETY: per-CPU memory, used by this program run only.
     let w = unsafe { &mut *w };
-    let r = match prev {
+    match prev {
         Some(pv) => {
             w.pv = *pv;
             let r = segment(ctx, p, w);
@@ -160,8 +160,7 @@ pub fn follow(ctx: &TcContext, p: &Pkt, prev: Option<&mut PendingValue>) -> u8 {
             v.name_got = 0;
             segment(ctx, p, w)
         }
-    };
-    r
+    }
 }
 
 /// Parses the segment's bytes of the hello with the state in `w.pv`.
@@ -230,7 +229,7 @@ fn step(w: &mut SplitWork) -> i64 {
     let v = &mut w.pv;
     let pos = v.pos as u32;
     let phase = v.phase;
-    if phase >= SKIPS && phase < EXT {
+    if (SKIPS..EXT).contains(&phase) {
         let to = v.skip_to as u32;
         if pos < to {
             if pos >= lim {
@@ -281,7 +280,7 @@ fn step(w: &mut SplitWork) -> i64 {
     let need = v.need as u32 & 7;
     let mut acc = v.acc;
     let took;
-    if need >= 1 && need <= 4 && need <= avail {
+    if (1..=4).contains(&need) && need <= avail {
         // SAFETY: i < HELLO_LIMIT and the buffer has 8 bytes beyond it.
         let raw =
             u32::from_be_bytes(unsafe { read_unaligned(w.buf.as_ptr().add(i) as *const [u8; 4]) });
@@ -387,7 +386,7 @@ fn field(v: &mut PendingValue, phase: u8, acc: u32, pos: u32) -> i64 {
             let nt = acc >> 16;
             let nl = acc & 0xffff;
             let off = v.ext_off as u32;
-            if nt == 0 && nl >= 1 && nl < 256 && pos + nl <= off {
+            if nt == 0 && (1..256).contains(&nl) && pos + nl <= off {
                 v.name_len = nl as u8;
                 v.name_got = 0;
                 v.phase = NAME;
