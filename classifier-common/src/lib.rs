@@ -185,8 +185,10 @@ pub mod jump {
     pub const NAMES: u32 = 0;
     /// `meshclass_http`: HTTP/1.x Host and HTTP/2 `:authority`, then step 7.
     pub const HTTP: u32 = 1;
+    /// `meshclass_split`: ClientHellos followed across segments; else on to `NAMES`.
+    pub const SPLIT: u32 = 2;
     /// Entries of the array.
-    pub const COUNT: u32 = 2;
+    pub const COUNT: u32 = 3;
 }
 
 /// Default capacities; user space may set others at load time.
@@ -432,25 +434,41 @@ pub struct FlowValue {
 }
 const _: () = assert!(size_of::<FlowValue>() == 24);
 
-/// Parse state of a connection whose first payload spans several TCP segments.
+/// Parse state of a connection whose ClientHello spans several TCP segments (`PENDING`): a
+/// streaming, field-level parser that keeps its position, the field being read and the server
+/// name collected so far (docs/decision.md §11, "Split ClientHello"). Stream positions count
+/// from the first byte of the hello (the record header); a hello followed is at most 16384
+/// bytes, so positions fit in a u16.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PendingValue {
     /// TCP sequence number of the next byte expected from the client.
     pub next_seq: u32,
-    /// Bytes of the payload consumed so far.
-    pub consumed: u32,
+    /// The field being read, big-endian, as far as it has arrived.
+    pub acc: u32,
+    /// Stream bytes parsed so far.
+    pub pos: u16,
+    /// End of the hello (`9 + handshake length`), 0 until byte 9 has arrived.
+    pub end: u16,
+    /// Where the current skip ends.
+    pub skip_to: u16,
+    /// End of the extensions block (before that is known: the record length).
+    pub ext_end: u16,
+    /// End of the extension being read.
+    pub ext_off: u16,
     /// Parser state code (the program's own).
-    pub parse_state: u32,
-    /// Bytes still to skip before the next field of interest.
-    pub skip: u32,
-    /// Bytes of the name collected so far.
-    pub name_len: u16,
-    /// Bytes of the name still to collect.
-    pub name_left: u16,
-    /// Remaining length of the enclosing structure (extensions block), for bounds.
-    pub remaining: u32,
-    /// Name bytes collected so far (lower-cased).
+    pub phase: u8,
+    /// Bytes of the current field still to read.
+    pub need: u8,
+    /// Extensions read so far.
+    pub count: u8,
+    /// Program's own flags (ECH seen, not a ClientHello).
+    pub flags: u8,
+    /// Length of the server name found (0: none yet).
+    pub name_len: u8,
+    /// Bytes of it collected so far.
+    pub name_got: u8,
+    /// Name bytes collected so far (as sent).
     pub name: [u8; MAX_NAME_LEN],
 }
 const _: () = assert!(size_of::<PendingValue>() == 24 + MAX_NAME_LEN);
@@ -459,12 +477,18 @@ impl Default for PendingValue {
     fn default() -> Self {
         Self {
             next_seq: 0,
-            consumed: 0,
-            parse_state: 0,
-            skip: 0,
+            acc: 0,
+            pos: 0,
+            end: 0,
+            skip_to: 0,
+            ext_end: 0,
+            ext_off: 0,
+            phase: 0,
+            need: 0,
+            count: 0,
+            flags: 0,
             name_len: 0,
-            name_left: 0,
-            remaining: 0,
+            name_got: 0,
             name: [0; MAX_NAME_LEN],
         }
     }

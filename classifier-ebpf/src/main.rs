@@ -52,6 +52,14 @@ mod entry {
         }
     }
 
+    /// Split ClientHellos, tail-called by `meshclass`; goes on to `meshclass_names`.
+    #[classifier]
+    pub fn meshclass_split(ctx: TcContext) -> i32 {
+        match classify::try_split(&ctx) {
+            Ok(v) | Err(v) => v,
+        }
+    }
+
     /// Records connections opened to the workload so that its replies pass.
     #[classifier]
     pub fn meshclass_inbound(ctx: TcContext) -> i32 {

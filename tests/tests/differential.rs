@@ -6,8 +6,9 @@
 //! `MESHCLASS_DIFF_NO_NAMES=1` leaves name entries out of the registries, and
 //! `MESHCLASS_DIFF_NO_SPLIT=1` sends every first payload in one segment (both narrow a hunt).
 //! Run as root: `cargo test -p tests --release --test differential -- --test-threads=1`.
-//! The full run (`kernel_and_model_agree`, names included) is ignored while the kernel's name
-//! stages are compiled out; `-- --ignored` runs it.
+//! The full run (`kernel_and_model_agree`) has every stage, names and split ClientHellos
+//! included; the run without names (`kernel_and_model_agree_without_names`, 300,000 packets by
+//! default) puts every packet through the address stages, the flow table and the policy.
 
 use std::{
     fmt::Write as _,
@@ -918,27 +919,27 @@ fn show(v: u8, st: u8, svc: u32) -> String {
 /// a payload), everything else as in the full run.
 #[test]
 fn kernel_and_model_agree_without_names() {
-    differential(false);
+    differential(false, 300_000);
 }
 
 /// The full run, name stages and split ClientHellos included.
 #[test]
-#[ignore = "the kernel does not yet follow ClientHellos split over segments, and its HTTP Host \
-            and HTTP/2 stages are compiled out (HTTP_STAGES, H2_STAGE in \
-            classifier-ebpf/src/prog/classify.rs); run with --ignored once they are in"]
 fn kernel_and_model_agree() {
-    differential(env_u64("MESHCLASS_DIFF_NO_NAMES").unwrap_or(0) == 0);
+    differential(
+        env_u64("MESHCLASS_DIFF_NO_NAMES").unwrap_or(0) == 0,
+        1_000_000,
+    );
 }
 
 /// Runs the generated packets through both; `with_names` puts SNI/Host entries in registries.
-fn differential(with_names: bool) {
+fn differential(with_names: bool, default_packets: u64) {
     let seed = env_u64("MESHCLASS_DIFF_SEED").unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1)
     });
-    let total = env_u64("MESHCLASS_DIFF_PACKETS").unwrap_or(1_000_000);
+    let total = env_u64("MESHCLASS_DIFF_PACKETS").unwrap_or(default_packets);
     let split = env_u64("MESHCLASS_DIFF_NO_SPLIT").unwrap_or(0) == 0;
     println!(
         "differential: seed {seed:#x} ({seed}), {total} packets (MESHCLASS_DIFF_SEED / \

@@ -6,6 +6,8 @@ mod common;
 use classifier_common::{counter, stage, verdict};
 use common::*;
 use meshclass::{
+    dataplane::{Dataplane, KernelDecision},
+    model::Model,
     packet::{h2c, http, tls, TcpFlow},
     plan::Verdict,
     settings::Blocked,
@@ -164,4 +166,264 @@ fn http_host_and_h2_authority() {
     );
     expect(&d, verdict::PASS, stage::HOST);
     assert_eq!(d.service_id, 9);
+}
+
+/// Sends `segs` (consecutive, from the flow's next sequence number) after a SYN; returns the
+/// decisions of the data segments.
+fn send_split(dp: &mut Dataplane, f: &mut TcpFlow, segs: &[&[u8]]) -> Vec<KernelDecision> {
+    expect(&run(dp, &f.syn().build()), verdict::PASS, stage::PENDING);
+    segs.iter().map(|s| run(dp, &f.data(s).build())).collect()
+}
+
+fn split_plan() -> meshclass::plan::Plan {
+    plan(vec![
+        entry(sni("api.example.com", 443), 1, Verdict::Pass),
+        entry(sni("*.svc.example.org", 443), 2, Verdict::Pass),
+        entry(sni("mesh.local", 443), 4, Verdict::Redirect),
+    ])
+}
+
+/// Offset of the server name bytes in a hello (the model's parser knows it).
+fn name_offset(h: &[u8], name: &[u8]) -> usize {
+    h.windows(name.len())
+        .position(|w| w == name)
+        .expect("the name is in the hello")
+}
+
+#[test]
+fn split_hello_every_cut_agrees_with_the_model() {
+    let mut dp = dataplane();
+    let p = split_plan();
+    let settings = registry_only(Blocked::Drop);
+    dp.apply(&p, &settings).unwrap();
+    let mut model = Model::new(&p, &settings);
+    let h = hello("a.b.svc.example.org");
+    let mut sport = 30000u16;
+    for cut in 1..h.len() {
+        sport += 1;
+        let mut f = TcpFlow::new(
+            ip("10.0.0.1"),
+            ip("10.20.0.1"),
+            sport,
+            443,
+            cut as u32 * 7919,
+        );
+        for frame in [
+            f.syn().build(),
+            f.data(&h[..cut]).build(),
+            f.data(&h[cut..]).build(),
+        ] {
+            let k = run(&mut dp, &frame);
+            let m = model.classify(&frame);
+            assert_eq!(
+                (k.verdict, k.stage, k.service_id),
+                (m.verdict, m.stage, m.service_id),
+                "cut {cut}: kernel {k:?}, model {m:?}"
+            );
+        }
+    }
+    // The last decision of every cut: PASS by the wildcard, in the second segment.
+    let mut f = TcpFlow::new(ip("10.0.0.1"), ip("10.20.0.1"), 29999, 443, 1);
+    let d = send_split(&mut dp, &mut f, &[&h[..100], &h[100..]]);
+    expect(&d[0], verdict::PASS, stage::PENDING);
+    expect(&d[1], verdict::PASS, stage::SNI);
+    assert_eq!(d[1].service_id, 2);
+}
+
+#[test]
+fn split_hello_at_chosen_positions() {
+    let mut dp = dataplane();
+    dp.apply(&split_plan(), &registry_only(Blocked::Drop))
+        .unwrap();
+    let name = b"API.example.com";
+    let h = hello("API.example.com");
+    let at = name_offset(&h, name);
+    // Inside the record header, inside the handshake header, just before byte 9, inside the
+    // server_name extension header (type, length), inside the name, and three-way splits.
+    let cuts: Vec<Vec<usize>> = vec![
+        vec![1],
+        vec![3],
+        vec![5],
+        vec![8],
+        vec![9],
+        vec![at - 8],
+        vec![at - 6],
+        vec![at - 2],
+        vec![at + 4],
+        vec![at + name.len() - 1],
+        vec![2, 7],
+        vec![at - 7, at + 3],
+        vec![4, at + 1, h.len() - 1],
+    ];
+    for (i, c) in cuts.iter().enumerate() {
+        let segs = meshclass::packet::split_at(&h, c);
+        let segs: Vec<&[u8]> = segs.iter().map(|s| s.as_slice()).collect();
+        let mut f = TcpFlow::new(ip("10.0.0.1"), ip("10.20.0.1"), 31000 + i as u16, 443, 5);
+        let c0 = dp.counters().unwrap();
+        let d = send_split(&mut dp, &mut f, &segs);
+        for x in &d[..d.len() - 1] {
+            expect(x, verdict::PASS, stage::PENDING);
+        }
+        let last = d.last().unwrap();
+        expect(last, verdict::PASS, stage::SNI);
+        assert_eq!(last.service_id, 1, "cuts {c:?}");
+        let c1 = dp.counters().unwrap();
+        assert_eq!(
+            c1[counter::SPLIT_HELLOS as usize] - c0[counter::SPLIT_HELLOS as usize],
+            1,
+            "cuts {c:?}"
+        );
+        // The flow is decided.
+        expect(
+            &run(&mut dp, &f.data(b"more").build()),
+            verdict::PASS,
+            stage::FLOW,
+        );
+    }
+}
+
+#[test]
+fn split_hello_retransmission_and_gap() {
+    let mut dp = dataplane();
+    dp.apply(&split_plan(), &registry_only(Blocked::Drop))
+        .unwrap();
+    let h = hello("api.example.com");
+    let cut = 60;
+
+    // A retransmission of the first segment changes nothing; a bare ACK waits.
+    let mut f = TcpFlow::new(ip("10.0.0.1"), ip("10.20.0.1"), 32000, 443, 900);
+    run(&mut dp, &f.syn().build());
+    let first_seq = f.next_seq;
+    expect(
+        &run(&mut dp, &f.data(&h[..cut]).build()),
+        verdict::PASS,
+        stage::PENDING,
+    );
+    expect(
+        &run(&mut dp, &f.data_at(first_seq, &h[..cut]).build()),
+        verdict::PASS,
+        stage::PENDING,
+    );
+    expect(
+        &run(&mut dp, &f.ack().build()),
+        verdict::PASS,
+        stage::PENDING,
+    );
+    let d = run(&mut dp, &f.data(&h[cut..]).build());
+    expect(&d, verdict::PASS, stage::SNI);
+    assert_eq!(d.service_id, 1);
+
+    // A gap: the hello is not inspectable; the segment after the gap goes to the policy.
+    let mut f = TcpFlow::new(ip("10.0.0.1"), ip("10.20.0.1"), 32001, 443, 0xffff_fff0);
+    run(&mut dp, &f.syn().build());
+    run(&mut dp, &f.data(&h[..cut]).build());
+    let d = run(
+        &mut dp,
+        &f.data_at(f.next_seq.wrapping_add(10), &h[cut..]).build(),
+    );
+    expect(&d, verdict::DROP, stage::POLICY);
+    expect(
+        &run(&mut dp, &f.data(&h[cut..]).build()),
+        verdict::DROP,
+        stage::FLOW,
+    );
+
+    // A new connection (SYN) on the same key forgets the hello being followed.
+    let mut f = TcpFlow::new(ip("10.0.0.1"), ip("10.20.0.1"), 32002, 443, 77);
+    run(&mut dp, &f.syn().build());
+    run(&mut dp, &f.data(&h[..cut]).build());
+    let mut f = TcpFlow::new(ip("10.0.0.1"), ip("10.20.0.1"), 32002, 443, 5000);
+    let d = send_split(&mut dp, &mut f, &[&h[..30], &h[30..]]);
+    expect(&d[0], verdict::PASS, stage::PENDING);
+    expect(&d[1], verdict::PASS, stage::SNI);
+}
+
+/// A ClientHello padded (extension 21) to `total` bytes in all.
+fn padded_hello(name: &str, total: usize) -> Vec<u8> {
+    let base = hello(name).len();
+    let opts = tls::HelloOptions {
+        extra: vec![(0, 21, vec![0; total - base - 4])],
+        ..Default::default()
+    };
+    let h = tls::client_hello(Some(name), &opts).unwrap();
+    assert_eq!(h.len(), total);
+    h
+}
+
+#[test]
+fn split_hello_up_to_16_kib() {
+    let mut dp = dataplane();
+    dp.apply(&split_plan(), &registry_only(Blocked::Drop))
+        .unwrap();
+    // Exactly 16384 bytes of hello (9 + handshake length), in 1400-byte segments.
+    let h = padded_hello("api.example.com", 16384);
+    let segs: Vec<&[u8]> = h.chunks(1400).collect();
+    let mut f = TcpFlow::new(ip("10.0.0.1"), ip("10.20.0.1"), 33000, 443, 1);
+    let d = send_split(&mut dp, &mut f, &segs);
+    for x in &d[..d.len() - 1] {
+        expect(x, verdict::PASS, stage::PENDING);
+    }
+    expect(d.last().unwrap(), verdict::PASS, stage::SNI);
+
+    // One byte more: not inspectable as soon as byte 9 is known.
+    let h = padded_hello("api.example.com", 16385);
+    let mut f = TcpFlow::new(ip("10.0.0.1"), ip("10.20.0.1"), 33001, 443, 1);
+    let d = send_split(&mut dp, &mut f, &[&h[..5], &h[5..1400]]);
+    expect(&d[0], verdict::PASS, stage::PENDING);
+    expect(&d[1], verdict::DROP, stage::POLICY);
+    let mut f = TcpFlow::new(ip("10.0.0.1"), ip("10.20.0.1"), 33002, 443, 1);
+    let d = send_split(&mut dp, &mut f, &[&h[..1400]]);
+    expect(&d[0], verdict::DROP, stage::POLICY);
+}
+
+#[test]
+fn split_hello_blocked_name_resets_both_sides_and_redirect_is_late() {
+    let mut dp = dataplane();
+    dp.apply(&split_plan(), &registry_only(Blocked::Reject))
+        .unwrap();
+    let h = hello("evil.example.net");
+    let mut f = TcpFlow::new(ip("10.0.0.1"), ip("10.20.0.1"), 34000, 443, 100);
+    run(&mut dp, &f.syn().build());
+    expect(
+        &run(&mut dp, &f.data(&h[..50]).build()),
+        verdict::PASS,
+        stage::PENDING,
+    );
+    let pkt = f.data(&h[50..]).build();
+    let d = run(&mut dp, &pkt);
+    expect(&d, verdict::REJECT, stage::POLICY);
+    assert_eq!(d.retval, TC_ACT_UNSPEC);
+    let o = &d.data_out;
+    assert_eq!(o.len(), 54);
+    assert_eq!(&o[26..34], &pkt[26..34], "toward the server");
+    assert_eq!(o[47], 0x14, "RST|ACK");
+    assert!(meshclass::packet::checksums_ok(o));
+
+    let h = hello("mesh.local");
+    let mut f = TcpFlow::new(ip("10.0.0.1"), ip("10.20.0.1"), 34001, 443, 100);
+    let c0 = dp.counters().unwrap();
+    let d = send_split(&mut dp, &mut f, &[&h[..200], &h[200..]]);
+    expect(&d[1], verdict::PASS, stage::SNI);
+    assert_eq!(d[1].service_id, 4);
+    let c1 = dp.counters().unwrap();
+    assert_eq!(
+        c1[counter::LATE_REDIRECT as usize] - c0[counter::LATE_REDIRECT as usize],
+        1
+    );
+
+    // ECH in a split hello: not inspectable, counted.
+    let opts = tls::HelloOptions {
+        ech_at: Some(1),
+        ..Default::default()
+    };
+    let h = tls::client_hello(Some("api.example.com"), &opts).unwrap();
+    let mut f = TcpFlow::new(ip("10.0.0.1"), ip("10.20.0.1"), 34002, 443, 100);
+    let c0 = dp.counters().unwrap();
+    let d = send_split(&mut dp, &mut f, &[&h[..20], &h[20..]]);
+    expect(&d[1], verdict::REJECT, stage::POLICY);
+    let c1 = dp.counters().unwrap();
+    assert_eq!(
+        c1[counter::ECH_SEEN as usize] - c0[counter::ECH_SEEN as usize],
+        1
+    );
 }

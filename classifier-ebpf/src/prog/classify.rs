@@ -8,8 +8,8 @@ use aya_ebpf::{
 };
 use classifier_common::{
     config_flags, counter, family, flow_state, jump, name_kind, name_match, policy, proto, stage,
-    verdict, CidrData, Config, EntryValue, Event, ExactKey, FlowValue, PortKey, PortValue,
-    CIDR_FIXED_BITS, MAX_NAME_LEN, NO_SERVICE,
+    verdict, CidrData, Config, EntryValue, Event, ExactKey, FlowValue, PendingValue, PortKey,
+    PortValue, CIDR_FIXED_BITS, MAX_NAME_LEN, NO_SERVICE,
 };
 
 use super::{
@@ -17,10 +17,11 @@ use super::{
     cnt, http,
     maps::{
         PacketState, Scratch, ACTIVE, CIDR, CONFIG, ENTRY_HITS, EVENTS, EXACT, FLOWS, JUMP,
-        PKT_STATE, PORTS, SCRATCH,
+        PENDING, PKT_STATE, PORTS, SCRATCH, SPLIT,
     },
     names,
     pkt::{self, Parsed, Pkt, TCP_ACK, TCP_SYN},
+    split,
     tls::{self, Hello},
 };
 
@@ -150,15 +151,25 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
                 decided_ns: 0,
             };
             let _ = FLOWS.insert(&p.key, &st.flow, 0);
+            // A new connection: no ClientHello of an earlier one is followed any more.
+            let _ = PENDING.remove(&p.key);
         }
         return Ok(only(verdict::PASS, stage::PENDING));
     }
 
-    // §6 Name stages, in their own program (verified once, whatever the path here).
-    if kinds != 0 {
+    // §6 Name stages, in their own program (verified once, whatever the path here). A
+    // PENDING flow goes there too: a ClientHello being followed is followed to its end
+    // whatever the port's kinds have become.
+    if kinds != 0 || pending {
         st.generation = generation;
-        // SAFETY: a tail call with the program's own context; it returns only on failure.
-        unsafe { JUMP.tail_call(ctx, jump::NAMES) };
+        st.pending = pending as u8;
+        // SAFETY: tail calls with the program's own context; they return only on failure.
+        unsafe {
+            if kinds & name_kind::TLS != 0 || pending {
+                JUMP.tail_call(ctx, jump::SPLIT);
+            }
+            JUMP.tail_call(ctx, jump::NAMES);
+        }
     }
 
     // §7 Port capture and policy.
@@ -221,6 +232,56 @@ pub fn try_http(ctx: &TcContext) -> Result<i32, i32> {
     let r = names_stage::<true>(ctx, p, cfg, port, generation);
     if r != NO_HIT {
         return Ok(r);
+    }
+    Ok(port_or_policy(ctx, p, cfg, port, generation, true))
+}
+
+/// Split ClientHellos (§6, §11): the `meshclass_split` program, tail-called by `meshclass`
+/// for a payload on a PENDING flow or on a TLS port, with the packet in `PKT_STATE`. It
+/// continues a ClientHello being followed, or starts following one that continues past this
+/// first payload; anything else goes on to `meshclass_names`. A program of its own, so that
+/// neither it nor the name stages add to the other's verification.
+#[inline(always)]
+pub fn try_split(ctx: &TcContext) -> Result<i32, i32> {
+    let Some((st, cfg, port, generation)) = stage_inputs() else {
+        return Ok(only(verdict::PASS, stage::OTHER));
+    };
+    let p = &st.pkt;
+    if st.pending != 0 {
+        // Only flows in state PENDING look a ClientHello being followed up.
+        if let Some(pv) = PENDING.get_ptr_mut(&p.key) {
+            return Ok(continue_split(ctx, p, cfg, port, generation, pv));
+        }
+        if port.name_kinds == 0 {
+            // A first payload on a PENDING flow whose port lost its names: §7.
+            return Ok(port_or_policy(ctx, p, cfg, port, generation, false));
+        }
+    }
+    let kind = if port.name_kinds & name_kind::TLS != 0 {
+        split::starts(ctx, p)
+    } else {
+        split::OTHER
+    };
+    if kind == split::TOO_LONG {
+        return Ok(port_or_policy(ctx, p, cfg, port, generation, true));
+    }
+    if kind == split::SPLIT_START {
+        let r = start_split(p, split::follow(ctx, p, None), generation);
+        if r == split::NEED_MORE {
+            return Ok(only(verdict::PASS, stage::PENDING));
+        }
+        if r == split::COMPLETE {
+            // Not reached (`starts` is false for a hello complete in the segment), but a
+            // complete hello is judged as such, without the HTTP stages.
+            if let Some((e, n)) = split_name(cfg, port) {
+                return Ok(name_hit(ctx, p, cfg, generation, e, stage::SNI, n));
+            }
+            return Ok(port_or_policy(ctx, p, cfg, port, generation, true));
+        }
+    }
+    // SAFETY: a tail call with the program's own context; it returns only on failure.
+    unsafe {
+        JUMP.tail_call(ctx, jump::NAMES);
     }
     Ok(port_or_policy(ctx, p, cfg, port, generation, true))
 }
@@ -315,6 +376,121 @@ fn names_stage<const HTTP: bool>(
     let Some((e, st, n)) = match_name::<HTTP>(ctx, p, cfg, port) else {
         return NO_HIT;
     };
+    name_hit(ctx, p, cfg, generation, e, st, n)
+}
+
+/// A segment of a PENDING flow whose ClientHello is being followed (`pv`: its `PENDING`
+/// entry): a retransmission waits, a gap goes to §7, the next segment continues the parse.
+#[inline(always)]
+fn continue_split(
+    ctx: &TcContext,
+    p: &Pkt,
+    cfg: &Config,
+    port: &PortValue,
+    generation: u8,
+    pv: *mut PendingValue,
+) -> i32 {
+    // SAFETY: a map value pointer, valid for this program run.
+    let pv = unsafe { &mut *pv };
+    let d = p.seq.wrapping_sub(pv.next_seq) as i32;
+    if d < 0 {
+        // A retransmission: nothing changes.
+        return only(verdict::PASS, stage::PENDING);
+    }
+    if d == 0 {
+        let r = split::follow(ctx, p, Some(pv));
+        if r == split::NEED_MORE {
+            return only(verdict::PASS, stage::PENDING);
+        }
+        let _ = PENDING.remove(&p.key);
+        if r == split::COMPLETE {
+            if let Some((e, n)) = split_name(cfg, port) {
+                return name_hit(ctx, p, cfg, generation, e, stage::SNI, n);
+            }
+        }
+    } else {
+        // A gap: the hello is not inspectable.
+        let _ = PENDING.remove(&p.key);
+    }
+    port_or_policy(ctx, p, cfg, port, generation, true)
+}
+
+/// After the first segment of a ClientHello that continues past it: on `NEED_MORE` the
+/// parse state (`SPLIT[0].pv`) becomes the flow's `PENDING` entry and the flow is PENDING.
+#[inline(never)]
+fn start_split(p: &Pkt, r: u8, generation: u8) -> u8 {
+    if r != split::NEED_MORE {
+        return r;
+    }
+    let (Some(w), Some(ps)) = (SPLIT.get_ptr(0), PKT_STATE.get_ptr_mut(0)) else {
+        return split::NOT_HELLO;
+    };
+    // SAFETY: per-CPU memory, used by this program run only.
+    if PENDING.insert(&p.key, unsafe { &(*w).pv }, 0).is_err() {
+        return split::NOT_HELLO;
+    }
+    // SAFETY: as above.
+    let fv = unsafe { &mut (*ps).flow };
+    *fv = FlowValue {
+        state: flow_state::PENDING,
+        verdict: verdict::NONE,
+        stage: stage::PENDING,
+        generation,
+        service_id: NO_SERVICE,
+        entry_id: 0,
+        _pad: 0,
+        decided_ns: 0,
+    };
+    let _ = FLOWS.insert(&p.key, &*fv, 0);
+    r
+}
+
+/// The server name of a complete split ClientHello (`SPLIT[0].pv`), judged as in
+/// `extract_name` (ECH, name present) and looked up with the packet's generation; returns the
+/// entry and the name's length (in `Scratch::name`).
+#[inline(never)]
+fn split_name(cfg: &Config, port: &PortValue) -> Option<(EntryValue, usize)> {
+    let st = PKT_STATE.get_ptr(0)?;
+    // SAFETY: per-CPU state written by `meshclass` for this packet.
+    let (generation, dport) = unsafe { ((*st).generation & 1, (*st).pkt.key.dport) };
+    let w = SPLIT.get_ptr(0)?;
+    let s = SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: per-CPU memory, used by this program run only.
+    let (v, s) = unsafe { (&(*w).pv, &mut *s) };
+    let ech = v.flags & split::F_ECH != 0;
+    if ech {
+        cnt::inc(counter::ECH_SEEN);
+    }
+    let n = v.name_len as usize;
+    if n == 0 || (ech && cfg.flags & config_flags::ECH_OUTER_SNI == 0) {
+        return None;
+    }
+    cnt::inc(counter::SPLIT_HELLOS);
+    s.name[..MAX_NAME_LEN].copy_from_slice(&v.name);
+    let n = names::normalize(s, n, false);
+    let e = names::lookup(
+        s,
+        n,
+        generation,
+        name_match::EXACT,
+        dport,
+        port.suffix_labels,
+    )?;
+    Some((e, n))
+}
+
+/// A name entry decided: REDIRECT is applied as PASS (the connection already reached its
+/// server); the decision comes after the handshake.
+#[inline(always)]
+fn name_hit(
+    ctx: &TcContext,
+    p: &Pkt,
+    cfg: &Config,
+    generation: u8,
+    e: EntryValue,
+    st: u8,
+    n: usize,
+) -> i32 {
     let mut v = e.verdict;
     if v == verdict::REDIRECT {
         cnt::inc(counter::LATE_REDIRECT);

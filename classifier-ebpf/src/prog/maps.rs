@@ -116,7 +116,9 @@ pub struct PacketState {
     pub pkt: Pkt,
     /// The generation read at the start of the packet.
     pub generation: u8,
-    pub _pad: [u8; 7],
+    /// 1 when the packet's flow was found in state PENDING (set by `meshclass`).
+    pub pending: u8,
+    pub _pad: [u8; 6],
     pub exact: ExactKey,
     pub cidr: Key<CidrData>,
     pub port: PortKey,
@@ -129,6 +131,26 @@ pub static PKT_STATE: PerCpuArray<PacketState> = PerCpuArray::with_max_entries(1
 
 #[map(name = "SCRATCH")]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Most bytes of a ClientHello followed across segments (docs/decision.md §6).
+pub const HELLO_LIMIT: usize = 16384;
+
+/// Per-CPU working memory of the split-ClientHello parser (split.rs): the flow's parse
+/// state while a segment is parsed, and the segment's bytes of the hello.
+#[repr(C)]
+pub struct SplitWork {
+    /// The parse state (copied from and back to the flow's `PENDING` entry).
+    pub pv: PendingValue,
+    /// Stream position of `buf[0]`.
+    pub base: u32,
+    /// Stream position just past the last byte in `buf`.
+    pub lim: u32,
+    /// The segment's bytes from stream position `base` (8 spare bytes for word reads).
+    pub buf: [u8; HELLO_LIMIT + 8],
+}
+
+#[map(name = "SPLIT")]
+pub static SPLIT: PerCpuArray<SplitWork> = PerCpuArray::with_max_entries(1, 0);
 
 /// The name stage programs, at the indices of `classifier_common::jump`.
 #[map(name = "JUMP")]

@@ -8,4 +8,5 @@ pub mod inbound;
 pub mod maps;
 pub mod names;
 pub mod pkt;
+pub mod split;
 pub mod tls;

@@ -29,6 +29,8 @@ pub const PROGRAM: &str = "meshclass";
 pub const NAMES_PROGRAM: &str = "meshclass_names";
 /// The HTTP/1.x Host and HTTP/2 `:authority` stages, tail-called by [`NAMES_PROGRAM`].
 pub const HTTP_PROGRAM: &str = "meshclass_http";
+/// Name of the split-ClientHello program, tail-called by [`PROGRAM`] through `JUMP`.
+pub const SPLIT_PROGRAM: &str = "meshclass_split";
 /// Name of the inbound (TC egress) program in the object.
 pub const INBOUND_PROGRAM: &str = "meshclass_inbound";
 
@@ -103,7 +105,13 @@ impl Dataplane {
         let mut ebpf = loader
             .load(crate::CLASSIFIER_OBJECT)
             .map_err(|e| DataplaneError::Load(Box::new(e)))?;
-        for name in [PROGRAM, NAMES_PROGRAM, HTTP_PROGRAM, INBOUND_PROGRAM] {
+        for name in [
+            PROGRAM,
+            NAMES_PROGRAM,
+            HTTP_PROGRAM,
+            SPLIT_PROGRAM,
+            INBOUND_PROGRAM,
+        ] {
             let prog: &mut SchedClassifier = ebpf
                 .program_mut(name)
                 .ok_or(DataplaneError::MissingProgram(name))?
@@ -117,7 +125,11 @@ impl Dataplane {
                 source: Box::new(e),
             })?;
         }
-        for (index, name) in [(jump::NAMES, NAMES_PROGRAM), (jump::HTTP, HTTP_PROGRAM)] {
+        for (index, name) in [
+            (jump::NAMES, NAMES_PROGRAM),
+            (jump::HTTP, HTTP_PROGRAM),
+            (jump::SPLIT, SPLIT_PROGRAM),
+        ] {
             let fd = {
                 let prog: &SchedClassifier = ebpf
                     .program(name)
