@@ -147,7 +147,7 @@ pub struct Planned {
     next: u32,
 }
 
-fn addr16(ip: &IpAddr) -> (u8, [u8; 16]) {
+pub(super) fn addr16(ip: &IpAddr) -> (u8, [u8; 16]) {
     let mut a = [0u8; 16];
     match ip {
         IpAddr::V4(v4) => {
@@ -190,7 +190,7 @@ pub fn normalize_name(name: &str) -> Result<(u8, Vec<u8>), DataplaneError> {
 }
 
 /// The HPACK Huffman coding of a name, when an encoder is available.
-fn huffman(name: &[u8]) -> Option<Vec<u8>> {
+pub(super) fn huffman(name: &[u8]) -> Option<Vec<u8>> {
     let h = crate::packet::hpack::huffman_encode(name);
     (!h.is_empty() && h.len() < MAX_NAME_LEN).then_some(h)
 }
@@ -744,5 +744,209 @@ fn port_of(k: &Key) -> u16 {
     match k {
         Key::Name(k) => k.port,
         _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use super::*;
+    use crate::dataplane::desired_ref;
+    use crate::plan::{Cidr, Entry, Verdict, L4};
+
+    /// Applies `ch` to `c` as the writer does to a generation; returns the operations.
+    fn write(c: &mut Content, ch: &Changes) -> usize {
+        fn one<K: Eq + std::hash::Hash + Clone, V: PartialEq + Clone>(
+            have: &mut FastMap<K, V>,
+            want: &FastMap<K, Option<V>>,
+        ) -> usize {
+            let mut n = 0;
+            for (k, v) in want {
+                match v {
+                    None if have.remove(k).is_some() => n += 1,
+                    Some(v) if have.get(k) != Some(v) => {
+                        have.insert(k.clone(), v.clone());
+                        n += 1;
+                    }
+                    _ => {}
+                }
+            }
+            n
+        }
+        one(&mut c.exact, &ch.exact)
+            + one(&mut c.cidr, &ch.cidr)
+            + one(&mut c.ports, &ch.ports)
+            + one(&mut c.names, &ch.names)
+    }
+
+    fn fast<K: Eq + std::hash::Hash, V>(m: HashMap<K, V>) -> FastMap<K, V> {
+        m.into_iter().collect()
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+    }
+
+    /// One of a small pool of matches, so that plans share, shadow and drop slots.
+    fn matcher(r: &mut Rng) -> Match {
+        let a = r.below(12);
+        let port = [80u16, 443, 8080][r.below(3)];
+        let protocol = [L4::Tcp, L4::Udp][r.below(2)];
+        match r.below(6) {
+            0 => Match::Ip {
+                addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, a as u8)),
+                port,
+                protocol,
+            },
+            1 => Match::Ip {
+                addr: IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, a as u16)),
+                port,
+                protocol,
+            },
+            2 => Match::Cidr {
+                cidr: Cidr {
+                    addr: IpAddr::V4(Ipv4Addr::new(10, a as u8, 0, 0)),
+                    len: [16u8, 24][r.below(2)],
+                },
+                port,
+                protocol,
+            },
+            3 => Match::Sni {
+                name: [
+                    "a.example.com",
+                    "*.Example.com",
+                    "B.example.com.",
+                    "*.x.y.z",
+                ][a % 4]
+                    .into(),
+                port,
+            },
+            4 => Match::Host {
+                name: ["a.example.com", "*.example.com", "c.example.org", "api.lab"][a % 4].into(),
+                port,
+            },
+            _ => Match::Port { port, protocol },
+        }
+    }
+
+    fn plan(r: &mut Rng) -> Plan {
+        let mut p = Plan::default();
+        for _ in 0..r.below(40) {
+            let service_id = r.below(4) as u32;
+            p.entries.push(Entry {
+                matcher: matcher(r),
+                service_id,
+                service: format!("ns/svc-{service_id}/h"),
+                verdict: [Verdict::Pass, Verdict::Redirect][r.below(2)],
+            });
+        }
+        p
+    }
+
+    /// Plan after plan, the incremental writer leaves the maps, entry ids and warnings exactly
+    /// as the full rebuild-and-diff did; re-adopting the content (full mode) writes nothing.
+    #[test]
+    fn incremental_apply_matches_the_full_rebuild() {
+        let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut slots = Slots::default();
+        let mut have = Content::default();
+        let mut ids = desired_ref::Ids::default();
+        let mut last = Plan::default();
+        for step in 0..3000 {
+            // Mostly small edits of the last plan, sometimes a new one.
+            let p = if step % 7 == 0 {
+                plan(&mut r)
+            } else {
+                let mut p = last.clone();
+                for _ in 0..=r.below(3) {
+                    let extra = plan(&mut r).entries;
+                    match r.below(3) {
+                        0 if !p.entries.is_empty() => {
+                            let i = r.below(p.entries.len());
+                            p.entries.remove(i);
+                        }
+                        1 if !extra.is_empty() => {
+                            let i = r.below(p.entries.len() + 1);
+                            p.entries.insert(i, extra[0].clone());
+                        }
+                        _ if !p.entries.is_empty() => {
+                            let i = r.below(p.entries.len());
+                            p.entries[i].verdict = [Verdict::Pass, Verdict::Redirect][r.below(2)];
+                        }
+                        _ => {}
+                    }
+                }
+                p
+            };
+            let mut next_ids = ids.clone();
+            let want = desired_ref::build(&p, &mut next_ids).expect("reference build");
+            let full = step % 11 == 0;
+            let mut planned = slots.plan(&p, full).expect("plan");
+            if full {
+                planned.changes.delete_rest(&have);
+            }
+            let lens = planned.changes.lens_after(&have);
+            write(&mut have, &planned.changes);
+            assert_eq!(planned.entry_ids, want.entry_ids, "step {step}");
+            assert_eq!(planned.shadowed, want.shadowed, "step {step}");
+            assert_eq!(have.exact, fast(want.content.exact.clone()), "step {step}");
+            assert_eq!(have.cidr, fast(want.content.cidr.clone()), "step {step}");
+            assert_eq!(have.ports, fast(want.content.ports.clone()), "step {step}");
+            assert_eq!(have.names, fast(want.content.names.clone()), "step {step}");
+            assert_eq!(
+                lens,
+                [
+                    have.exact.len(),
+                    have.cidr.len(),
+                    have.ports.len(),
+                    have.names.len()
+                ]
+            );
+            // A plan refused before commit changes nothing: plan it, drop it, go on.
+            if step % 5 == 0 {
+                let _ = slots.plan(&plan(&mut r), false).expect("plan");
+            }
+            slots.commit(planned);
+            ids = next_ids;
+            last = p;
+            // Re-adopted from the maps, the same plan writes nothing and keeps every id.
+            if step % 13 == 0 {
+                let mut again = Slots::from_content(&have);
+                let mut planned = again.plan(&last, true).expect("plan");
+                planned.changes.delete_rest(&have);
+                assert_eq!(write(&mut have.clone(), &planned.changes), 0, "step {step}");
+                assert_eq!(planned.entry_ids, want.entry_ids, "step {step}");
+            }
+        }
+    }
+
+    #[test]
+    fn too_long_names_are_refused_and_change_nothing() {
+        let mut slots = Slots::default();
+        let long = format!("{}.lab", "a".repeat(300));
+        let p = Plan {
+            entries: vec![Entry {
+                matcher: Match::Sni {
+                    name: long,
+                    port: 443,
+                },
+                service_id: 0,
+                service: "ns/s/h".into(),
+                verdict: Verdict::Pass,
+            }],
+            ..Plan::default()
+        };
+        assert!(matches!(
+            slots.plan(&p, false),
+            Err(DataplaneError::NameTooLong { .. })
+        ));
+        assert!(slots.names.is_empty() && slots.next == 0);
     }
 }
