@@ -40,29 +40,6 @@ pub struct Ids {
 }
 
 impl Ids {
-    /// Rebuilds the id allocator from slots found in the maps.
-    pub fn from_slots(by_slot: HashMap<Slot, u32>) -> Self {
-        let mut used: Vec<u32> = by_slot.values().copied().collect();
-        used.sort_unstable();
-        used.dedup();
-        let next = used.last().map_or(0, |m| m + 1);
-        let mut free = Vec::new();
-        let mut it = used.iter().peekable();
-        for id in 0..next {
-            if it.peek() == Some(&&id) {
-                it.next();
-            } else {
-                free.push(id);
-            }
-        }
-        free.reverse();
-        Self {
-            by_slot,
-            free,
-            next,
-        }
-    }
-
     /// Keeps the ids of `slots` that already have one, frees the rest, assigns new ones.
     fn assign(&mut self, slots: &[Slot]) -> HashMap<Slot, u32> {
         let wanted: std::collections::HashSet<&Slot> = slots.iter().collect();
