@@ -1,107 +1,153 @@
 //! What the maps must hold for a plan, per generation (keys carry generation 0 here), and the
 //! entry ids given to its entries.
+//!
+//! The writer keeps a [`Slots`] table between applies: every map slot the last plan occupied,
+//! with its entry id and the value written for it. [`Slots::plan`] walks a new plan once (one
+//! hash probe per entry, no allocation for entries whose slot already exists) and returns only
+//! the map elements whose value changes ([`Changes`]); [`Slots::commit`] records them once they
+//! are written. The cost of an apply beyond that one pass grows with the size of the change.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 
 use classifier_common::{
-    family, name_hash, name_kind, name_match, CidrData, EntryValue, ExactKey, NameKey, NameValue,
-    PortKey, PortValue, CIDR_FIXED_BITS, MAX_NAME_LEN,
+    family, name_hash, name_kind, name_match, proto, CidrData, EntryValue, ExactKey, NameKey,
+    NameValue, PortKey, PortValue, CIDR_FIXED_BITS, MAX_NAME_LEN,
 };
 
 use super::DataplaneError;
 use crate::plan::{Match, Plan};
 
-/// The map slot an entry occupies; entries in one slot share its entry id.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Slot {
-    Exact(ExactKey),
-    Cidr(u32, CidrData),
-    /// (kind, port in network order, name)
-    Name(u8, u16, Vec<u8>),
-    Port(PortKey),
-}
+/// A hash map with a fast (per-process seeded) hasher: the registry tables hold up to millions
+/// of small fixed-size keys.
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The content of one generation, keys with generation 0.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Content {
-    pub exact: HashMap<ExactKey, EntryValue>,
-    pub cidr: HashMap<(u32, CidrData), EntryValue>,
-    pub ports: HashMap<PortKey, PortValue>,
-    pub names: HashMap<NameKey, NameValue>,
+    pub exact: FastMap<ExactKey, EntryValue>,
+    pub cidr: FastMap<(u32, CidrData), EntryValue>,
+    pub ports: FastMap<PortKey, PortValue>,
+    pub names: FastMap<NameKey, NameValue>,
 }
 
-/// Entry ids by slot, with a free list so that unchanged entries keep theirs.
-#[derive(Clone, Debug, Default)]
-pub struct Ids {
-    pub by_slot: HashMap<Slot, u32>,
+/// Map elements to write into a generation: `Some` to insert, `None` to delete.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub exact: FastMap<ExactKey, Option<EntryValue>>,
+    pub cidr: FastMap<(u32, CidrData), Option<EntryValue>>,
+    pub ports: FastMap<PortKey, Option<PortValue>>,
+    pub names: FastMap<NameKey, Option<NameValue>>,
+}
+
+impl Changes {
+    /// Adds a deletion for every element of `c` not already in the changes (a full rewrite).
+    pub fn delete_rest(&mut self, c: &Content) {
+        for k in c.exact.keys() {
+            self.exact.entry(*k).or_insert(None);
+        }
+        for k in c.cidr.keys() {
+            self.cidr.entry(*k).or_insert(None);
+        }
+        for k in c.ports.keys() {
+            self.ports.entry(*k).or_insert(None);
+        }
+        for k in c.names.keys() {
+            self.names.entry(*k).or_insert(None);
+        }
+    }
+
+    /// Elements per map (exact, cidr, ports, names) once the changes are applied to `c`.
+    pub fn lens_after(&self, c: &Content) -> [usize; 4] {
+        fn after<K: Eq + std::hash::Hash, V, W>(
+            have: &FastMap<K, V>,
+            ch: &FastMap<K, Option<W>>,
+        ) -> usize {
+            let mut n = have.len() as isize;
+            for (k, w) in ch {
+                n += isize::from(w.is_some()) - isize::from(have.contains_key(k));
+            }
+            n as usize
+        }
+        [
+            after(&c.exact, &self.exact),
+            after(&c.cidr, &self.cidr),
+            after(&c.ports, &self.ports),
+            after(&c.names, &self.names),
+        ]
+    }
+}
+
+/// A slot: the map key an entry occupies; entries in one slot share its entry id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    Exact(ExactKey),
+    Cidr(u32, CidrData),
+    Name(NameKey),
+    Port(PortKey),
+}
+
+/// A slot of the last plan applied.
+#[derive(Clone, Copy, Debug)]
+struct Rec {
+    /// The value written for it (its entry id included).
+    value: EntryValue,
+    /// The plan pass that last met it, and the entry that decided it in that pass.
+    seen: u64,
+    first: u32,
+}
+
+#[derive(Clone, Debug)]
+struct NameRec {
+    rec: Rec,
+    bytes: Box<[u8]>,
+}
+
+/// Every slot of the last plan applied, the entry ids in use, and what the ports map holds
+/// because of names.
+#[derive(Debug, Default)]
+pub struct Slots {
+    exact: FastMap<ExactKey, Rec>,
+    cidr: FastMap<(u32, CidrData), Rec>,
+    names: FastMap<NameKey, NameRec>,
+    ports: FastMap<PortKey, Rec>,
+    /// Key of a Huffman-coded name element -> key of the exact name it codes.
+    huff: FastMap<NameKey, NameKey>,
+    /// Name kinds and wildcard label bits per port (network order).
+    port_names: FastMap<u16, (u8, u64)>,
+    /// Free entry ids below `next`, largest first.
     free: Vec<u32>,
     next: u32,
+    pass: u64,
 }
 
-impl Ids {
-    /// Rebuilds the id allocator from slots found in the maps.
-    pub fn from_slots(by_slot: HashMap<Slot, u32>) -> Self {
-        let mut used: Vec<u32> = by_slot.values().copied().collect();
-        used.sort_unstable();
-        used.dedup();
-        let next = used.last().map_or(0, |m| m + 1);
-        let mut free = Vec::new();
-        let mut it = used.iter().peekable();
-        for id in 0..next {
-            if it.peek() == Some(&&id) {
-                it.next();
-            } else {
-                free.push(id);
-            }
-        }
-        free.reverse();
-        Self {
-            by_slot,
-            free,
-            next,
-        }
-    }
-
-    /// Keeps the ids of `slots` that already have one, frees the rest, assigns new ones.
-    fn assign(&mut self, slots: &[Slot]) -> HashMap<Slot, u32> {
-        let wanted: std::collections::HashSet<&Slot> = slots.iter().collect();
-        let mut kept = HashMap::new();
-        let mut freed = Vec::new();
-        for (slot, id) in self.by_slot.drain() {
-            if wanted.contains(&slot) {
-                kept.insert(slot, id);
-            } else {
-                freed.push(id);
-            }
-        }
-        freed.sort_unstable_by(|a, b| b.cmp(a));
-        self.free.extend(freed);
-        self.free.sort_unstable_by(|a, b| b.cmp(a));
-        for slot in slots {
-            if !kept.contains_key(slot) {
-                let id = self.free.pop().unwrap_or_else(|| {
-                    self.next += 1;
-                    self.next - 1
-                });
-                kept.insert(slot.clone(), id);
-            }
-        }
-        self.by_slot = kept.clone();
-        kept
-    }
+/// A slot the plan adds.
+struct NewSlot {
+    key: Key,
+    first: u32,
+    bytes: Option<Box<[u8]>>,
+    value: EntryValue,
 }
 
-/// A plan compiled down to map content.
-pub struct Desired {
-    pub content: Content,
+/// The outcome of [`Slots::plan`]: the elements to write, and what [`Slots::commit`] records.
+pub struct Planned {
+    pub changes: Changes,
     /// The entry id of each plan entry (index into `Plan::entries`).
     pub entry_ids: Vec<u32>,
     /// Entries that lost to an earlier entry of the same slot.
     pub shadowed: Vec<String>,
+    pass: u64,
+    new: Vec<NewSlot>,
+    updated: Vec<(Key, EntryValue)>,
+    removed: Vec<Key>,
+    huff_removed: Vec<NameKey>,
+    huff_added: Vec<(NameKey, NameKey)>,
+    port_names: FastMap<u16, (u8, u64)>,
+    free: Vec<u32>,
+    next: u32,
 }
 
-fn addr16(ip: &IpAddr) -> (u8, [u8; 16]) {
+pub(super) fn addr16(ip: &IpAddr) -> (u8, [u8; 16]) {
     let mut a = [0u8; 16];
     match ip {
         IpAddr::V4(v4) => {
@@ -112,15 +158,14 @@ fn addr16(ip: &IpAddr) -> (u8, [u8; 16]) {
     }
 }
 
-/// A name as the kernel matches it: lower case, one trailing dot removed; `*.x.y` as the
-/// suffix `.x.y`. Returns (kind, bytes).
-pub fn normalize_name(name: &str) -> Result<(u8, Vec<u8>), DataplaneError> {
-    let mut n = name.to_ascii_lowercase().into_bytes();
-    if n.last() == Some(&b'.') {
-        n.pop();
+/// Normalizes `name` into `buf` (see [`normalize_name`]); returns (kind, length).
+fn normalize_into(name: &str, buf: &mut [u8; MAX_NAME_LEN]) -> Result<(u8, usize), DataplaneError> {
+    let mut n = name.as_bytes();
+    if let Some(rest) = n.strip_suffix(b".") {
+        n = rest;
     }
     let (kind, bytes) = match n.strip_prefix(b"*") {
-        Some(rest) => (name_match::SUFFIX, rest.to_vec()),
+        Some(rest) => (name_match::SUFFIX, rest),
         None => (name_match::EXACT, n),
     };
     if bytes.is_empty() || bytes.len() >= MAX_NAME_LEN {
@@ -130,50 +175,166 @@ pub fn normalize_name(name: &str) -> Result<(u8, Vec<u8>), DataplaneError> {
             max: MAX_NAME_LEN - 1,
         });
     }
-    Ok((kind, bytes))
+    for (d, s) in buf.iter_mut().zip(bytes) {
+        *d = s.to_ascii_lowercase();
+    }
+    Ok((kind, bytes.len()))
+}
+
+/// A name as the kernel matches it: lower case, one trailing dot removed; `*.x.y` as the
+/// suffix `.x.y`. Returns (kind, bytes).
+pub fn normalize_name(name: &str) -> Result<(u8, Vec<u8>), DataplaneError> {
+    let mut buf = [0u8; MAX_NAME_LEN];
+    let (kind, len) = normalize_into(name, &mut buf)?;
+    Ok((kind, buf[..len].to_vec()))
 }
 
 /// The HPACK Huffman coding of a name, when an encoder is available.
-fn huffman(name: &[u8]) -> Option<Vec<u8>> {
+pub(super) fn huffman(name: &[u8]) -> Option<Vec<u8>> {
     let h = crate::packet::hpack::huffman_encode(name);
     (!h.is_empty() && h.len() < MAX_NAME_LEN).then_some(h)
 }
 
-/// Builds what the maps must hold for `plan`, assigning entry ids through `ids`.
-pub fn build(plan: &Plan, ids: &mut Ids) -> Result<Desired, DataplaneError> {
-    // Slots in plan order; the first entry of a slot decides it.
-    let mut slots: Vec<Slot> = Vec::with_capacity(plan.entries.len());
-    let mut first: HashMap<Slot, usize> = HashMap::new();
-    let mut entry_slot: Vec<Slot> = Vec::with_capacity(plan.entries.len());
-    let mut extra: Vec<(usize, u8, u16, Vec<u8>)> = Vec::new();
-    let mut kinds: HashMap<u16, (u8, u64)> = HashMap::new();
-    for (i, e) in plan.entries.iter().enumerate() {
-        let slot = match &e.matcher {
-            Match::Ip {
-                addr,
-                port,
-                protocol,
-            } => {
-                let (fam, a) = addr16(addr);
-                Slot::Exact(ExactKey {
-                    generation: 0,
-                    family: fam,
-                    proto: protocol.number(),
-                    _pad: 0,
-                    port: port.to_be(),
-                    _pad2: 0,
-                    addr: a,
-                })
+fn name_key(kind: u8, port: u16, bytes: &[u8]) -> NameKey {
+    NameKey {
+        hash: name_hash(bytes),
+        generation: 0,
+        kind,
+        port,
+        _pad: 0,
+    }
+}
+
+/// The Huffman element of an exact name: (key, coded bytes).
+fn huffman_key(nk: &NameKey, bytes: &[u8]) -> Option<(NameKey, Vec<u8>)> {
+    if nk.kind != name_match::EXACT {
+        return None;
+    }
+    huffman(bytes).map(|h| (name_key(name_match::HUFFMAN, nk.port, &h), h))
+}
+
+fn name_value(bytes: &[u8], ev: EntryValue) -> NameValue {
+    let mut nv = NameValue {
+        entry: ev,
+        len: bytes.len() as u16,
+        ..NameValue::default()
+    };
+    nv.name[..bytes.len()].copy_from_slice(bytes);
+    nv
+}
+
+/// A hash collision found while planning: (entry index that met it, earlier name, later name,
+/// port in network order). The one met first in plan order is reported.
+type Collision = (usize, Vec<u8>, Vec<u8>, u16);
+
+fn keep_first(c: &mut Option<Collision>, new: Collision) {
+    if c.as_ref().is_none_or(|o| new.0 < o.0) {
+        *c = Some(new);
+    }
+}
+
+fn collision_error(c: Collision) -> DataplaneError {
+    DataplaneError::HashCollision {
+        a: String::from_utf8_lossy(&c.1).into_owned(),
+        b: String::from_utf8_lossy(&c.2).into_owned(),
+        port: u16::from_be(c.3),
+    }
+}
+
+impl Slots {
+    /// Rebuilds the table from the content of the generation in force (read back from pins).
+    pub fn from_content(c: &Content) -> Self {
+        let rec = |value: EntryValue| Rec {
+            value,
+            seen: 0,
+            first: 0,
+        };
+        let mut s = Slots::default();
+        let mut used = Vec::new();
+        for (k, v) in &c.exact {
+            s.exact.insert(*k, rec(*v));
+            used.push(v.entry_id);
+        }
+        for (k, v) in &c.cidr {
+            s.cidr.insert(*k, rec(*v));
+            used.push(v.entry_id);
+        }
+        for (k, v) in &c.names {
+            if k.kind != name_match::HUFFMAN {
+                let bytes: Box<[u8]> = v.name[..(v.len as usize).min(v.name.len())].into();
+                if let Some((hk, _)) = huffman_key(k, &bytes) {
+                    s.huff.insert(hk, *k);
+                }
+                s.names.insert(
+                    *k,
+                    NameRec {
+                        rec: rec(v.entry),
+                        bytes,
+                    },
+                );
+                used.push(v.entry.entry_id);
             }
-            Match::Cidr {
-                cidr,
-                port,
-                protocol,
-            } => {
-                let (fam, a) = addr16(&cidr.addr);
-                Slot::Cidr(
-                    CIDR_FIXED_BITS + cidr.len as u32,
-                    CidrData {
+        }
+        for (k, v) in &c.ports {
+            if v.has_capture == 1 {
+                s.ports.insert(*k, rec(v.capture));
+                used.push(v.capture.entry_id);
+            }
+            if k.proto == proto::TCP && (v.name_kinds != 0 || v.suffix_labels != 0) {
+                s.port_names.insert(k.port, (v.name_kinds, v.suffix_labels));
+            }
+        }
+        used.sort_unstable();
+        used.dedup();
+        s.next = used.last().map_or(0, |m| m + 1);
+        let mut it = used.iter().peekable();
+        for id in 0..s.next {
+            if it.peek() == Some(&&id) {
+                it.next();
+            } else {
+                s.free.push(id);
+            }
+        }
+        s.free.reverse();
+        s
+    }
+
+    /// Walks `plan` and works out what changes against the last plan committed. With `full`,
+    /// every element the plan needs is in the changes (to rewrite maps whose content is not
+    /// known to match the table). Changes nothing that a later `plan` relies on: until
+    /// [`Slots::commit`], the table stays that of the last plan committed.
+    pub fn plan(&mut self, plan: &Plan, full: bool) -> Result<Planned, DataplaneError> {
+        self.pass += 1;
+        let pass = self.pass;
+        let n = plan.entries.len();
+        let mut entry_ids: Vec<u32> = Vec::with_capacity(n);
+        let mut shadowed_at: Vec<(usize, usize)> = Vec::new();
+        let mut new: Vec<NewSlot> = Vec::new();
+        let mut new_at: FastMap<Key, usize> = FastMap::default();
+        // Entries of new slots, whose ids are known once the removed slots are freed.
+        let mut fix: Vec<(usize, usize)> = Vec::new();
+        let mut updated: Vec<(Key, EntryValue)> = Vec::new();
+        let mut kinds: FastMap<u16, (u8, u64)> = FastMap::default();
+        let mut seen = [0usize; 4];
+        let mut collision: Option<Collision> = None;
+        let mut buf = [0u8; MAX_NAME_LEN];
+
+        for (i, e) in plan.entries.iter().enumerate() {
+            let value = |id: u32| EntryValue {
+                service_id: e.service_id,
+                entry_id: id,
+                verdict: e.verdict.code(),
+                _pad: [0; 3],
+            };
+            let mut name: &[u8] = &[];
+            let key = match &e.matcher {
+                Match::Ip {
+                    addr,
+                    port,
+                    protocol,
+                } => {
+                    let (fam, a) = addr16(addr);
+                    Key::Exact(ExactKey {
                         generation: 0,
                         family: fam,
                         proto: protocol.number(),
@@ -181,136 +342,611 @@ pub fn build(plan: &Plan, ids: &mut Ids) -> Result<Desired, DataplaneError> {
                         port: port.to_be(),
                         _pad2: 0,
                         addr: a,
-                    },
-                )
-            }
-            Match::Sni { name, port } | Match::Host { name, port } => {
-                let (kind, bytes) = normalize_name(name)?;
-                let pk = port.to_be();
-                let k = kinds.entry(pk).or_default();
-                if matches!(e.matcher, Match::Sni { .. }) {
-                    k.0 |= name_kind::TLS;
-                } else {
-                    k.0 |= name_kind::HTTP | name_kind::H2;
+                    })
                 }
-                // Names are per port, whatever stage asks (decision.md §11): an HTTP/2
-                // `:authority` sent Huffman-coded matches every exact name of the port.
-                if kind == name_match::EXACT {
-                    if let Some(h) = huffman(&bytes) {
-                        extra.push((i, name_match::HUFFMAN, pk, h));
+                Match::Cidr {
+                    cidr,
+                    port,
+                    protocol,
+                } => {
+                    let (fam, a) = addr16(&cidr.addr);
+                    Key::Cidr(
+                        CIDR_FIXED_BITS + cidr.len as u32,
+                        CidrData {
+                            generation: 0,
+                            family: fam,
+                            proto: protocol.number(),
+                            _pad: 0,
+                            port: port.to_be(),
+                            _pad2: 0,
+                            addr: a,
+                        },
+                    )
+                }
+                Match::Sni { name: n, port } | Match::Host { name: n, port } => {
+                    let (kind, len) = normalize_into(n, &mut buf)?;
+                    name = &buf[..len];
+                    let pk = port.to_be();
+                    let k = kinds.entry(pk).or_default();
+                    if matches!(e.matcher, Match::Sni { .. }) {
+                        k.0 |= name_kind::TLS;
+                    } else {
+                        k.0 |= name_kind::HTTP | name_kind::H2;
                     }
-                }
-                if kind == name_match::SUFFIX {
-                    let labels = bytes.iter().filter(|&&b| b == b'.').count();
-                    if labels < 64 {
-                        k.1 |= 1u64 << labels;
+                    if kind == name_match::SUFFIX {
+                        let labels = name.iter().filter(|&&b| b == b'.').count();
+                        if labels < 64 {
+                            k.1 |= 1u64 << labels;
+                        }
                     }
+                    Key::Name(name_key(kind, pk, name))
                 }
-                Slot::Name(kind, pk, bytes)
+                Match::Port { port, protocol } => Key::Port(PortKey {
+                    generation: 0,
+                    proto: protocol.number(),
+                    port: port.to_be(),
+                }),
+            };
+            // A slot of the last plan: its id stays.
+            let rec = match &key {
+                Key::Exact(k) => self.exact.get_mut(k).map(|r| (r, 0)),
+                Key::Cidr(l, d) => self.cidr.get_mut(&(*l, *d)).map(|r| (r, 1)),
+                Key::Name(k) => self
+                    .names
+                    .get_mut(k)
+                    .filter(|r| *r.bytes == *name)
+                    .map(|r| (&mut r.rec, 2)),
+                Key::Port(k) => self.ports.get_mut(k).map(|r| (r, 3)),
+            };
+            if let Some((r, t)) = rec {
+                let id = r.value.entry_id;
+                entry_ids.push(id);
+                if r.seen == pass {
+                    shadowed_at.push((i, r.first as usize));
+                    continue;
+                }
+                r.seen = pass;
+                r.first = i as u32;
+                seen[t] += 1;
+                let v = value(id);
+                if full || v != r.value {
+                    updated.push((key, v));
+                }
+                continue;
             }
-            Match::Port { port, protocol } => Slot::Port(PortKey {
-                generation: 0,
-                proto: protocol.number(),
-                port: port.to_be(),
-            }),
-        };
-        if !first.contains_key(&slot) {
-            first.insert(slot.clone(), i);
-            slots.push(slot.clone());
+            // A new slot: its id is assigned below.
+            entry_ids.push(u32::MAX);
+            match new_at.get(&key) {
+                Some(&j) => {
+                    let s: &NewSlot = &new[j];
+                    if let Some(b) = s.bytes.as_deref().filter(|b| *b != name) {
+                        keep_first(
+                            &mut collision,
+                            (i, b.to_vec(), name.to_vec(), port_of(&key)),
+                        );
+                        continue;
+                    }
+                    shadowed_at.push((i, s.first as usize));
+                    fix.push((i, j));
+                }
+                None => {
+                    new_at.insert(key, new.len());
+                    fix.push((i, new.len()));
+                    new.push(NewSlot {
+                        key,
+                        first: i as u32,
+                        bytes: matches!(key, Key::Name(_)).then(|| name.into()),
+                        value: value(u32::MAX),
+                    });
+                }
+            }
         }
-        entry_slot.push(slot);
-    }
-    let by_slot = ids.assign(&slots);
 
-    let mut content = Content::default();
-    let mut shadowed = Vec::new();
-    let mut entry_ids = Vec::with_capacity(plan.entries.len());
-    let value = |i: usize, id: u32| {
-        let e = &plan.entries[i];
-        EntryValue {
-            service_id: e.service_id,
-            entry_id: id,
-            verdict: e.verdict.code(),
-            _pad: [0; 3],
-        }
-    };
-    let mut name_owner: HashMap<NameKey, Vec<u8>> = HashMap::new();
-    let mut put_name = |content: &mut Content,
-                        kind: u8,
-                        port: u16,
-                        bytes: &[u8],
-                        ev: EntryValue|
-     -> Result<(), DataplaneError> {
-        let key = NameKey {
-            hash: name_hash(bytes),
-            generation: 0,
-            kind,
-            port,
-            _pad: 0,
-        };
-        if let Some(other) = name_owner.get(&key) {
-            if other.as_slice() != bytes {
-                return Err(DataplaneError::HashCollision {
-                    a: String::from_utf8_lossy(other).into_owned(),
-                    b: String::from_utf8_lossy(bytes).into_owned(),
-                    port: u16::from_be(port),
-                });
+        // A new name whose key an existing name of this plan holds.
+        for s in &new {
+            if let (Key::Name(k), Some(b)) = (&s.key, &s.bytes) {
+                if let Some(r) = self.names.get(k).filter(|r| r.rec.seen == pass) {
+                    let (first, a, b) = if r.rec.first < s.first {
+                        (s.first, r.bytes.to_vec(), b.to_vec())
+                    } else {
+                        (r.rec.first, b.to_vec(), r.bytes.to_vec())
+                    };
+                    keep_first(&mut collision, (first as usize, a, b, k.port));
+                }
             }
-            return Ok(());
         }
-        name_owner.insert(key, bytes.to_vec());
-        let mut nv = NameValue {
-            entry: ev,
-            len: bytes.len() as u16,
-            ..NameValue::default()
+        if let Some(c) = collision {
+            return Err(collision_error(c));
+        }
+
+        // Slots of the last plan that this one does not have.
+        let mut removed: Vec<Key> = Vec::new();
+        let mut freed: Vec<u32> = Vec::new();
+        if seen[0] < self.exact.len() {
+            for (k, r) in &self.exact {
+                if r.seen != pass {
+                    removed.push(Key::Exact(*k));
+                    freed.push(r.value.entry_id);
+                }
+            }
+        }
+        if seen[1] < self.cidr.len() {
+            for (k, r) in &self.cidr {
+                if r.seen != pass {
+                    removed.push(Key::Cidr(k.0, k.1));
+                    freed.push(r.value.entry_id);
+                }
+            }
+        }
+        if seen[2] < self.names.len() {
+            for (k, r) in &self.names {
+                if r.rec.seen != pass {
+                    removed.push(Key::Name(*k));
+                    freed.push(r.rec.value.entry_id);
+                }
+            }
+        }
+        if seen[3] < self.ports.len() {
+            for (k, r) in &self.ports {
+                if r.seen != pass {
+                    removed.push(Key::Port(*k));
+                    freed.push(r.value.entry_id);
+                }
+            }
+        }
+
+        // Ids: kept slots keep theirs; new slots, in plan order, take the smallest free one.
+        let mut free = self.free.clone();
+        free.extend(freed);
+        free.sort_unstable_by(|a, b| b.cmp(a));
+        let mut next = self.next;
+        for s in &mut new {
+            let id = free.pop().unwrap_or_else(|| {
+                next += 1;
+                next - 1
+            });
+            s.value.entry_id = id;
+        }
+        for (i, j) in fix {
+            entry_ids[i] = new[j].value.entry_id;
+        }
+
+        // Huffman-coded names: one per exact name, owned by it.
+        let mut changes = Changes::default();
+        let mut huff_removed = Vec::new();
+        let mut huff_added = Vec::new();
+        let mut huff_new: FastMap<NameKey, (u32, Vec<u8>)> = FastMap::default();
+        let mut collision: Option<Collision> = None;
+        for k in &removed {
+            if let Key::Name(nk) = k {
+                let r = &self.names[nk];
+                if let Some((hk, _)) = huffman_key(nk, &r.bytes) {
+                    if self.huff.get(&hk) == Some(nk) {
+                        huff_removed.push(hk);
+                    }
+                }
+            }
+        }
+        let mut put_name = |changes: &mut Changes, nk: &NameKey, bytes: &[u8], ev, first: u32| {
+            changes.names.insert(*nk, Some(name_value(bytes, ev)));
+            let Some((hk, h)) = huffman_key(nk, bytes) else {
+                return;
+            };
+            if let Some(owner) = self.huff.get(&hk).filter(|o| *o != nk) {
+                if let Some(o) = self.names.get(owner).filter(|o| o.rec.seen == pass) {
+                    let oh = huffman(&o.bytes).unwrap_or_default();
+                    let c = if o.rec.first < first {
+                        (first as usize, oh, h, nk.port)
+                    } else {
+                        (o.rec.first as usize, h, oh, nk.port)
+                    };
+                    keep_first(&mut collision, c);
+                    return;
+                }
+            }
+            if let Some((of, oh)) = huff_new.get(&hk) {
+                let c = if *of < first {
+                    (first as usize, oh.clone(), h, nk.port)
+                } else {
+                    (*of as usize, h, oh.clone(), nk.port)
+                };
+                keep_first(&mut collision, c);
+                return;
+            }
+            changes.names.insert(hk, Some(name_value(&h, ev)));
+            huff_added.push((hk, *nk));
+            huff_new.insert(hk, (first, h));
         };
-        nv.name[..bytes.len()].copy_from_slice(bytes);
-        content.names.insert(key, nv);
-        Ok(())
-    };
-    for (i, slot) in entry_slot.iter().enumerate() {
-        let id = by_slot[slot];
-        entry_ids.push(id);
-        if first[slot] != i {
+
+        // The elements that change.
+        for k in &removed {
+            match k {
+                Key::Exact(k) => {
+                    changes.exact.insert(*k, None);
+                }
+                Key::Cidr(l, d) => {
+                    changes.cidr.insert((*l, *d), None);
+                }
+                Key::Name(k) => {
+                    changes.names.insert(*k, None);
+                }
+                Key::Port(_) => {}
+            }
+        }
+        for hk in &huff_removed {
+            changes.names.insert(*hk, None);
+        }
+        let mut touched_ports: Vec<PortKey> = Vec::new();
+        let mut capture: FastMap<PortKey, EntryValue> = FastMap::default();
+        let slots = updated
+            .iter()
+            .map(|(k, v)| (k, *v, None))
+            .chain(new.iter().map(|s| (&s.key, s.value, Some(s))));
+        for (k, v, s) in slots {
+            match k {
+                Key::Exact(k) => {
+                    changes.exact.insert(*k, Some(v));
+                }
+                Key::Cidr(l, d) => {
+                    changes.cidr.insert((*l, *d), Some(v));
+                }
+                Key::Name(nk) => {
+                    let (bytes, first) = match s {
+                        Some(s) => (s.bytes.as_deref().unwrap_or_default(), s.first),
+                        None => {
+                            let r = &self.names[nk];
+                            (&*r.bytes, r.rec.first)
+                        }
+                    };
+                    put_name(&mut changes, nk, bytes, v, first);
+                }
+                Key::Port(pk) => {
+                    capture.insert(*pk, v);
+                    touched_ports.push(*pk);
+                }
+            }
+        }
+        if let Some(c) = collision {
+            return Err(collision_error(c));
+        }
+
+        // Ports: capture and name kinds of every port whose either changes.
+        for k in &removed {
+            if let Key::Port(pk) = k {
+                touched_ports.push(*pk);
+            }
+        }
+        let tcp = |port: u16| PortKey {
+            generation: 0,
+            proto: proto::TCP,
+            port,
+        };
+        for (port, k) in &kinds {
+            if full || self.port_names.get(port) != Some(k) {
+                touched_ports.push(tcp(*port));
+            }
+        }
+        for port in self.port_names.keys() {
+            if !kinds.contains_key(port) {
+                touched_ports.push(tcp(*port));
+            }
+        }
+        for pk in touched_ports {
+            let cap = capture.get(&pk).copied().or_else(|| {
+                self.ports
+                    .get(&pk)
+                    .filter(|r| r.seen == pass)
+                    .map(|r| r.value)
+            });
+            let names = (pk.proto == proto::TCP)
+                .then(|| kinds.get(&pk.port))
+                .flatten();
+            let v = (cap.is_some() || names.is_some()).then(|| {
+                let mut pv = PortValue::default();
+                if let Some(c) = cap {
+                    pv.capture = c;
+                    pv.has_capture = 1;
+                }
+                if let Some((k, labels)) = names {
+                    pv.name_kinds = *k;
+                    pv.suffix_labels = *labels;
+                }
+                pv
+            });
+            changes.ports.insert(pk, v);
+        }
+
+        let mut shadowed = Vec::with_capacity(shadowed_at.len());
+        for (i, first) in shadowed_at {
             shadowed.push(format!(
-                "entry {i} ({}) has the same match as entry {} and is shadowed by it",
-                plan.entries[i].service, first[slot]
+                "entry {i} ({}) has the same match as entry {first} and is shadowed by it",
+                plan.entries[i].service
             ));
-            continue;
         }
-        let ev = value(i, id);
-        match slot {
-            Slot::Exact(k) => {
-                content.exact.insert(*k, ev);
+        Ok(Planned {
+            changes,
+            entry_ids,
+            shadowed,
+            pass,
+            new,
+            updated,
+            removed,
+            huff_removed,
+            huff_added,
+            port_names: kinds,
+            free,
+            next,
+        })
+    }
+
+    /// Records a plan whose changes are now written in both generations.
+    pub fn commit(&mut self, p: Planned) {
+        let pass = p.pass;
+        for k in p.removed {
+            match k {
+                Key::Exact(k) => {
+                    self.exact.remove(&k);
+                }
+                Key::Cidr(l, d) => {
+                    self.cidr.remove(&(l, d));
+                }
+                Key::Name(k) => {
+                    self.names.remove(&k);
+                }
+                Key::Port(k) => {
+                    self.ports.remove(&k);
+                }
             }
-            Slot::Cidr(len, d) => {
-                content.cidr.insert((*len, *d), ev);
+        }
+        for hk in p.huff_removed {
+            self.huff.remove(&hk);
+        }
+        for (k, v) in p.updated {
+            match k {
+                Key::Exact(k) => self.exact.get_mut(&k).map(|r| r.value = v),
+                Key::Cidr(l, d) => self.cidr.get_mut(&(l, d)).map(|r| r.value = v),
+                Key::Name(k) => self.names.get_mut(&k).map(|r| r.rec.value = v),
+                Key::Port(k) => self.ports.get_mut(&k).map(|r| r.value = v),
+            };
+        }
+        for s in p.new {
+            let rec = Rec {
+                value: s.value,
+                seen: pass,
+                first: s.first,
+            };
+            match s.key {
+                Key::Exact(k) => {
+                    self.exact.insert(k, rec);
+                }
+                Key::Cidr(l, d) => {
+                    self.cidr.insert((l, d), rec);
+                }
+                Key::Name(k) => {
+                    let bytes = s.bytes.unwrap_or_default();
+                    self.names.insert(k, NameRec { rec, bytes });
+                }
+                Key::Port(k) => {
+                    self.ports.insert(k, rec);
+                }
             }
-            Slot::Name(kind, port, bytes) => put_name(&mut content, *kind, *port, bytes, ev)?,
-            Slot::Port(pk) => {
-                let pv = content.ports.entry(*pk).or_default();
-                pv.capture = ev;
-                pv.has_capture = 1;
+        }
+        for (hk, nk) in p.huff_added {
+            self.huff.insert(hk, nk);
+        }
+        self.port_names = p.port_names;
+        self.free = p.free;
+        self.next = p.next;
+    }
+}
+
+fn port_of(k: &Key) -> u16 {
+    match k {
+        Key::Name(k) => k.port,
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use super::*;
+    use crate::dataplane::desired_ref;
+    use crate::plan::{Cidr, Entry, Verdict, L4};
+
+    /// Applies `ch` to `c` as the writer does to a generation; returns the operations.
+    fn write(c: &mut Content, ch: &Changes) -> usize {
+        fn one<K: Eq + std::hash::Hash + Clone, V: PartialEq + Clone>(
+            have: &mut FastMap<K, V>,
+            want: &FastMap<K, Option<V>>,
+        ) -> usize {
+            let mut n = 0;
+            for (k, v) in want {
+                match v {
+                    None if have.remove(k).is_some() => n += 1,
+                    Some(v) if have.get(k) != Some(v) => {
+                        have.insert(k.clone(), v.clone());
+                        n += 1;
+                    }
+                    _ => {}
+                }
+            }
+            n
+        }
+        one(&mut c.exact, &ch.exact)
+            + one(&mut c.cidr, &ch.cidr)
+            + one(&mut c.ports, &ch.ports)
+            + one(&mut c.names, &ch.names)
+    }
+
+    fn fast<K: Eq + std::hash::Hash, V>(m: HashMap<K, V>) -> FastMap<K, V> {
+        m.into_iter().collect()
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+    }
+
+    /// One of a small pool of matches, so that plans share, shadow and drop slots.
+    fn matcher(r: &mut Rng) -> Match {
+        let a = r.below(12);
+        let port = [80u16, 443, 8080][r.below(3)];
+        let protocol = [L4::Tcp, L4::Udp][r.below(2)];
+        match r.below(6) {
+            0 => Match::Ip {
+                addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, a as u8)),
+                port,
+                protocol,
+            },
+            1 => Match::Ip {
+                addr: IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, a as u16)),
+                port,
+                protocol,
+            },
+            2 => Match::Cidr {
+                cidr: Cidr {
+                    addr: IpAddr::V4(Ipv4Addr::new(10, a as u8, 0, 0)),
+                    len: [16u8, 24][r.below(2)],
+                },
+                port,
+                protocol,
+            },
+            3 => Match::Sni {
+                name: [
+                    "a.example.com",
+                    "*.Example.com",
+                    "B.example.com.",
+                    "*.x.y.z",
+                ][a % 4]
+                    .into(),
+                port,
+            },
+            4 => Match::Host {
+                name: ["a.example.com", "*.example.com", "c.example.org", "api.lab"][a % 4].into(),
+                port,
+            },
+            _ => Match::Port { port, protocol },
+        }
+    }
+
+    fn plan(r: &mut Rng) -> Plan {
+        let mut p = Plan::default();
+        for _ in 0..r.below(40) {
+            let service_id = r.below(4) as u32;
+            p.entries.push(Entry {
+                matcher: matcher(r),
+                service_id,
+                service: format!("ns/svc-{service_id}/h"),
+                verdict: [Verdict::Pass, Verdict::Redirect][r.below(2)],
+            });
+        }
+        p
+    }
+
+    /// Plan after plan, the incremental writer leaves the maps, entry ids and warnings exactly
+    /// as the full rebuild-and-diff did; re-adopting the content (full mode) writes nothing.
+    #[test]
+    fn incremental_apply_matches_the_full_rebuild() {
+        let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut slots = Slots::default();
+        let mut have = Content::default();
+        let mut ids = desired_ref::Ids::default();
+        let mut last = Plan::default();
+        for step in 0..3000 {
+            // Mostly small edits of the last plan, sometimes a new one.
+            let p = if step % 7 == 0 {
+                plan(&mut r)
+            } else {
+                let mut p = last.clone();
+                for _ in 0..=r.below(3) {
+                    let extra = plan(&mut r).entries;
+                    match r.below(3) {
+                        0 if !p.entries.is_empty() => {
+                            let i = r.below(p.entries.len());
+                            p.entries.remove(i);
+                        }
+                        1 if !extra.is_empty() => {
+                            let i = r.below(p.entries.len() + 1);
+                            p.entries.insert(i, extra[0].clone());
+                        }
+                        _ if !p.entries.is_empty() => {
+                            let i = r.below(p.entries.len());
+                            p.entries[i].verdict = [Verdict::Pass, Verdict::Redirect][r.below(2)];
+                        }
+                        _ => {}
+                    }
+                }
+                p
+            };
+            let mut next_ids = ids.clone();
+            let want = desired_ref::build(&p, &mut next_ids).expect("reference build");
+            let full = step % 11 == 0;
+            let mut planned = slots.plan(&p, full).expect("plan");
+            if full {
+                planned.changes.delete_rest(&have);
+            }
+            let lens = planned.changes.lens_after(&have);
+            write(&mut have, &planned.changes);
+            assert_eq!(planned.entry_ids, want.entry_ids, "step {step}");
+            assert_eq!(planned.shadowed, want.shadowed, "step {step}");
+            assert_eq!(have.exact, fast(want.content.exact.clone()), "step {step}");
+            assert_eq!(have.cidr, fast(want.content.cidr.clone()), "step {step}");
+            assert_eq!(have.ports, fast(want.content.ports.clone()), "step {step}");
+            assert_eq!(have.names, fast(want.content.names.clone()), "step {step}");
+            assert_eq!(
+                lens,
+                [
+                    have.exact.len(),
+                    have.cidr.len(),
+                    have.ports.len(),
+                    have.names.len()
+                ]
+            );
+            // A plan refused before commit changes nothing: plan it, drop it, go on.
+            if step % 5 == 0 {
+                let _ = slots.plan(&plan(&mut r), false).expect("plan");
+            }
+            slots.commit(planned);
+            ids = next_ids;
+            last = p;
+            // Re-adopted from the maps, the same plan writes nothing and keeps every id.
+            if step % 13 == 0 {
+                let mut again = Slots::from_content(&have);
+                let mut planned = again.plan(&last, true).expect("plan");
+                planned.changes.delete_rest(&have);
+                assert_eq!(write(&mut have.clone(), &planned.changes), 0, "step {step}");
+                assert_eq!(planned.entry_ids, want.entry_ids, "step {step}");
             }
         }
     }
-    for (i, kind, port, bytes) in extra {
-        let ev = value(i, entry_ids[i]);
-        put_name(&mut content, kind, port, &bytes, ev)?;
+
+    #[test]
+    fn too_long_names_are_refused_and_change_nothing() {
+        let mut slots = Slots::default();
+        let long = format!("{}.lab", "a".repeat(300));
+        let p = Plan {
+            entries: vec![Entry {
+                matcher: Match::Sni {
+                    name: long,
+                    port: 443,
+                },
+                service_id: 0,
+                service: "ns/s/h".into(),
+                verdict: Verdict::Pass,
+            }],
+            ..Plan::default()
+        };
+        assert!(matches!(
+            slots.plan(&p, false),
+            Err(DataplaneError::NameTooLong { .. })
+        ));
+        assert!(slots.names.is_empty() && slots.next == 0);
     }
-    for (port, (k, labels)) in kinds {
-        let pv = content.ports.entry(PortKey {
-            generation: 0,
-            proto: classifier_common::proto::TCP,
-            port,
-        });
-        let pv = pv.or_default();
-        pv.name_kinds |= k;
-        pv.suffix_labels |= labels;
-    }
-    Ok(Desired {
-        content,
-        entry_ids,
-        shadowed,
-    })
 }

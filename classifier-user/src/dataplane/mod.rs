@@ -2,6 +2,8 @@
 //! packets (BPF_PROG_TEST_RUN) for tests and benchmarks.
 
 mod desired;
+#[cfg(test)]
+mod desired_ref;
 mod error;
 mod flowkey;
 mod writer;

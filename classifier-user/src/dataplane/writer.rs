@@ -14,7 +14,7 @@ use classifier_common::{
 };
 
 use super::{
-    desired::{self, Content, Ids, Slot},
+    desired::{Changes, Content, FastMap, Slots},
     Capacities, DataplaneError,
 };
 use crate::{plan::Plan, settings::Settings};
@@ -83,7 +83,11 @@ pub struct MapWriter {
     caps: Capacities,
     /// What each generation holds.
     gens: [Content; 2],
-    ids: Ids,
+    /// The slots of the last plan applied, with their entry ids.
+    slots: Slots,
+    /// Whether `gens` may differ from `slots` (read back from pins, or a write failed): the
+    /// next apply then compares every element instead of only those the plan changes.
+    full: bool,
     /// Entry id of each entry of the last plan applied.
     entry_ids: Vec<u32>,
 }
@@ -95,7 +99,8 @@ impl MapWriter {
             store: Store::Loaded(Box::new(ebpf)),
             caps,
             gens: [Content::default(), Content::default()],
-            ids: Ids::default(),
+            slots: Slots::default(),
+            full: false,
             entry_ids: Vec::new(),
         };
         w.array::<Layout>(maps::LAYOUT, |a| {
@@ -130,7 +135,8 @@ impl MapWriter {
             store: Store::Pinned(maps),
             caps: Capacities::default(),
             gens: [Content::default(), Content::default()],
-            ids: Ids::default(),
+            slots: Slots::default(),
+            full: true,
             entry_ids: Vec::new(),
         };
         let layout: Layout = w.array_get(maps::LAYOUT, 0)?;
@@ -222,27 +228,11 @@ impl MapWriter {
             }
         }
         let active: Active = self.array_get(maps::ACTIVE, 0)?;
-        let a = &gens[(active.generation & 1) as usize];
-        let mut by_slot = HashMap::new();
-        for (k, v) in &a.exact {
-            by_slot.insert(Slot::Exact(*k), v.entry_id);
-        }
-        for ((len, d), v) in &a.cidr {
-            by_slot.insert(Slot::Cidr(*len, *d), v.entry_id);
-        }
-        for (k, v) in &a.names {
-            if k.kind != classifier_common::name_match::HUFFMAN {
-                let name = v.name[..(v.len as usize).min(v.name.len())].to_vec();
-                by_slot.insert(Slot::Name(k.kind, k.port, name), v.entry.entry_id);
-            }
-        }
-        for (k, v) in &a.ports {
-            if v.has_capture == 1 {
-                by_slot.insert(Slot::Port(*k), v.capture.entry_id);
-            }
-        }
-        self.ids = Ids::from_slots(by_slot);
+        self.slots = Slots::from_content(&gens[(active.generation & 1) as usize]);
         self.gens = gens;
+        // What the maps hold may not be what the table would write (another version wrote
+        // them, or an apply stopped half-way): the next apply compares every element.
+        self.full = true;
         Ok(())
     }
 
@@ -295,14 +285,22 @@ impl MapWriter {
         plan: &Plan,
         settings: &Settings,
     ) -> Result<ApplyReport, DataplaneError> {
-        let mut ids = self.ids.clone();
-        let d = desired::build(plan, &mut ids)?;
-        let c = &d.content;
+        let full = self.full;
+        let mut p = self.slots.plan(plan, full)?;
+        if full {
+            for g in &self.gens {
+                p.changes.delete_rest(g);
+            }
+        }
+        let cfg = settings.to_config();
+        let active = self.active_generation()?;
+        let next = active ^ 1;
+        let [exact, cidr, ports, names] = p.changes.lens_after(&self.gens[next as usize]);
         for (map, needed, available) in [
-            (maps::EXACT, c.exact.len(), self.caps.exact),
-            (maps::CIDR, c.cidr.len(), self.caps.cidr),
-            (maps::PORTS, c.ports.len(), self.caps.ports),
-            (maps::NAMES, c.names.len(), self.caps.names),
+            (maps::EXACT, exact, self.caps.exact),
+            (maps::CIDR, cidr, self.caps.cidr),
+            (maps::PORTS, ports, self.caps.ports),
+            (maps::NAMES, names, self.caps.names),
         ] {
             if needed > available as usize {
                 return Err(DataplaneError::Capacity {
@@ -312,7 +310,7 @@ impl MapWriter {
                 });
             }
         }
-        let max_id = d
+        let max_id = p
             .entry_ids
             .iter()
             .copied()
@@ -325,16 +323,19 @@ impl MapWriter {
                 available: self.caps.entry_ids as usize,
             });
         }
-        let cfg = settings.to_config();
-        let active = self.active_generation()?;
-        let next = active ^ 1;
-        let written = self.sync(next as u8, &d.content)?;
+        // From here on the maps change: should anything fail, the generations no longer match
+        // the table, and the next apply compares everything.
+        self.full = true;
+        let written = self.sync(next as u8, &p.changes)?;
         self.array::<Config>(maps::CONFIG, |a| a.set(next, cfg, 0))?;
         self.array::<Active>(maps::ACTIVE, |a| a.set(0, Active { generation: next }, 0))?;
-        let synced = self.sync(active as u8, &d.content)?;
+        let synced = self.sync(active as u8, &p.changes)?;
         self.array::<Config>(maps::CONFIG, |a| a.set(active, cfg, 0))?;
-        self.ids = ids;
-        self.entry_ids = d.entry_ids;
+        let shadowed = std::mem::take(&mut p.shadowed);
+        self.entry_ids = std::mem::take(&mut p.entry_ids);
+        self.slots.commit(p);
+        self.full = false;
+        let c = &self.gens[next as usize];
         Ok(ApplyReport {
             generation: next,
             written,
@@ -343,12 +344,12 @@ impl MapWriter {
             cidr: c.cidr.len(),
             ports: c.ports.len(),
             names: c.names.len(),
-            shadowed: d.shadowed,
+            shadowed,
         })
     }
 
-    /// Brings generation `g` to `want`; returns the number of elements written or deleted.
-    fn sync(&mut self, g: u8, want: &Content) -> Result<usize, DataplaneError> {
+    /// Writes `want` into generation `g`; returns the number of elements written or deleted.
+    fn sync(&mut self, g: u8, want: &Changes) -> Result<usize, DataplaneError> {
         let mut have = std::mem::take(&mut self.gens[g as usize]);
         let r = self.sync_inner(g, &mut have, want);
         self.gens[g as usize] = have;
@@ -359,7 +360,7 @@ impl MapWriter {
         &mut self,
         g: u8,
         have: &mut Content,
-        want: &Content,
+        want: &Changes,
     ) -> Result<usize, DataplaneError> {
         let mut n = 0;
         {
@@ -532,28 +533,28 @@ impl MapWriter {
     }
 }
 
-/// Writes the difference between `have` and `want` through `op` (Some: insert, None:
-/// delete), deletions first, updating `have` as it goes; returns the number of operations.
+/// Writes the elements of `want` that `have` does not already hold through `op` (Some:
+/// insert, None: delete), deletions first, updating `have` as it goes; returns the number of
+/// operations.
 fn diff<K: Hash + Eq + Clone, V: PartialEq + Clone>(
-    have: &mut HashMap<K, V>,
-    want: &HashMap<K, V>,
+    have: &mut FastMap<K, V>,
+    want: &FastMap<K, Option<V>>,
     mut op: impl FnMut(&K, Option<&V>) -> Result<(), aya::maps::MapError>,
 ) -> Result<usize, aya::maps::MapError> {
     let mut n = 0;
-    let gone: Vec<K> = have
-        .keys()
-        .filter(|k| !want.contains_key(k))
-        .cloned()
-        .collect();
-    for k in gone {
-        match op(&k, None) {
+    for (k, _) in want.iter().filter(|(_, v)| v.is_none()) {
+        if !have.contains_key(k) {
+            continue;
+        }
+        match op(k, None) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
             Err(e) => return Err(e),
         }
-        have.remove(&k);
+        have.remove(k);
         n += 1;
     }
     for (k, v) in want {
+        let Some(v) = v else { continue };
         if have.get(k) != Some(v) {
             op(k, Some(v))?;
             have.insert(k.clone(), v.clone());
