@@ -36,8 +36,7 @@ fn example_registry() -> PathBuf {
 
 fn no_progress(_: &str) {}
 
-/// Every probe behaved as expected, except those only a kernel name stage can decide while
-/// the program has none (`names_decide_under_registry_only` holds those, ignored until then).
+/// Every probe behaved as expected.
 fn assert_rows(rows: &[scenarios::Row]) {
     let bad: Vec<_> = rows.iter().filter(|r| !r.ok()).collect();
     assert!(

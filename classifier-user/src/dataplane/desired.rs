@@ -16,7 +16,7 @@ use classifier_common::{
 };
 
 use super::DataplaneError;
-use crate::plan::{Match, Plan};
+use crate::plan::{Cidr, Match, Plan, L4};
 
 /// A hash map with a fast (per-process seeded) hasher: the registry tables hold up to millions
 /// of small fixed-size keys.
@@ -147,7 +147,7 @@ pub struct Planned {
     next: u32,
 }
 
-pub(super) fn addr16(ip: &IpAddr) -> (u8, [u8; 16]) {
+fn addr16(ip: &IpAddr) -> (u8, [u8; 16]) {
     let mut a = [0u8; 16];
     match ip {
         IpAddr::V4(v4) => {
@@ -156,6 +156,37 @@ pub(super) fn addr16(ip: &IpAddr) -> (u8, [u8; 16]) {
         }
         IpAddr::V6(v6) => (family::V6, v6.octets()),
     }
+}
+
+/// The `EXACT` key (generation 0) of an IP entry.
+pub(super) fn exact_key(addr: &IpAddr, port: u16, protocol: L4) -> ExactKey {
+    let (fam, a) = addr16(addr);
+    ExactKey {
+        generation: 0,
+        family: fam,
+        proto: protocol.number(),
+        _pad: 0,
+        port: port.to_be(),
+        _pad2: 0,
+        addr: a,
+    }
+}
+
+/// The `CIDR` key (prefix length in bits, data with generation 0) of a CIDR entry.
+pub(super) fn cidr_key(cidr: &Cidr, port: u16, protocol: L4) -> (u32, CidrData) {
+    let (fam, a) = addr16(&cidr.addr);
+    (
+        CIDR_FIXED_BITS + cidr.len as u32,
+        CidrData {
+            generation: 0,
+            family: fam,
+            proto: protocol.number(),
+            _pad: 0,
+            port: port.to_be(),
+            _pad2: 0,
+            addr: a,
+        },
+    )
 }
 
 /// Normalizes `name` into `buf` (see [`normalize_name`]); returns (kind, length).
@@ -332,36 +363,14 @@ impl Slots {
                     addr,
                     port,
                     protocol,
-                } => {
-                    let (fam, a) = addr16(addr);
-                    Key::Exact(ExactKey {
-                        generation: 0,
-                        family: fam,
-                        proto: protocol.number(),
-                        _pad: 0,
-                        port: port.to_be(),
-                        _pad2: 0,
-                        addr: a,
-                    })
-                }
+                } => Key::Exact(exact_key(addr, *port, *protocol)),
                 Match::Cidr {
                     cidr,
                     port,
                     protocol,
                 } => {
-                    let (fam, a) = addr16(&cidr.addr);
-                    Key::Cidr(
-                        CIDR_FIXED_BITS + cidr.len as u32,
-                        CidrData {
-                            generation: 0,
-                            family: fam,
-                            proto: protocol.number(),
-                            _pad: 0,
-                            port: port.to_be(),
-                            _pad2: 0,
-                            addr: a,
-                        },
-                    )
+                    let (len, d) = cidr_key(cidr, *port, *protocol);
+                    Key::Cidr(len, d)
                 }
                 Match::Sni { name: n, port } | Match::Host { name: n, port } => {
                     let (kind, len) = normalize_into(n, &mut buf)?;

@@ -5,10 +5,10 @@ use std::collections::HashMap;
 
 use classifier_common::{
     name_hash, name_kind, name_match, CidrData, EntryValue, ExactKey, NameKey, NameValue, PortKey,
-    PortValue, CIDR_FIXED_BITS,
+    PortValue,
 };
 
-use super::desired::{addr16, huffman, normalize_name};
+use super::desired::{cidr_key, exact_key, huffman, normalize_name};
 use super::DataplaneError;
 use crate::plan::{Match, Plan};
 
@@ -92,36 +92,14 @@ pub fn build(plan: &Plan, ids: &mut Ids) -> Result<Desired, DataplaneError> {
                 addr,
                 port,
                 protocol,
-            } => {
-                let (fam, a) = addr16(addr);
-                Slot::Exact(ExactKey {
-                    generation: 0,
-                    family: fam,
-                    proto: protocol.number(),
-                    _pad: 0,
-                    port: port.to_be(),
-                    _pad2: 0,
-                    addr: a,
-                })
-            }
+            } => Slot::Exact(exact_key(addr, *port, *protocol)),
             Match::Cidr {
                 cidr,
                 port,
                 protocol,
             } => {
-                let (fam, a) = addr16(&cidr.addr);
-                Slot::Cidr(
-                    CIDR_FIXED_BITS + cidr.len as u32,
-                    CidrData {
-                        generation: 0,
-                        family: fam,
-                        proto: protocol.number(),
-                        _pad: 0,
-                        port: port.to_be(),
-                        _pad2: 0,
-                        addr: a,
-                    },
-                )
+                let (len, d) = cidr_key(cidr, *port, *protocol);
+                Slot::Cidr(len, d)
             }
             Match::Sni { name, port } | Match::Host { name, port } => {
                 let (kind, bytes) = normalize_name(name)?;
