@@ -28,20 +28,42 @@ use super::{
 /// Classifies one packet and acts on the verdict.
 #[inline(always)]
 pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
-    cnt::inc(counter::PACKETS);
-    let generation = match ACTIVE.get(0) {
-        Some(a) => (a.generation & 1) as u8,
-        None => 0,
-    };
-    let Some(cfg) = CONFIG.get(generation as u32) else {
-        return Ok(only(verdict::PASS, stage::OTHER));
-    };
     let Some(st) = PKT_STATE.get_ptr_mut(0) else {
         return Ok(only(verdict::PASS, stage::OTHER));
     };
     // SAFETY: per-CPU state, used by this program run only.
     let st = unsafe { &mut *st };
-    match pkt::parse(ctx, &mut st.pkt) {
+    let parsed = pkt::parse(ctx, &mut st.pkt);
+    let p = &st.pkt;
+    let tcp = p.key.proto == proto::TCP;
+
+    // §3 Flow lookup, first: the established path reads neither the generation nor the
+    // configuration unless its verdict needs them.
+    let syn_only = tcp && p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    let mut pending = false;
+    if matches!(parsed, Parsed::Ip) && (tcp || p.key.proto == proto::UDP) && !syn_only {
+        if let Some(f) = FLOWS.get_ptr(&p.key) {
+            // SAFETY: a map value pointer, valid for this run.
+            let (state, v) = unsafe { ((*f).state, (*f).verdict) };
+            if state == flow_state::DECIDED {
+                cnt::decided(v, stage::FLOW);
+                return match v {
+                    verdict::PASS => Ok(TC_ACT_UNSPEC),
+                    verdict::DROP => Err(TC_ACT_SHOT),
+                    _ => match config() {
+                        Some((cfg, _)) => Ok(act(ctx, p, cfg, v, false)),
+                        None => Err(TC_ACT_SHOT),
+                    },
+                };
+            }
+            pending = true;
+        }
+    }
+
+    let Some((cfg, generation)) = config() else {
+        return Ok(only(verdict::PASS, stage::OTHER));
+    };
+    match parsed {
         Parsed::Ip => {}
         Parsed::NotIp | Parsed::NeighbourDiscovery => return Ok(only(verdict::PASS, stage::OTHER)),
         Parsed::Fragment => {
@@ -57,27 +79,10 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
             return Ok(only(verdict::PASS, stage::OTHER));
         }
     }
-    let p = &st.pkt;
-    let tcp = p.key.proto == proto::TCP;
     if !tcp && p.key.proto != proto::UDP {
         let v = blocked(cfg, true);
         cnt::decided(v, stage::POLICY);
         return Ok(act(ctx, p, cfg, v, false));
-    }
-
-    // §3 Flow lookup.
-    let syn_only = tcp && p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-    let mut pending = false;
-    if !syn_only {
-        if let Some(f) = FLOWS.get_ptr(&p.key) {
-            // SAFETY: a map value pointer, valid for this run.
-            let (state, v) = unsafe { ((*f).state, (*f).verdict) };
-            if state == flow_state::DECIDED {
-                cnt::decided(v, stage::FLOW);
-                return Ok(act(ctx, p, cfg, v, false));
-            }
-            pending = true;
-        }
     }
 
     // §4 Address stages.
@@ -174,6 +179,16 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
 
     // §7 Port capture and policy.
     Ok(port_or_policy(ctx, p, cfg, port, generation, kinds != 0))
+}
+
+/// The active generation (`ACTIVE[0]`, read once per packet) and its configuration.
+#[inline(always)]
+fn config() -> Option<(&'static Config, u8)> {
+    let generation = match ACTIVE.get(0) {
+        Some(a) => (a.generation & 1) as u8,
+        None => 0,
+    };
+    Some((CONFIG.get(generation as u32)?, generation))
 }
 
 /// What the tail-called name programs read: the packet, its generation, config and port.

@@ -13,9 +13,9 @@ pub fn inc(idx: u32) {
     }
 }
 
-/// Counts the packet's verdict and deciding stage (exactly once per packet).
+/// Counts the packet, its verdict and its deciding stage: exactly once per packet, one
+/// increment (`counter::DECIDED`; user space derives PACKETS, BY_VERDICT and BY_STAGE).
 #[inline(always)]
 pub fn decided(verdict: u8, stage: u8) {
-    inc(counter::BY_VERDICT + (verdict as u32 & 7));
-    inc(counter::BY_STAGE + (stage as u32 & 15));
+    inc(counter::decided(verdict, stage));
 }

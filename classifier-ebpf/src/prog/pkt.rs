@@ -89,6 +89,9 @@ const MAX_EXT_HEADERS: u32 = 8;
     reason = "the extension-header walk keeps its own count beside the verifier-bounded loop"
 )]
 pub fn parse(ctx: &TcContext, p: &mut Pkt) -> Parsed {
+    if parse_simple(ctx, p) {
+        return Parsed::Ip;
+    }
     let Some(mut ethertype) = be16_at(ctx, 12) else {
         return Parsed::NotIp;
     };
@@ -237,6 +240,136 @@ pub fn parse(ctx: &TcContext, p: &mut Pkt) -> Parsed {
         p.payload_len = ip_end - p.payload_off;
     }
     Parsed::Ip
+}
+
+/// The common case in one bounds check: untagged Ethernet, IPv4 without options and not a
+/// later fragment, TCP or UDP with its whole header inside the datagram. Fills `p` exactly as
+/// the general walk below would and returns true; returns false (touching nothing the walk
+/// relies on) for anything else, which the general walk then parses.
+#[inline(always)]
+fn parse_simple(ctx: &TcContext, p: &mut Pkt) -> bool {
+    const L3: usize = 14;
+    const L4: usize = L3 + 20;
+    let start = ctx.data();
+    let end = ctx.data_end();
+    // Ethernet + IPv4 + a UDP header; a TCP header is checked for below.
+    if start + L4 + 8 > end {
+        return false;
+    }
+    // SAFETY: [start, start + 42) is inside the packet's linear data (checked above).
+    let (ethertype, vihl, tot_len, frag, nexthdr, sa, da, ports) = unsafe {
+        (
+            ld16::<12>(start),
+            ld8::<{ L3 as i16 }>(start),
+            u16::from_be(ld16::<{ L3 as i16 + 2 }>(start)) as u32,
+            ld16::<{ L3 as i16 + 6 }>(start),
+            ld8::<{ L3 as i16 + 9 }>(start),
+            ld32::<{ L3 as i16 + 12 }>(start),
+            ld32::<{ L3 as i16 + 16 }>(start),
+            ld32::<{ L4 as i16 }>(start),
+        )
+    };
+    // 0x0800 in network order; the fragment offset is the low 13 bits in network order.
+    if ethertype != ETH_P_IP.to_be() || vihl != 0x45 || tot_len < 20 || frag & 0xff1f != 0 {
+        return false;
+    }
+    let ip_end = min(L3 as u32 + tot_len, ctx.len());
+    let (payload_off, flags, seq, ack) = if nexthdr == proto::TCP {
+        if start + L4 + 20 > end || L4 as u32 + 20 > ip_end {
+            return false;
+        }
+        // SAFETY: [start, start + 54) is inside the packet's linear data (checked above).
+        let (seq, ack, off_flags) = unsafe {
+            (
+                ld32::<{ L4 as i16 + 4 }>(start),
+                ld32::<{ L4 as i16 + 8 }>(start),
+                ld16::<{ L4 as i16 + 12 }>(start),
+            )
+        };
+        let doff = ((off_flags & 0xf0) >> 2) as u32;
+        if doff < 20 || L4 as u32 + doff > ip_end {
+            return false;
+        }
+        (
+            L4 as u32 + doff,
+            (off_flags >> 8) as u8,
+            u32::from_be(seq),
+            u32::from_be(ack),
+        )
+    } else if nexthdr == proto::UDP {
+        if L4 as u32 + 8 > ip_end {
+            return false;
+        }
+        (L4 as u32 + 8, 0, 0, 0)
+    } else {
+        return false;
+    };
+    // The key, word by word (FlowKey is 8-aligned, little-endian): family, proto, padding and
+    // both ports as they are on the wire; then the addresses, zero beyond their 4 bytes.
+    let w = &mut p.key as *mut FlowKey as *mut u64;
+    // SAFETY: FlowKey is 40 bytes and 8-aligned (classifier_common asserts both).
+    unsafe {
+        core::ptr::write_volatile(
+            w,
+            family::V4 as u64 | (nexthdr as u64) << 8 | (ports as u64) << 32,
+        );
+        core::ptr::write_volatile(w.add(1), sa as u64);
+        core::ptr::write_volatile(w.add(2), 0);
+        core::ptr::write_volatile(w.add(3), da as u64);
+        core::ptr::write_volatile(w.add(4), 0);
+    }
+    p.l3_off = L3 as u32;
+    p.l4_off = L4 as u32;
+    p.payload_off = payload_off;
+    p.payload_len = ip_end - payload_off;
+    p.tcp_flags = flags;
+    p.seq = seq;
+    p.ack = ack;
+    true
+}
+
+// One BPF load each, at a constant offset from a packet pointer. `read_unaligned` would make
+// LLVM's BPF backend split a 2- or 4-byte load into single bytes (it assumes the target cannot
+// load misaligned), and a plain `ptr::read` of a misaligned pointer is undefined behaviour in
+// Rust; the BPF instruction itself has no alignment requirement on packet data (the verifier
+// checks packet alignment only in strict mode, which loaders do not ask for), so the load is
+// written as the instruction. Callers guarantee that [base + OFF, base + OFF + size) lies
+// inside the packet's linear data, checked against `data_end` so that the verifier sees it.
+
+/// Loads the byte at `base + OFF`.
+#[inline(always)]
+unsafe fn ld8<const OFF: i16>(base: usize) -> u8 {
+    let v: u64;
+    // SAFETY: the caller's bound (see above).
+    unsafe {
+        core::arch::asm!("{v} = *(u8 *)({b} + {o})", v = lateout(reg) v, b = in(reg) base,
+            o = const OFF, options(pure, readonly, nostack, preserves_flags));
+    }
+    v as u8
+}
+
+/// Loads the 2 bytes at `base + OFF` as they are in memory (little-endian load).
+#[inline(always)]
+unsafe fn ld16<const OFF: i16>(base: usize) -> u16 {
+    let v: u64;
+    // SAFETY: the caller's bound (see above).
+    unsafe {
+        core::arch::asm!("{v} = *(u16 *)({b} + {o})", v = lateout(reg) v, b = in(reg) base,
+            o = const OFF, options(pure, readonly, nostack, preserves_flags));
+    }
+    v as u16
+}
+
+/// Loads the 4 bytes at `base + OFF` as they are in memory (little-endian load).
+#[inline(always)]
+unsafe fn ld32<const OFF: i16>(base: usize) -> u32 {
+    let v: u64;
+    // SAFETY: the caller's bound (see above).
+    unsafe {
+        core::arch::asm!("{v} = *(u32 *)({b} + {o})", v = lateout(reg) v, b = in(reg) base,
+            o = const OFF, options(pure, readonly, nostack, preserves_flags));
+    }
+    v as u32
 }
 
 /// Zeroes a flow key with five 8-byte stores. `p.key = FlowKey::default()` compiles to a call

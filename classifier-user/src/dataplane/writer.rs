@@ -9,8 +9,8 @@ use std::{
 
 use aya::maps::{lpm_trie::Key, Array, HashMap as BpfHashMap, LpmTrie, Map, MapData, PerCpuArray};
 use classifier_common::{
-    counter, maps, Active, CidrData, Config, EntryValue, ExactKey, FlowKey, FlowValue, Layout,
-    NameKey, NameValue, PortKey, PortValue, LAYOUT_VERSION,
+    counter, maps, stage, verdict, Active, CidrData, Config, EntryValue, ExactKey, FlowKey,
+    FlowValue, Layout, NameKey, NameValue, PortKey, PortValue, LAYOUT_VERSION,
 };
 
 use super::{
@@ -433,18 +433,20 @@ impl MapWriter {
         Ok(n)
     }
 
-    /// Per-CPU counters summed, indexed by `classifier_common::counter`.
+    /// Per-CPU counters summed, indexed by `classifier_common::counter` (the first
+    /// `counter::REPORTED`, with PACKETS, BY_VERDICT and BY_STAGE derived; see [`report`]).
     pub fn counters(&self) -> Result<Vec<u64>, DataplaneError> {
         let m = self.map_ref(maps::COUNTERS)?;
         let a = PerCpuArray::<&MapData, u64>::try_from(m)
             .map_err(DataplaneError::map(maps::COUNTERS))?;
-        (0..counter::COUNT)
+        let raw = (0..counter::COUNT)
             .map(|i| {
                 a.get(&i, 0)
                     .map(|v| v.iter().sum())
                     .map_err(DataplaneError::map(maps::COUNTERS))
             })
-            .collect()
+            .collect::<Result<Vec<u64>, _>>()?;
+        Ok(report(&raw))
     }
 
     /// Hits of entry `id`.
@@ -576,4 +578,67 @@ fn clear<V: aya::Pod>(
         }
     }
     Ok(())
+}
+
+/// The reported counters from the raw `COUNTERS` array: the program counts each packet once,
+/// by (verdict, stage) at `counter::DECIDED`; PACKETS, BY_VERDICT and BY_STAGE are its sums.
+pub fn report(raw: &[u64]) -> Vec<u64> {
+    let mut out = raw[..counter::REPORTED as usize].to_vec();
+    out[counter::PACKETS as usize] = 0;
+    for v in 0..verdict::COUNT as u8 {
+        out[(counter::BY_VERDICT + u32::from(v)) as usize] = 0;
+    }
+    for s in 0..stage::COUNT as u8 {
+        out[(counter::BY_STAGE + u32::from(s)) as usize] = 0;
+    }
+    for v in 0..8u8 {
+        for s in 0..16u8 {
+            let n = raw[counter::decided(v, s) as usize];
+            if n == 0 {
+                continue;
+            }
+            out[counter::PACKETS as usize] += n;
+            if usize::from(v) < verdict::COUNT {
+                out[(counter::BY_VERDICT + u32::from(v)) as usize] += n;
+            }
+            if usize::from(s) < stage::COUNT {
+                out[(counter::BY_STAGE + u32::from(s)) as usize] += n;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reported_counters_are_the_sums_of_the_decided_matrix() {
+        let mut raw = vec![0u64; counter::COUNT as usize];
+        raw[counter::decided(verdict::PASS, stage::FLOW) as usize] = 5;
+        raw[counter::decided(verdict::PASS, stage::EXACT) as usize] = 2;
+        raw[counter::decided(verdict::DROP, stage::POLICY) as usize] = 3;
+        raw[counter::NEW_FLOWS as usize] = 7;
+        // Stale values in the derived slots (an older layout) are not reported.
+        raw[counter::PACKETS as usize] = 99;
+        let r = report(&raw);
+        assert_eq!(r.len(), counter::REPORTED as usize);
+        assert_eq!(r[counter::PACKETS as usize], 10);
+        assert_eq!(
+            r[(counter::BY_VERDICT + u32::from(verdict::PASS)) as usize],
+            7
+        );
+        assert_eq!(
+            r[(counter::BY_VERDICT + u32::from(verdict::DROP)) as usize],
+            3
+        );
+        assert_eq!(r[(counter::BY_STAGE + u32::from(stage::FLOW)) as usize], 5);
+        assert_eq!(r[(counter::BY_STAGE + u32::from(stage::EXACT)) as usize], 2);
+        assert_eq!(
+            r[(counter::BY_STAGE + u32::from(stage::POLICY)) as usize],
+            3
+        );
+        assert_eq!(r[counter::NEW_FLOWS as usize], 7);
+    }
 }
