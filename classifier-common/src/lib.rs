@@ -180,7 +180,10 @@ pub mod maps {
     pub const CIDR: &str = "CIDR";
     pub const PORTS: &str = "PORTS";
     pub const NAMES: &str = "NAMES";
-    pub const FLOWS: &str = "FLOWS";
+    /// The flow table of IPv4 connections ([`crate::FlowKey4`] keys).
+    pub const FLOWS4: &str = "FLOWS4";
+    /// The flow table of IPv6 connections ([`crate::FlowKey`] keys).
+    pub const FLOWS6: &str = "FLOWS6";
     pub const COUNTERS: &str = "COUNTERS";
     pub const ENTRY_HITS: &str = "ENTRY_HITS";
     pub const EVENTS: &str = "EVENTS";
@@ -422,6 +425,59 @@ pub struct FlowKey {
 }
 const _: () = assert!(size_of::<FlowKey>() == 40 && align_of::<FlowKey>() == 8);
 
+/// Key of the IPv4 flow table (`FLOWS4`): a [`FlowKey`] of family V4 in 16 bytes, whose first
+/// 8 bytes are the `FlowKey`'s. The kernel hashes every key it looks up; 16 bytes hash in less
+/// than half the time of 40.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey4 {
+    pub family: u8,
+    pub proto: u8,
+    pub _pad: u16,
+    /// Source port, network byte order.
+    pub sport: u16,
+    /// Destination port, network byte order.
+    pub dport: u16,
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+}
+const _: () = assert!(size_of::<FlowKey4>() == 16 && align_of::<FlowKey4>() == 8);
+
+impl FlowKey {
+    /// The IPv4 table's key of a V4 flow key (the addresses' first 4 bytes). Built from two
+    /// 8-byte words, so that the program spends four instructions on it, not sixteen byte moves:
+    /// the first word is shared, the second is `saddr[..4]` then `daddr[..4]` (little-endian
+    /// words, as on `bpfel` and the hosts it runs on).
+    #[inline(always)]
+    pub fn v4(&self) -> FlowKey4 {
+        let w = self as *const FlowKey as *const u64;
+        // SAFETY: FlowKey is 40 bytes and 8-aligned: words 0, 1 and 3 are inside it.
+        let (w0, s, d) = unsafe { (*w, *w.add(1), *w.add(3)) };
+        // Word 0 without the padding bytes (2 and 3), so that equal flows hash equal.
+        let words = [w0 & 0xffff_ffff_0000_ffff, (s & 0xffff_ffff) | d << 32];
+        // SAFETY: FlowKey4 is two 8-byte words (asserted) of plain integers.
+        unsafe { core::mem::transmute::<[u64; 2], FlowKey4>(words) }
+    }
+}
+
+impl FlowKey4 {
+    /// The flow key it stands for.
+    pub fn widen(&self) -> FlowKey {
+        let mut k = FlowKey {
+            family: self.family,
+            proto: self.proto,
+            _pad: 0,
+            sport: self.sport,
+            dport: self.dport,
+            saddr: [0; 16],
+            daddr: [0; 16],
+        };
+        k.saddr[..4].copy_from_slice(&self.saddr);
+        k.daddr[..4].copy_from_slice(&self.daddr);
+        k
+    }
+}
+
 /// Flow states, in [`FlowValue::state`].
 pub mod flow_state {
     /// The verdict is final; every packet gets it.
@@ -549,6 +605,7 @@ mod pod {
         )* };
     }
     pod!(
+        FlowKey4,
         EntryValue,
         ExactKey,
         CidrData,
@@ -569,6 +626,33 @@ mod pod {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ipv4_flow_key_keeps_every_field_and_widens_back() {
+        let k = FlowKey {
+            family: family::V4,
+            proto: proto::TCP,
+            _pad: 0x5a5a,
+            sport: 0x1234,
+            dport: 0xbb01,
+            saddr: [10, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            daddr: [10, 200, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        };
+        let k4 = k.v4();
+        assert_eq!(
+            k4,
+            FlowKey4 {
+                family: family::V4,
+                proto: proto::TCP,
+                _pad: 0,
+                sport: 0x1234,
+                dport: 0xbb01,
+                saddr: [10, 1, 0, 2],
+                daddr: [10, 200, 0, 1],
+            }
+        );
+        assert_eq!(k4.widen(), FlowKey { _pad: 0, ..k });
+    }
 
     #[test]
     fn suffix_hash_is_a_step_of_the_whole_name() {

@@ -14,10 +14,10 @@ use classifier_common::{
 
 use super::{
     act::act,
-    cnt, http,
+    cnt, flows, http,
     maps::{
-        PacketState, Scratch, ACTIVE, CIDR, CONFIG, ENTRY_HITS, EVENTS, EXACT, FLOWS, JUMP,
-        PENDING, PKT_STATE, PORTS, SCRATCH, SPLIT,
+        PacketState, Scratch, ACTIVE, CIDR, CONFIG, ENTRY_HITS, EVENTS, EXACT, JUMP, PENDING,
+        PKT_STATE, PORTS, SCRATCH, SPLIT,
     },
     names,
     pkt::{self, Parsed, Pkt, TCP_ACK, TCP_SYN},
@@ -42,7 +42,7 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
     let syn_only = tcp && p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
     let mut pending = false;
     if matches!(parsed, Parsed::Ip) && (tcp || p.key.proto == proto::UDP) && !syn_only {
-        if let Some(f) = FLOWS.get_ptr(&p.key) {
+        if let Some(f) = flows::get(&p.key) {
             // SAFETY: a map value pointer, valid for this run.
             let (state, v) = unsafe { ((*f).state, (*f).verdict) };
             if state == flow_state::DECIDED {
@@ -155,7 +155,7 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
                 _pad: 0,
                 decided_ns: 0,
             };
-            let _ = FLOWS.insert(&p.key, &st.flow, 0);
+            flows::insert(&p.key, &st.flow, 0);
             // A new connection: no ClientHello of an earlier one is followed any more.
             let _ = PENDING.remove(&p.key);
         }
@@ -456,7 +456,7 @@ fn start_split(p: &Pkt, r: u8, generation: u8) -> u8 {
         _pad: 0,
         decided_ns: 0,
     };
-    let _ = FLOWS.insert(&p.key, &*fv, 0);
+    flows::insert(&p.key, &*fv, 0);
     r
 }
 
@@ -684,7 +684,7 @@ fn decide(ctx: &TcContext, p: &Pkt, cfg: &Config, d: &Decision) -> i32 {
         decided_ns: now,
     };
     // By reference: the key and value stay in map memory, off decide's stack frame.
-    let _ = FLOWS.insert(&p.key, &*fv, 0);
+    flows::insert(&p.key, &*fv, 0);
     if entry.is_some() {
         if let Some(h) = ENTRY_HITS.get_ptr_mut(entry_id) {
             // SAFETY: a map value shared by CPUs, updated with an atomic add.

@@ -5,7 +5,8 @@ use aya_ebpf::{bindings::BPF_NOEXIST, bindings::TC_ACT_UNSPEC, programs::TcConte
 use classifier_common::{flow_state, proto, stage, verdict, FlowKey, FlowValue, NO_SERVICE};
 
 use super::{
-    maps::{ACTIVE, FLOWS, PKT_STATE},
+    flows,
+    maps::{ACTIVE, PKT_STATE},
     pkt::{self, Parsed, TCP_ACK, TCP_SYN},
 };
 
@@ -53,6 +54,6 @@ pub fn try_inbound(ctx: &TcContext) -> Result<i32, i32> {
         // SAFETY: plain helper call.
         decided_ns: unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() },
     };
-    let _ = FLOWS.insert(&reply, &fv, BPF_NOEXIST as u64);
+    flows::insert(&reply, &fv, BPF_NOEXIST as u64);
     Ok(TC_ACT_UNSPEC)
 }

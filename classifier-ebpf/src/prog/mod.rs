@@ -3,6 +3,7 @@
 pub mod act;
 pub mod classify;
 pub mod cnt;
+pub mod flows;
 pub mod http;
 pub mod inbound;
 pub mod maps;

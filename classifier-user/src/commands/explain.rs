@@ -3,16 +3,14 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use aya::{
-    maps::{HashMap as BpfHashMap, MapData},
-    programs::{SchedClassifier, TestRun as _, TestRunOptions},
-};
-use classifier_common::{flow_state, maps, stage, verdict, FlowKey, FlowValue, NO_SERVICE};
+use aya::programs::{SchedClassifier, TestRun as _, TestRunOptions};
+use classifier_common::{flow_state, stage, verdict, FlowKey, NO_SERVICE};
 use serde_json::json;
 
 use crate::{
     attach::CLASSIFY_PROGRAM,
     daemon::{pins::Pins, state::State},
+    dataplane::PinnedFlows,
     model::Model,
     packet::{self, tls::HelloOptions, Packet, TcpFlow},
     plan::L4,
@@ -128,12 +126,8 @@ fn explain(args: &ExplainArgs) -> Result<i32, String> {
 
     let prog = SchedClassifier::from_pin(pins.program(CLASSIFY_PROGRAM))
         .map_err(|e| format!("opening the pinned program: {e}"))?;
-    let flows_map =
-        MapData::from_pin(pins.map(maps::FLOWS)).map_err(|e| format!("opening FLOWS: {e}"))?;
-    let mut flows: BpfHashMap<_, FlowKey, FlowValue> =
-        BpfHashMap::try_from(aya::maps::Map::LruHashMap(flows_map))
-            .map_err(|e| format!("FLOWS: {e}"))?;
-    let _ = flows.remove(&key);
+    let mut flows = PinnedFlows::open(|name| pins.map(name))?;
+    flows.remove(&key);
 
     let mut model = Model::new(&state.plan, &settings);
     let mut rows = Vec::new();
@@ -146,27 +140,27 @@ fn explain(args: &ExplainArgs) -> Result<i32, String> {
             ..Default::default()
         };
         // A packet of a connection already decided gets the connection's verdict at stage FLOW.
-        let decided_before = matches!(flows.get(&key, 0), Ok(f) if f.state == flow_state::DECIDED);
+        let decided_before = matches!(flows.get(&key), Some(f) if f.state == flow_state::DECIDED);
         let result = prog
             .test_run(opts)
             .map_err(|e| format!("BPF_PROG_TEST_RUN: {e}"))?;
-        let kernel = match flows.get(&key, 0) {
-            Ok(f) if f.state == flow_state::PENDING => Answer {
+        let kernel = match flows.get(&key) {
+            Some(f) if f.state == flow_state::PENDING => Answer {
                 verdict: verdict::PASS,
                 stage: stage::PENDING,
                 service: NO_SERVICE,
             },
-            Ok(f) if decided_before => Answer {
+            Some(f) if decided_before => Answer {
                 verdict: f.verdict,
                 stage: stage::FLOW,
                 service: f.service_id,
             },
-            Ok(f) => Answer {
+            Some(f) => Answer {
                 verdict: f.verdict,
                 stage: f.stage,
                 service: f.service_id,
             },
-            Err(_) => Answer {
+            None => Answer {
                 verdict: verdict::NONE,
                 stage: stage::NONE,
                 service: NO_SERVICE,
@@ -189,7 +183,7 @@ fn explain(args: &ExplainArgs) -> Result<i32, String> {
             agree,
         ));
     }
-    let _ = flows.remove(&key);
+    flows.remove(&key);
 
     let service_name = |id: u32| {
         if id == NO_SERVICE {

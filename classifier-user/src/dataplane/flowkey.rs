@@ -1,6 +1,6 @@
 //! The flow key of a frame, as the program computes it (for reading back its flow entry).
 
-use classifier_common::{family, FlowKey};
+use classifier_common::{family, maps, FlowKey, FlowValue};
 
 /// Parses Ethernet (one VLAN tag), IPv4/IPv6 (extension headers) and TCP/UDP ports.
 pub fn flow_key(frame: &[u8]) -> Option<FlowKey> {
@@ -52,4 +52,44 @@ pub fn flow_key(frame: &[u8]) -> Option<FlowKey> {
         key.dport = u16::from_ne_bytes([p[2], p[3]]);
     }
     Some(key)
+}
+
+/// The pinned flow tables of a running daemon (`FLOWS4`, `FLOWS6`), addressed by `FlowKey`.
+pub struct PinnedFlows {
+    v4: aya::maps::HashMap<aya::maps::MapData, classifier_common::FlowKey4, FlowValue>,
+    v6: aya::maps::HashMap<aya::maps::MapData, FlowKey, FlowValue>,
+}
+
+impl PinnedFlows {
+    /// Opens both tables from their pins (`pin(map name)` gives a map's pin path).
+    pub fn open(pin: impl Fn(&str) -> std::path::PathBuf) -> Result<Self, String> {
+        use aya::maps::{HashMap, Map, MapData};
+        let open = |name: &str| {
+            MapData::from_pin(pin(name))
+                .map(Map::LruHashMap)
+                .map_err(|e| format!("opening {name}: {e}"))
+        };
+        Ok(Self {
+            v4: HashMap::try_from(open(maps::FLOWS4)?).map_err(|e| format!("FLOWS4: {e}"))?,
+            v6: HashMap::try_from(open(maps::FLOWS6)?).map_err(|e| format!("FLOWS6: {e}"))?,
+        })
+    }
+
+    /// The entry of flow `k`, if any.
+    pub fn get(&self, k: &FlowKey) -> Option<FlowValue> {
+        if k.family == family::V4 {
+            self.v4.get(&k.v4(), 0).ok()
+        } else {
+            self.v6.get(k, 0).ok()
+        }
+    }
+
+    /// Forgets flow `k` (absent is fine).
+    pub fn remove(&mut self, k: &FlowKey) {
+        let _ = if k.family == family::V4 {
+            self.v4.remove(&k.v4())
+        } else {
+            self.v6.remove(k)
+        };
+    }
 }

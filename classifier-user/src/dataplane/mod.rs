@@ -20,7 +20,7 @@ use classifier_common::{
 
 pub use desired::normalize_name;
 pub use error::DataplaneError;
-pub use flowkey::flow_key;
+pub use flowkey::{flow_key, PinnedFlows};
 pub use writer::{ApplyReport, MapWriter};
 
 use crate::{plan::Plan, settings::Settings};
@@ -100,7 +100,8 @@ impl Dataplane {
             .map_max_entries(maps::CIDR, 2 * caps.cidr)
             .map_max_entries(maps::PORTS, 2 * caps.ports)
             .map_max_entries(maps::NAMES, 2 * caps.names)
-            .map_max_entries(maps::FLOWS, caps.flows)
+            .map_max_entries(maps::FLOWS4, caps.flows)
+            .map_max_entries(maps::FLOWS6, caps.flows)
             .map_max_entries(maps::PENDING, caps.pending)
             .map_max_entries(maps::ENTRY_HITS, caps.entry_ids)
             .map_max_entries(maps::EVENTS, caps.events_bytes);

@@ -9,8 +9,8 @@ use std::{
 
 use aya::maps::{lpm_trie::Key, Array, HashMap as BpfHashMap, LpmTrie, Map, MapData, PerCpuArray};
 use classifier_common::{
-    counter, maps, stage, verdict, Active, CidrData, Config, EntryValue, ExactKey, FlowKey,
-    FlowValue, Layout, NameKey, NameValue, PortKey, PortValue, LAYOUT_VERSION,
+    counter, family, maps, stage, verdict, Active, CidrData, Config, EntryValue, ExactKey, FlowKey,
+    FlowKey4, FlowValue, Layout, NameKey, NameValue, PortKey, PortValue, LAYOUT_VERSION,
 };
 
 use super::{
@@ -20,7 +20,7 @@ use super::{
 use crate::{plan::Plan, settings::Settings};
 
 /// Every map the writer and the test tools use.
-pub(crate) const MAP_NAMES: [&str; 14] = [
+pub(crate) const MAP_NAMES: [&str; 15] = [
     maps::ACTIVE,
     maps::CONFIG,
     maps::LAYOUT,
@@ -28,7 +28,8 @@ pub(crate) const MAP_NAMES: [&str; 14] = [
     maps::CIDR,
     maps::PORTS,
     maps::NAMES,
-    maps::FLOWS,
+    maps::FLOWS4,
+    maps::FLOWS6,
     maps::PENDING,
     maps::COUNTERS,
     maps::ENTRY_HITS,
@@ -172,7 +173,7 @@ impl MapWriter {
             cidr: max(maps::CIDR)? / 2,
             ports: max(maps::PORTS)? / 2,
             names: max(maps::NAMES)? / 2,
-            flows: max(maps::FLOWS)?,
+            flows: max(maps::FLOWS4)?,
             pending: max(maps::PENDING)?,
             entry_ids: max(maps::ENTRY_HITS)?,
             events_bytes: max(maps::EVENTS)?,
@@ -454,35 +455,59 @@ impl MapWriter {
         self.array_get::<u64>(maps::ENTRY_HITS, id)
     }
 
-    /// The flow table.
+    /// The flow table, both families (IPv4 keys widened to `FlowKey`).
     pub fn flows(&self) -> Result<Vec<(FlowKey, FlowValue)>, DataplaneError> {
-        let m = self.map_ref(maps::FLOWS)?;
+        let mut out = {
+            let m = self.map_ref(maps::FLOWS4)?;
+            let h = BpfHashMap::<&MapData, FlowKey4, FlowValue>::try_from(m)
+                .map_err(DataplaneError::map(maps::FLOWS4))?;
+            h.iter()
+                .map(|r| r.map(|(k, v)| (k.widen(), v)))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(DataplaneError::map(maps::FLOWS4))?
+        };
+        let m = self.map_ref(maps::FLOWS6)?;
         let h = BpfHashMap::<&MapData, FlowKey, FlowValue>::try_from(m)
-            .map_err(DataplaneError::map(maps::FLOWS))?;
-        h.iter()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(DataplaneError::map(maps::FLOWS))
+            .map_err(DataplaneError::map(maps::FLOWS6))?;
+        for r in h.iter() {
+            out.push(r.map_err(DataplaneError::map(maps::FLOWS6))?);
+        }
+        Ok(out)
     }
 
     /// One flow entry.
     pub fn flow(&self, key: &FlowKey) -> Result<Option<FlowValue>, DataplaneError> {
-        let m = self.map_ref(maps::FLOWS)?;
-        let h = BpfHashMap::<&MapData, FlowKey, FlowValue>::try_from(m)
-            .map_err(DataplaneError::map(maps::FLOWS))?;
-        match h.get(key, 0) {
+        let r = if key.family == family::V4 {
+            let m = self.map_ref(maps::FLOWS4)?;
+            BpfHashMap::<&MapData, FlowKey4, FlowValue>::try_from(m)
+                .map_err(DataplaneError::map(maps::FLOWS4))?
+                .get(&key.v4(), 0)
+        } else {
+            let m = self.map_ref(maps::FLOWS6)?;
+            BpfHashMap::<&MapData, FlowKey, FlowValue>::try_from(m)
+                .map_err(DataplaneError::map(maps::FLOWS6))?
+                .get(key, 0)
+        };
+        match r {
             Ok(v) => Ok(Some(v)),
             Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(DataplaneError::map(maps::FLOWS)(e)),
+            Err(e) => Err(DataplaneError::map(flows_map(key))(e)),
         }
     }
 
-    /// Empties the flow table and the split-ClientHello state.
+    /// Empties the flow tables and the split-ClientHello state.
     pub fn clear_flows(&mut self) -> Result<(), DataplaneError> {
         {
-            let m = self.map_mut(maps::FLOWS)?;
+            let m = self.map_mut(maps::FLOWS4)?;
+            let mut h = BpfHashMap::<&mut MapData, FlowKey4, FlowValue>::try_from(m)
+                .map_err(DataplaneError::map(maps::FLOWS4))?;
+            clear(&mut h).map_err(DataplaneError::map(maps::FLOWS4))?;
+        }
+        {
+            let m = self.map_mut(maps::FLOWS6)?;
             let mut h = BpfHashMap::<&mut MapData, FlowKey, FlowValue>::try_from(m)
-                .map_err(DataplaneError::map(maps::FLOWS))?;
-            clear(&mut h).map_err(DataplaneError::map(maps::FLOWS))?;
+                .map_err(DataplaneError::map(maps::FLOWS6))?;
+            clear(&mut h).map_err(DataplaneError::map(maps::FLOWS6))?;
         }
         let m = self.map_mut(maps::PENDING)?;
         let mut h =
@@ -519,10 +544,16 @@ impl MapWriter {
     pub fn fill_levels(&self) -> Result<Vec<(String, usize)>, DataplaneError> {
         let g = self.active_generation()? as usize;
         let c = &self.gens[g];
-        let flows = {
-            let m = self.map_ref(maps::FLOWS)?;
+        let flows4 = {
+            let m = self.map_ref(maps::FLOWS4)?;
+            let h = BpfHashMap::<&MapData, FlowKey4, FlowValue>::try_from(m)
+                .map_err(DataplaneError::map(maps::FLOWS4))?;
+            h.keys().count()
+        };
+        let flows6 = {
+            let m = self.map_ref(maps::FLOWS6)?;
             let h = BpfHashMap::<&MapData, FlowKey, FlowValue>::try_from(m)
-                .map_err(DataplaneError::map(maps::FLOWS))?;
+                .map_err(DataplaneError::map(maps::FLOWS6))?;
             h.keys().count()
         };
         Ok(vec![
@@ -530,7 +561,8 @@ impl MapWriter {
             (maps::CIDR.to_owned(), c.cidr.len()),
             (maps::PORTS.to_owned(), c.ports.len()),
             (maps::NAMES.to_owned(), c.names.len()),
-            (maps::FLOWS.to_owned(), flows),
+            (maps::FLOWS4.to_owned(), flows4),
+            (maps::FLOWS6.to_owned(), flows6),
         ])
     }
 }
@@ -566,11 +598,20 @@ fn diff<K: Hash + Eq + Clone, V: PartialEq + Clone>(
     Ok(n)
 }
 
+/// The flow table that holds `key`'s family.
+pub(crate) fn flows_map(key: &FlowKey) -> &'static str {
+    if key.family == family::V4 {
+        maps::FLOWS4
+    } else {
+        maps::FLOWS6
+    }
+}
+
 /// Deletes every key of a hash map.
-fn clear<V: aya::Pod>(
-    h: &mut BpfHashMap<&mut MapData, FlowKey, V>,
+fn clear<K: aya::Pod, V: aya::Pod>(
+    h: &mut BpfHashMap<&mut MapData, K, V>,
 ) -> Result<(), aya::maps::MapError> {
-    let keys: Vec<FlowKey> = h.keys().collect::<Result<_, _>>()?;
+    let keys: Vec<K> = h.keys().collect::<Result<_, _>>()?;
     for k in keys {
         match h.remove(&k) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
