@@ -205,8 +205,10 @@ pub mod jump {
     pub const HTTP: u32 = 1;
     /// `meshclass_split`: ClientHellos followed across segments; else on to `NAMES`.
     pub const SPLIT: u32 = 2;
+    /// `meshclass_lookup`: looks up the name the stages above extracted, decides, acts.
+    pub const LOOKUP: u32 = 3;
     /// Entries of the array.
-    pub const COUNT: u32 = 3;
+    pub const COUNT: u32 = 4;
 }
 
 /// Default capacities; user space may set others at load time.

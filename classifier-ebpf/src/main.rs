@@ -60,6 +60,14 @@ mod entry {
         }
     }
 
+    /// The name lookup and the decision on it, tail-called by the three programs above.
+    #[classifier]
+    pub fn meshclass_lookup(ctx: TcContext) -> i32 {
+        match classify::try_lookup(&ctx) {
+            Ok(v) | Err(v) => v,
+        }
+    }
+
     /// Records connections opened to the workload so that its replies pass.
     #[classifier]
     pub fn meshclass_inbound(ctx: TcContext) -> i32 {

@@ -223,11 +223,9 @@ pub fn try_names(ctx: &TcContext) -> Result<i32, i32> {
         return Ok(only(verdict::PASS, stage::OTHER));
     };
     let p = &st.pkt;
-    if port.name_kinds & name_kind::TLS != 0 {
-        let r = names_stage::<false>(ctx, p, cfg, port, generation);
-        if r != NO_HIT {
-            return Ok(r);
-        }
+    if port.name_kinds & name_kind::TLS != 0 && extract::<false>(ctx, p, cfg, port.name_kinds) {
+        to_lookup(ctx);
+        return Ok(port_or_policy(ctx, p, cfg, port, generation, true));
     }
     if port.name_kinds & (name_kind::HTTP | name_kind::H2) != 0 {
         // SAFETY: a tail call with the program's own context; it returns only on failure.
@@ -244,11 +242,62 @@ pub fn try_http(ctx: &TcContext) -> Result<i32, i32> {
         return Ok(only(verdict::PASS, stage::OTHER));
     };
     let p = &st.pkt;
-    let r = names_stage::<true>(ctx, p, cfg, port, generation);
-    if r != NO_HIT {
-        return Ok(r);
+    if extract::<true>(ctx, p, cfg, port.name_kinds) {
+        to_lookup(ctx);
     }
     Ok(port_or_policy(ctx, p, cfg, port, generation, true))
+}
+
+/// The name in `Scratch::name` (described in `PKT_STATE`): looked up, decided and acted on,
+/// else §7: the `meshclass_lookup` program, tail-called by the three name programs.
+#[inline(always)]
+pub fn try_lookup(ctx: &TcContext) -> Result<i32, i32> {
+    let Some((st, cfg, port, generation)) = stage_inputs() else {
+        return Ok(only(verdict::PASS, stage::OTHER));
+    };
+    let p = &st.pkt;
+    if let Some((e, n)) = look_up(port.suffix_labels) {
+        return Ok(name_hit(ctx, p, cfg, generation, e, st.name_stage, n));
+    }
+    Ok(port_or_policy(ctx, p, cfg, port, generation, true))
+}
+
+/// Normalizes and looks up the name in `Scratch::name` described in `PKT_STATE`; returns the
+/// entry and the normalized length. A function of its own: its stack frame is not on the path
+/// `decide` -> `act`.
+#[inline(never)]
+fn look_up(suffix_labels: u64) -> Option<(EntryValue, usize)> {
+    let (st, s) = (PKT_STATE.get_ptr(0)?, SCRATCH.get_ptr_mut(0)?);
+    // SAFETY: per-CPU memory, used by this program run only.
+    let (st, s) = unsafe { (&*st, &mut *s) };
+    let (n, kind) = (st.name_len as usize, st.name_kind);
+    let (generation, dport) = (st.generation & 1, st.pkt.key.dport);
+    let n = names::normalize(s, n, kind == name_match::HUFFMAN);
+    let e = names::lookup(s, n, generation, kind, dport, suffix_labels)?;
+    Some((e, n))
+}
+
+/// Hands the name described in `PKT_STATE` to `meshclass_lookup`; returns only if the tail
+/// call failed.
+#[inline(always)]
+fn to_lookup(ctx: &TcContext) {
+    // SAFETY: a tail call with the program's own context; it returns only on failure.
+    unsafe { JUMP.tail_call(ctx, jump::LOOKUP) };
+}
+
+/// Records the name just extracted (`n` raw bytes in `Scratch::name`) for `meshclass_lookup`.
+#[inline(always)]
+fn describe_name(n: usize, kind: u8, name_stage: u8) -> bool {
+    let Some(st) = PKT_STATE.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: per-CPU state, used by this program run and its tail calls only.
+    unsafe {
+        (*st).name_len = n as u16;
+        (*st).name_kind = kind;
+        (*st).name_stage = name_stage;
+    }
+    true
 }
 
 /// Split ClientHellos (§6, §11): the `meshclass_split` program, tail-called by `meshclass`
@@ -288,8 +337,8 @@ pub fn try_split(ctx: &TcContext) -> Result<i32, i32> {
         if r == split::COMPLETE {
             // Not reached (`starts` is false for a hello complete in the segment), but a
             // complete hello is judged as such, without the HTTP stages.
-            if let Some((e, n)) = split_name(cfg, port) {
-                return Ok(name_hit(ctx, p, cfg, generation, e, stage::SNI, n));
+            if split_name(cfg) {
+                to_lookup(ctx);
             }
             return Ok(port_or_policy(ctx, p, cfg, port, generation, true));
         }
@@ -375,25 +424,6 @@ fn only(v: u8, st: u8) -> i32 {
     TC_ACT_UNSPEC
 }
 
-/// What `names_stage` returns when no name decided.
-const NO_HIT: i32 = i32::MIN;
-
-/// Tries the TLS (`HTTP` false) or the HTTP name stages on the first payload; a hit is decided (and acted on) here and its
-/// TC code returned, else `NO_HIT`.
-#[inline(always)]
-fn names_stage<const HTTP: bool>(
-    ctx: &TcContext,
-    p: &Pkt,
-    cfg: &Config,
-    port: &PortValue,
-    generation: u8,
-) -> i32 {
-    let Some((e, st, n)) = match_name::<HTTP>(ctx, p, cfg, port) else {
-        return NO_HIT;
-    };
-    name_hit(ctx, p, cfg, generation, e, st, n)
-}
-
 /// A segment of a PENDING flow whose ClientHello is being followed (`pv`: its `PENDING`
 /// entry): a retransmission waits, a gap goes to §7, the next segment continues the parse.
 #[inline(always)]
@@ -418,10 +448,8 @@ fn continue_split(
             return only(verdict::PASS, stage::PENDING);
         }
         let _ = PENDING.remove(&p.key);
-        if r == split::COMPLETE {
-            if let Some((e, n)) = split_name(cfg, port) {
-                return name_hit(ctx, p, cfg, generation, e, stage::SNI, n);
-            }
+        if r == split::COMPLETE && split_name(cfg) {
+            to_lookup(ctx);
         }
     } else {
         // A gap: the hello is not inspectable.
@@ -461,15 +489,13 @@ fn start_split(p: &Pkt, r: u8, generation: u8) -> u8 {
 }
 
 /// The server name of a complete split ClientHello (`SPLIT[0].pv`), judged as in
-/// `extract_name` (ECH, name present) and looked up with the packet's generation; returns the
-/// entry and the name's length (in `Scratch::name`).
+/// `extract` (ECH, name present): copied into `Scratch::name` and described for
+/// `meshclass_lookup`; false when there is no name to look up.
 #[inline(never)]
-fn split_name(cfg: &Config, port: &PortValue) -> Option<(EntryValue, usize)> {
-    let st = PKT_STATE.get_ptr(0)?;
-    // SAFETY: per-CPU state written by `meshclass` for this packet.
-    let (generation, dport) = unsafe { ((*st).generation & 1, (*st).pkt.key.dport) };
-    let w = SPLIT.get_ptr(0)?;
-    let s = SCRATCH.get_ptr_mut(0)?;
+fn split_name(cfg: &Config) -> bool {
+    let (Some(w), Some(s)) = (SPLIT.get_ptr(0), SCRATCH.get_ptr_mut(0)) else {
+        return false;
+    };
     // SAFETY: per-CPU memory, used by this program run only.
     let (v, s) = unsafe { (&(*w).pv, &mut *s) };
     let ech = v.flags & split::F_ECH != 0;
@@ -478,20 +504,11 @@ fn split_name(cfg: &Config, port: &PortValue) -> Option<(EntryValue, usize)> {
     }
     let n = v.name_len as usize;
     if n == 0 || (ech && cfg.flags & config_flags::ECH_OUTER_SNI == 0) {
-        return None;
+        return false;
     }
     cnt::inc(counter::SPLIT_HELLOS);
     s.name[..MAX_NAME_LEN].copy_from_slice(&v.name);
-    let n = names::normalize(s, n, false);
-    let e = names::lookup(
-        s,
-        n,
-        generation,
-        name_match::EXACT,
-        dport,
-        port.suffix_labels,
-    )?;
-    Some((e, n))
+    describe_name(n, name_match::EXACT, stage::SNI)
 }
 
 /// A name entry decided: REDIRECT is applied as PASS (the connection already reached its
@@ -526,43 +543,20 @@ fn name_hit(
     )
 }
 
-/// The name extraction and matching, in a function of its own: its stack frame is not on
-/// the path `decide` -> `act` (the combined stack limit is 512 bytes).
+/// Extracts the TLS name (`HTTP` false) or the first HTTP name the port's kinds allow and
+/// describes it for `meshclass_lookup`; false when there is none. A function of its own: its
+/// stack frame is not on the path `decide` -> `act` (the combined stack limit is 512 bytes).
 #[inline(never)]
-fn match_name<const HTTP: bool>(
-    ctx: &TcContext,
-    p: &Pkt,
-    cfg: &Config,
-    port: &PortValue,
-) -> Option<(EntryValue, u8, usize)> {
-    let st = PKT_STATE.get_ptr(0)?;
-    // SAFETY: per-CPU state written by `meshclass` for this packet.
-    let generation = unsafe { (*st).generation } & 1;
-    let s = SCRATCH.get_ptr_mut(0)?;
+fn extract<const HTTP: bool>(ctx: &TcContext, p: &Pkt, cfg: &Config, kinds: u8) -> bool {
+    let Some(s) = SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
     // SAFETY: per-CPU scratch, used by this program run only.
     let s = unsafe { &mut *s };
-    find_name::<HTTP>(ctx, p, cfg, port, generation, s)
-}
-
-/// Tries TLS, or HTTP/1.x and HTTP/2, names; returns the entry, stage, and the name's length.
-#[inline(always)]
-fn find_name<const HTTP: bool>(
-    ctx: &TcContext,
-    p: &Pkt,
-    cfg: &Config,
-    port: &PortValue,
-    generation: u8,
-    s: &mut Scratch,
-) -> Option<(EntryValue, u8, usize)> {
-    let (n, st, kind) = extract_name::<HTTP>(ctx, p, cfg, port.name_kinds, s)?;
-    let labels = if kind == name_match::EXACT {
-        port.suffix_labels
-    } else {
-        0
-    };
-    let n = names::normalize(s, n, kind == name_match::HUFFMAN);
-    let e = names::lookup(s, n, generation, kind, p.key.dport, labels)?;
-    Some((e, st, n))
+    match extract_name::<HTTP>(ctx, p, cfg, kinds, s) {
+        Some((n, name_stage, kind)) => describe_name(n, kind, name_stage),
+        None => false,
+    }
 }
 
 /// Extracts the TLS name (`HTTP` false) or the first HTTP name the port's kinds allow into

@@ -64,15 +64,21 @@ pub const WINDOW: usize = 1024;
 /// chunks, so reads reach up to twice the name length plus one chunk.
 pub const NAME_BUF: usize = 2 * MAX_NAME_LEN + 8;
 
-/// Per-CPU working memory (the stack has only 512 bytes).
-#[repr(C)]
+/// Most `*.` suffix candidates of one name: a dot count below 64 (`PortValue::suffix_labels`
+/// is a 64-bit mask of label counts).
+pub const MAX_CANDIDATES: usize = 64;
+
+/// Per-CPU working memory (the stack has only 512 bytes). 8-aligned, `name` first, so that
+/// the name is read and written in aligned 8-byte words.
+#[repr(C, align(8))]
 pub struct Scratch {
     /// The name being matched, lower-cased, zero after its end.
     pub name: [u8; NAME_BUF],
-    /// Where the `*.` suffix candidates of `name` start, longest last (`LoopState::ncand`).
-    pub cand: [u8; MAX_NAME_LEN],
-    /// The name hash of `name[i..]`, for every `i`.
-    pub hash_at: [u64; MAX_NAME_LEN],
+    /// Where the `*.` suffix candidates of `name` start (at their dot), longest last
+    /// (`LoopState::ncand` of them).
+    pub cand: [u64; MAX_CANDIDATES],
+    /// The name hash of each candidate suffix (`name[cand[k]..]`).
+    pub cand_hash: [u64; MAX_CANDIDATES],
     /// Values passed through memory the verifier does not track, so that a loop's state does
     /// not drift from one turn to the next (see `launder`).
     pub tmp: [u64; 4],
@@ -125,7 +131,12 @@ pub struct PacketState {
     pub generation: u8,
     /// 1 when the packet's flow was found in state PENDING (set by `meshclass`).
     pub pending: u8,
-    pub _pad: [u8; 6],
+    /// The name handed to `meshclass_lookup`: its raw length in `Scratch::name`, its
+    /// `name_match` kind (EXACT or HUFFMAN) and the stage it decides in (SNI or HOST).
+    pub name_len: u16,
+    pub name_kind: u8,
+    pub name_stage: u8,
+    pub _pad: [u8; 2],
     pub exact: ExactKey,
     pub cidr: Key<CidrData>,
     pub port: PortKey,

@@ -11,6 +11,10 @@ const DIRECT_LIMIT: usize = 2048;
 /// Reads a `T` at `off` bytes into the packet.
 #[inline(always)]
 pub fn rd<T: Copy>(ctx: &TcContext, off: usize) -> Option<T> {
+    // One opaque value for the test and the address: else LLVM may test one register and
+    // address with another that holds the same offset, and the verifier, which does not know
+    // they are equal, sees an unbounded packet offset.
+    let off = black_box(off);
     if off < DIRECT_LIMIT {
         let start = ctx.data();
         let end = ctx.data_end();

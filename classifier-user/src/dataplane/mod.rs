@@ -33,6 +33,9 @@ pub const NAMES_PROGRAM: &str = "meshclass_names";
 pub const HTTP_PROGRAM: &str = "meshclass_http";
 /// Name of the split-ClientHello program, tail-called by [`PROGRAM`] through `JUMP`.
 pub const SPLIT_PROGRAM: &str = "meshclass_split";
+/// The name lookup (normalize, hash, exact then `*.` suffixes) and the decision on it,
+/// tail-called by the three programs above once they have extracted a name.
+pub const LOOKUP_PROGRAM: &str = "meshclass_lookup";
 /// Name of the inbound (TC egress) program in the object.
 pub const INBOUND_PROGRAM: &str = "meshclass_inbound";
 
@@ -113,6 +116,7 @@ impl Dataplane {
             NAMES_PROGRAM,
             HTTP_PROGRAM,
             SPLIT_PROGRAM,
+            LOOKUP_PROGRAM,
             INBOUND_PROGRAM,
         ] {
             let prog: &mut SchedClassifier = ebpf
@@ -132,6 +136,7 @@ impl Dataplane {
             (jump::NAMES, NAMES_PROGRAM),
             (jump::HTTP, HTTP_PROGRAM),
             (jump::SPLIT, SPLIT_PROGRAM),
+            (jump::LOOKUP, LOOKUP_PROGRAM),
         ] {
             let fd = {
                 let prog: &SchedClassifier = ebpf
