@@ -462,20 +462,8 @@ impl Drop for Lab {
         self.servers = None;
         // Whatever the daemon pinned goes with the lab, even if a test failed half-way.
         let _ = std::fs::remove_dir_all(&self.pin_dir);
-        let tag: String = self
-            .pin_dir
-            .to_string_lossy()
-            .trim_matches('/')
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let _ = std::fs::remove_dir_all(Path::new("/run/meshclass").join(tag));
+        let _ =
+            std::fs::remove_dir_all(meshclass::daemon::pins::Pins::new(&self.pin_dir).state_dir());
         let _ = std::fs::remove_file(self.log_path());
     }
 }

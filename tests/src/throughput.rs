@@ -27,7 +27,7 @@
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     os::fd::AsRawFd as _,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -427,20 +427,10 @@ impl Topology {
         let log_path = dir.join("daemon.log");
         let pins = PinDir::new("bench")?;
         // The daemon's state directory, named after the pin directory (see the daemon's Pins).
-        let tag: String = pins
-            .path
-            .to_string_lossy()
-            .trim_matches('/')
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        self._state_dir = Some(TempPath(Path::new("/run/meshclass").join(tag)));
+        // The daemon's state directory for this pin directory goes with the run.
+        self._state_dir = Some(TempPath(
+            meshclass::daemon::pins::Pins::new(&pins.path).state_dir(),
+        ));
         let pin_path = pins.path.clone();
         self._pins = Some(pins);
         let log = std::fs::File::create(&log_path)?;
