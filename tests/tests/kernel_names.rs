@@ -55,6 +55,69 @@ fn tls_sni_exact_and_wildcard() {
     expect(&d, verdict::DROP, stage::POLICY);
 }
 
+/// A name of exactly `len` bytes ending in `suffix`, its labels cut so that the dots fall at
+/// every offset within the kernel's 8-byte hash steps as `len` grows.
+fn name_of(len: usize, suffix: &str, seed: usize) -> String {
+    let mut body = String::new();
+    let want = len - suffix.len();
+    let mut label = 1 + seed % 7;
+    while body.len() < want {
+        if !body.is_empty() && body.len() + 1 < want {
+            body.push('.');
+        }
+        let take = label.min(want - body.len());
+        body.extend(std::iter::repeat_n('a', take));
+        label = label % 13 + 2;
+    }
+    let n = format!("{body}{suffix}");
+    assert_eq!(n.len(), len, "{n}");
+    n
+}
+
+#[test]
+fn names_of_every_length_hash_and_match_as_user_space_stores_them() {
+    let mut dp = dataplane();
+    let mut entries = vec![
+        entry(sni("*.w.example.org", 443), 2, Verdict::Pass),
+        entry(sni("*.example.org", 443), 3, Verdict::Pass),
+    ];
+    // Exact names of every length, in upper and lower case on the wire.
+    for len in 1..=253usize {
+        entries.push(entry(
+            sni(&name_of(len, "", len), 443),
+            1000 + len as u32,
+            Verdict::Pass,
+        ));
+    }
+    dp.apply(&plan(entries), &registry_only(Blocked::Drop))
+        .unwrap();
+    let mut port = 20000u16;
+    let mut check = |dp: &mut Dataplane, name: &str, service: Option<u32>| {
+        port += 1;
+        let mut f = TcpFlow::new(ip("10.0.0.1"), ip("10.20.0.1"), port, 443, 100);
+        run(dp, &f.syn().build());
+        let d = run(dp, &f.data(&hello(name)).build());
+        match service {
+            Some(id) => {
+                expect(&d, verdict::PASS, stage::SNI);
+                assert_eq!(d.service_id, id, "{name}");
+            }
+            None => expect(&d, verdict::DROP, stage::POLICY),
+        }
+    };
+    for len in 1..=253usize {
+        let exact = name_of(len, "", len);
+        check(&mut dp, &exact.to_uppercase(), Some(1000 + len as u32));
+        if len > 16 {
+            // Longest suffix first: *.w.example.org, else *.example.org.
+            check(&mut dp, &name_of(len, ".w.example.org", len + 3), Some(2));
+            check(&mut dp, &name_of(len, ".z.example.org", len + 5), Some(3));
+            // Same length, no registered suffix.
+            check(&mut dp, &name_of(len, ".example.net", len), None);
+        }
+    }
+}
+
 #[test]
 fn ech_hello_is_not_inspectable() {
     let mut dp = dataplane();

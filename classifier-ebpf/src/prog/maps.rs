@@ -77,8 +77,9 @@ pub struct Scratch {
     /// Where the `*.` suffix candidates of `name` start (at their dot), longest last
     /// (`LoopState::ncand` of them).
     pub cand: [u64; MAX_CANDIDATES],
-    /// The name hash of each candidate suffix (`name[cand[k]..]`).
-    pub cand_hash: [u64; MAX_CANDIDATES],
+    /// The hash pass's state after each 8-byte step from the end of `name`
+    /// (`classifier_common::name_hash`): `chunk_h[m]` after `m` steps.
+    pub chunk_h: [u64; MAX_NAME_LEN / 8],
     /// Values passed through memory the verifier does not track, so that a loop's state does
     /// not drift from one turn to the next (see `launder`).
     pub tmp: [u64; 4],

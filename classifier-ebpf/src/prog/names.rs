@@ -10,7 +10,8 @@ use core::ffi::c_void;
 
 use aya_ebpf::helpers::bpf_loop;
 use classifier_common::{
-    name_hash_step, name_match, EntryValue, NameKey, NameValue, MAX_NAME_LEN, NAME_HASH_INIT,
+    name_hash_mix, name_hash_partial_mask, name_hash_tail, name_match, EntryValue, NameKey,
+    NameValue, MAX_NAME_LEN, NAME_HASH_INIT,
 };
 
 use super::maps::{launder, vget, vset, Scratch, MAX_CANDIDATES, NAMES, NAME_BUF, SCRATCH};
@@ -130,33 +131,80 @@ fn equal(s: &Scratch, off: usize, len: usize, v: &NameValue) -> bool {
     true
 }
 
-/// The hash pass, right to left: the whole name's hash, and (in `cand`/`cand_hash`, longest
-/// last) every suffix that starts with a dot and has a label count `labels` registers.
+/// The 0x80 bit of every byte of `x` that is a dot (exact: no false positives).
 #[inline(always)]
-fn hash_pass(s: &mut Scratch, len: usize, labels: u64) -> u64 {
+fn dots_in(x: u64) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let y = x ^ 0x2e2e_2e2e_2e2e_2e2e;
+    !(((y & LOW7) + LOW7) | y | LOW7)
+}
+
+/// Counts the dots of the word read at `off` (its bytes `off..off + 8`, right to left) and
+/// lists each that starts a suffix with a label count `labels` registers.
+#[inline(always)]
+fn list_dots(s: &mut Scratch, x: u64, off: usize, labels: u64) {
+    let d = dots_in(x);
+    if d == 0 {
+        return;
+    }
+    for jj in 0..8 {
+        let j = 7 - jj;
+        if (d >> (8 * j + 7)) & 1 == 0 {
+            continue;
+        }
+        let i = off + j;
+        if i == 0 {
+            continue;
+        }
+        let dots = vget(&s.lp.dots) + 1;
+        vset(&mut s.lp.dots, dots);
+        if dots < MAX_CANDIDATES as u64 && (labels >> dots) & 1 == 1 {
+            let n = vget(&s.lp.ncand);
+            s.cand[n as usize & (MAX_CANDIDATES - 1)] = i as u64;
+            vset(&mut s.lp.ncand, n + 1);
+        }
+    }
+}
+
+/// The hash pass (`classifier_common::name_hash`), 8 bytes a step from the end: keeps the
+/// state after each step in `chunk_h` and lists (in `cand`, longest last) every suffix that
+/// starts with a dot and has a label count `labels` registers.
+#[inline(always)]
+fn hash_pass(s: &mut Scratch, len: usize, labels: u64) {
     vset(&mut s.lp.dots, 0);
     vset(&mut s.lp.ncand, 0);
     let mut h = NAME_HASH_INIT;
-    for j in 0..MAX_NAME_LEN {
-        if j >= len {
+    s.chunk_h[0] = h;
+    for k in 0..MAX_NAME_LEN / 8 {
+        if 8 * (k + 1) > len {
             break;
         }
-        let i = (len - 1 - j) & (MAX_NAME_LEN - 1);
-        let b = s.name[i];
-        h = name_hash_step(h, b);
-        if b == b'.' && i > 0 {
-            let dots = vget(&s.lp.dots) + 1;
-            vset(&mut s.lp.dots, dots);
-            if dots < MAX_CANDIDATES as u64 && (labels >> dots) & 1 == 1 {
-                let n = vget(&s.lp.ncand);
-                let k = n as usize & (MAX_CANDIDATES - 1);
-                s.cand[k] = i as u64;
-                s.cand_hash[k] = h;
-                vset(&mut s.lp.ncand, n + 1);
-            }
+        // Opaque, then masked: the verifier must see the mask applied to the value it adds.
+        let off = core::hint::black_box(len - 8 * (k + 1)) & (MAX_NAME_LEN - 1);
+        // SAFETY: off + 8 <= len < MAX_NAME_LEN, inside the buffer.
+        let x = unsafe { load64(s.name.as_ptr().add(off)) };
+        if labels != 0 {
+            list_dots(s, x, off, labels);
         }
+        h = name_hash_mix(h, x);
+        s.chunk_h[(k + 1) & (MAX_NAME_LEN / 8 - 1)] = h;
     }
-    h
+    let r = len & 7;
+    if r != 0 && labels != 0 {
+        // SAFETY: the buffer's first word.
+        let x = unsafe { load64(s.name.as_ptr()) } & name_hash_partial_mask(r);
+        list_dots(s, x, 0, labels);
+    }
+}
+
+/// The hash of `s.name[i..len]` from the hash pass's states.
+#[inline(always)]
+fn hash_from(s: &Scratch, i: usize, len: usize) -> u64 {
+    let l = len.wrapping_sub(i) & (MAX_NAME_LEN - 1);
+    let i = core::hint::black_box(i) & (MAX_NAME_LEN - 1);
+    // SAFETY: i < MAX_NAME_LEN; the buffer holds NAME_BUF > MAX_NAME_LEN + 8 bytes.
+    let first = unsafe { load64(s.name.as_ptr().add(i)) };
+    name_hash_tail(s.chunk_h[(l / 8) & (MAX_NAME_LEN / 8 - 1)], first, l)
 }
 
 /// Looks up `s.name[..len]` (normalized): the whole name in `kind` (EXACT or HUFFMAN), then,
@@ -179,9 +227,9 @@ pub fn lookup(
     } else {
         0
     };
-    let h = hash_pass(s, len, labels);
+    hash_pass(s, len, labels);
     let key = NameKey {
-        hash: h,
+        hash: hash_from(s, 0, len),
         generation,
         kind,
         port,
@@ -202,7 +250,7 @@ pub fn lookup(
         let k = (n - 1 - t) & (MAX_CANDIDATES - 1);
         let i = s.cand[k] as usize & (MAX_NAME_LEN - 1);
         let key = NameKey {
-            hash: s.cand_hash[k],
+            hash: hash_from(s, i, len),
             generation,
             kind: name_match::SUFFIX,
             port,
