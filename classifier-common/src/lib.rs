@@ -621,6 +621,7 @@ pub struct Event {
     pub stage: u8,
     pub name_len: u16,
     pub _pad: u32,
+    /// The name that decided (`name_len` bytes; the bytes after them are unspecified).
     pub name: [u8; MAX_NAME_LEN],
 }
 const _: () = assert!(size_of::<Event>() == 8 + 40 + 16 + MAX_NAME_LEN);

@@ -490,3 +490,82 @@ fn split_hello_blocked_name_resets_both_sides_and_redirect_is_late() {
         1
     );
 }
+
+/// The decision events a run left in the ring buffer, oldest first.
+fn drain_events(dp: &mut Dataplane) -> Vec<classifier_common::Event> {
+    use aya::maps::RingBuf;
+    let map = dp
+        .ebpf_mut()
+        .map_mut(classifier_common::maps::EVENTS)
+        .expect("the EVENTS map");
+    let mut ring = RingBuf::try_from(map).expect("a ring buffer");
+    let mut out = Vec::new();
+    while let Some(item) = ring.next() {
+        assert_eq!(item.len(), std::mem::size_of::<classifier_common::Event>());
+        // SAFETY: a record of exactly one Event, written by the program.
+        out.push(unsafe {
+            std::ptr::read_unaligned(item.as_ptr() as *const classifier_common::Event)
+        });
+    }
+    out
+}
+
+#[test]
+fn decision_events_carry_the_flow_the_verdict_and_the_name() {
+    let mut dp = dataplane();
+    let settings = meshclass::settings::Settings {
+        events_all: true,
+        ..registry_only(Blocked::Drop)
+    };
+    let p = plan(vec![
+        entry(sni("api.example.com", 443), 7, Verdict::Pass),
+        entry(
+            exact("10.30.0.1", 80, meshclass::plan::L4::Tcp),
+            8,
+            Verdict::Pass,
+        ),
+    ]);
+    dp.apply(&p, &settings).unwrap();
+    drain_events(&mut dp);
+
+    // A name decision: the event names the (lower-cased) name.
+    let mut f = TcpFlow::new(ip("10.0.0.1"), ip("10.20.0.1"), 42000, 443, 100);
+    run(&mut dp, &f.syn().build());
+    let d = run(&mut dp, &f.data(&hello("API.Example.COM")).build());
+    expect(&d, verdict::PASS, stage::SNI);
+    // An address decision after it: no name, whatever the scratch still holds.
+    let g = TcpFlow::new(ip("10.0.0.1"), ip("10.30.0.1"), 42001, 80, 100);
+    expect(&run(&mut dp, &g.syn().build()), verdict::PASS, stage::EXACT);
+    // A blocked connection.
+    let b = TcpFlow::new(ip("10.0.0.1"), ip("10.31.0.9"), 42002, 81, 100);
+    expect(
+        &run(&mut dp, &b.syn().build()),
+        verdict::DROP,
+        stage::POLICY,
+    );
+
+    let ev = drain_events(&mut dp);
+    assert_eq!(ev.len(), 3, "{ev:?}");
+    let key = meshclass::dataplane::flow_key(&f.syn().build()).unwrap();
+    assert_eq!(ev[0].flow, key);
+    assert_eq!(
+        (ev[0].verdict, ev[0].stage, ev[0].service_id),
+        (verdict::PASS, stage::SNI, 7)
+    );
+    assert_eq!(&ev[0].name[..ev[0].name_len as usize], b"api.example.com");
+    assert!(ev[0].ts_ns > 0);
+    assert_eq!(
+        ev[1].flow,
+        meshclass::dataplane::flow_key(&g.syn().build()).unwrap()
+    );
+    assert_eq!(
+        (ev[1].verdict, ev[1].stage, ev[1].service_id, ev[1].name_len),
+        (verdict::PASS, stage::EXACT, 8, 0)
+    );
+    assert_eq!(
+        (ev[2].verdict, ev[2].stage, ev[2].name_len),
+        (verdict::DROP, stage::POLICY, 0)
+    );
+    assert_eq!(ev[2].service_id, classifier_common::NO_SERVICE);
+    assert!(ev[0].ts_ns <= ev[1].ts_ns && ev[1].ts_ns <= ev[2].ts_ns);
+}

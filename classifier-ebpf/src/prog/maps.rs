@@ -64,14 +64,25 @@ pub const WINDOW: usize = 1024;
 /// chunks, so reads reach up to twice the name length plus one chunk.
 pub const NAME_BUF: usize = 2 * MAX_NAME_LEN + 8;
 
+/// Words of an `Event` before its name.
+pub const EVENT_HEAD_WORDS: usize = 8;
+const _: () =
+    assert!(core::mem::offset_of!(classifier_common::Event, name) == 8 * EVENT_HEAD_WORDS);
+const _: () = assert!(core::mem::offset_of!(Scratch, name) == 8 * EVENT_HEAD_WORDS);
+const _: () =
+    assert!(core::mem::size_of::<classifier_common::Event>() <= 8 * EVENT_HEAD_WORDS + NAME_BUF);
+
 /// Most `*.` suffix candidates of one name: a dot count below 64 (`PortValue::suffix_labels`
 /// is a 64-bit mask of label counts).
 pub const MAX_CANDIDATES: usize = 64;
 
-/// Per-CPU working memory (the stack has only 512 bytes). 8-aligned, `name` first, so that
-/// the name is read and written in aligned 8-byte words.
+/// Per-CPU working memory (the stack has only 512 bytes). 8-aligned, so that the name is
+/// read and written in aligned 8-byte words.
 #[repr(C, align(8))]
 pub struct Scratch {
+    /// The header of a decision event (`Event` up to its name): with `name` right after it,
+    /// the two are an `Event` sent with one `bpf_ringbuf_output`, the name not copied.
+    pub ev_head: [u64; EVENT_HEAD_WORDS],
     /// The name being matched, lower-cased, zero after its end.
     pub name: [u8; NAME_BUF],
     /// Where the `*.` suffix candidates of `name` start (at their dot), longest last

@@ -21,10 +21,27 @@ pub fn rd<T: Copy>(ctx: &TcContext, off: usize) -> Option<T> {
         let p = black_box(start + (off & (DIRECT_LIMIT - 1)));
         if black_box(p + size_of::<T>()) <= end {
             // SAFETY: [p, p + size_of::<T>()) lies inside the packet's linear data.
-            return Some(unsafe { read_unaligned(p as *const T) });
+            return Some(unsafe { load::<T>(p) });
         }
     }
     ctx.load::<T>(off).ok()
+}
+
+/// Reads a `T` at packet pointer `p`: one load instruction for 1, 2, 4 and 8 bytes (see
+/// `ld16`), bytewise otherwise. The caller guarantees `[p, p + size_of::<T>())` is in the
+/// packet's linear data, checked against `data_end` so that the verifier sees it.
+#[inline(always)]
+unsafe fn load<T: Copy>(p: usize) -> T {
+    // SAFETY (all arms): the caller's bound; T is plain data of the size loaded.
+    unsafe {
+        match size_of::<T>() {
+            1 => core::mem::transmute_copy::<u8, T>(&ld8::<0>(p)),
+            2 => core::mem::transmute_copy::<u16, T>(&ld16::<0>(p)),
+            4 => core::mem::transmute_copy::<u32, T>(&ld32::<0>(p)),
+            8 => core::mem::transmute_copy::<u64, T>(&ld64::<0>(p)),
+            _ => read_unaligned(p as *const T),
+        }
+    }
 }
 
 /// Reads a byte.
@@ -374,6 +391,18 @@ unsafe fn ld32<const OFF: i16>(base: usize) -> u32 {
             o = const OFF, options(pure, readonly, nostack, preserves_flags));
     }
     v as u32
+}
+
+/// Loads the 8 bytes at `base + OFF` as they are in memory (little-endian load).
+#[inline(always)]
+unsafe fn ld64<const OFF: i16>(base: usize) -> u64 {
+    let v: u64;
+    // SAFETY: the caller's bound (see above).
+    unsafe {
+        core::arch::asm!("{v} = *(u64 *)({b} + {o})", v = lateout(reg) v, b = in(reg) base,
+            o = const OFF, options(pure, readonly, nostack, preserves_flags));
+    }
+    v
 }
 
 /// Zeroes a flow key with five 8-byte stores. `p.key = FlowKey::default()` compiles to a call

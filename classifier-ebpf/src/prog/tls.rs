@@ -7,7 +7,7 @@ use classifier_common::MAX_NAME_LEN;
 
 use super::{
     maps::{launder, Scratch},
-    pkt::{be16_at, u8_at, Pkt},
+    pkt::{be16_at, rd, u8_at, Pkt},
 };
 
 /// Most extensions walked.
@@ -109,9 +109,12 @@ pub fn parse(ctx: &TcContext, p: &Pkt, s: &mut Scratch) -> Hello {
         if off + 4 > ext_end {
             break;
         }
-        let (Some(ty), Some(len)) = (be16_at(ctx, off), be16_at(ctx, off + 2)) else {
+        // Type and length in one read.
+        let Some(tl) = rd::<u32>(ctx, off) else {
             return Hello::NotHello;
         };
+        let tl = u32::from_be(tl);
+        let (ty, len) = ((tl >> 16) as u16, tl as u16);
         let body = off + 4;
         off = body + len as usize;
         if off > ext_end {
