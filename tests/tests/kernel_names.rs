@@ -501,7 +501,7 @@ fn drain_events(dp: &mut Dataplane) -> Vec<classifier_common::Event> {
     let mut ring = RingBuf::try_from(map).expect("a ring buffer");
     let mut out = Vec::new();
     while let Some(item) = ring.next() {
-        assert_eq!(item.len(), std::mem::size_of::<classifier_common::Event>());
+        assert_eq!(item.len(), size_of::<classifier_common::Event>());
         // SAFETY: a record of exactly one Event, written by the program.
         out.push(unsafe {
             std::ptr::read_unaligned(item.as_ptr() as *const classifier_common::Event)

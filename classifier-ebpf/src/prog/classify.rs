@@ -742,5 +742,5 @@ const _: () = {
     assert!(offset_of!(Event, flow) == 8 && offset_of!(Event, service_id) == 48);
     assert!(offset_of!(Event, entry_id) == 52 && offset_of!(Event, verdict) == 56);
     assert!(offset_of!(Event, stage) == 57 && offset_of!(Event, name_len) == 58);
-    assert!(offset_of!(Event, name) == 64 && core::mem::size_of::<Event>() == 64 + MAX_NAME_LEN);
+    assert!(offset_of!(Event, name) == 64 && size_of::<Event>() == 64 + MAX_NAME_LEN);
 };

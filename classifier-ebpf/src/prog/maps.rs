@@ -69,8 +69,7 @@ pub const EVENT_HEAD_WORDS: usize = 8;
 const _: () =
     assert!(core::mem::offset_of!(classifier_common::Event, name) == 8 * EVENT_HEAD_WORDS);
 const _: () = assert!(core::mem::offset_of!(Scratch, name) == 8 * EVENT_HEAD_WORDS);
-const _: () =
-    assert!(core::mem::size_of::<classifier_common::Event>() <= 8 * EVENT_HEAD_WORDS + NAME_BUF);
+const _: () = assert!(size_of::<classifier_common::Event>() <= 8 * EVENT_HEAD_WORDS + NAME_BUF);
 
 /// Most `*.` suffix candidates of one name: a dot count below 64 (`PortValue::suffix_labels`
 /// is a 64-bit mask of label counts).
