@@ -36,6 +36,15 @@ fn example_registry() -> PathBuf {
 
 fn no_progress(_: &str) {}
 
+/// A lab named `name` whose daemon runs the example registry with `args`, and the binary.
+fn example_lab(name: &str, args: &[&str]) -> (Lab, PathBuf) {
+    require_privileges();
+    let bin = meshclass_bin();
+    let mut lab = Lab::new(name, &no_progress).unwrap();
+    lab.start_daemon(&bin, &example_registry(), args).unwrap();
+    (lab, bin)
+}
+
 /// Every probe behaved as expected.
 fn assert_rows(rows: &[scenarios::Row]) {
     let bad: Vec<_> = rows.iter().filter(|r| !r.ok()).collect();
@@ -48,15 +57,7 @@ fn assert_rows(rows: &[scenarios::Row]) {
 
 #[test]
 fn example_registry_under_allow_any() {
-    require_privileges();
-    let bin = meshclass_bin();
-    let mut lab = Lab::new("e2e-allow", &no_progress).unwrap();
-    lab.start_daemon(
-        &bin,
-        &example_registry(),
-        &["--outbound-policy", "allow_any"],
-    )
-    .unwrap();
+    let (lab, bin) = example_lab("e2e-allow", &["--outbound-policy", "allow_any"]);
     let rows = scenarios::run(&lab, &bin, false);
     assert_rows(&rows);
     // Redirected connections reached the proxy with their original destinations.
@@ -72,15 +73,10 @@ fn example_registry_under_allow_any() {
 
 #[test]
 fn example_registry_under_registry_only_with_reject() {
-    require_privileges();
-    let bin = meshclass_bin();
-    let mut lab = Lab::new("e2e-only", &no_progress).unwrap();
-    lab.start_daemon(
-        &bin,
-        &example_registry(),
+    let (lab, bin) = example_lab(
+        "e2e-only",
         &["--outbound-policy", "REGISTRY_ONLY", "--blocked", "reject"],
-    )
-    .unwrap();
+    );
     let rows = scenarios::run(&lab, &bin, true);
     assert_rows(&rows);
 }
@@ -89,15 +85,7 @@ fn example_registry_under_registry_only_with_reject() {
 /// their flows record the name stage.
 #[test]
 fn names_decide_under_registry_only() {
-    require_privileges();
-    let bin = meshclass_bin();
-    let mut lab = Lab::new("e2e-names", &no_progress).unwrap();
-    lab.start_daemon(
-        &bin,
-        &example_registry(),
-        &["--outbound-policy", "REGISTRY_ONLY"],
-    )
-    .unwrap();
+    let (lab, bin) = example_lab("e2e-names", &["--outbound-policy", "REGISTRY_ONLY"]);
     let rows: Vec<_> = scenarios::run(&lab, &bin, true)
         .into_iter()
         .filter(|r| scenarios::needs_names(&r.probe, true))
@@ -251,15 +239,7 @@ fn lab_wait(lab: &Lab, needle: &str, count: usize) {
 
 #[test]
 fn kill_9_and_restart_change_no_verdict() {
-    require_privileges();
-    let bin = meshclass_bin();
-    let mut lab = Lab::new("e2e-restart", &no_progress).unwrap();
-    lab.start_daemon(
-        &bin,
-        &example_registry(),
-        &["--outbound-policy", "REGISTRY_ONLY"],
-    )
-    .unwrap();
+    let (mut lab, bin) = example_lab("e2e-restart", &["--outbound-policy", "REGISTRY_ONLY"]);
     let outcomes = stream_while(&lab, || {
         std::thread::sleep(Duration::from_millis(200));
         lab.stop_daemon(true).unwrap();
@@ -285,12 +265,8 @@ fn kill_9_and_restart_change_no_verdict() {
 
 #[test]
 fn inspect_explain_flows_and_metrics_agree_with_the_traffic() {
-    require_privileges();
-    let bin = meshclass_bin();
-    let mut lab = Lab::new("e2e-cli", &no_progress).unwrap();
-    lab.start_daemon(
-        &bin,
-        &example_registry(),
+    let (lab, bin) = example_lab(
+        "e2e-cli",
         &[
             "--outbound-policy",
             "REGISTRY_ONLY",
@@ -298,8 +274,7 @@ fn inspect_explain_flows_and_metrics_agree_with_the_traffic() {
             "127.0.0.1:9464",
             "--events-all",
         ],
-    )
-    .unwrap();
+    );
     let pin = lab.pin_dir.display().to_string();
     let vm1 = SocketAddr::new(addr::VM1.parse().unwrap(), 80);
     let unknown = SocketAddr::new(addr::UNKNOWN.parse().unwrap(), TCP_PORT);
