@@ -37,19 +37,12 @@ pub(super) fn run_loop_2k(n: usize, cb: extern "C" fn(u64, *mut c_void) -> i64) 
     unsafe { bpf_loop(n, cb as *mut c_void, core::ptr::null_mut(), 0) };
 }
 
-/// Loads 8 bytes at `p` with one BPF instruction, aligned or not (`read_unaligned` would make
-/// LLVM's BPF backend load them one by one). The caller guarantees `[p, p + 8)` lies inside
-/// one map value.
+/// Loads 8 bytes at `p` with one BPF instruction, aligned or not (`pkt::ld64`). The caller
+/// guarantees `[p, p + 8)` lies inside one map value.
 #[inline(always)]
 unsafe fn load64(p: *const u8) -> u64 {
-    let v: u64;
-    // SAFETY: the caller's bound; BPF loads from map values have no alignment requirement
-    // (the verifier checks alignment only in strict mode).
-    unsafe {
-        core::arch::asm!("{v} = *(u64 *)({p} + 0)", v = lateout(reg) v, p = in(reg) p,
-            options(pure, readonly, nostack, preserves_flags));
-    }
-    v
+    // SAFETY: the caller's bound.
+    unsafe { super::pkt::ld64::<0>(p as usize) }
 }
 
 /// Lower-cases the ASCII letters of 8 bytes at once (bytes >= 0x80 unchanged).

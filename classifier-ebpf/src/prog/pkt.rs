@@ -349,60 +349,40 @@ fn parse_simple(ctx: &TcContext, p: &mut Pkt) -> bool {
     true
 }
 
-// One BPF load each, at a constant offset from a packet pointer. `read_unaligned` would make
-// LLVM's BPF backend split a 2- or 4-byte load into single bytes (it assumes the target cannot
-// load misaligned), and a plain `ptr::read` of a misaligned pointer is undefined behaviour in
-// Rust; the BPF instruction itself has no alignment requirement on packet data (the verifier
-// checks packet alignment only in strict mode, which loaders do not ask for), so the load is
-// written as the instruction. Callers guarantee that [base + OFF, base + OFF + size) lies
-// inside the packet's linear data, checked against `data_end` so that the verifier sees it.
+// One BPF load each, at a constant offset from a pointer into the packet (or a map value).
+// `read_unaligned` would make LLVM's BPF backend split a 2- or 4-byte load into single bytes
+// (it assumes the target cannot load misaligned), and a plain `ptr::read` of a misaligned
+// pointer is undefined behaviour in Rust; the BPF instruction itself has no alignment
+// requirement there (the verifier checks alignment only in strict mode, which loaders do not
+// ask for), so the load is written as the instruction. Callers guarantee that
+// [base + OFF, base + OFF + size) lies inside the packet's linear data, checked against
+// `data_end` so that the verifier sees it, or inside one map value.
 
-/// Loads the byte at `base + OFF`.
-#[inline(always)]
-unsafe fn ld8<const OFF: i16>(base: usize) -> u8 {
-    let v: u64;
-    // SAFETY: the caller's bound (see above).
-    unsafe {
-        core::arch::asm!("{v} = *(u8 *)({b} + {o})", v = lateout(reg) v, b = in(reg) base,
-            o = const OFF, options(pure, readonly, nostack, preserves_flags));
-    }
-    v as u8
+macro_rules! loads {
+    ($($(#[$doc:meta])* $name:ident: $t:ty = $insn:literal;)*) => {$(
+        $(#[$doc])*
+        #[inline(always)]
+        pub(super) unsafe fn $name<const OFF: i16>(base: usize) -> $t {
+            let v: u64;
+            // SAFETY: the caller's bound (see above).
+            unsafe {
+                core::arch::asm!($insn, v = lateout(reg) v, b = in(reg) base, o = const OFF,
+                    options(pure, readonly, nostack, preserves_flags));
+            }
+            v as $t
+        }
+    )*};
 }
 
-/// Loads the 2 bytes at `base + OFF` as they are in memory (little-endian load).
-#[inline(always)]
-unsafe fn ld16<const OFF: i16>(base: usize) -> u16 {
-    let v: u64;
-    // SAFETY: the caller's bound (see above).
-    unsafe {
-        core::arch::asm!("{v} = *(u16 *)({b} + {o})", v = lateout(reg) v, b = in(reg) base,
-            o = const OFF, options(pure, readonly, nostack, preserves_flags));
-    }
-    v as u16
-}
-
-/// Loads the 4 bytes at `base + OFF` as they are in memory (little-endian load).
-#[inline(always)]
-unsafe fn ld32<const OFF: i16>(base: usize) -> u32 {
-    let v: u64;
-    // SAFETY: the caller's bound (see above).
-    unsafe {
-        core::arch::asm!("{v} = *(u32 *)({b} + {o})", v = lateout(reg) v, b = in(reg) base,
-            o = const OFF, options(pure, readonly, nostack, preserves_flags));
-    }
-    v as u32
-}
-
-/// Loads the 8 bytes at `base + OFF` as they are in memory (little-endian load).
-#[inline(always)]
-unsafe fn ld64<const OFF: i16>(base: usize) -> u64 {
-    let v: u64;
-    // SAFETY: the caller's bound (see above).
-    unsafe {
-        core::arch::asm!("{v} = *(u64 *)({b} + {o})", v = lateout(reg) v, b = in(reg) base,
-            o = const OFF, options(pure, readonly, nostack, preserves_flags));
-    }
-    v
+loads! {
+    /// Loads the byte at `base + OFF`.
+    ld8: u8 = "{v} = *(u8 *)({b} + {o})";
+    /// Loads the 2 bytes at `base + OFF` as they are in memory (little-endian load).
+    ld16: u16 = "{v} = *(u16 *)({b} + {o})";
+    /// Loads the 4 bytes at `base + OFF` as they are in memory (little-endian load).
+    ld32: u32 = "{v} = *(u32 *)({b} + {o})";
+    /// Loads the 8 bytes at `base + OFF` as they are in memory (little-endian load).
+    ld64: u64 = "{v} = *(u64 *)({b} + {o})";
 }
 
 /// Zeroes a flow key with five 8-byte stores. `p.key = FlowKey::default()` compiles to a call
