@@ -47,6 +47,7 @@ pub struct Capacities {
     pub cidr: u32,
     pub ports: u32,
     pub names: u32,
+    /// Entries of each flow table (`FLOWS4` and `FLOWS6`, both preallocated LRU hashes).
     pub flows: u32,
     pub pending: u32,
     pub entry_ids: u32,
