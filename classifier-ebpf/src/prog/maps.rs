@@ -93,8 +93,8 @@ pub struct Scratch {
     /// Values passed through memory the verifier does not track, so that a loop's state does
     /// not drift from one turn to the next (see `launder`).
     pub tmp: [u64; 4],
-    /// State of the name loops run by `bpf_loop` (names.rs): kept in map memory, which the
-    /// verifier does not track, so each callback is verified as one state.
+    /// Counters of the name hash pass (names.rs) that only some paths of a step change: kept
+    /// in map memory, which the verifier does not track, so those paths end in equal states.
     pub lp: LoopState,
     /// State of the HTTP/1.x and HTTP/2 loops (http.rs), like `lp`.
     pub hl: HttpLoop,
@@ -102,19 +102,13 @@ pub struct Scratch {
     pub window: [u8; WINDOW + 16],
 }
 
-/// State shared by the `bpf_loop` callbacks of the name matching.
+/// Counters of the name hash pass.
 #[repr(C)]
 pub struct LoopState {
-    pub len: u64,
-    pub hash: u64,
+    /// Dots seen so far, from the end of the name.
     pub dots: u64,
-    pub labels: u64,
-    pub port: u64,
-    pub generation: u64,
-    pub found: u64,
     /// Entries of `Scratch::cand` in use.
     pub ncand: u64,
-    pub entry: EntryValue,
 }
 
 /// State shared by the `bpf_loop` callbacks of the HTTP/1.x and HTTP/2 scans: a window of
