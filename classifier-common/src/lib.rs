@@ -180,10 +180,8 @@ pub mod maps {
     pub const CIDR: &str = "CIDR";
     pub const PORTS: &str = "PORTS";
     pub const NAMES: &str = "NAMES";
-    /// The flow table of IPv4 connections ([`crate::FlowKey4`] keys).
-    pub const FLOWS4: &str = "FLOWS4";
-    /// The flow table of IPv6 connections ([`crate::FlowKey`] keys).
-    pub const FLOWS6: &str = "FLOWS6";
+    /// The flow table: an array of [`crate::FlowBucket`]s.
+    pub const FLOWS: &str = "FLOWS";
     pub const COUNTERS: &str = "COUNTERS";
     pub const ENTRY_HITS: &str = "ENTRY_HITS";
     pub const EVENTS: &str = "EVENTS";
@@ -236,7 +234,7 @@ pub const MAX_NAME_LEN: usize = 256;
 
 /// Layout version of every map type in this file. A pinned map set with another version is
 /// never adopted by a program built with this one.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// What an entry decides when it matches.
 #[repr(C)]
@@ -468,58 +466,164 @@ pub struct FlowKey {
 }
 const _: () = assert!(size_of::<FlowKey>() == 40 && align_of::<FlowKey>() == 8);
 
-/// Key of the IPv4 flow table (`FLOWS4`): a [`FlowKey`] of family V4 in 16 bytes, whose first
-/// 8 bytes are the `FlowKey`'s. The kernel hashes every key it looks up; 16 bytes hash in less
-/// than half the time of 40.
+/// Ways of a flow table bucket: a flow lives in one of the `FLOW_WAYS` slots of the bucket its
+/// hash selects (docs/decision.md §3, "The flow table").
+pub const FLOW_WAYS: usize = 4;
+
+/// A flow key as the flow table stores, hashes and compares it: five 8-byte words. Word 0 is
+/// the `FlowKey`'s first word without its padding bytes; IPv4 packs both addresses into word 1
+/// and leaves words 2-4 zero; IPv6 keeps its four address words.
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct FlowKey4 {
-    pub family: u8,
-    pub proto: u8,
-    pub _pad: u16,
-    /// Source port, network byte order.
-    pub sport: u16,
-    /// Destination port, network byte order.
-    pub dport: u16,
-    pub saddr: [u8; 4],
-    pub daddr: [u8; 4],
-}
-const _: () = assert!(size_of::<FlowKey4>() == 16 && align_of::<FlowKey4>() == 8);
+pub struct FlowWords(pub [u64; 5]);
+const _: () = assert!(size_of::<FlowWords>() == 40);
 
 impl FlowKey {
-    /// The IPv4 table's key of a V4 flow key (the addresses' first 4 bytes). Built from two
-    /// 8-byte words, so that the program spends four instructions on it, not sixteen byte moves:
-    /// the first word is shared, the second is `saddr[..4]` then `daddr[..4]` (little-endian
-    /// words, as on `bpfel` and the hosts it runs on).
+    /// The table form of this key (little-endian words, as on `bpfel` and the hosts it runs
+    /// on). Built from words, so that the program spends a few instructions on it.
     #[inline(always)]
-    pub fn v4(&self) -> FlowKey4 {
+    pub fn words(&self) -> FlowWords {
         let w = self as *const FlowKey as *const u64;
-        // SAFETY: FlowKey is 40 bytes and 8-aligned: words 0, 1 and 3 are inside it.
-        let (w0, s, d) = unsafe { (*w, *w.add(1), *w.add(3)) };
+        // SAFETY: FlowKey is 40 bytes and 8-aligned: words 0-4 are inside it.
+        let (w0, s0, s1, d0, d1) = unsafe { (*w, *w.add(1), *w.add(2), *w.add(3), *w.add(4)) };
         // Word 0 without the padding bytes (2 and 3), so that equal flows hash equal.
-        let words = [w0 & 0xffff_ffff_0000_ffff, (s & 0xffff_ffff) | d << 32];
-        // SAFETY: FlowKey4 is two 8-byte words (asserted) of plain integers.
-        unsafe { core::mem::transmute::<[u64; 2], FlowKey4>(words) }
+        let w0 = w0 & 0xffff_ffff_0000_ffff;
+        if self.family == family::V4 {
+            FlowWords([w0, (s0 & 0xffff_ffff) | d0 << 32, 0, 0, 0])
+        } else {
+            FlowWords([w0, s0, s1, d0, d1])
+        }
     }
 }
 
-impl FlowKey4 {
+impl FlowWords {
+    /// Whether the key is of an IPv4 flow (only words 0 and 1 in use).
+    #[inline(always)]
+    pub fn is_v4(&self) -> bool {
+        self.0[0] as u8 == family::V4
+    }
+
     /// The flow key it stands for.
-    pub fn widen(&self) -> FlowKey {
+    pub fn key(&self) -> FlowKey {
+        let w0 = self.0[0];
         let mut k = FlowKey {
-            family: self.family,
-            proto: self.proto,
+            family: w0 as u8,
+            proto: (w0 >> 8) as u8,
             _pad: 0,
-            sport: self.sport,
-            dport: self.dport,
+            sport: (w0 >> 32) as u16,
+            dport: (w0 >> 48) as u16,
             saddr: [0; 16],
             daddr: [0; 16],
         };
-        k.saddr[..4].copy_from_slice(&self.saddr);
-        k.daddr[..4].copy_from_slice(&self.daddr);
+        if self.is_v4() {
+            let a = self.0[1].to_le_bytes();
+            k.saddr[..4].copy_from_slice(&a[..4]);
+            k.daddr[..4].copy_from_slice(&a[4..]);
+        } else {
+            k.saddr[..8].copy_from_slice(&self.0[1].to_le_bytes());
+            k.saddr[8..].copy_from_slice(&self.0[2].to_le_bytes());
+            k.daddr[..8].copy_from_slice(&self.0[3].to_le_bytes());
+            k.daddr[8..].copy_from_slice(&self.0[4].to_le_bytes());
+        }
         k
     }
 }
+
+const FLOW_HASH_MUL: u64 = 0x9e37_79b9_7f4a_7c15;
+
+#[inline(always)]
+const fn flow_mix(h: u64, w: u64) -> u64 {
+    let h = (h ^ w).wrapping_mul(FLOW_HASH_MUL);
+    h ^ (h >> 32)
+}
+
+/// The flow table's hash of a key under the table's seed (`Layout::flow_seed`, random per
+/// load): the low 32 bits pick the bucket (`& Layout::flow_mask`), the high 32 bits are the
+/// slot's tag ([`flow_meta`]). IPv4 keys take two steps, IPv6 keys five.
+#[inline(always)]
+pub fn flow_hash(k: &FlowWords, seed: u64) -> u64 {
+    let w = &k.0;
+    let h = flow_mix(flow_mix(seed, w[0]), w[1]);
+    if k.is_v4() {
+        h
+    } else {
+        flow_mix(flow_mix(flow_mix(h, w[2]), w[3]), w[4])
+    }
+}
+
+/// The bucket of hash `h` in a table of `mask + 1` buckets.
+#[inline(always)]
+pub const fn flow_bucket(h: u64, mask: u32) -> u32 {
+    h as u32 & mask
+}
+
+/// A slot's meta word: what the established path needs, written and read as one 8-byte word
+/// so that a verdict is never seen apart from the tag of the key it belongs to. Byte 0 state
+/// (0: empty), 1 verdict, 2 stage, 3 generation, 4-7 the tag (high half of [`flow_hash`]).
+#[inline(always)]
+pub const fn flow_meta(h: u64, state: u8, verdict: u8, stage: u8, generation: u8) -> u64 {
+    (h & 0xffff_ffff_0000_0000)
+        | (generation as u64) << 24
+        | (stage as u64) << 16
+        | (verdict as u64) << 8
+        | state as u64
+}
+
+/// Whether meta word `m` is in use and carries the tag of hash `h`.
+#[inline(always)]
+pub const fn flow_meta_is(m: u64, h: u64) -> bool {
+    m as u8 != 0 && (m ^ h) >> 32 == 0
+}
+
+/// One slot of the flow table: 64 bytes, one cache line.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowSlot {
+    /// See [`flow_meta`].
+    pub meta: u64,
+    pub key: FlowWords,
+    pub service_id: u32,
+    pub entry_id: u32,
+    /// Time of the decision (bpf_ktime_get_ns), 0 while PENDING.
+    pub decided_ns: u64,
+}
+const _: () = assert!(size_of::<FlowSlot>() == 64);
+
+impl FlowSlot {
+    /// The entry this slot holds, if any.
+    pub fn entry(&self) -> Option<(FlowKey, FlowValue)> {
+        let m = self.meta;
+        if m as u8 == 0 {
+            return None;
+        }
+        Some((
+            self.key.key(),
+            FlowValue {
+                state: m as u8,
+                verdict: (m >> 8) as u8,
+                stage: (m >> 16) as u8,
+                generation: (m >> 24) as u8,
+                service_id: self.service_id,
+                entry_id: self.entry_id,
+                _pad: 0,
+                decided_ns: self.decided_ns,
+            },
+        ))
+    }
+}
+
+/// One element of `FLOWS`: a bucket of [`FLOW_WAYS`] slots and their replacement state.
+/// `refs[w]` is set when slot `w` is stored or found and cleared as the clock hand passes it;
+/// `hand` is where the next eviction looks first (docs/decision.md §3).
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowBucket {
+    pub slots: [FlowSlot; FLOW_WAYS],
+    pub refs: [u8; FLOW_WAYS],
+    pub hand: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(size_of::<FlowBucket>() == 64 * FLOW_WAYS + 8);
 
 /// Flow states, in [`FlowValue::state`].
 pub mod flow_state {
@@ -631,8 +735,13 @@ const _: () = assert!(size_of::<Event>() == 8 + 40 + 16 + MAX_NAME_LEN);
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Layout {
     pub version: u32,
-    pub _pad: u32,
+    /// Buckets of `FLOWS` minus one (a power of two minus one).
+    pub flow_mask: u32,
+    /// Seed of [`flow_hash`], random per load, so that no one outside can aim flows at one
+    /// bucket.
+    pub flow_seed: u64,
 }
+const _: () = assert!(size_of::<Layout>() == 16);
 
 /// Service id meaning "no service" (the outbound policy decided).
 pub const NO_SERVICE: u32 = u32::MAX;
@@ -649,7 +758,7 @@ mod pod {
         )* };
     }
     pod!(
-        FlowKey4,
+        FlowBucket,
         EntryValue,
         ExactKey,
         CidrData,
@@ -672,8 +781,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_ipv4_flow_key_keeps_every_field_and_widens_back() {
-        let k = FlowKey {
+    fn flow_words_keep_every_field_of_either_family() {
+        let mut k = FlowKey {
             family: family::V4,
             proto: proto::TCP,
             _pad: 0x5a5a,
@@ -682,20 +791,63 @@ mod tests {
             saddr: [10, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             daddr: [10, 200, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
         };
-        let k4 = k.v4();
+        let w = k.words();
+        assert!(w.is_v4());
+        assert_eq!(w.0[2..], [0, 0, 0]);
+        assert_eq!(w.key(), FlowKey { _pad: 0, ..k });
+        k.family = family::V6;
+        k.saddr = core::array::from_fn(|i| i as u8 + 1);
+        k.daddr = core::array::from_fn(|i| 0xf0 - i as u8);
+        let w6 = k.words();
+        assert!(!w6.is_v4());
+        assert_eq!(w6.key(), FlowKey { _pad: 0, ..k });
+        // The padding does not reach the hash; every other field does.
+        let seed = 0x0123_4567_89ab_cdef;
+        let h = flow_hash(&w6, seed);
+        assert_eq!(flow_hash(&FlowKey { _pad: 0, ..k }.words(), seed), h);
+        let mut other = k;
+        other.daddr[15] ^= 1;
+        assert_ne!(flow_hash(&other.words(), seed), h);
+        assert_ne!(flow_hash(&w6, seed ^ 1), h);
+    }
+
+    #[test]
+    fn a_slot_gives_back_the_entry_its_meta_word_describes() {
+        let k = FlowKey {
+            family: family::V6,
+            proto: proto::UDP,
+            _pad: 0,
+            sport: 7,
+            dport: 53,
+            saddr: [1; 16],
+            daddr: [2; 16],
+        };
+        let h = flow_hash(&k.words(), 9);
+        let m = flow_meta(h, flow_state::DECIDED, verdict::REDIRECT, stage::CIDR, 1);
+        assert!(flow_meta_is(m, h));
+        assert!(!flow_meta_is(m, h ^ 1 << 40));
+        assert!(!flow_meta_is(0, h & !0xff));
+        let slot = FlowSlot {
+            meta: m,
+            key: k.words(),
+            service_id: 3,
+            entry_id: 4,
+            decided_ns: 5,
+        };
+        let (key, v) = slot.entry().unwrap();
+        assert_eq!(key, k);
         assert_eq!(
-            k4,
-            FlowKey4 {
-                family: family::V4,
-                proto: proto::TCP,
-                _pad: 0,
-                sport: 0x1234,
-                dport: 0xbb01,
-                saddr: [10, 1, 0, 2],
-                daddr: [10, 200, 0, 1],
-            }
+            (
+                v.state,
+                v.verdict,
+                v.stage,
+                v.generation,
+                v.service_id,
+                v.entry_id
+            ),
+            (flow_state::DECIDED, verdict::REDIRECT, stage::CIDR, 1, 3, 4)
         );
-        assert_eq!(k4.widen(), FlowKey { _pad: 0, ..k });
+        assert_eq!(FlowSlot::default().entry(), None);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::{
     time::Instant,
 };
 
-use classifier_common::{stage, verdict, NO_SERVICE};
+use classifier_common::{capacity, stage, verdict, NO_SERVICE};
 use meshclass::{
     model::{Model, ModelDecision},
     packet::{
@@ -40,16 +40,27 @@ mod kernel {
     pub struct Kernel(Dataplane);
 
     impl Kernel {
-        /// Loads the program; fails the test loudly without root or BPF.
-        pub fn load() -> Self {
+        /// Loads the program with room for `flows` connections; fails the test loudly without
+        /// root or BPF.
+        pub fn load(flows: u32) -> Self {
             tests::require_privileges();
-            match Dataplane::load(&Capacities::default()) {
+            let caps = Capacities {
+                flows,
+                ..Capacities::default()
+            };
+            match Dataplane::load(&caps) {
                 Ok(d) => Self(d),
                 Err(e) => panic!(
                     "cannot load the classifier (this test needs root and BPF, and the eBPF \
                      program built: run it without AYA_BUILD_SKIP): {e}"
                 ),
             }
+        }
+
+        /// The flow table's bucket mask and hash seed, for the model to mirror.
+        pub fn flow_layout(&self) -> (u32, u64) {
+            let l = self.0.layout().expect("reading LAYOUT");
+            (l.flow_mask, l.flow_seed)
         }
 
         /// Writes a registry generation.
@@ -919,7 +930,14 @@ fn show(v: u8, st: u8, svc: u32) -> String {
 /// a payload), everything else as in the full run.
 #[test]
 fn kernel_and_model_agree_without_names() {
-    differential(false, 300_000);
+    differential(false, 300_000, capacity::FLOWS);
+}
+
+/// A flow table of 512 slots under hundreds of live connections: buckets overflow all the
+/// time, and the model must forget exactly the flows the program evicts (docs/decision.md §3).
+#[test]
+fn kernel_and_model_agree_when_the_flow_table_overflows() {
+    differential(true, 100_000, 512);
 }
 
 /// The full run, name stages and split ClientHellos included.
@@ -928,11 +946,13 @@ fn kernel_and_model_agree() {
     differential(
         env_u64("MESHCLASS_DIFF_NO_NAMES").unwrap_or(0) == 0,
         1_000_000,
+        capacity::FLOWS,
     );
 }
 
-/// Runs the generated packets through both; `with_names` puts SNI/Host entries in registries.
-fn differential(with_names: bool, default_packets: u64) {
+/// Runs the generated packets through both; `with_names` puts SNI/Host entries in registries;
+/// `flows` sizes the flow table.
+fn differential(with_names: bool, default_packets: u64, flows: u32) {
     let seed = env_u64("MESHCLASS_DIFF_SEED").unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -945,16 +965,18 @@ fn differential(with_names: bool, default_packets: u64) {
         "differential: seed {seed:#x} ({seed}), {total} packets (MESHCLASS_DIFF_SEED / \
          MESHCLASS_DIFF_PACKETS), names {with_names}, split hellos {split}"
     );
-    let mut kernel = kernel::Kernel::load();
+    let mut kernel = kernel::Kernel::load(flows);
+    let (flow_mask, flow_seed) = kernel.flow_layout();
     let mut r = Rng(seed);
     let world = World::new(&mut r);
     let hellos = Hellos::new();
     let mut reg = random_registry(&mut r, &world, with_names);
     kernel.apply(&reg.plan, &reg.settings);
-    let mut model = Model::new(&reg.plan, &reg.settings);
+    let mut model = Model::with_flow_table(&reg.plan, &reg.settings, flow_mask, flow_seed);
     let mut conns: Vec<Conn> = (0..512).map(|_| new_conn(&mut r, &world, &reg)).collect();
-    // Distinct flow keys stay far below the kernel's flow table (LRU) capacity.
-    let max_conns_made = (classifier_common::capacity::FLOWS / 4) as usize;
+    // New connections keep coming (the model mirrors the table's evictions), up to a bound
+    // that keeps the run's memory small.
+    let max_conns_made = (capacity::FLOWS / 4) as usize;
     let mut conns_made = conns.len();
     let mut sent: u64 = 0;
     let mut disagreements = 0u64;
@@ -1043,9 +1065,10 @@ fn differential(with_names: bool, default_packets: u64) {
         .map(|s| format!("{}={}", stage::name(s as u8), by_stage[s]))
         .collect();
     println!(
-        "differential: {sent} packets ({refused} frames refused by BPF_PROG_TEST_RUN), {disagreements} disagreements, seed {seed:#x}, {:.1}s; model stages: {}",
+        "differential: {sent} packets ({refused} frames refused by BPF_PROG_TEST_RUN), {disagreements} disagreements, seed {seed:#x}, {:.1}s; model stages: {}; flow table of {flows}: {} flows evicted",
         started.elapsed().as_secs_f64(),
-        stages.join(" ")
+        stages.join(" "),
+        model.flow_evictions()
     );
     for ((ks, ms), n) in &pairs {
         println!(
@@ -1058,6 +1081,12 @@ fn differential(with_names: bool, default_packets: u64) {
         disagreements, 0,
         "kernel and model disagree (seed {seed:#x}); first:\n{first_report}"
     );
+    if flows < 4096 {
+        assert!(
+            model.flow_evictions() > 1000,
+            "a small flow table must overflow often for this run to test eviction"
+        );
+    }
 }
 
 /// A systematic sweep: ClientHellos with names of every length 1..=253, each split into two

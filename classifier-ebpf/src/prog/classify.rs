@@ -42,9 +42,8 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
     let syn_only = tcp && p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
     let mut pending = false;
     if matches!(parsed, Parsed::Ip) && (tcp || p.key.proto == proto::UDP) && !syn_only {
-        if let Some(f) = flows::get(&p.key) {
-            // SAFETY: a map value pointer, valid for this run.
-            let (state, v) = unsafe { ((*f).state, (*f).verdict) };
+        if let Some(m) = flows::get(&p.key) {
+            let (state, v) = (m as u8, (m >> 8) as u8);
             if state == flow_state::DECIDED {
                 cnt::decided(v, stage::FLOW);
                 return match v {
@@ -155,7 +154,7 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
                 _pad: 0,
                 decided_ns: 0,
             };
-            flows::insert(&p.key, &st.flow, 0);
+            flows::insert(&p.key, &st.flow, false);
             // A new connection: no ClientHello of an earlier one is followed any more.
             let _ = PENDING.remove(&p.key);
         }
@@ -484,7 +483,7 @@ fn start_split(p: &Pkt, r: u8, generation: u8) -> u8 {
         _pad: 0,
         decided_ns: 0,
     };
-    flows::insert(&p.key, &*fv, 0);
+    flows::insert(&p.key, &*fv, false);
     r
 }
 
@@ -678,7 +677,7 @@ fn decide(ctx: &TcContext, p: &Pkt, cfg: &Config, d: &Decision) -> i32 {
         decided_ns: now,
     };
     // By reference: the key and value stay in map memory, off decide's stack frame.
-    flows::insert(&p.key, &*fv, 0);
+    flows::insert(&p.key, &*fv, false);
     if entry.is_some() {
         if let Some(h) = ENTRY_HITS.get_ptr_mut(entry_id) {
             // SAFETY: a map value shared by CPUs, updated with an atomic add.

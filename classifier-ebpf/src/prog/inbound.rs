@@ -1,7 +1,7 @@
 //! `meshclass_inbound` (docs/decision.md §10): at TC egress of the workload's interface,
 //! records connections that others open to the workload so that its replies pass.
 
-use aya_ebpf::{bindings::BPF_NOEXIST, bindings::TC_ACT_UNSPEC, programs::TcContext};
+use aya_ebpf::{bindings::TC_ACT_UNSPEC, programs::TcContext};
 use classifier_common::{flow_state, proto, stage, verdict, FlowKey, FlowValue, NO_SERVICE};
 
 use super::{
@@ -54,6 +54,6 @@ pub fn try_inbound(ctx: &TcContext) -> Result<i32, i32> {
         // SAFETY: plain helper call.
         decided_ns: unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() },
     };
-    flows::insert(&reply, &fv, BPF_NOEXIST as u64);
+    flows::insert(&reply, &fv, true);
     Ok(TC_ACT_UNSPEC)
 }

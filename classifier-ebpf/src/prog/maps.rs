@@ -7,8 +7,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use classifier_common::{
-    capacity, counter, jump, Active, CidrData, Config, EntryValue, ExactKey, FlowKey, FlowKey4,
-    FlowValue, Layout, NameKey, NameValue, PendingValue, PortKey, PortValue, MAX_NAME_LEN,
+    capacity, counter, jump, Active, CidrData, Config, EntryValue, ExactKey, FlowBucket, FlowKey,
+    FlowValue, Layout, NameKey, NameValue, PendingValue, PortKey, PortValue, FLOW_WAYS,
+    MAX_NAME_LEN,
 };
 
 use super::pkt::Pkt;
@@ -34,15 +35,11 @@ pub static PORTS: HashMap<PortKey, PortValue> = HashMap::with_max_entries(2 * ca
 #[map(name = "NAMES")]
 pub static NAMES: HashMap<NameKey, NameValue> = HashMap::with_max_entries(2 * capacity::NAMES, 0);
 
-/// The flow table of IPv4 connections: 16-byte keys, which the kernel hashes faster.
-#[map(name = "FLOWS4")]
-pub static FLOWS4: LruHashMap<FlowKey4, FlowValue> =
-    LruHashMap::with_max_entries(capacity::FLOWS, 0);
-
-/// The flow table of IPv6 connections.
-#[map(name = "FLOWS6")]
-pub static FLOWS6: LruHashMap<FlowKey, FlowValue> =
-    LruHashMap::with_max_entries(capacity::FLOWS, 0);
+/// The flow table (flows.rs): buckets of `FLOW_WAYS` slots, a power of two of them
+/// (`Layout::flow_mask`).
+#[map(name = "FLOWS")]
+pub static FLOWS: Array<FlowBucket> =
+    Array::with_max_entries(capacity::FLOWS / FLOW_WAYS as u32, 0);
 
 #[map(name = "PENDING")]
 pub static PENDING: LruHashMap<FlowKey, PendingValue> =

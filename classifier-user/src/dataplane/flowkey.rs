@@ -1,6 +1,8 @@
 //! The flow key of a frame, as the program computes it (for reading back its flow entry).
 
-use classifier_common::{family, maps, FlowKey, FlowValue};
+use classifier_common::{
+    family, flow_bucket, flow_hash, flow_meta_is, maps, FlowBucket, FlowKey, FlowValue, Layout,
+};
 
 /// Parses Ethernet (one VLAN tag), IPv4/IPv6 (extension headers) and TCP/UDP ports.
 pub fn flow_key(frame: &[u8]) -> Option<FlowKey> {
@@ -54,42 +56,60 @@ pub fn flow_key(frame: &[u8]) -> Option<FlowKey> {
     Some(key)
 }
 
-/// The pinned flow tables of a running daemon (`FLOWS4`, `FLOWS6`), addressed by `FlowKey`.
+/// The bucket of `key` in a flow table laid out as `layout` says, with the slot holding it:
+/// (bucket index, bucket, slot), or None when the flow has no entry.
+pub(crate) fn find<T: std::borrow::Borrow<aya::maps::MapData>>(
+    table: &aya::maps::Array<T, FlowBucket>,
+    layout: &Layout,
+    key: &FlowKey,
+) -> Result<Option<(u32, FlowBucket, usize)>, aya::maps::MapError> {
+    let w = key.words();
+    let h = flow_hash(&w, layout.flow_seed);
+    let i = flow_bucket(h, layout.flow_mask);
+    let b = table.get(&i, 0)?;
+    Ok(b.slots
+        .iter()
+        .position(|s| flow_meta_is(s.meta, h) && s.key == w)
+        .map(|at| (i, b, at)))
+}
+
+/// The pinned flow table of a running daemon (`FLOWS`, laid out as `LAYOUT` says).
 pub struct PinnedFlows {
-    v4: aya::maps::HashMap<aya::maps::MapData, classifier_common::FlowKey4, FlowValue>,
-    v6: aya::maps::HashMap<aya::maps::MapData, FlowKey, FlowValue>,
+    table: aya::maps::Array<aya::maps::MapData, FlowBucket>,
+    layout: Layout,
 }
 
 impl PinnedFlows {
-    /// Opens both tables from their pins (`pin(map name)` gives a map's pin path).
+    /// Opens the table from its pins (`pin(map name)` gives a map's pin path).
     pub fn open(pin: impl Fn(&str) -> std::path::PathBuf) -> Result<Self, String> {
-        use aya::maps::{HashMap, Map, MapData};
+        use aya::maps::{Array, Map, MapData};
         let open = |name: &str| {
             MapData::from_pin(pin(name))
-                .map(Map::LruHashMap)
+                .map(Map::Array)
                 .map_err(|e| format!("opening {name}: {e}"))
         };
+        let layout = Array::<MapData, Layout>::try_from(open(maps::LAYOUT)?)
+            .and_then(|a| a.get(&0, 0))
+            .map_err(|e| format!("{}: {e}", maps::LAYOUT))?;
         Ok(Self {
-            v4: HashMap::try_from(open(maps::FLOWS4)?).map_err(|e| format!("FLOWS4: {e}"))?,
-            v6: HashMap::try_from(open(maps::FLOWS6)?).map_err(|e| format!("FLOWS6: {e}"))?,
+            table: Array::try_from(open(maps::FLOWS)?).map_err(|e| format!("FLOWS: {e}"))?,
+            layout,
         })
     }
 
     /// The entry of flow `k`, if any.
     pub fn get(&self, k: &FlowKey) -> Option<FlowValue> {
-        if k.family == family::V4 {
-            self.v4.get(&k.v4(), 0).ok()
-        } else {
-            self.v6.get(k, 0).ok()
-        }
+        let (_, b, at) = find(&self.table, &self.layout, k).ok()??;
+        b.slots[at].entry().map(|(_, v)| v)
     }
 
-    /// Forgets flow `k` (absent is fine).
+    /// Forgets flow `k` (absent is fine). The bucket is written back whole: a flow the
+    /// program stores in the same bucket at that moment may be lost (and is then looked up as
+    /// new, docs/decision.md §3).
     pub fn remove(&mut self, k: &FlowKey) {
-        let _ = if k.family == family::V4 {
-            self.v4.remove(&k.v4())
-        } else {
-            self.v6.remove(k)
-        };
+        if let Ok(Some((i, mut b, at))) = find(&self.table, &self.layout, k) {
+            b.slots[at] = Default::default();
+            let _ = self.table.set(i, b, 0);
+        }
     }
 }

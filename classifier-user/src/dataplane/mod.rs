@@ -47,11 +47,22 @@ pub struct Capacities {
     pub cidr: u32,
     pub ports: u32,
     pub names: u32,
-    /// Entries of each flow table (`FLOWS4` and `FLOWS6`, both preallocated LRU hashes).
+    /// Tracked connections: `FLOWS` gets `flows / FLOW_WAYS` buckets, rounded up to a power
+    /// of two ([`Capacities::flow_buckets`]).
     pub flows: u32,
     pub pending: u32,
     pub entry_ids: u32,
     pub events_bytes: u32,
+}
+
+impl Capacities {
+    /// Buckets of the flow table: room for `flows` connections, a power of two.
+    pub fn flow_buckets(&self) -> u32 {
+        self.flows
+            .div_ceil(classifier_common::FLOW_WAYS as u32)
+            .max(1)
+            .next_power_of_two()
+    }
 }
 
 impl Default for Capacities {
@@ -104,8 +115,7 @@ impl Dataplane {
             .map_max_entries(maps::CIDR, 2 * caps.cidr)
             .map_max_entries(maps::PORTS, 2 * caps.ports)
             .map_max_entries(maps::NAMES, 2 * caps.names)
-            .map_max_entries(maps::FLOWS4, caps.flows)
-            .map_max_entries(maps::FLOWS6, caps.flows)
+            .map_max_entries(maps::FLOWS, caps.flow_buckets())
             .map_max_entries(maps::PENDING, caps.pending)
             .map_max_entries(maps::ENTRY_HITS, caps.entry_ids)
             .map_max_entries(maps::EVENTS, caps.events_bytes);
@@ -285,6 +295,11 @@ impl Dataplane {
     /// Elements in use per map (registry maps: the active generation).
     pub fn fill_levels(&self) -> Result<Vec<(String, usize)>, DataplaneError> {
         self.writer.fill_levels()
+    }
+
+    /// The flow table's stamp: its bucket mask and hash seed (`LAYOUT[0]`).
+    pub fn layout(&self) -> Result<classifier_common::Layout, DataplaneError> {
+        self.writer.layout()
     }
 
     /// The flow table.

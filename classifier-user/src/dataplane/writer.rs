@@ -9,8 +9,8 @@ use std::{
 
 use aya::maps::{lpm_trie::Key, Array, HashMap as BpfHashMap, LpmTrie, Map, MapData, PerCpuArray};
 use classifier_common::{
-    counter, family, maps, stage, verdict, Active, CidrData, Config, EntryValue, ExactKey, FlowKey,
-    FlowKey4, FlowValue, Layout, NameKey, NameValue, PortKey, PortValue, LAYOUT_VERSION,
+    counter, maps, stage, verdict, Active, CidrData, Config, EntryValue, ExactKey, FlowBucket,
+    FlowKey, FlowValue, Layout, NameKey, NameValue, PortKey, PortValue, FLOW_WAYS, LAYOUT_VERSION,
 };
 
 use super::{
@@ -20,7 +20,7 @@ use super::{
 use crate::{plan::Plan, settings::Settings};
 
 /// Every map the writer and the test tools use.
-pub(crate) const MAP_NAMES: [&str; 15] = [
+pub(crate) const MAP_NAMES: [&str; 14] = [
     maps::ACTIVE,
     maps::CONFIG,
     maps::LAYOUT,
@@ -28,8 +28,7 @@ pub(crate) const MAP_NAMES: [&str; 15] = [
     maps::CIDR,
     maps::PORTS,
     maps::NAMES,
-    maps::FLOWS4,
-    maps::FLOWS6,
+    maps::FLOWS,
     maps::PENDING,
     maps::COUNTERS,
     maps::ENTRY_HITS,
@@ -109,7 +108,8 @@ impl MapWriter {
                 0,
                 Layout {
                     version: LAYOUT_VERSION,
-                    _pad: 0,
+                    flow_mask: caps.flow_buckets() - 1,
+                    flow_seed: random_seed(),
                 },
                 0,
             )
@@ -173,7 +173,7 @@ impl MapWriter {
             cidr: max(maps::CIDR)? / 2,
             ports: max(maps::PORTS)? / 2,
             names: max(maps::NAMES)? / 2,
-            flows: max(maps::FLOWS4)?,
+            flows: max(maps::FLOWS)? * FLOW_WAYS as u32,
             pending: max(maps::PENDING)?,
             entry_ids: max(maps::ENTRY_HITS)?,
             events_bytes: max(maps::EVENTS)?,
@@ -455,59 +455,44 @@ impl MapWriter {
         self.array_get::<u64>(maps::ENTRY_HITS, id)
     }
 
-    /// The flow table, both families (IPv4 keys widened to `FlowKey`).
+    /// The layout stamp (`LAYOUT[0]`): the flow table's bucket mask and hash seed.
+    pub fn layout(&self) -> Result<Layout, DataplaneError> {
+        self.array_get(maps::LAYOUT, 0)
+    }
+
+    fn flow_buckets(&self) -> Result<Array<&MapData, FlowBucket>, DataplaneError> {
+        Array::try_from(self.map_ref(maps::FLOWS)?).map_err(DataplaneError::map(maps::FLOWS))
+    }
+
+    /// Every entry of the flow table.
     pub fn flows(&self) -> Result<Vec<(FlowKey, FlowValue)>, DataplaneError> {
-        let mut out = {
-            let m = self.map_ref(maps::FLOWS4)?;
-            let h = BpfHashMap::<&MapData, FlowKey4, FlowValue>::try_from(m)
-                .map_err(DataplaneError::map(maps::FLOWS4))?;
-            h.iter()
-                .map(|r| r.map(|(k, v)| (k.widen(), v)))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(DataplaneError::map(maps::FLOWS4))?
-        };
-        let m = self.map_ref(maps::FLOWS6)?;
-        let h = BpfHashMap::<&MapData, FlowKey, FlowValue>::try_from(m)
-            .map_err(DataplaneError::map(maps::FLOWS6))?;
-        for r in h.iter() {
-            out.push(r.map_err(DataplaneError::map(maps::FLOWS6))?);
+        let mut out = Vec::new();
+        for b in self.flow_buckets()?.iter() {
+            let b = b.map_err(DataplaneError::map(maps::FLOWS))?;
+            out.extend(b.slots.iter().filter_map(|s| s.entry()));
         }
         Ok(out)
     }
 
     /// One flow entry.
     pub fn flow(&self, key: &FlowKey) -> Result<Option<FlowValue>, DataplaneError> {
-        let r = if key.family == family::V4 {
-            let m = self.map_ref(maps::FLOWS4)?;
-            BpfHashMap::<&MapData, FlowKey4, FlowValue>::try_from(m)
-                .map_err(DataplaneError::map(maps::FLOWS4))?
-                .get(&key.v4(), 0)
-        } else {
-            let m = self.map_ref(maps::FLOWS6)?;
-            BpfHashMap::<&MapData, FlowKey, FlowValue>::try_from(m)
-                .map_err(DataplaneError::map(maps::FLOWS6))?
-                .get(key, 0)
-        };
-        match r {
-            Ok(v) => Ok(Some(v)),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(DataplaneError::map(flows_map(key))(e)),
-        }
+        let found = super::flowkey::find(&self.flow_buckets()?, &self.layout()?, key)
+            .map_err(DataplaneError::map(maps::FLOWS))?;
+        Ok(found
+            .and_then(|(_, b, i)| b.slots[i].entry())
+            .map(|(_, v)| v))
     }
 
-    /// Empties the flow tables and the split-ClientHello state.
+    /// Empties the flow table and the split-ClientHello state.
     pub fn clear_flows(&mut self) -> Result<(), DataplaneError> {
         {
-            let m = self.map_mut(maps::FLOWS4)?;
-            let mut h = BpfHashMap::<&mut MapData, FlowKey4, FlowValue>::try_from(m)
-                .map_err(DataplaneError::map(maps::FLOWS4))?;
-            clear(&mut h).map_err(DataplaneError::map(maps::FLOWS4))?;
-        }
-        {
-            let m = self.map_mut(maps::FLOWS6)?;
-            let mut h = BpfHashMap::<&mut MapData, FlowKey, FlowValue>::try_from(m)
-                .map_err(DataplaneError::map(maps::FLOWS6))?;
-            clear(&mut h).map_err(DataplaneError::map(maps::FLOWS6))?;
+            let m = self.map_mut(maps::FLOWS)?;
+            let mut a = Array::<&mut MapData, FlowBucket>::try_from(m)
+                .map_err(DataplaneError::map(maps::FLOWS))?;
+            for i in 0..a.len() {
+                a.set(i, FlowBucket::default(), 0)
+                    .map_err(DataplaneError::map(maps::FLOWS))?;
+            }
         }
         let m = self.map_mut(maps::PENDING)?;
         let mut h =
@@ -544,25 +529,17 @@ impl MapWriter {
     pub fn fill_levels(&self) -> Result<Vec<(String, usize)>, DataplaneError> {
         let g = self.active_generation()? as usize;
         let c = &self.gens[g];
-        let flows4 = {
-            let m = self.map_ref(maps::FLOWS4)?;
-            let h = BpfHashMap::<&MapData, FlowKey4, FlowValue>::try_from(m)
-                .map_err(DataplaneError::map(maps::FLOWS4))?;
-            h.keys().count()
-        };
-        let flows6 = {
-            let m = self.map_ref(maps::FLOWS6)?;
-            let h = BpfHashMap::<&MapData, FlowKey, FlowValue>::try_from(m)
-                .map_err(DataplaneError::map(maps::FLOWS6))?;
-            h.keys().count()
-        };
+        let mut flows = 0;
+        for b in self.flow_buckets()?.iter() {
+            let b = b.map_err(DataplaneError::map(maps::FLOWS))?;
+            flows += b.slots.iter().filter(|s| s.entry().is_some()).count();
+        }
         Ok(vec![
             (maps::EXACT.to_owned(), c.exact.len()),
             (maps::CIDR.to_owned(), c.cidr.len()),
             (maps::PORTS.to_owned(), c.ports.len()),
             (maps::NAMES.to_owned(), c.names.len()),
-            (maps::FLOWS4.to_owned(), flows4),
-            (maps::FLOWS6.to_owned(), flows6),
+            (maps::FLOWS.to_owned(), flows),
         ])
     }
 }
@@ -598,13 +575,19 @@ fn diff<K: Hash + Eq + Clone, V: PartialEq + Clone>(
     Ok(n)
 }
 
-/// The flow table that holds `key`'s family.
-pub(crate) fn flows_map(key: &FlowKey) -> &'static str {
-    if key.family == family::V4 {
-        maps::FLOWS4
-    } else {
-        maps::FLOWS6
+/// A seed for the flow table's hash, from the kernel's random source (the clock if that
+/// fails: the seed guards against aimed collisions, nothing depends on it being secret).
+fn random_seed() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom writes at most `b.len()` bytes into `b`.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n == b.len() as isize {
+        return u64::from_le_bytes(b);
     }
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0x5eed)
 }
 
 /// Deletes every key of a hash map.

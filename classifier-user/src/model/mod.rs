@@ -5,6 +5,7 @@
 //! collections built from the plan. The differential test holds the two to each other, and
 //! `meshclass explain` prints its answer beside the kernel's.
 
+pub mod flows;
 pub mod names;
 pub mod parse;
 
@@ -21,6 +22,7 @@ use crate::{
     plan::{Match, Plan},
     settings::{Blocked, OutboundPolicy, Settings},
 };
+use flows::FlowTable;
 use names::Hello;
 use parse::{Key, Parsed, ACK, L4, SYN};
 
@@ -208,7 +210,7 @@ pub struct Model {
     plan: Plan,
     tables: Tables,
     settings: Settings,
-    flows: HashMap<Key, Flow>,
+    flows: FlowTable<Flow>,
 }
 
 /// What step 6 concluded.
@@ -222,13 +224,23 @@ enum NameOutcome {
 }
 
 impl Model {
-    /// A model of the dataplane holding `plan` under `settings`, with no flows.
+    /// A model of the dataplane holding `plan` under `settings`, with no flows, and a flow
+    /// table of the default capacity.
     pub fn new(plan: &Plan, settings: &Settings) -> Self {
         Self {
             plan: plan.clone(),
             tables: Tables::build(plan),
             settings: *settings,
-            flows: HashMap::new(),
+            flows: FlowTable::default(),
+        }
+    }
+
+    /// The same, with a flow table laid out as the program's `LAYOUT` says (bucket mask and
+    /// hash seed), so that the model forgets the flows the program evicts.
+    pub fn with_flow_table(plan: &Plan, settings: &Settings, mask: u32, seed: u64) -> Self {
+        Self {
+            flows: FlowTable::new(mask, seed),
+            ..Self::new(plan, settings)
         }
     }
 
@@ -242,6 +254,11 @@ impl Model {
     /// Forgets every flow.
     pub fn clear_flows(&mut self) {
         self.flows.clear();
+    }
+
+    /// Flow entries replaced to make room for others (docs/decision.md §3).
+    pub fn flow_evictions(&self) -> u64 {
+        self.flows.evictions()
     }
 
     /// Number of flow entries (decided and pending).
@@ -301,8 +318,8 @@ impl Model {
     fn classify_l4(&mut self, p: &L4<'_>) -> ModelDecision {
         let tcp = p.key.proto == proto::TCP;
         let syn_only = tcp && p.tcp_flags & (SYN | ACK) == SYN;
+        // A SYN is not looked up: the decision below replaces any entry of its key.
         if syn_only {
-            self.flows.remove(&p.key);
         } else if let Some(flow) = self.flows.get(&p.key) {
             match flow {
                 Flow::Decided {
@@ -340,7 +357,7 @@ impl Model {
         let kinds = self.kinds(p);
         if kinds != 0 {
             if p.payload.is_empty() {
-                self.flows.insert(p.key, Flow::Pending(None));
+                self.flows.insert(p.key, Flow::Pending(None), false);
                 return self.plain(
                     verdict::PASS,
                     stage::PENDING,
@@ -402,7 +419,7 @@ impl Model {
             }
             NameOutcome::Wait(s) => {
                 let have = s.bytes.len();
-                self.flows.insert(p.key, Flow::Pending(Some(s)));
+                self.flows.insert(p.key, Flow::Pending(Some(s)), false);
                 self.plain(
                     verdict::PASS,
                     stage::PENDING,
@@ -539,6 +556,7 @@ impl Model {
                 service_id,
                 matched: matched.clone(),
             },
+            false,
         );
         ModelDecision {
             verdict: v,
@@ -562,12 +580,16 @@ impl Model {
         if !new {
             return;
         }
-        self.flows.entry(p.key.reversed()).or_insert(Flow::Decided {
-            verdict: verdict::PASS,
-            stage: stage::FLOW,
-            service_id: NO_SERVICE,
-            matched: None,
-        });
+        self.flows.insert(
+            p.key.reversed(),
+            Flow::Decided {
+                verdict: verdict::PASS,
+                stage: stage::FLOW,
+                service_id: NO_SERVICE,
+                matched: None,
+            },
+            true,
+        );
     }
 }
 
