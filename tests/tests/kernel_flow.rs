@@ -88,3 +88,81 @@ fn cost_per_packet_against_an_empty_program() {
         "new connection costs {r_new:.2}x an empty program"
     );
 }
+
+/// A full bucket makes room by the clock (docs/decision.md §3): a flow used since the hand last
+/// passed keeps its slot, an idle one goes, and a packet of the evicted flow is then looked up
+/// as new. The model, laid out like the program's table, forgets the same flows.
+#[test]
+fn a_full_bucket_evicts_by_the_clock_and_the_model_forgets_the_same_flows() {
+    use classifier_common::{flow_bucket, flow_hash, FLOW_WAYS};
+    use meshclass::{dataplane::flow_key, model::Model, packet::TcpFlow};
+
+    let mut dp = dataplane();
+    let p = plan(vec![entry(
+        exact("10.1.0.5", 8080, L4::Tcp),
+        1,
+        Verdict::Pass,
+    )]);
+    let settings = allow_any();
+    dp.apply(&p, &settings).unwrap();
+    let layout = dp.layout().unwrap();
+    let mut model = Model::with_flow_table(&p, &settings, layout.flow_mask, layout.flow_seed);
+    // Seven connections whose keys fall into one bucket.
+    let conn = |sport: u16| TcpFlow::new(ip("10.0.0.1"), ip("10.1.0.5"), sport, 8080, 7000);
+    let bucket_of = |sport: u16| {
+        let k = flow_key(&conn(sport).syn().build()).unwrap();
+        flow_bucket(flow_hash(&k.words(), layout.flow_seed), layout.flow_mask)
+    };
+    let target = bucket_of(30000);
+    let sports: Vec<u16> = (30000..u16::MAX)
+        .filter(|&s| bucket_of(s) == target)
+        .take(FLOW_WAYS + 3)
+        .collect();
+    assert_eq!(sports.len(), 7, "seven ports into one bucket");
+    let mut send = |dp: &mut meshclass::dataplane::Dataplane, f: Vec<u8>, want: u8| {
+        let k = run(dp, &f);
+        let m = model.classify(&f);
+        assert_eq!(
+            (k.verdict, k.stage),
+            (m.verdict, m.stage),
+            "kernel and model"
+        );
+        assert_eq!(k.stage, want, "stage: {}", m.explain);
+    };
+    let syn = |i: usize| conn(sports[i]).syn().build();
+    let ack = |i: usize| conn(sports[i]).ack().build();
+    // Four connections fill the bucket; each is then established.
+    for i in 0..FLOW_WAYS {
+        send(&mut dp, syn(i), stage::EXACT);
+        send(&mut dp, ack(i), stage::FLOW);
+    }
+    // All four used: the clock clears every bit and takes the hand's slot (the first).
+    send(&mut dp, syn(4), stage::EXACT);
+    // Connection 2 is used again; connection 1 is not.
+    send(&mut dp, ack(2), stage::FLOW);
+    // The hand moved past slot 0: slot 1 (connection 1, idle) goes.
+    send(&mut dp, syn(5), stage::EXACT);
+    // Next, slot 2 (connection 2) was used: it keeps its slot; slot 3 (connection 3) goes.
+    send(&mut dp, syn(6), stage::EXACT);
+    let kept: Vec<u16> = {
+        let flows = dp.flows().unwrap();
+        let mut v: Vec<u16> = flows
+            .iter()
+            .map(|(k, _)| u16::from_be(k.sport))
+            .filter(|s| sports.contains(s))
+            .collect();
+        v.sort();
+        v
+    };
+    let mut want = vec![sports[2], sports[4], sports[5], sports[6]];
+    want.sort();
+    assert_eq!(kept, want, "flows left in the bucket");
+    // The kept connection's next packet is established; an evicted one's is looked up as new
+    // (stage EXACT) and takes a slot again: every bit is set by then, so the hand's (slot 0,
+    // connection 4), in the program and in the model alike.
+    send(&mut dp, ack(2), stage::FLOW);
+    send(&mut dp, ack(0), stage::EXACT);
+    send(&mut dp, ack(0), stage::FLOW);
+    send(&mut dp, ack(4), stage::EXACT);
+    assert!(model.flow_evictions() >= 3);
+}

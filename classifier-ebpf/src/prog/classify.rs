@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC},
-    helpers::bpf_ktime_get_ns,
+    helpers::bpf_ktime_get_coarse_ns,
     maps::lpm_trie::Key,
     programs::TcContext,
 };
@@ -660,7 +660,7 @@ fn decide(ctx: &TcContext, p: &Pkt, cfg: &Config, d: &Decision) -> i32 {
         Some(e) => (e.service_id, e.entry_id),
         None => (NO_SERVICE, 0),
     };
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let Some(ps) = PKT_STATE.get_ptr_mut(0) else {
         return TC_ACT_SHOT;
     };
