@@ -29,11 +29,21 @@ const IP_AT: usize = 32;
 const MAX_QUOTE: usize = 256;
 const BPF_TCP_LISTEN: u32 = 10;
 
-/// Applies `v` to the packet. `after_handshake`: the decision came from a TCP payload.
-#[inline(never)]
+/// Applies `v` to the packet. `after_handshake`: the decision came from a TCP payload. PASS
+/// and DROP are decided inline: a call and its return cost more than they do.
+#[inline(always)]
 pub fn act(ctx: &TcContext, p: &Pkt, cfg: &Config, v: u8, after_handshake: bool) -> i32 {
     match v {
         verdict::DROP => TC_ACT_SHOT,
+        verdict::REJECT | verdict::REDIRECT => act_slow(ctx, p, cfg, v, after_handshake),
+        _ => TC_ACT_UNSPEC,
+    }
+}
+
+/// REJECT and REDIRECT: a function of its own (the reply builders are large).
+#[inline(never)]
+fn act_slow(ctx: &TcContext, p: &Pkt, cfg: &Config, v: u8, after_handshake: bool) -> i32 {
+    match v {
         verdict::REJECT => {
             let s = match super::maps::SCRATCH.get_ptr_mut(0) {
                 // SAFETY: per-CPU scratch, used by this program run only.

@@ -167,6 +167,10 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
     if kinds != 0 || pending {
         st.generation = generation;
         st.pending = pending as u8;
+        // The port's value travels with the packet: the tail-called programs read it here
+        // instead of looking the port up again (a hash lookup each). Copied in words: a
+        // struct copy here becomes a byte-loop `memmove` call.
+        copy_words(&mut st.port_value, port);
         // SAFETY: tail calls with the program's own context; they return only on failure.
         unsafe {
             if kinds & name_kind::TLS != 0 || pending {
@@ -178,6 +182,18 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
 
     // §7 Port capture and policy.
     Ok(port_or_policy(ctx, p, cfg, port, generation, kinds != 0))
+}
+
+/// Copies `src` to `dst` 8 bytes at a time (`T` is a whole number of 8-byte words and
+/// 8-aligned, checked at compile time).
+#[inline(always)]
+fn copy_words<T>(dst: &mut T, src: &T) {
+    const { assert!(size_of::<T>() % 8 == 0 && align_of::<T>() >= 8) };
+    let (d, s) = (dst as *mut T as *mut u64, src as *const T as *const u64);
+    for i in 0..size_of::<T>() / 8 {
+        // SAFETY: both point to a `T`: `size_of::<T>() / 8` aligned words.
+        unsafe { core::ptr::write_volatile(d.add(i), core::ptr::read_volatile(s.add(i))) };
+    }
 }
 
 /// The active generation (`ACTIVE[0]`, read once per packet) and its configuration.
@@ -204,12 +220,7 @@ fn stage_inputs() -> Option<(
     let st = unsafe { &*st };
     let generation = st.generation & 1;
     let cfg = CONFIG.get(generation as u32)?;
-    let port = match PORTS.get_ptr(&st.port) {
-        Some(v) => v,
-        None => &EMPTY_PORT as *const PortValue,
-    };
-    // SAFETY: a map value pointer (valid for this run) or a static.
-    Some((st, cfg, unsafe { &*port }, generation))
+    Some((st, cfg, &st.port_value, generation))
 }
 
 /// §6 (TLS) for the first payload of a connection on a name-carrying port: the

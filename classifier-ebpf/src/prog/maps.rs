@@ -142,6 +142,8 @@ pub struct PacketState {
     pub exact: ExactKey,
     pub cidr: Key<CidrData>,
     pub port: PortKey,
+    /// The port's `PORTS` value (or the empty one), for the tail-called name programs.
+    pub port_value: PortValue,
     pub flow: FlowValue,
     pub tuple: aya_ebpf::bindings::bpf_sock_tuple,
 }
