@@ -629,8 +629,13 @@ const _: () = assert!(size_of::<FlowBucket>() == 64 * FLOW_WAYS + 8);
 pub mod flow_state {
     /// The verdict is final; every packet gets it.
     pub const DECIDED: u8 = 1;
-    /// Waiting for (or in the middle of) the client's first payload.
+    /// Waiting for the client's first payload.
     pub const PENDING: u8 = 2;
+    /// In the middle of a ClientHello that spans segments: the `PENDING` map holds its parse
+    /// state. Only a flow in this state looks that map up, so an entry left there by an earlier
+    /// connection with the same key is never taken for this one's (and a SYN need not delete
+    /// it).
+    pub const FOLLOWING: u8 = 3;
 }
 
 /// A tracked connection.

@@ -399,6 +399,27 @@ fn split_hello_retransmission_and_gap() {
     let d = send_split(&mut dp, &mut f, &[&h[..30], &h[30..]]);
     expect(&d[0], verdict::PASS, stage::PENDING);
     expect(&d[1], verdict::PASS, stage::SNI);
+
+    // The parse state an abandoned hello left is never taken for a new connection's, even
+    // when the new one's first payload starts at the very sequence number it expects.
+    let mut old = TcpFlow::new(ip("10.0.0.1"), ip("10.20.0.1"), 32003, 443, 77);
+    run(&mut dp, &old.syn().build());
+    expect(
+        &run(&mut dp, &old.data(&h[..cut]).build()),
+        verdict::PASS,
+        stage::PENDING,
+    );
+    let mut f = TcpFlow::new(
+        ip("10.0.0.1"),
+        ip("10.20.0.1"),
+        32003,
+        443,
+        old.next_seq.wrapping_sub(1),
+    );
+    assert_eq!(f.next_seq, old.next_seq);
+    let d = send_split(&mut dp, &mut f, &[&hello("a.svc.example.org")]);
+    expect(&d[0], verdict::PASS, stage::SNI);
+    assert_eq!(d[0].service_id, 2);
 }
 
 /// A ClientHello padded (extension 21) to `total` bytes in all.

@@ -40,7 +40,8 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
     // §3 Flow lookup, first: the established path reads neither the generation nor the
     // configuration unless its verdict needs them.
     let syn_only = tcp && p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-    let mut pending = false;
+    // The state of a flow found PENDING or FOLLOWING (0: none).
+    let mut waiting = 0u8;
     if matches!(parsed, Parsed::Ip) && (tcp || p.key.proto == proto::UDP) && !syn_only {
         if let Some(m) = flows::get(&p.key) {
             let (state, v) = (m as u8, (m >> 8) as u8);
@@ -55,9 +56,10 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
                     },
                 };
             }
-            pending = true;
+            waiting = state;
         }
     }
+    let pending = waiting != 0;
 
     let Some((cfg, generation)) = config() else {
         return Ok(only(verdict::PASS, stage::OTHER));
@@ -154,9 +156,9 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
                 _pad: 0,
                 decided_ns: 0,
             };
+            // A `PENDING` map entry of an earlier connection with this key stays unread: only
+            // FOLLOWING flows look it up.
             flows::insert(&p.key, &st.flow, false);
-            // A new connection: no ClientHello of an earlier one is followed any more.
-            let _ = PENDING.remove(&p.key);
         }
         return Ok(only(verdict::PASS, stage::PENDING));
     }
@@ -166,7 +168,7 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
     // whatever the port's kinds have become.
     if kinds != 0 || pending {
         st.generation = generation;
-        st.pending = pending as u8;
+        st.pending = waiting;
         // The port's value travels with the packet: the tail-called programs read it here
         // instead of looking the port up again (a hash lookup each). Copied in words: a
         // struct copy here becomes a byte-loop `memmove` call.
@@ -322,9 +324,11 @@ pub fn try_split(ctx: &TcContext) -> Result<i32, i32> {
     };
     let p = &st.pkt;
     if st.pending != 0 {
-        // Only flows in state PENDING look a ClientHello being followed up.
-        if let Some(pv) = PENDING.get_ptr_mut(&p.key) {
-            return Ok(continue_split(ctx, p, cfg, port, generation, pv));
+        // Only FOLLOWING flows look a ClientHello being followed up.
+        if st.pending == flow_state::FOLLOWING {
+            if let Some(pv) = PENDING.get_ptr_mut(&p.key) {
+                return Ok(continue_split(ctx, p, cfg, port, generation, pv));
+            }
         }
         if port.name_kinds == 0 {
             // A first payload on a PENDING flow whose port lost its names: §7.
@@ -469,7 +473,7 @@ fn continue_split(
 }
 
 /// After the first segment of a ClientHello that continues past it: on `NEED_MORE` the
-/// parse state (`SPLIT[0].pv`) becomes the flow's `PENDING` entry and the flow is PENDING.
+/// parse state (`SPLIT[0].pv`) becomes the flow's `PENDING` entry and the flow is FOLLOWING.
 #[inline(never)]
 fn start_split(p: &Pkt, r: u8, generation: u8) -> u8 {
     if r != split::NEED_MORE {
@@ -485,7 +489,7 @@ fn start_split(p: &Pkt, r: u8, generation: u8) -> u8 {
     // SAFETY: as above.
     let fv = unsafe { &mut (*ps).flow };
     *fv = FlowValue {
-        state: flow_state::PENDING,
+        state: flow_state::FOLLOWING,
         verdict: verdict::NONE,
         stage: stage::PENDING,
         generation,

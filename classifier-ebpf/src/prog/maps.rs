@@ -131,7 +131,8 @@ pub struct PacketState {
     pub pkt: Pkt,
     /// The generation read at the start of the packet.
     pub generation: u8,
-    /// 1 when the packet's flow was found in state PENDING (set by `meshclass`).
+    /// The state of the packet's flow when found PENDING or FOLLOWING, else 0 (set by
+    /// `meshclass`).
     pub pending: u8,
     /// The name handed to `meshclass_lookup`: its raw length in `Scratch::name`, its
     /// `name_match` kind (EXACT or HUFFMAN) and the stage it decides in (SNI or HOST).

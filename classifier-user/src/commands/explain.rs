@@ -145,11 +145,13 @@ fn explain(args: &ExplainArgs) -> Result<i32, String> {
             .test_run(opts)
             .map_err(|e| format!("BPF_PROG_TEST_RUN: {e}"))?;
         let kernel = match flows.get(&key) {
-            Some(f) if f.state == flow_state::PENDING => Answer {
-                verdict: verdict::PASS,
-                stage: stage::PENDING,
-                service: NO_SERVICE,
-            },
+            Some(f) if f.state == flow_state::PENDING || f.state == flow_state::FOLLOWING => {
+                Answer {
+                    verdict: verdict::PASS,
+                    stage: stage::PENDING,
+                    service: NO_SERVICE,
+                }
+            }
             Some(f) if decided_before => Answer {
                 verdict: f.verdict,
                 stage: stage::FLOW,
