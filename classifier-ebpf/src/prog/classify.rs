@@ -190,7 +190,7 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
 /// 8-aligned, checked at compile time).
 #[inline(always)]
 fn copy_words<T>(dst: &mut T, src: &T) {
-    const { assert!(size_of::<T>() % 8 == 0 && align_of::<T>() >= 8) };
+    const { assert!(size_of::<T>().is_multiple_of(8) && align_of::<T>() >= 8) };
     let (d, s) = (dst as *mut T as *mut u64, src as *const T as *const u64);
     for i in 0..size_of::<T>() / 8 {
         // SAFETY: both point to a `T`: `size_of::<T>() / 8` aligned words.
