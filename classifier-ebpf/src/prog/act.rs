@@ -1,7 +1,7 @@
 //! Acting on a verdict (docs/decision.md §9): PASS, DROP, REJECT (TCP RST / ICMP port
 //! unreachable) and REDIRECT (socket assignment to the proxy).
 
-use core::{ffi::c_void, hint::black_box, mem::size_of};
+use core::{ffi::c_void, mem::size_of};
 
 use aya_ebpf::{
     bindings::{
@@ -20,7 +20,7 @@ use classifier_common::{counter, family, proto, verdict, Config};
 use super::{
     cnt,
     maps::{Scratch, WINDOW},
-    pkt::{Pkt, TCP_ACK, TCP_FIN, TCP_SYN},
+    pkt::{opaque, Pkt, TCP_ACK, TCP_FIN, TCP_SYN},
 };
 
 /// Where the IP header is built in `Scratch::window`; the Ethernet header goes right before it.
@@ -156,7 +156,7 @@ fn ip(
 #[inline(always)]
 fn emit(ctx: &TcContext, s: &Scratch, at: usize, len: usize) -> bool {
     let skb = ctx.as_ptr() as *mut _;
-    let n = black_box(((len as u32).wrapping_sub(1) & 511) + 1);
+    let n = (opaque(len.wrapping_sub(1) & 511) + 1) as u32;
     // SAFETY: helpers on the program's own skb; the source lies inside the scratch window
     // (at < 32, n <= 512, window > 544 bytes).
     unsafe {
@@ -273,7 +273,7 @@ fn reject_udp(ctx: &TcContext, p: &Pkt, s: &mut Scratch) -> i32 {
     let (icmp_proto, ty, code) = if v4 { (1u8, 3u8, 3u8) } else { (58, 1, 4) };
     let (iph, pseudo) = ip(s, p, &p.key.daddr, &p.key.saddr, icmp_proto, 8 + q);
     let icmp_at = IP_AT + if iph == 20 { 20 } else { 40 };
-    let qn = black_box((((q as u32) - 1) & (MAX_QUOTE as u32 - 1)) + 1);
+    let qn = (opaque(q.wrapping_sub(1) & (MAX_QUOTE - 1)) + 1) as u32;
     // SAFETY: the destination lies inside the window (icmp_at + 8 + 256 < WINDOW).
     let r = unsafe {
         bpf_skb_load_bytes(

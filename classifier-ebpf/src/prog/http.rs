@@ -12,7 +12,7 @@ use classifier_common::MAX_NAME_LEN;
 use super::{
     maps::{vget, vset, Scratch, WINDOW},
     names::{run_loop_2k, scratch},
-    pkt::Pkt,
+    pkt::{opaque, Pkt},
 };
 
 const WMASK: usize = WINDOW - 1;
@@ -25,7 +25,7 @@ pub fn load_window(ctx: &TcContext, p: &Pkt, s: &mut Scratch) -> usize {
         return 0;
     }
     let len = if len > WINDOW { WINDOW } else { len };
-    let n = black_box(((len as u32 - 1) & (WINDOW as u32 - 1)) + 1);
+    let n = (opaque(len.wrapping_sub(1) & (WINDOW - 1)) + 1) as u32;
     // SAFETY: n is in 1..=WINDOW and the window holds WINDOW + 16 bytes.
     let r = unsafe {
         bpf_skb_load_bytes(

@@ -14,7 +14,10 @@ use classifier_common::{
     NameValue, MAX_NAME_LEN, NAME_HASH_INIT,
 };
 
-use super::maps::{launder, vget, vset, Scratch, MAX_CANDIDATES, NAMES, NAME_BUF, SCRATCH};
+use super::{
+    maps::{launder, vget, vset, Scratch, MAX_CANDIDATES, NAMES, NAME_BUF, SCRATCH},
+    pkt::opaque,
+};
 
 /// Lengths stay below this (a mask).
 const NAME_BUF_MASK: usize = 511;
@@ -32,7 +35,7 @@ pub(super) fn scratch() -> Option<&'static mut Scratch> {
 /// Runs `cb` for turns `0..n` (n <= 2048) with `bpf_loop`.
 #[inline(always)]
 pub(super) fn run_loop_2k(n: usize, cb: extern "C" fn(u64, *mut c_void) -> i64) {
-    let n = core::hint::black_box(n as u32) & 2047;
+    let n = opaque(n) as u32 & 2047;
     // SAFETY: a callback of the signature bpf_loop expects, no context.
     unsafe { bpf_loop(n, cb as *mut c_void, core::ptr::null_mut(), 0) };
 }
@@ -74,11 +77,11 @@ pub fn normalize(s: &mut Scratch, len: usize, raw: bool) -> usize {
             // MAX_NAME_LEN: an aligned word inside the buffer.
             unsafe { *w.add(c) = lower8(*w.add(c)) };
         }
-        if vget(&s.name[core::hint::black_box(len.wrapping_sub(1)) & MASK]) == b'.' {
+        if vget(&s.name[opaque(len.wrapping_sub(1)) & MASK]) == b'.' {
             len -= 1;
         }
     }
-    let end = core::hint::black_box(len) & MASK;
+    let end = opaque(len) & MASK;
     // Zero the word that holds the end and the next one, so that 8-byte reads of the name see
     // zeros past its end.
     let w = s.name.as_mut_ptr() as *mut u64;
@@ -173,7 +176,7 @@ fn hash_pass(s: &mut Scratch, len: usize, labels: u64) {
             break;
         }
         // Opaque, then masked: the verifier must see the mask applied to the value it adds.
-        let off = core::hint::black_box(len - 8 * (k + 1)) & (MAX_NAME_LEN - 1);
+        let off = opaque(len - 8 * (k + 1)) & (MAX_NAME_LEN - 1);
         // SAFETY: off + 8 <= len < MAX_NAME_LEN, inside the buffer.
         let x = unsafe { load64(s.name.as_ptr().add(off)) };
         if labels != 0 {
@@ -194,7 +197,7 @@ fn hash_pass(s: &mut Scratch, len: usize, labels: u64) {
 #[inline(always)]
 fn hash_from(s: &Scratch, i: usize, len: usize) -> u64 {
     let l = len.wrapping_sub(i) & (MAX_NAME_LEN - 1);
-    let i = core::hint::black_box(i) & (MAX_NAME_LEN - 1);
+    let i = opaque(i) & (MAX_NAME_LEN - 1);
     // SAFETY: i < MAX_NAME_LEN; the buffer holds NAME_BUF > MAX_NAME_LEN + 8 bytes.
     let first = unsafe { load64(s.name.as_ptr().add(i)) };
     name_hash_tail(s.chunk_h[(l / 8) & (MAX_NAME_LEN / 8 - 1)], first, l)

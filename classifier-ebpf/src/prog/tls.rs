@@ -1,13 +1,11 @@
 //! TLS ClientHello server name (docs/decision.md §6, TLS).
 
-use core::hint::black_box;
-
 use aya_ebpf::{helpers::bpf_skb_load_bytes, programs::TcContext, EbpfContext};
 use classifier_common::MAX_NAME_LEN;
 
 use super::{
     maps::{launder, Scratch},
-    pkt::{be16_at, rd, u8_at, Pkt},
+    pkt::{be16_at, opaque, rd, u8_at, Pkt},
 };
 
 /// Most extensions walked.
@@ -100,12 +98,12 @@ pub fn parse(ctx: &TcContext, p: &Pkt, s: &mut Scratch) -> Hello {
     let mut ech = false;
     let mut name_at = 0usize;
     let mut name_len = 0usize;
+    let ext_end = launder(s, 3, ext_end, OFF_MASK);
     for _ in 0..MAX_EXTENSIONS {
         // Bounded ranges let the verifier see one state per loop turn.
         off = launder(s, 0, off, OFF_MASK);
         name_at = launder(s, 1, name_at, OFF_MASK);
         name_len = launder(s, 2, name_len, MAX_NAME_LEN - 1);
-        let ext_end = launder(s, 3, ext_end, OFF_MASK);
         if off + 4 > ext_end {
             break;
         }
@@ -142,7 +140,7 @@ pub fn parse(ctx: &TcContext, p: &Pkt, s: &mut Scratch) -> Hello {
 /// Copies `len` (1..=255) packet bytes at `off` into `Scratch::name`.
 #[inline(always)]
 pub fn copy_name(ctx: &TcContext, s: &mut Scratch, off: usize, len: usize) -> bool {
-    let n = black_box(((len as u32).wrapping_sub(1) & (MAX_NAME_LEN as u32 - 1)) + 1);
+    let n = (opaque(len.wrapping_sub(1) & (MAX_NAME_LEN - 1)) + 1) as u32;
     // SAFETY: n is in 1..=256 and the destination holds 520 bytes.
     let r = unsafe {
         bpf_skb_load_bytes(
