@@ -584,7 +584,8 @@ pub struct FlowSlot {
     pub key: FlowWords,
     pub service_id: u32,
     pub entry_id: u32,
-    /// Time of the decision (bpf_ktime_get_ns), 0 while PENDING.
+    /// Time of the decision (`bpf_ktime_get_coarse_ns`: CLOCK_MONOTONIC to one tick), 0 while
+    /// PENDING.
     pub decided_ns: u64,
 }
 const _: () = assert!(size_of::<FlowSlot>() == 64);
@@ -653,7 +654,7 @@ pub struct FlowValue {
     pub service_id: u32,
     pub entry_id: u32,
     pub _pad: u32,
-    /// Time of the decision (bpf_ktime_get_ns).
+    /// Time of the decision (`bpf_ktime_get_coarse_ns`: CLOCK_MONOTONIC to one tick).
     pub decided_ns: u64,
 }
 const _: () = assert!(size_of::<FlowValue>() == 24);
@@ -722,6 +723,8 @@ impl Default for PendingValue {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Event {
+    /// Time of the decision (`bpf_ktime_get_coarse_ns`: CLOCK_MONOTONIC to one scheduler
+    /// tick, 1-4 ms).
     pub ts_ns: u64,
     pub flow: FlowKey,
     pub service_id: u32,
