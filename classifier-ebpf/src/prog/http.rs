@@ -12,7 +12,7 @@ use classifier_common::MAX_NAME_LEN;
 
 use super::{
     maps::{vget, vset, Scratch, WINDOW},
-    names::{run_loop_2k, scratch},
+    names::{bytes_eq, load64, run_loop_2k, scratch},
     pkt::{opaque, Pkt},
 };
 
@@ -87,22 +87,11 @@ fn blank(b: u8) -> bool {
 const FOUND: u64 = 1;
 const FAILED: u64 = 2;
 
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGHS: u64 = 0x8080_8080_8080_8080;
-
-/// Nonzero when some byte of `x` is `c` (SWAR; a byte above a match may be flagged too, so a
-/// hit is confirmed byte by byte).
-#[inline(always)]
-fn has_byte(x: u64, c: u8) -> u64 {
-    let t = x ^ (ONES * c as u64);
-    t.wrapping_sub(ONES) & !t & HIGHS
-}
-
-/// The 8 window bytes at `i` (the window has 16 bytes beyond `WINDOW`).
+/// The 8 window bytes at `i`, in one load (the window has 16 bytes beyond `WINDOW`).
 #[inline(always)]
 fn word_at(w: &[u8; WINDOW + 16], i: usize) -> u64 {
     // SAFETY: i & WMASK < WINDOW, so the 8 bytes lie inside the window.
-    unsafe { read_unaligned(w.as_ptr().add(i & WMASK) as *const u64) }
+    unsafe { load64(w.as_ptr().add(i & WMASK)) }
 }
 
 /// Turn `k` of the header scan, over window bytes `8k..8k + 8` (one turn a word: a line
@@ -120,7 +109,7 @@ extern "C" fn line_turn(k: u64, _ctx: *mut c_void) -> i64 {
         return 1;
     }
     let w = &s.window;
-    if has_byte(word_at(w, base), b'\n') == 0 {
+    if bytes_eq(word_at(w, base), b'\n') == 0 {
         return 0;
     }
     for j in 0..8 {
@@ -166,7 +155,7 @@ extern "C" fn find_turn(k: u64, _ctx: *mut c_void) -> i64 {
     }
     let (c1, c2) = (s.hl.arg as u8, (s.hl.arg >> 8) as u8);
     let x = word_at(&s.window, p);
-    if has_byte(x, c1) | has_byte(x, c2) == 0 {
+    if bytes_eq(x, c1) | bytes_eq(x, c2) == 0 {
         return 0;
     }
     for j in 0..8 {

@@ -43,7 +43,7 @@ pub(super) fn run_loop_2k(n: usize, cb: extern "C" fn(u64, *mut c_void) -> i64) 
 /// Loads 8 bytes at `p` with one BPF instruction, aligned or not (`pkt::ld64`). The caller
 /// guarantees `[p, p + 8)` lies inside one map value.
 #[inline(always)]
-unsafe fn load64(p: *const u8) -> u64 {
+pub(super) unsafe fn load64(p: *const u8) -> u64 {
     // SAFETY: the caller's bound.
     unsafe { super::pkt::ld64::<0>(p as usize) }
 }
@@ -130,8 +130,14 @@ fn equal(s: &Scratch, off: usize, len: usize, v: &NameValue) -> bool {
 /// The 0x80 bit of every byte of `x` that is a dot (exact: no false positives).
 #[inline(always)]
 fn dots_in(x: u64) -> u64 {
+    bytes_eq(x, b'.')
+}
+
+/// The high bit of each byte of `x` that equals `c`, and no other bit (SWAR, exact).
+#[inline(always)]
+pub(super) fn bytes_eq(x: u64, c: u8) -> u64 {
     const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-    let y = x ^ 0x2e2e_2e2e_2e2e_2e2e;
+    let y = x ^ (0x0101_0101_0101_0101 * c as u64);
     !(((y & LOW7) + LOW7) | y | LOW7)
 }
 

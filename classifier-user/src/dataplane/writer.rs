@@ -529,11 +529,7 @@ impl MapWriter {
     pub fn fill_levels(&self) -> Result<Vec<(String, usize)>, DataplaneError> {
         let g = self.active_generation()? as usize;
         let c = &self.gens[g];
-        let mut flows = 0;
-        for b in self.flow_buckets()?.iter() {
-            let b = b.map_err(DataplaneError::map(maps::FLOWS))?;
-            flows += b.slots.iter().filter(|s| s.entry().is_some()).count();
-        }
+        let flows = self.flows()?.len();
         Ok(vec![
             (maps::EXACT.to_owned(), c.exact.len()),
             (maps::CIDR.to_owned(), c.cidr.len()),
