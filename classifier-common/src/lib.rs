@@ -234,7 +234,7 @@ pub const MAX_NAME_LEN: usize = 256;
 
 /// Layout version of every map type in this file. A pinned map set with another version is
 /// never adopted by a program built with this one.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// What an entry decides when it matches.
 #[repr(C)]
@@ -584,7 +584,7 @@ pub struct FlowSlot {
     pub key: FlowWords,
     pub service_id: u32,
     pub entry_id: u32,
-    /// Time of the decision (`bpf_ktime_get_coarse_ns`: CLOCK_MONOTONIC to one tick), 0 while
+    /// Time of the decision (CLOCK_MONOTONIC to one tick: [`Layout::clock_ns`]), 0 while
     /// PENDING.
     pub decided_ns: u64,
 }
@@ -654,7 +654,7 @@ pub struct FlowValue {
     pub service_id: u32,
     pub entry_id: u32,
     pub _pad: u32,
-    /// Time of the decision (`bpf_ktime_get_coarse_ns`: CLOCK_MONOTONIC to one tick).
+    /// Time of the decision (CLOCK_MONOTONIC to one tick: [`Layout::clock_ns`]).
     pub decided_ns: u64,
 }
 const _: () = assert!(size_of::<FlowValue>() == 24);
@@ -748,8 +748,22 @@ pub struct Layout {
     /// Seed of [`flow_hash`], random per load, so that no one outside can aim flows at one
     /// bucket.
     pub flow_seed: u64,
+    /// The kernel's tick (`TICK_NSEC`) and CLOCK_MONOTONIC at jiffy 0, measured at load: the
+    /// program times decisions as [`Layout::clock_ns`] of `bpf_jiffies64`, which the verifier
+    /// inlines as one load (a helper call and its return cost ~15 ns of every new connection).
+    pub tick_ns: u64,
+    pub clock_base: u64,
 }
-const _: () = assert!(size_of::<Layout>() == 16);
+const _: () = assert!(size_of::<Layout>() == 32);
+
+impl Layout {
+    /// CLOCK_MONOTONIC, to one tick, at `jiffies`.
+    #[inline(always)]
+    pub fn clock_ns(&self, jiffies: u64) -> u64 {
+        self.clock_base
+            .wrapping_add(jiffies.wrapping_mul(self.tick_ns))
+    }
+}
 
 /// Service id meaning "no service" (the outbound policy decided).
 pub const NO_SERVICE: u32 = u32::MAX;

@@ -26,7 +26,7 @@ mod prog;
 mod entry {
     use aya_ebpf::{macros::classifier, programs::TcContext};
 
-    use crate::prog::{classify, inbound};
+    use crate::prog::{classify, clock, inbound};
 
     /// Classifies one outbound packet of a workload.
     #[classifier]
@@ -74,6 +74,12 @@ mod entry {
         match inbound::try_inbound(&ctx) {
             Ok(v) | Err(v) => v,
         }
+    }
+
+    /// The clock sample user space takes at load (`Layout::tick_ns`); never attached.
+    #[classifier]
+    pub fn meshclass_clock(ctx: TcContext) -> i32 {
+        clock::sample(&ctx)
     }
 
     #[panic_handler]

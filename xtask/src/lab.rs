@@ -82,7 +82,7 @@ pub fn build_and_load(
 }
 
 /// Builds and runs the benchmarks; results land in `bench-results/`.
-pub fn bench(ready: &Ready, quick: bool, only: Option<&str>) -> Result<()> {
+pub fn bench(ready: &Ready, quick: bool, only: Option<&str>, rest: &[String]) -> Result<()> {
     if !is_root() {
         bail!("the benchmarks load BPF programs and build namespaces: run them as root");
     }
@@ -99,6 +99,7 @@ pub fn bench(ready: &Ready, quick: bool, only: Option<&str>) -> Result<()> {
     if let Some(part) = only {
         cmd.args(["--only", part]);
     }
+    cmd.args(rest);
     let status = cmd.status().context("running the benchmarks")?;
     if !status.success() {
         bail!("the benchmarks failed ({status})");

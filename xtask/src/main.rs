@@ -52,6 +52,10 @@ enum Cmd {
         /// Only one part: `per-packet` or `throughput` (BENCHMARKS.md then holds only that part).
         #[arg(long)]
         only: Option<String>,
+        /// Further flags for the bench binary, e.g. `-- --path "exact IP" --sizes 1000
+        /// --repeat 100000` (one path, one size: partial tables, for working on that path).
+        #[arg(last = true)]
+        rest: Vec<String>,
     },
     /// Write a deterministic synthetic registry for scale measurements.
     GenRegistry {
@@ -79,9 +83,9 @@ fn main() -> anyhow::Result<()> {
             let ready = setup::setup(true)?;
             test::test(&ready, filter.as_deref(), unit_only)?;
         }
-        Cmd::Bench { quick, only } => {
+        Cmd::Bench { quick, only, rest } => {
             let ready = setup::setup(true)?;
-            lab::bench(&ready, quick, only.as_deref())?;
+            lab::bench(&ready, quick, only.as_deref(), &rest)?;
         }
         Cmd::Demo => {
             let ready = setup::setup(true)?;

@@ -2,7 +2,6 @@
 
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC},
-    helpers::bpf_ktime_get_coarse_ns,
     maps::lpm_trie::Key,
     programs::TcContext,
 };
@@ -14,7 +13,7 @@ use classifier_common::{
 
 use super::{
     act::act,
-    cnt, flows, http,
+    clock, cnt, flows, http,
     maps::{
         PacketState, Scratch, ACTIVE, CIDR, CONFIG, ENTRY_HITS, EVENTS, EXACT, JUMP, PENDING,
         PKT_STATE, PORTS, SCRATCH, SPLIT,
@@ -675,7 +674,7 @@ fn decide(ctx: &TcContext, p: &Pkt, cfg: &Config, d: &Decision) -> i32 {
         Some(e) => (e.service_id, e.entry_id),
         None => (NO_SERVICE, 0),
     };
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let now = clock::now();
     let Some(ps) = PKT_STATE.get_ptr_mut(0) else {
         return TC_ACT_SHOT;
     };

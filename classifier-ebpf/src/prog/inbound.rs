@@ -51,8 +51,7 @@ pub fn try_inbound(ctx: &TcContext) -> Result<i32, i32> {
         service_id: NO_SERVICE,
         entry_id: 0,
         _pad: 0,
-        // SAFETY: plain helper call.
-        decided_ns: unsafe { aya_ebpf::helpers::bpf_ktime_get_coarse_ns() },
+        decided_ns: super::clock::now(),
     };
     flows::insert(&reply, &fv, true);
     Ok(TC_ACT_UNSPEC)

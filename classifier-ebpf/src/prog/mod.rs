@@ -2,6 +2,7 @@
 
 pub mod act;
 pub mod classify;
+pub mod clock;
 pub mod cnt;
 pub mod flows;
 pub mod http;

@@ -67,6 +67,9 @@ pub enum DataplaneError {
     /// A program's file descriptor could not be duplicated.
     #[error("duplicating a program fd: {0}")]
     Fd(#[source] std::io::Error),
+    /// The kernel's jiffy clock could not be measured at load.
+    #[error("measuring the kernel's tick: {0}")]
+    Clock(String),
     /// Per-CPU counters could not be summed.
     #[error("counting CPUs: {0}")]
     Cpus(#[source] std::io::Error),

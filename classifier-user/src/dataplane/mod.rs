@@ -38,6 +38,8 @@ pub const SPLIT_PROGRAM: &str = "meshclass_split";
 pub const LOOKUP_PROGRAM: &str = "meshclass_lookup";
 /// Name of the inbound (TC egress) program in the object.
 pub const INBOUND_PROGRAM: &str = "meshclass_inbound";
+/// The clock sample run once at load to measure the kernel's tick (never attached).
+pub const CLOCK_PROGRAM: &str = "meshclass_clock";
 
 /// Map sizes. Generation-tagged maps (exact, cidr, ports, names) are created twice as large,
 /// one share per generation.
@@ -97,6 +99,68 @@ pub struct KernelDecision {
     pub duration_ns: u64,
 }
 
+/// One sample of the kernel's jiffies and CLOCK_MONOTONIC_COARSE, read together by
+/// [`CLOCK_PROGRAM`].
+fn clock_sample(ebpf: &mut Ebpf) -> Result<(u64, u64), DataplaneError> {
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(CLOCK_PROGRAM)
+        .ok_or(DataplaneError::MissingProgram(CLOCK_PROGRAM))?
+        .try_into()
+        .map_err(|e| DataplaneError::TestRun(Box::new(e)))?;
+    let packet = [0u8; 64];
+    let mut out = [0u8; 64];
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(&packet);
+    opts.data_out = Some(&mut out);
+    prog.test_run(opts)
+        .map_err(|e| DataplaneError::TestRun(Box::new(e)))?;
+    let word = |i: usize| u64::from_ne_bytes(out[i..i + 8].try_into().expect("8 bytes"));
+    Ok((word(0), word(8)))
+}
+
+/// The kernel's tick length and CLOCK_MONOTONIC at jiffy 0 (`Layout::tick_ns`,
+/// `Layout::clock_base`): samples of both clocks until at least 8 ticks have passed (8-80 ms
+/// at HZ 1000-100); the tick is that of the nearest usual HZ within 10%, else the measured one.
+/// The origin is the latest of the samples' (a sample read while a tick is half applied has
+/// its coarse clock one tick behind).
+fn measure_clock(ebpf: &mut Ebpf) -> Result<(u64, u64), DataplaneError> {
+    const TICKS: u64 = 8;
+    let first = clock_sample(ebpf)?;
+    let started = std::time::Instant::now();
+    let mut samples = vec![first];
+    let last = loop {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let s = clock_sample(ebpf)?;
+        samples.push(s);
+        if s.0.wrapping_sub(first.0) >= TICKS && s.1 > first.1 {
+            break s;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(3) {
+            return Err(DataplaneError::Clock(format!(
+                "jiffies went from {} to {} in 3 s",
+                first.0, s.0
+            )));
+        }
+    };
+    let measured = (last.1 - first.1) as f64 / last.0.wrapping_sub(first.0) as f64;
+    let tick_ns = [
+        100u64, 250, 300, 1000, 24, 32, 48, 64, 128, 200, 256, 500, 1024,
+    ]
+    .iter()
+    .map(|hz| (1_000_000_000 + hz / 2) / hz)
+    .find(|&t| (t as f64 - measured).abs() <= 0.1 * t as f64)
+    .unwrap_or(measured.round() as u64)
+    .max(1);
+    let origin = |(j, ns): (u64, u64)| ns.wrapping_sub(j.wrapping_mul(tick_ns));
+    let b0 = origin(first);
+    let base = samples
+        .iter()
+        .map(|&s| origin(s))
+        .max_by_key(|&b| b.wrapping_sub(b0) as i64)
+        .unwrap_or(b0);
+    Ok((tick_ns, base))
+}
+
 /// The loaded program and its maps (or, re-adopted after a restart, the pinned maps alone).
 pub struct Dataplane {
     writer: MapWriter,
@@ -129,6 +193,7 @@ impl Dataplane {
             SPLIT_PROGRAM,
             LOOKUP_PROGRAM,
             INBOUND_PROGRAM,
+            CLOCK_PROGRAM,
         ] {
             let prog: &mut SchedClassifier = ebpf
                 .program_mut(name)
@@ -174,7 +239,8 @@ impl Dataplane {
             jump.set(index, &fd, 0)
                 .map_err(DataplaneError::map(maps::JUMP))?;
         }
-        let writer = MapWriter::new_fresh(ebpf, *caps)?;
+        let clock = measure_clock(&mut ebpf)?;
+        let writer = MapWriter::new_fresh(ebpf, *caps, clock)?;
         Ok(Self { writer })
     }
 

@@ -94,7 +94,13 @@ pub struct MapWriter {
 
 impl MapWriter {
     /// A writer over freshly created maps: stamps the layout and starts at generation 0.
-    pub(crate) fn new_fresh(ebpf: aya::Ebpf, caps: Capacities) -> Result<Self, DataplaneError> {
+    /// `clock`: the kernel's tick and CLOCK_MONOTONIC at jiffy 0 (`Layout::tick_ns`,
+    /// `Layout::clock_base`).
+    pub(crate) fn new_fresh(
+        ebpf: aya::Ebpf,
+        caps: Capacities,
+        clock: (u64, u64),
+    ) -> Result<Self, DataplaneError> {
         let mut w = Self {
             store: Store::Loaded(Box::new(ebpf)),
             caps,
@@ -110,6 +116,8 @@ impl MapWriter {
                     version: LAYOUT_VERSION,
                     flow_mask: caps.flow_buckets() - 1,
                     flow_seed: random_seed(),
+                    tick_ns: clock.0,
+                    clock_base: clock.1,
                 },
                 0,
             )

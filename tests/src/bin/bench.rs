@@ -5,7 +5,10 @@
 //! run, over several repetitions, with the median and the spread. Writes
 //! `bench-results/bench.json` and `bench-results/BENCHMARKS.md`.
 //!
-//! Flags: `--quick` (fewer, shorter repetitions), `--out DIR`, `--only per-packet|throughput`.
+//! Flags: `--quick` (fewer, shorter repetitions), `--out DIR`, `--only per-packet|throughput`,
+//! `--path TEXT` (only the per-packet paths whose name contains TEXT), `--sizes N,N,..` (only
+//! these registry sizes), `--repeat N` (runs per measurement). The last three are for working
+//! on one path: the tables they give are partial.
 
 use std::{
     collections::BTreeMap,
@@ -29,6 +32,9 @@ struct Opts {
     out: PathBuf,
     per_packet: bool,
     throughput: bool,
+    path: Option<String>,
+    sizes: Option<Vec<usize>>,
+    repeat: Option<u32>,
 }
 
 fn parse_args() -> Opts {
@@ -37,6 +43,9 @@ fn parse_args() -> Opts {
         out: PathBuf::from("bench-results"),
         per_packet: true,
         throughput: true,
+        path: None,
+        sizes: None,
+        repeat: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -48,6 +57,13 @@ fn parse_args() -> Opts {
                 Some("throughput") => o.per_packet = false,
                 other => eprintln!("bench: --only takes per-packet or throughput, not {other:?}"),
             },
+            "--path" => o.path = args.next(),
+            "--sizes" => {
+                o.sizes = args
+                    .next()
+                    .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+            }
+            "--repeat" => o.repeat = args.next().and_then(|v| v.parse().ok()),
             other => eprintln!("bench: ignoring unknown argument {other}"),
         }
     }
@@ -364,11 +380,11 @@ fn main() -> Result<()> {
 /// Per-packet costs, scaling and control plane: the Markdown and the JSON fields.
 fn per_packet(o: &Opts) -> Result<(String, serde_json::Value)> {
     let reps = if o.quick { 5 } else { 9 };
-    let repeat: u32 = if o.quick { 20_000 } else { 200_000 };
-    let sizes: &[usize] = if o.quick {
-        &[10, 1_000, 100_000]
-    } else {
-        &[10, 1_000, 100_000, 1_000_000]
+    let repeat: u32 = o.repeat.unwrap_or(if o.quick { 20_000 } else { 200_000 });
+    let sizes: &[usize] = match &o.sizes {
+        Some(s) if !s.is_empty() => s,
+        _ if o.quick => &[10, 1_000, 100_000],
+        _ => &[10, 1_000, 100_000, 1_000_000],
     };
     let empty = EmptyProgram::load().context("loading the empty baseline program")?;
     let settings = Settings {
@@ -407,6 +423,9 @@ fn per_packet(o: &Opts) -> Result<(String, serde_json::Value)> {
         control.push(json!({"entries": plan.entries.len(), "apply_s": apply_s, "one_entry_change_s": one_change_s}));
 
         for (name, setup, frame, repeatable) in paths() {
+            if o.path.as_deref().is_some_and(|p| !name.contains(p)) {
+                continue;
+            }
             let mut ours = Vec::new();
             let mut base = Vec::new();
             for _ in 0..reps {
@@ -444,6 +463,11 @@ fn per_packet(o: &Opts) -> Result<(String, serde_json::Value)> {
         }
     }
 
+    anyhow::ensure!(
+        !results.is_empty() && results.values().all(|r| !r.is_empty()),
+        "bench: no per-packet path's name contains {:?}",
+        o.path.as_deref().unwrap_or("")
+    );
     // Tables.
     let smallest = *sizes.first().expect("sizes");
     let largest = *sizes.last().expect("sizes");
