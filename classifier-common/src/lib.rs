@@ -234,7 +234,7 @@ pub const MAX_NAME_LEN: usize = 256;
 
 /// Layout version of every map type in this file. A pinned map set with another version is
 /// never adopted by a program built with this one.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// What an entry decides when it matches.
 #[repr(C)]
@@ -268,6 +268,91 @@ pub struct ExactKey {
     pub addr: [u8; 16],
 }
 const _: () = assert!(size_of::<ExactKey>() == 24);
+
+impl ExactKey {
+    /// The key's words in the exact table (without the generation): the address in two
+    /// words, then family, protocol and port in the low half of the third (its high half holds
+    /// the entry id in a slot).
+    #[inline(always)]
+    pub fn words(&self) -> [u64; 3] {
+        let a = &self.addr;
+        [
+            u64::from_le_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]),
+            u64::from_le_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]),
+            self.family as u64 | (self.proto as u64) << 8 | (self.port as u64) << 16,
+        ]
+    }
+}
+
+/// Slots per bucket of the exact table.
+pub const EXACT_WAYS: usize = 4;
+
+/// One slot of the exact table (`EXACT`): a meta word ([`exact_meta`]) and the key's words
+/// ([`ExactKey::words`]), the entry id in the high half of the third.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ExactSlot {
+    pub meta: u64,
+    pub key: [u64; 3],
+}
+const _: () = assert!(size_of::<ExactSlot>() == 32);
+
+/// A bucket of the exact table: two cache lines. The table is a cuckoo hash: a key lives in
+/// one of its two buckets ([`exact_buckets`]); user space writes it (docs/decision.md §4).
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ExactBucket {
+    pub slots: [ExactSlot; EXACT_WAYS],
+}
+const _: () = assert!(size_of::<ExactBucket>() == 128);
+
+/// The exact table's hash of a key's words in generation `generation` under `seed`
+/// (`Layout::exact_seed`).
+#[inline(always)]
+pub fn exact_hash(w: &[u64; 3], generation: u8, seed: u64) -> u64 {
+    let h = flow_mix(flow_mix(seed ^ generation as u64, w[0]), w[2] & 0xffff_ffff);
+    flow_mix(h, w[1])
+}
+
+/// The two buckets of hash `h` in a table of `n` buckets (at least two): the low and the high
+/// half of the hash scaled to `0..n` (a multiply and a shift, so `n` need not be a power of
+/// two), made distinct.
+#[inline(always)]
+pub const fn exact_buckets(h: u64, n: u32) -> (u32, u32) {
+    let a = ((h & 0xffff_ffff) * n as u64 >> 32) as u32;
+    let b = ((h >> 32) * n as u64 >> 32) as u32;
+    if a != b {
+        (a, b)
+    } else if a + 1 < n {
+        (a, a + 1)
+    } else {
+        (a, 0)
+    }
+}
+
+/// A slot's meta word: byte 0 is 1 when the slot is in use, byte 1 the generation, byte 2 the
+/// verdict, the high half the service id. Written last (after the key) and cleared first.
+#[inline(always)]
+pub const fn exact_meta(generation: u8, verdict: u8, service_id: u32) -> u64 {
+    (service_id as u64) << 32 | (verdict as u64) << 16 | (generation as u64) << 8 | 1
+}
+
+/// Whether meta word `m` is a slot in use of generation `generation`.
+#[inline(always)]
+pub const fn exact_meta_is(m: u64, generation: u8) -> bool {
+    m & 0xffff == (generation as u64) << 8 | 1
+}
+
+/// The entry a slot in use holds (meta word `m`, third key word `w2`).
+#[inline(always)]
+pub const fn exact_entry(m: u64, w2: u64) -> EntryValue {
+    EntryValue {
+        service_id: (m >> 32) as u32,
+        entry_id: (w2 >> 32) as u32,
+        verdict: (m >> 16) as u8,
+        _pad: [0; 3],
+    }
+}
 
 /// The fixed part of a CIDR key before the address; matched in full.
 pub const CIDR_FIXED_BITS: u32 = 64;
@@ -493,6 +578,18 @@ impl FlowKey {
         } else {
             FlowWords([w0, s0, s1, d0, d1])
         }
+    }
+}
+
+impl FlowKey {
+    /// The exact table's words ([`ExactKey::words`]) for this flow's destination, built from
+    /// the key's words.
+    #[inline(always)]
+    pub fn exact_words(&self) -> [u64; 3] {
+        let w = self as *const FlowKey as *const u64;
+        // SAFETY: as in `words`.
+        let (w0, d0, d1) = unsafe { (*w, *w.add(3), *w.add(4)) };
+        [d0, d1, (w0 & 0xffff) | (w0 >> 48) << 16]
     }
 }
 
@@ -753,8 +850,12 @@ pub struct Layout {
     /// inlines as one load (a helper call and its return cost ~15 ns of every new connection).
     pub tick_ns: u64,
     pub clock_base: u64,
+    /// Buckets of `EXACT` (at least two), and the seed of [`exact_hash`] (random per load).
+    pub exact_buckets: u32,
+    pub _pad: u32,
+    pub exact_seed: u64,
 }
-const _: () = assert!(size_of::<Layout>() == 32);
+const _: () = assert!(size_of::<Layout>() == 48);
 
 impl Layout {
     /// CLOCK_MONOTONIC, to one tick, at `jiffies`.
@@ -781,6 +882,7 @@ mod pod {
     }
     pod!(
         FlowBucket,
+        ExactBucket,
         EntryValue,
         ExactKey,
         CidrData,
@@ -801,6 +903,47 @@ mod pod {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flows_exact_words_are_those_of_its_destinations_exact_key() {
+        for (family, addr) in [
+            (
+                family::V4,
+                [10, 200, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            ),
+            (
+                family::V6,
+                [0xfd, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x12, 1],
+            ),
+        ] {
+            let k = FlowKey {
+                family,
+                proto: proto::UDP,
+                _pad: 0x5a5a,
+                sport: 0x1234,
+                dport: 0xbb01,
+                saddr: [7; 16],
+                daddr: addr,
+            };
+            let e = ExactKey {
+                generation: 1,
+                family,
+                proto: proto::UDP,
+                _pad: 0,
+                port: 0xbb01,
+                _pad2: 0,
+                addr,
+            };
+            assert_eq!(k.exact_words(), e.words());
+        }
+        // Buckets are distinct and in range, for any table of two or more.
+        for n in [2u32, 3, 7, 1000, 699_051] {
+            for h in [0u64, u64::MAX, 0x8000_0000_8000_0000, 0x1234_5678_9abc_def0] {
+                let (a, b) = exact_buckets(h, n);
+                assert!(a < n && b < n && a != b, "{h:#x} in {n}: {a}, {b}");
+            }
+        }
+    }
 
     #[test]
     fn flow_words_keep_every_field_of_either_family() {

@@ -83,6 +83,72 @@ fn exact_ipv6_and_udp() {
     expect(&d, verdict::DROP, stage::POLICY);
 }
 
+/// The exact table (a cuckoo hash written by user space, docs/decision.md §4) at the capacity
+/// it was sized for, both generations full: every entry is found by the program with its
+/// service, across a second plan that removes, changes and adds entries (keys move between
+/// buckets on the way), and a removed entry is no longer found. Entries of both families and
+/// protocols, three ports per address.
+#[test]
+fn a_full_exact_table_finds_every_entry_across_a_changed_plan() {
+    let mut dp = dataplane();
+    let cap = dp.capacities().exact;
+    let dest = |i: u32| -> (String, u16, L4) {
+        let a = if i % 5 == 0 {
+            format!("fd00:70::{:x}", i / 3 + 1)
+        } else {
+            format!("10.70.{}.{}", i / 3 / 250, i / 3 % 250 + 1)
+        };
+        let l4 = if i % 2 == 0 { L4::Tcp } else { L4::Udp };
+        (a, 8000 + (i % 3) as u16, l4)
+    };
+    let packet = |i: u32| {
+        let (a, port, l4) = dest(i);
+        let src = if a.contains(':') {
+            ip("fd00::1")
+        } else {
+            ip("10.0.0.1")
+        };
+        match l4 {
+            L4::Tcp => Packet::tcp(src, ip(&a), 40000, port, tcp_flags::SYN).build(),
+            _ => Packet::udp(src, ip(&a), 40000, port, b"q").build(),
+        }
+    };
+    let entries = |ids: &mut dyn Iterator<Item = (u32, u32)>| {
+        plan(
+            ids.map(|(i, service)| {
+                let (a, port, l4) = dest(i);
+                entry(exact(&a, port, l4), service, Verdict::Pass)
+            })
+            .collect(),
+        )
+    };
+    let first = entries(&mut (0..cap).map(|i| (i, i)));
+    dp.apply(&first, &allow_any()).unwrap();
+    for i in 0..cap {
+        let d = run(&mut dp, &packet(i));
+        expect(&d, verdict::PASS, stage::EXACT);
+        assert_eq!(d.service_id, i, "entry {i} of the first plan");
+    }
+    // A third removed, a third moved to other services, new entries in their place.
+    let kept = (0..cap)
+        .filter(|i| i % 3 != 0)
+        .map(|i| (i, if i % 3 == 1 { i + 50_000 } else { i }));
+    let added = (cap..cap + cap / 3).map(|i| (i, i));
+    let second = entries(&mut kept.chain(added));
+    dp.apply(&second, &allow_any()).unwrap();
+    dp.clear_flows().unwrap();
+    for i in 0..cap + cap / 3 {
+        let d = run(&mut dp, &packet(i));
+        if i < cap && i % 3 == 0 {
+            expect(&d, verdict::PASS, stage::POLICY);
+            continue;
+        }
+        expect(&d, verdict::PASS, stage::EXACT);
+        let service = if i < cap && i % 3 == 1 { i + 50_000 } else { i };
+        assert_eq!(d.service_id, service, "entry {i} of the second plan");
+    }
+}
+
 #[test]
 fn longest_cidr_wins() {
     let mut dp = dataplane();

@@ -7,16 +7,16 @@ use aya_ebpf::{
 };
 use classifier_common::{
     config_flags, counter, family, flow_state, jump, name_kind, name_match, policy, proto, stage,
-    verdict, CidrData, Config, EntryValue, Event, ExactKey, FlowKey, FlowValue, PendingValue,
-    PortKey, PortValue, CIDR_FIXED_BITS, MAX_NAME_LEN, NO_SERVICE,
+    verdict, CidrData, Config, EntryValue, Event, FlowKey, FlowValue, PendingValue, PortKey,
+    PortValue, CIDR_FIXED_BITS, MAX_NAME_LEN, NO_SERVICE,
 };
 
 use super::{
     act::act,
-    clock, cnt, flows, http,
+    clock, cnt, exact, flows, http,
     maps::{
-        PacketState, Scratch, ACTIVE, CIDR, CONFIG, ENTRY_HITS, EVENTS, EXACT, JUMP, PENDING,
-        PKT_STATE, PORTS, SCRATCH, SPLIT,
+        PacketState, Scratch, ACTIVE, CIDR, CONFIG, ENTRY_HITS, EVENTS, JUMP, PENDING, PKT_STATE,
+        PORTS, SCRATCH, SPLIT,
     },
     names,
     pkt::{self, Parsed, Pkt, TCP_ACK, TCP_SYN},
@@ -87,18 +87,7 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
 
     // §4 Address stages.
     if !pending {
-        st.exact = ExactKey {
-            generation,
-            family: p.key.family,
-            proto: p.key.proto,
-            _pad: 0,
-            port: p.key.dport,
-            _pad2: 0,
-            addr: p.key.daddr,
-        };
-        if let Some(e) = EXACT.get_ptr(&st.exact) {
-            // SAFETY: as above.
-            let e = unsafe { *e };
+        if let Some(e) = exact::lookup(&p.key.exact_words(), generation) {
             return Ok(decide(
                 ctx,
                 p,

@@ -7,8 +7,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use classifier_common::{
-    capacity, counter, jump, Active, CidrData, Config, EntryValue, ExactKey, FlowBucket, FlowKey,
-    FlowValue, Layout, NameKey, NameValue, PendingValue, PortKey, PortValue, FLOW_WAYS,
+    capacity, counter, jump, Active, CidrData, Config, EntryValue, ExactBucket, FlowBucket,
+    FlowKey, FlowValue, Layout, NameKey, NameValue, PendingValue, PortKey, PortValue, FLOW_WAYS,
     MAX_NAME_LEN,
 };
 
@@ -23,8 +23,11 @@ pub static CONFIG: Array<Config> = Array::with_max_entries(2, 0);
 #[map(name = "LAYOUT")]
 pub static LAYOUT: Array<Layout> = Array::with_max_entries(1, 0);
 
+/// The exact table (exact.rs): buckets of `EXACT_WAYS` slots, written by user space through a
+/// shared mapping (`BPF_F_MMAPABLE`), `Layout::exact_buckets` of them.
 #[map(name = "EXACT")]
-pub static EXACT: HashMap<ExactKey, EntryValue> = HashMap::with_max_entries(2 * capacity::EXACT, 0);
+pub static EXACT: Array<ExactBucket> =
+    Array::with_max_entries(2 * capacity::EXACT / 3, aya_ebpf::bindings::BPF_F_MMAPABLE);
 
 #[map(name = "CIDR")]
 pub static CIDR: LpmTrie<CidrData, EntryValue> = LpmTrie::with_max_entries(2 * capacity::CIDR, 0);
@@ -140,7 +143,6 @@ pub struct PacketState {
     pub name_kind: u8,
     pub name_stage: u8,
     pub _pad: [u8; 2],
-    pub exact: ExactKey,
     pub cidr: Key<CidrData>,
     pub port: PortKey,
     /// The port's `PORTS` value (or the empty one), for the tail-called name programs.

@@ -4,6 +4,7 @@ pub mod act;
 pub mod classify;
 pub mod clock;
 pub mod cnt;
+pub mod exact;
 pub mod flows;
 pub mod http;
 pub mod inbound;

@@ -67,6 +67,9 @@ pub enum DataplaneError {
     /// A program's file descriptor could not be duplicated.
     #[error("duplicating a program fd: {0}")]
     Fd(#[source] std::io::Error),
+    /// The exact table could not be mapped, or a plan's key found no room in it.
+    #[error("exact table: {0}")]
+    Exact(String),
     /// The kernel's jiffy clock could not be measured at load.
     #[error("measuring the kernel's tick: {0}")]
     Clock(String),

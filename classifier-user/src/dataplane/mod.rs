@@ -5,6 +5,7 @@ mod desired;
 #[cfg(test)]
 mod desired_ref;
 mod error;
+mod exact;
 mod flowkey;
 mod writer;
 
@@ -41,8 +42,9 @@ pub const INBOUND_PROGRAM: &str = "meshclass_inbound";
 /// The clock sample run once at load to measure the kernel's tick (never attached).
 pub const CLOCK_PROGRAM: &str = "meshclass_clock";
 
-/// Map sizes. Generation-tagged maps (exact, cidr, ports, names) are created twice as large,
-/// one share per generation.
+/// Map sizes, in entries per generation for the generation-tagged maps (exact, cidr, ports,
+/// names: the hash maps and the trie are created twice as large, the exact table with
+/// [`Capacities::exact_buckets`] buckets).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capacities {
     pub exact: u32,
@@ -58,6 +60,12 @@ pub struct Capacities {
 }
 
 impl Capacities {
+    /// Buckets of the exact table (`EXACT`, four slots each, both generations): three slots
+    /// in four in use when both generations hold `exact` entries.
+    pub fn exact_buckets(&self) -> u32 {
+        exact::buckets_for(self.exact)
+    }
+
     /// Buckets of the flow table: room for `flows` connections, a power of two.
     pub fn flow_buckets(&self) -> u32 {
         self.flows
@@ -175,7 +183,7 @@ impl Dataplane {
         }
         let mut loader = EbpfLoader::new();
         loader
-            .map_max_entries(maps::EXACT, 2 * caps.exact)
+            .map_max_entries(maps::EXACT, caps.exact_buckets())
             .map_max_entries(maps::CIDR, 2 * caps.cidr)
             .map_max_entries(maps::PORTS, 2 * caps.ports)
             .map_max_entries(maps::NAMES, 2 * caps.names)
@@ -258,6 +266,11 @@ impl Dataplane {
             writer::Store::Loaded(e) => Ok(e),
             writer::Store::Pinned(_) => Err(DataplaneError::MissingProgram(PROGRAM)),
         }
+    }
+
+    /// The map sizes in force.
+    pub fn capacities(&self) -> Capacities {
+        *self.writer.capacities()
     }
 
     /// Writes `plan` and `settings` into the maps (see [`MapWriter::apply`]).

@@ -15,6 +15,7 @@ use classifier_common::{
 
 use super::{
     desired::{Changes, Content, FastMap, Slots},
+    exact::{self, ExactTable},
     Capacities, DataplaneError,
 };
 use crate::{plan::Plan, settings::Settings};
@@ -90,6 +91,8 @@ pub struct MapWriter {
     full: bool,
     /// Entry id of each entry of the last plan applied.
     entry_ids: Vec<u32>,
+    /// The exact table's shared mapping.
+    exact: ExactTable,
 }
 
 impl MapWriter {
@@ -101,6 +104,23 @@ impl MapWriter {
         caps: Capacities,
         clock: (u64, u64),
     ) -> Result<Self, DataplaneError> {
+        let layout = Layout {
+            version: LAYOUT_VERSION,
+            flow_mask: caps.flow_buckets() - 1,
+            flow_seed: random_seed(),
+            tick_ns: clock.0,
+            clock_base: clock.1,
+            exact_buckets: caps.exact_buckets(),
+            _pad: 0,
+            exact_seed: random_seed(),
+        };
+        let exact = ExactTable::map(
+            ebpf.map(maps::EXACT)
+                .and_then(map_data)
+                .ok_or(DataplaneError::MissingMap(maps::EXACT))?,
+            layout.exact_buckets,
+            layout.exact_seed,
+        )?;
         let mut w = Self {
             store: Store::Loaded(Box::new(ebpf)),
             caps,
@@ -108,20 +128,9 @@ impl MapWriter {
             slots: Slots::default(),
             full: false,
             entry_ids: Vec::new(),
+            exact,
         };
-        w.array::<Layout>(maps::LAYOUT, |a| {
-            a.set(
-                0,
-                Layout {
-                    version: LAYOUT_VERSION,
-                    flow_mask: caps.flow_buckets() - 1,
-                    flow_seed: random_seed(),
-                    tick_ns: clock.0,
-                    clock_base: clock.1,
-                },
-                0,
-            )
-        })?;
+        w.array::<Layout>(maps::LAYOUT, |a| a.set(0, layout, 0))?;
         let cfg = Settings::default().to_config();
         w.array::<Config>(maps::CONFIG, |a| {
             a.set(0, cfg, 0)?;
@@ -140,6 +149,27 @@ impl MapWriter {
             let map = Map::from_map_data(data).map_err(DataplaneError::map(name))?;
             maps.insert(name, map);
         }
+        let layout: Layout = {
+            let m = maps
+                .get(maps::LAYOUT)
+                .ok_or(DataplaneError::MissingMap(maps::LAYOUT))?;
+            Array::<&MapData, Layout>::try_from(m)
+                .and_then(|a| a.get(&0, 0))
+                .map_err(DataplaneError::map(maps::LAYOUT))?
+        };
+        if layout.version != LAYOUT_VERSION {
+            return Err(DataplaneError::Layout {
+                found: layout.version,
+                expected: LAYOUT_VERSION,
+            });
+        }
+        let exact = ExactTable::map(
+            maps.get(maps::EXACT)
+                .and_then(map_data)
+                .ok_or(DataplaneError::MissingMap(maps::EXACT))?,
+            layout.exact_buckets,
+            layout.exact_seed,
+        )?;
         let mut w = Self {
             store: Store::Pinned(maps),
             caps: Capacities::default(),
@@ -147,14 +177,8 @@ impl MapWriter {
             slots: Slots::default(),
             full: true,
             entry_ids: Vec::new(),
+            exact,
         };
-        let layout: Layout = w.array_get(maps::LAYOUT, 0)?;
-        if layout.version != LAYOUT_VERSION {
-            return Err(DataplaneError::Layout {
-                found: layout.version,
-                expected: LAYOUT_VERSION,
-            });
-        }
         w.caps = w.read_capacities()?;
         w.reload()?;
         Ok(w)
@@ -166,18 +190,14 @@ impl MapWriter {
                 .store
                 .get(name)
                 .ok_or(DataplaneError::MissingMap(name))?;
-            let data: &MapData = match m {
-                Map::HashMap(d) | Map::LruHashMap(d) | Map::LpmTrie(d) | Map::Array(d) => d,
-                Map::PerCpuArray(d) | Map::RingBuf(d) | Map::ProgramArray(d) => d,
-                _ => return Err(DataplaneError::MissingMap(name)),
-            };
+            let data = map_data(m).ok_or(DataplaneError::MissingMap(name))?;
             Ok(data
                 .info()
                 .map_err(DataplaneError::map(name))?
                 .max_entries())
         };
         Ok(Capacities {
-            exact: max(maps::EXACT)? / 2,
+            exact: exact::capacity_of(max(maps::EXACT)?),
             cidr: max(maps::CIDR)? / 2,
             ports: max(maps::PORTS)? / 2,
             names: max(maps::NAMES)? / 2,
@@ -191,16 +211,10 @@ impl MapWriter {
     /// Re-reads both generations (and the entry ids of the active one) from the maps.
     pub fn reload(&mut self) -> Result<(), DataplaneError> {
         let mut gens = [Content::default(), Content::default()];
-        {
-            let m = self.map_ref(maps::EXACT)?;
-            let h = BpfHashMap::<&MapData, ExactKey, EntryValue>::try_from(m)
-                .map_err(DataplaneError::map(maps::EXACT))?;
-            for kv in h.iter() {
-                let (mut k, v) = kv.map_err(DataplaneError::map(maps::EXACT))?;
-                let g = (k.generation & 1) as usize;
-                k.generation = 0;
-                gens[g].exact.insert(k, v);
-            }
+        for (mut k, v) in self.exact.entries() {
+            let g = (k.generation & 1) as usize;
+            k.generation = 0;
+            gens[g].exact.insert(k, v);
         }
         {
             let m = self.map_ref(maps::CIDR)?;
@@ -373,20 +387,20 @@ impl MapWriter {
     ) -> Result<usize, DataplaneError> {
         let mut n = 0;
         {
-            let m = self.map_mut(maps::EXACT)?;
-            let mut h = BpfHashMap::<&mut MapData, ExactKey, EntryValue>::try_from(m)
-                .map_err(DataplaneError::map(maps::EXACT))?;
+            let t = &mut self.exact;
             n += diff(&mut have.exact, &want.exact, |k, v| {
                 let k = ExactKey {
                     generation: g,
                     ..*k
                 };
                 match v {
-                    Some(v) => h.insert(k, v, 0),
-                    None => h.remove(&k),
+                    Some(v) => t.set(&k, v),
+                    None => {
+                        t.remove(&k);
+                        Ok(())
+                    }
                 }
-            })
-            .map_err(DataplaneError::map(maps::EXACT))?;
+            })?;
         }
         {
             let m = self.map_mut(maps::CIDR)?;
@@ -551,18 +565,19 @@ impl MapWriter {
 /// Writes the elements of `want` that `have` does not already hold through `op` (Some:
 /// insert, None: delete), deletions first, updating `have` as it goes; returns the number of
 /// operations.
-fn diff<K: Hash + Eq + Clone, V: PartialEq + Clone>(
+fn diff<K: Hash + Eq + Clone, V: PartialEq + Clone, E: Gone>(
     have: &mut FastMap<K, V>,
     want: &FastMap<K, Option<V>>,
-    mut op: impl FnMut(&K, Option<&V>) -> Result<(), aya::maps::MapError>,
-) -> Result<usize, aya::maps::MapError> {
+    mut op: impl FnMut(&K, Option<&V>) -> Result<(), E>,
+) -> Result<usize, E> {
     let mut n = 0;
     for (k, _) in want.iter().filter(|(_, v)| v.is_none()) {
         if !have.contains_key(k) {
             continue;
         }
         match op(k, None) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Ok(()) => {}
+            Err(e) if e.gone() => {}
             Err(e) => return Err(e),
         }
         have.remove(k);
@@ -577,6 +592,32 @@ fn diff<K: Hash + Eq + Clone, V: PartialEq + Clone>(
         }
     }
     Ok(n)
+}
+
+/// Errors of [`diff`]'s writes: whether one says the key to remove was already gone.
+trait Gone {
+    fn gone(&self) -> bool;
+}
+
+impl Gone for aya::maps::MapError {
+    fn gone(&self) -> bool {
+        matches!(self, aya::maps::MapError::KeyNotFound)
+    }
+}
+
+impl Gone for DataplaneError {
+    fn gone(&self) -> bool {
+        false
+    }
+}
+
+/// The `MapData` of a map of any type the writer uses.
+fn map_data(m: &Map) -> Option<&MapData> {
+    match m {
+        Map::HashMap(d) | Map::LruHashMap(d) | Map::LpmTrie(d) | Map::Array(d) => Some(d),
+        Map::PerCpuArray(d) | Map::RingBuf(d) | Map::ProgramArray(d) => Some(d),
+        _ => None,
+    }
 }
 
 /// A seed for the flow table's hash, from the kernel's random source (the clock if that

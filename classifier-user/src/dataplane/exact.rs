@@ -1,0 +1,431 @@
+//! The exact table's writer. `EXACT` is an array of `ExactBucket`s created `BPF_F_MMAPABLE`:
+//! user space maps it and writes slots with ordered stores, as the program's reader expects
+//! (classifier-ebpf `prog/exact.rs`, docs/decision.md §4):
+//! - a new key: its words, then its meta word (release);
+//! - a changed value: the meta word cleared, the words, the meta word;
+//! - a removed key: the meta word cleared;
+//! - a key moved (cuckoo) only ever from its first bucket to its second: stored there first,
+//!   then cleared in the first. The reader looks in the first bucket, then the second, so a
+//!   key being moved is always found (a move the other way could pass it unseen).
+//!
+//! Both generations live in the one table (the generation is in the hash and the meta word).
+//! There are `ceil(2/3 capacity)` buckets of four slots: with both generations full, three
+//! slots in four are in use, where a cuckoo table of four-slot buckets still places keys with
+//! short move paths.
+
+use std::{
+    os::fd::{AsFd as _, AsRawFd as _},
+    sync::atomic::{fence, AtomicU64, Ordering},
+};
+
+use aya::maps::MapData;
+use classifier_common::{
+    exact_buckets, exact_entry, exact_hash, exact_meta, maps, EntryValue, ExactBucket, ExactKey,
+    ExactSlot, EXACT_WAYS,
+};
+
+use super::{desired::FastMap, DataplaneError};
+
+/// Longest chain of keys moved to place a new one.
+const MAX_MOVES: usize = 5;
+
+/// Buckets of a table for `capacity` entries per generation.
+pub fn buckets_for(capacity: u32) -> u32 {
+    (capacity as u64 * 2).div_ceil(3).clamp(2, u32::MAX as u64) as u32
+}
+
+/// Entries per generation a table of `buckets` buckets is sized for (the inverse of
+/// [`buckets_for`], rounded down).
+pub fn capacity_of(buckets: u32) -> u32 {
+    (buckets as u64 * 3 / 2).min(u32::MAX as u64) as u32
+}
+
+/// The shared mapping of `EXACT`, and where each key is.
+pub(crate) struct ExactTable {
+    base: *mut ExactBucket,
+    /// Bytes mapped (0: the buckets are `_owned`, a table in memory for unit tests).
+    len: usize,
+    _owned: Vec<ExactBucket>,
+    n: u32,
+    seed: u64,
+    /// Slot index (bucket * EXACT_WAYS + way) of each key, by key with its generation.
+    at: FastMap<ExactKey, u32>,
+}
+
+// SAFETY: the table owns its mapping; `&mut self` methods are the only writers in this
+// process, and the program's concurrent reads are what the store order is for.
+unsafe impl Send for ExactTable {}
+// SAFETY: as above; `&self` methods only read.
+unsafe impl Sync for ExactTable {}
+
+impl Drop for ExactTable {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            // SAFETY: the mapping made in `map`, unmapped once.
+            unsafe { libc::munmap(self.base.cast(), self.len) };
+        }
+    }
+}
+
+impl ExactTable {
+    /// Maps `EXACT` (`n` buckets, hash seed `seed`, from `Layout`) and reads back the keys it
+    /// holds.
+    pub fn map(data: &MapData, n: u32, seed: u64) -> Result<Self, DataplaneError> {
+        let have = data
+            .info()
+            .map_err(DataplaneError::map(maps::EXACT))?
+            .max_entries();
+        if n < 2 || n > have {
+            return Err(DataplaneError::Exact(format!(
+                "the layout says {n} buckets, the map has {have}"
+            )));
+        }
+        let page = 4096usize;
+        let len = (have as usize * size_of::<ExactBucket>()).next_multiple_of(page);
+        let fd = data.fd().as_fd().as_raw_fd();
+        // SAFETY: a shared mapping of the map's own size; checked for failure below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(DataplaneError::Exact(format!(
+                "mapping EXACT: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        let mut t = Self {
+            base: p.cast(),
+            len,
+            _owned: Vec::new(),
+            n,
+            seed,
+            at: FastMap::default(),
+        };
+        for i in 0..n * EXACT_WAYS as u32 {
+            if let Some((k, _)) = t.read(i) {
+                t.at.insert(k, i);
+            }
+        }
+        Ok(t)
+    }
+
+    fn slot(&self, i: u32) -> &ExactSlot {
+        debug_assert!(i < self.n * EXACT_WAYS as u32);
+        // SAFETY: `i` is a slot of one of the `n` buckets inside the mapping.
+        unsafe { &(*self.base.add(i as usize / EXACT_WAYS)).slots[i as usize % EXACT_WAYS] }
+    }
+
+    fn word(&self, i: u32, w: usize) -> &AtomicU64 {
+        let s = self.slot(i);
+        let p = if w == 0 { &s.meta } else { &s.key[w - 1] };
+        // SAFETY: an aligned u64 of the shared mapping, which the program also accesses as
+        // such.
+        unsafe { AtomicU64::from_ptr(p as *const u64 as *mut u64) }
+    }
+
+    /// The key (with its generation) and entry in slot `i`, if in use.
+    fn read(&self, i: u32) -> Option<(ExactKey, EntryValue)> {
+        let m = self.word(i, 0).load(Ordering::Acquire);
+        if m & 0xff != 1 {
+            return None;
+        }
+        let w = [1, 2, 3].map(|j| self.word(i, j).load(Ordering::Relaxed));
+        let mut addr = [0u8; 16];
+        addr[..8].copy_from_slice(&w[0].to_le_bytes());
+        addr[8..].copy_from_slice(&w[1].to_le_bytes());
+        let k = ExactKey {
+            generation: (m >> 8) as u8,
+            family: w[2] as u8,
+            proto: (w[2] >> 8) as u8,
+            _pad: 0,
+            port: (w[2] >> 16) as u16,
+            _pad2: 0,
+            addr,
+        };
+        Some((k, exact_entry(m, w[2])))
+    }
+
+    fn buckets(&self, k: &ExactKey) -> (u32, u32) {
+        exact_buckets(exact_hash(&k.words(), k.generation, self.seed), self.n)
+    }
+
+    fn free_way(&self, b: u32) -> Option<u32> {
+        (0..EXACT_WAYS as u32)
+            .map(|w| b * EXACT_WAYS as u32 + w)
+            .find(|&i| self.word(i, 0).load(Ordering::Relaxed) == 0)
+    }
+
+    /// Stores `k` (generation included) and `v` in free slot `i`: words first, meta last.
+    fn store(&mut self, i: u32, k: &ExactKey, v: &EntryValue) {
+        let mut w = k.words();
+        w[2] |= (v.entry_id as u64) << 32;
+        for (j, x) in w.iter().enumerate() {
+            self.word(i, j + 1).store(*x, Ordering::Relaxed);
+        }
+        self.word(i, 0).store(
+            exact_meta(k.generation, v.verdict, v.service_id),
+            Ordering::Release,
+        );
+        self.at.insert(*k, i);
+    }
+
+    fn clear(&mut self, i: u32) {
+        self.word(i, 0).store(0, Ordering::Release);
+        // The clear is seen before any later store to the slot.
+        fence(Ordering::SeqCst);
+    }
+
+    /// Entries in use, with their generations.
+    pub fn entries(&self) -> Vec<(ExactKey, EntryValue)> {
+        let mut v: Vec<_> = self.at.values().filter_map(|&i| self.read(i)).collect();
+        v.sort_by_key(|(k, _)| (k.generation, k.family, k.proto, k.port, k.addr));
+        v
+    }
+
+    /// Sets `k`'s entry (`k.generation` included): in place if it has a slot, else in a free
+    /// slot of its two buckets, else after moving keys to their other buckets (at most
+    /// [`MAX_MOVES`]).
+    pub fn set(&mut self, k: &ExactKey, v: &EntryValue) -> Result<(), DataplaneError> {
+        if let Some(&i) = self.at.get(k) {
+            if self.read(i).map(|(_, e)| e) == Some(*v) {
+                return Ok(());
+            }
+            self.clear(i);
+            self.store(i, k, v);
+            return Ok(());
+        }
+        let (a, b) = self.buckets(k);
+        if let Some(i) = self.free_way(a).or_else(|| self.free_way(b)) {
+            self.store(i, k, v);
+            return Ok(());
+        }
+        let path = self.move_path(a, b).ok_or_else(|| {
+            DataplaneError::Exact(format!(
+                "no room for {k:?} within {MAX_MOVES} moves: the table is too full for this \
+                 plan (raise the exact capacity)"
+            ))
+        })?;
+        // Move from the end of the path: each key is stored in its other bucket before its
+        // slot is cleared and taken by the key before it.
+        let mut free = path.free;
+        for &i in path.slots.iter().rev() {
+            let (mk, mv) = self.read(i).expect("a slot on the move path is in use");
+            self.store(free, &mk, &mv);
+            self.clear(i);
+            free = i;
+        }
+        self.store(free, k, v);
+        Ok(())
+    }
+
+    /// Removes `k`'s entry (`k.generation` included), if any.
+    pub fn remove(&mut self, k: &ExactKey) {
+        if let Some(i) = self.at.remove(k) {
+            self.clear(i);
+        }
+    }
+
+    /// A breadth-first search for the shortest chain of slots, starting in bucket `a` or
+    /// `b`, whose keys are in their first bucket and can each move to their second, the last
+    /// one into a free slot.
+    fn move_path(&self, a: u32, b: u32) -> Option<MovePath> {
+        // (slot, index of the step it came from)
+        let mut steps: Vec<(u32, usize)> = Vec::new();
+        let mut level: Vec<usize> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for bucket in [a, b] {
+            for w in 0..EXACT_WAYS as u32 {
+                let i = bucket * EXACT_WAYS as u32 + w;
+                seen.insert(i);
+                steps.push((i, usize::MAX));
+                level.push(steps.len() - 1);
+            }
+        }
+        for _ in 0..MAX_MOVES {
+            let mut next = Vec::new();
+            for &s in &level {
+                let (i, _) = steps[s];
+                let (k, _) = self.read(i)?;
+                let (first, other) = self.buckets(&k);
+                if i / EXACT_WAYS as u32 != first {
+                    continue;
+                }
+                if let Some(free) = self.free_way(other) {
+                    let mut slots = Vec::new();
+                    let mut at = s;
+                    while at != usize::MAX {
+                        slots.push(steps[at].0);
+                        at = steps[at].1;
+                    }
+                    slots.reverse();
+                    return Some(MovePath { slots, free });
+                }
+                for w in 0..EXACT_WAYS as u32 {
+                    let j = other * EXACT_WAYS as u32 + w;
+                    if seen.insert(j) {
+                        steps.push((j, s));
+                        next.push(steps.len() - 1);
+                    }
+                }
+            }
+            level = next;
+        }
+        None
+    }
+
+    /// A table of `n` buckets in process memory (unit tests).
+    #[cfg(test)]
+    fn in_memory(n: u32, seed: u64) -> Self {
+        let mut owned = vec![ExactBucket::default(); n as usize];
+        Self {
+            base: owned.as_mut_ptr(),
+            len: 0,
+            _owned: owned,
+            n,
+            seed,
+            at: FastMap::default(),
+        }
+    }
+
+    /// What the program's lookup (prog/exact.rs) finds for `k`: its first bucket, then its
+    /// second, slot by slot.
+    #[cfg(test)]
+    fn lookup(&self, k: &ExactKey) -> Option<EntryValue> {
+        let (a, b) = self.buckets(k);
+        let w = k.words();
+        [a, b].into_iter().find_map(|bucket| {
+            (0..EXACT_WAYS as u32).find_map(|way| {
+                let i = bucket * EXACT_WAYS as u32 + way;
+                let m = self.word(i, 0).load(Ordering::Acquire);
+                let s = [1, 2, 3].map(|j| self.word(i, j).load(Ordering::Relaxed));
+                (classifier_common::exact_meta_is(m, k.generation)
+                    && s[0] == w[0]
+                    && s[1] == w[1]
+                    && (s[2] ^ w[2]) & 0xffff_ffff == 0)
+                    .then(|| exact_entry(m, s[2]))
+            })
+        })
+    }
+}
+
+/// Slots whose keys move, first (in the new key's bucket) to last, and the free slot the last
+/// one moves to.
+struct MovePath {
+    slots: Vec<u32>,
+    free: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use classifier_common::{family, proto};
+
+    use super::*;
+
+    fn key(i: u32, generation: u8) -> ExactKey {
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&(0x0a00_0000 + i / 3).to_be_bytes());
+        ExactKey {
+            generation,
+            family: family::V4,
+            proto: if i % 2 == 0 { proto::TCP } else { proto::UDP },
+            _pad: 0,
+            port: (8000 + (i % 3) as u16).to_be(),
+            _pad2: 0,
+            addr,
+        }
+    }
+
+    fn value(i: u32, round: u32) -> EntryValue {
+        EntryValue {
+            service_id: i ^ round,
+            entry_id: i + round,
+            verdict: (i % 4) as u8,
+            _pad: [0; 3],
+        }
+    }
+
+    /// Both generations filled to the capacity the table is sized for (three slots in four):
+    /// every key placed, keys moved on the way, and after every write each key in the table
+    /// is found where the program looks, with its value; removed and changed keys too.
+    #[test]
+    fn a_full_table_places_every_key_and_the_reader_finds_each_after_every_write() {
+        let cap = 300u32;
+        let mut t = ExactTable::in_memory(buckets_for(cap), 0x5eed_1234);
+        assert_eq!(capacity_of(buckets_for(cap)), cap);
+        let mut want: std::collections::HashMap<ExactKey, EntryValue> = Default::default();
+        let check = |t: &ExactTable, want: &std::collections::HashMap<ExactKey, EntryValue>| {
+            for (k, v) in want {
+                assert_eq!(t.lookup(k), Some(*v), "{k:?}");
+            }
+            assert_eq!(t.at.len(), want.len());
+        };
+        for g in 0..2u8 {
+            for i in 0..cap {
+                let (k, v) = (key(i, g), value(i, 0));
+                t.set(&k, &v).unwrap();
+                want.insert(k, v);
+                if i % 37 == 0 {
+                    check(&t, &want);
+                }
+            }
+        }
+        check(&t, &want);
+        assert_eq!(t.entries().len(), 2 * cap as usize);
+        // Keys in their second bucket: some were placed or moved there.
+        let second = want
+            .keys()
+            .filter(|k| t.at[k] / EXACT_WAYS as u32 != t.buckets(k).0)
+            .count();
+        assert!(second > 50, "{second} keys in their second bucket");
+        // Remove a third of one generation, change another third, add new keys in their
+        // place; the other generation is untouched.
+        for i in 0..cap {
+            let k = key(i, 1);
+            match i % 3 {
+                0 => {
+                    t.remove(&k);
+                    want.remove(&k);
+                    assert_eq!(t.lookup(&k), None);
+                }
+                1 => {
+                    t.set(&k, &value(i, 7)).unwrap();
+                    want.insert(k, value(i, 7));
+                }
+                _ => {}
+            }
+        }
+        for i in cap..cap + cap / 3 {
+            let k = key(i, 1);
+            t.set(&k, &value(i, 0)).unwrap();
+            want.insert(k, value(i, 0));
+        }
+        check(&t, &want);
+        // The same memory read back from scratch holds the same entries.
+        let mut again = ExactTable::in_memory(t.n, t.seed);
+        again._owned.copy_from_slice(&t._owned);
+        for i in 0..again.n * EXACT_WAYS as u32 {
+            if let Some((k, _)) = again.read(i) {
+                again.at.insert(k, i);
+            }
+        }
+        assert_eq!(again.entries(), t.entries());
+        // Past what the table can hold, `set` refuses instead of losing a key.
+        let mut refused = 0;
+        for i in 0..2 * cap {
+            if t.set(&key(10_000 + i, 0), &value(i, 0)).is_err() {
+                refused += 1;
+            } else {
+                want.insert(key(10_000 + i, 0), value(i, 0));
+            }
+        }
+        assert!(refused > 0);
+        check(&t, &want);
+    }
+}
