@@ -319,8 +319,8 @@ pub fn exact_hash(w: &[u64; 3], generation: u8, seed: u64) -> u64 {
 /// two), made distinct.
 #[inline(always)]
 pub const fn exact_buckets(h: u64, n: u32) -> (u32, u32) {
-    let a = ((h & 0xffff_ffff) * n as u64 >> 32) as u32;
-    let b = ((h >> 32) * n as u64 >> 32) as u32;
+    let a = (((h & 0xffff_ffff) * n as u64) >> 32) as u32;
+    let b = (((h >> 32) * n as u64) >> 32) as u32;
     if a != b {
         (a, b)
     } else if a + 1 < n {

@@ -93,12 +93,16 @@ fn a_full_exact_table_finds_every_entry_across_a_changed_plan() {
     let mut dp = dataplane();
     let cap = dp.capacities().exact;
     let dest = |i: u32| -> (String, u16, L4) {
-        let a = if i % 5 == 0 {
+        let a = if i.is_multiple_of(5) {
             format!("fd00:70::{:x}", i / 3 + 1)
         } else {
             format!("10.70.{}.{}", i / 3 / 250, i / 3 % 250 + 1)
         };
-        let l4 = if i % 2 == 0 { L4::Tcp } else { L4::Udp };
+        let l4 = if i.is_multiple_of(2) {
+            L4::Tcp
+        } else {
+            L4::Udp
+        };
         (a, 8000 + (i % 3) as u16, l4)
     };
     let packet = |i: u32| {

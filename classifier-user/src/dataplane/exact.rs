@@ -334,7 +334,11 @@ mod tests {
         ExactKey {
             generation,
             family: family::V4,
-            proto: if i % 2 == 0 { proto::TCP } else { proto::UDP },
+            proto: if i.is_multiple_of(2) {
+                proto::TCP
+            } else {
+                proto::UDP
+            },
             _pad: 0,
             port: (8000 + (i % 3) as u16).to_be(),
             _pad2: 0,
