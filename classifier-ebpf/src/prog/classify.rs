@@ -161,9 +161,14 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
         // instead of looking the port up again (a hash lookup each). Copied in words: a
         // struct copy here becomes a byte-loop `memmove` call.
         copy_words(&mut st.port_value, port);
+        // The split-hello program only for a flow already waiting or a first payload that
+        // starts a ClientHello continuing past it (or too long to follow): a whole hello goes
+        // straight to the name stages (one tail call fewer; `starts` reads six header bytes).
+        let split =
+            pending || (kinds & name_kind::TLS != 0 && split::starts(ctx, p) != split::OTHER);
         // SAFETY: tail calls with the program's own context; they return only on failure.
         unsafe {
-            if kinds & name_kind::TLS != 0 || pending {
+            if split {
                 JUMP.tail_call(ctx, jump::SPLIT);
             }
             JUMP.tail_call(ctx, jump::NAMES);
@@ -301,7 +306,8 @@ fn describe_name(n: usize, kind: u8, name_stage: u8) -> bool {
 }
 
 /// Split ClientHellos (§6, §11): the `meshclass_split` program, tail-called by `meshclass`
-/// for a payload on a PENDING flow or on a TLS port, with the packet in `PKT_STATE`. It
+/// for a payload on a PENDING flow, or a first payload on a TLS port that `split::starts`
+/// does not call OTHER, with the packet in `PKT_STATE`. It
 /// continues a ClientHello being followed, or starts following one that continues past this
 /// first payload; anything else goes on to `meshclass_names`. A program of its own, so that
 /// neither it nor the name stages add to the other's verification.

@@ -24,7 +24,7 @@ use classifier_common::PendingValue;
 
 use super::{
     maps::{SplitWork, HELLO_LIMIT, SPLIT},
-    pkt::{be16_at, u8_at, Pkt},
+    pkt::{rd, u8_at, Pkt},
 };
 
 /// What a segment says about the hello being followed.
@@ -99,21 +99,16 @@ pub fn starts(ctx: &TcContext, p: &Pkt) -> u8 {
     if n < 9 {
         return SPLIT_START;
     }
-    let at = p.payload_off as usize;
-    let (Some(rec), Some(major), Some(minor), Some(ty), Some(hi), Some(lo)) = (
-        u8_at(ctx, at),
-        u8_at(ctx, at + 1),
-        u8_at(ctx, at + 2),
-        u8_at(ctx, at + 5),
-        u8_at(ctx, at + 6),
-        be16_at(ctx, at + 7),
-    ) else {
+    let Some((h, last)) = hello_header(ctx, p.payload_off as usize) else {
         return OTHER;
     };
+    // Bytes 0-2: record type 0x16, version 3.x (x <= 4); byte 5: ClientHello (1).
+    let (rec, major, minor, ty) = (h as u8, (h >> 8) as u8, (h >> 16) as u8, (h >> 40) as u8);
     if rec != 0x16 || major != 3 || minor > 4 || ty != 1 {
         return OTHER;
     }
-    let end = 9 + (((hi as usize) << 16) | lo as usize);
+    // Bytes 6-8: the handshake length, big-endian.
+    let end = 9 + (((h >> 48) as usize & 0xff) << 16 | ((h >> 56) as usize) << 8 | last as usize);
     if end > HELLO_LIMIT {
         TOO_LONG
     } else if end > n {
@@ -121,6 +116,13 @@ pub fn starts(ctx: &TcContext, p: &Pkt) -> u8 {
     } else {
         OTHER
     }
+}
+
+/// The first nine bytes of a payload at `at` (a TLS record header and a handshake header):
+/// bytes 0-7 as a little-endian word and byte 8, in two reads.
+#[inline(always)]
+pub fn hello_header(ctx: &TcContext, at: usize) -> Option<(u64, u8)> {
+    Some((rd::<u64>(ctx, at)?, u8_at(ctx, at + 8)?))
 }
 
 /// Parses this segment's payload as the continuation of the stream whose state is `prev`
