@@ -215,8 +215,6 @@ pub mod capacity {
     pub const EXACT: u32 = 1 << 20;
     /// CIDR entries per generation.
     pub const CIDR: u32 = 1 << 16;
-    /// Port entries per generation.
-    pub const PORTS: u32 = 1 << 14;
     /// Name entries per generation.
     pub const NAMES: u32 = 1 << 18;
     /// Tracked connections.
@@ -234,7 +232,7 @@ pub const MAX_NAME_LEN: usize = 256;
 
 /// Layout version of every map type in this file. A pinned map set with another version is
 /// never adopted by a program built with this one.
-pub const LAYOUT_VERSION: u32 = 6;
+pub const LAYOUT_VERSION: u32 = 7;
 
 /// What an entry decides when it matches.
 #[repr(C)]
@@ -401,6 +399,33 @@ pub struct PortValue {
     pub suffix_labels: u64,
 }
 const _: () = assert!(size_of::<PortValue>() == 24);
+
+/// One slot of the ports table (`PORTS`): a meta word (bit 0: in use; bits 8-63: a version
+/// that every write of the slot bumps) and the value. User space writes it through a shared
+/// mapping: the meta word cleared, the value, the meta word; the program accepts a value read
+/// between two equal meta words that say in use (docs/decision.md §5).
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PortSlot {
+    pub meta: u64,
+    pub value: PortValue,
+}
+const _: () = assert!(size_of::<PortSlot>() == 32);
+
+/// Slots of the ports table: every port of TCP and UDP, in each generation.
+pub const PORT_SLOTS: u32 = 4 << 16;
+
+/// The ports table's slot of (generation, protocol, port in network order); `None` for a
+/// protocol other than TCP and UDP.
+#[inline(always)]
+pub const fn port_slot(generation: u8, protocol: u8, port: u16) -> Option<u32> {
+    let p = match protocol {
+        proto::TCP => 0,
+        proto::UDP => 1,
+        _ => return None,
+    };
+    Some(((generation as u32 & 1) << 17) | p << 16 | port as u32)
+}
 
 /// Key of the names map.
 #[repr(C)]
@@ -883,6 +908,7 @@ mod pod {
     pod!(
         FlowBucket,
         ExactBucket,
+        PortSlot,
         EntryValue,
         ExactKey,
         CidrData,

@@ -27,7 +27,6 @@ pub fn dataplane() -> Dataplane {
     let caps = Capacities {
         exact: 1024,
         cidr: 256,
-        ports: 256,
         names: 1024,
         flows: 4096,
         pending: 256,

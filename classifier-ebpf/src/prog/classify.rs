@@ -7,8 +7,8 @@ use aya_ebpf::{
 };
 use classifier_common::{
     config_flags, counter, family, flow_state, jump, name_kind, name_match, policy, proto, stage,
-    verdict, CidrData, Config, EntryValue, Event, FlowKey, FlowValue, PendingValue, PortKey,
-    PortValue, CIDR_FIXED_BITS, MAX_NAME_LEN, NO_SERVICE,
+    verdict, CidrData, Config, EntryValue, Event, FlowKey, FlowValue, PendingValue, PortValue,
+    CIDR_FIXED_BITS, MAX_NAME_LEN, NO_SERVICE,
 };
 
 use super::{
@@ -16,11 +16,11 @@ use super::{
     clock, cnt, exact, flows, http,
     maps::{
         PacketState, Scratch, ACTIVE, CIDR, CONFIG, ENTRY_HITS, EVENTS, JUMP, PENDING, PKT_STATE,
-        PORTS, SCRATCH, SPLIT,
+        SCRATCH, SPLIT,
     },
     names,
     pkt::{self, Parsed, Pkt, TCP_ACK, TCP_SYN},
-    split,
+    ports, split,
     tls::{self, Hello},
 };
 
@@ -120,17 +120,9 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
     }
 
     // §5 Is there a name to wait for?
-    st.port = PortKey {
-        generation,
-        proto: p.key.proto,
-        port: p.key.dport,
-    };
-    let port = match PORTS.get_ptr(&st.port) {
-        Some(v) => v,
-        None => &EMPTY_PORT as *const PortValue,
-    };
-    // SAFETY: a map value pointer (valid for this run) or a static.
-    let port = unsafe { &*port };
+    // The port's value goes into `PKT_STATE`, where the tail-called name programs read it.
+    ports::get(generation, p.key.proto, p.key.dport, &mut st.port_value);
+    let port = &st.port_value;
     let kinds = if tcp { port.name_kinds } else { 0 };
     if (kinds != 0 || pending) && p.payload_len == 0 {
         if !pending {
@@ -157,10 +149,6 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
     if kinds != 0 || pending {
         st.generation = generation;
         st.pending = waiting;
-        // The port's value travels with the packet: the tail-called programs read it here
-        // instead of looking the port up again (a hash lookup each). Copied in words: a
-        // struct copy here becomes a byte-loop `memmove` call.
-        copy_words(&mut st.port_value, port);
         // The split-hello program only for a flow already waiting or a first payload that
         // starts a ClientHello continuing past it (or too long to follow): a whole hello goes
         // straight to the name stages (one tail call fewer; `starts` reads six header bytes).
@@ -177,18 +165,6 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
 
     // §7 Port capture and policy.
     Ok(port_or_policy(ctx, p, cfg, port, generation, kinds != 0))
-}
-
-/// Copies `src` to `dst` 8 bytes at a time (`T` is a whole number of 8-byte words and
-/// 8-aligned, checked at compile time).
-#[inline(always)]
-fn copy_words<T>(dst: &mut T, src: &T) {
-    const { assert!(size_of::<T>().is_multiple_of(8) && align_of::<T>() >= 8) };
-    let (d, s) = (dst as *mut T as *mut u64, src as *const T as *const u64);
-    for i in 0..size_of::<T>() / 8 {
-        // SAFETY: both point to a `T`: `size_of::<T>() / 8` aligned words.
-        unsafe { core::ptr::write_volatile(d.add(i), core::ptr::read_volatile(s.add(i))) };
-    }
 }
 
 /// The active generation (`ACTIVE[0]`, read once per packet) and its configuration.
@@ -392,20 +368,6 @@ fn port_or_policy(
         },
     )
 }
-
-/// The port value of a port the registry does not mention.
-static EMPTY_PORT: PortValue = PortValue {
-    capture: EntryValue {
-        service_id: 0,
-        entry_id: 0,
-        verdict: 0,
-        _pad: [0; 3],
-    },
-    has_capture: 0,
-    name_kinds: 0,
-    _pad: [0; 2],
-    suffix_labels: 0,
-};
 
 /// The verdict of the outbound policy; REJECT as DROP when `no_reject`.
 #[inline(always)]

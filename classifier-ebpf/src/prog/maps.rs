@@ -8,8 +8,8 @@ use aya_ebpf::{
 };
 use classifier_common::{
     capacity, counter, jump, Active, CidrData, Config, EntryValue, ExactBucket, FlowBucket,
-    FlowKey, FlowValue, Layout, NameKey, NameValue, PendingValue, PortKey, PortValue, FLOW_WAYS,
-    MAX_NAME_LEN,
+    FlowKey, FlowValue, Layout, NameKey, NameValue, PendingValue, PortSlot, PortValue, FLOW_WAYS,
+    MAX_NAME_LEN, PORT_SLOTS,
 };
 
 use super::pkt::Pkt;
@@ -32,8 +32,11 @@ pub static EXACT: Array<ExactBucket> =
 #[map(name = "CIDR")]
 pub static CIDR: LpmTrie<CidrData, EntryValue> = LpmTrie::with_max_entries(2 * capacity::CIDR, 0);
 
+/// The ports table (ports.rs): one slot per (generation, protocol, port), written by user space
+/// through a shared mapping (`BPF_F_MMAPABLE`).
 #[map(name = "PORTS")]
-pub static PORTS: HashMap<PortKey, PortValue> = HashMap::with_max_entries(2 * capacity::PORTS, 0);
+pub static PORTS: Array<PortSlot> =
+    Array::with_max_entries(PORT_SLOTS, aya_ebpf::bindings::BPF_F_MMAPABLE);
 
 #[map(name = "NAMES")]
 pub static NAMES: HashMap<NameKey, NameValue> = HashMap::with_max_entries(2 * capacity::NAMES, 0);
@@ -144,7 +147,6 @@ pub struct PacketState {
     pub name_stage: u8,
     pub _pad: [u8; 2],
     pub cidr: Key<CidrData>,
-    pub port: PortKey,
     /// The port's `PORTS` value (or the empty one), for the tail-called name programs.
     pub port_value: PortValue,
     pub flow: FlowValue,

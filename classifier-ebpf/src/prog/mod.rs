@@ -11,5 +11,6 @@ pub mod inbound;
 pub mod maps;
 pub mod names;
 pub mod pkt;
+pub mod ports;
 pub mod split;
 pub mod tls;

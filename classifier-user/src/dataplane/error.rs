@@ -67,7 +67,17 @@ pub enum DataplaneError {
     /// A program's file descriptor could not be duplicated.
     #[error("duplicating a program fd: {0}")]
     Fd(#[source] std::io::Error),
-    /// The exact table could not be mapped, or a plan's key found no room in it.
+    /// A port entry of a protocol the ports table has no slots for (TCP and UDP only).
+    #[error("port entries are for TCP and UDP, not protocol {0}")]
+    PortProtocol(u8),
+    /// A table written through a shared mapping could not be mapped.
+    #[error("mapping `{map}` into memory: {source}")]
+    Shared {
+        map: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The exact table's layout does not fit its map, or a plan's key found no room in it.
     #[error("exact table: {0}")]
     Exact(String),
     /// The kernel's jiffy clock could not be measured at load.

@@ -13,10 +13,7 @@
 //! slots in four are in use, where a cuckoo table of four-slot buckets still places keys with
 //! short move paths.
 
-use std::{
-    os::fd::{AsFd as _, AsRawFd as _},
-    sync::atomic::{fence, AtomicU64, Ordering},
-};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 
 use aya::maps::MapData;
 use classifier_common::{
@@ -24,7 +21,7 @@ use classifier_common::{
     ExactSlot, EXACT_WAYS,
 };
 
-use super::{desired::FastMap, DataplaneError};
+use super::{desired::FastMap, shared::Shared, DataplaneError};
 
 /// Longest chain of keys moved to place a new one.
 const MAX_MOVES: usize = 5;
@@ -42,68 +39,34 @@ pub fn capacity_of(buckets: u32) -> u32 {
 
 /// The shared mapping of `EXACT`, and where each key is.
 pub(crate) struct ExactTable {
-    base: *mut ExactBucket,
-    /// Bytes mapped (0: the buckets are `_owned`, a table in memory for unit tests).
-    len: usize,
-    _owned: Vec<ExactBucket>,
+    mem: Shared,
     n: u32,
     seed: u64,
     /// Slot index (bucket * EXACT_WAYS + way) of each key, by key with its generation.
     at: FastMap<ExactKey, u32>,
 }
 
-// SAFETY: the table owns its mapping; `&mut self` methods are the only writers in this
-// process, and the program's concurrent reads are what the store order is for.
-unsafe impl Send for ExactTable {}
-// SAFETY: as above; `&self` methods only read.
-unsafe impl Sync for ExactTable {}
-
-impl Drop for ExactTable {
-    fn drop(&mut self) {
-        if self.len > 0 {
-            // SAFETY: the mapping made in `map`, unmapped once.
-            unsafe { libc::munmap(self.base.cast(), self.len) };
-        }
-    }
-}
+/// Words of a slot.
+const SLOT_WORDS: usize = size_of::<ExactSlot>() / 8;
 
 impl ExactTable {
     /// Maps `EXACT` (`n` buckets, hash seed `seed`, from `Layout`) and reads back the keys it
     /// holds.
     pub fn map(data: &MapData, n: u32, seed: u64) -> Result<Self, DataplaneError> {
-        let have = data
-            .info()
-            .map_err(DataplaneError::map(maps::EXACT))?
-            .max_entries();
-        if n < 2 || n > have {
+        let mem = Shared::map(data, maps::EXACT, size_of::<ExactBucket>())?;
+        let have = mem.words() / (EXACT_WAYS * SLOT_WORDS);
+        if n < 2 || n as usize > have {
             return Err(DataplaneError::Exact(format!(
                 "the layout says {n} buckets, the map has {have}"
             )));
         }
-        let page = 4096usize;
-        let len = (have as usize * size_of::<ExactBucket>()).next_multiple_of(page);
-        let fd = data.fd().as_fd().as_raw_fd();
-        // SAFETY: a shared mapping of the map's own size; checked for failure below.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(DataplaneError::Exact(format!(
-                "mapping EXACT: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
+        Ok(Self::over(mem, n, seed))
+    }
+
+    /// The table in `mem`, with the keys it holds.
+    fn over(mem: Shared, n: u32, seed: u64) -> Self {
         let mut t = Self {
-            base: p.cast(),
-            len,
-            _owned: Vec::new(),
+            mem,
             n,
             seed,
             at: FastMap::default(),
@@ -113,21 +76,13 @@ impl ExactTable {
                 t.at.insert(k, i);
             }
         }
-        Ok(t)
+        t
     }
 
-    fn slot(&self, i: u32) -> &ExactSlot {
-        debug_assert!(i < self.n * EXACT_WAYS as u32);
-        // SAFETY: `i` is a slot of one of the `n` buckets inside the mapping.
-        unsafe { &(*self.base.add(i as usize / EXACT_WAYS)).slots[i as usize % EXACT_WAYS] }
-    }
-
+    /// Word `w` of slot `i` (0: the meta word, 1-3: the key words).
     fn word(&self, i: u32, w: usize) -> &AtomicU64 {
-        let s = self.slot(i);
-        let p = if w == 0 { &s.meta } else { &s.key[w - 1] };
-        // SAFETY: an aligned u64 of the shared mapping, which the program also accesses as
-        // such.
-        unsafe { AtomicU64::from_ptr(p as *const u64 as *mut u64) }
+        debug_assert!(i < self.n * EXACT_WAYS as u32 && w < SLOT_WORDS);
+        self.mem.word(i as usize * SLOT_WORDS + w)
     }
 
     /// The key (with its generation) and entry in slot `i`, if in use.
@@ -283,15 +238,11 @@ impl ExactTable {
     /// A table of `n` buckets in process memory (unit tests).
     #[cfg(test)]
     fn in_memory(n: u32, seed: u64) -> Self {
-        let mut owned = vec![ExactBucket::default(); n as usize];
-        Self {
-            base: owned.as_mut_ptr(),
-            len: 0,
-            _owned: owned,
+        Self::over(
+            Shared::in_memory(n as usize * EXACT_WAYS * SLOT_WORDS),
             n,
             seed,
-            at: FastMap::default(),
-        }
+        )
     }
 
     /// What the program's lookup (prog/exact.rs) finds for `k`: its first bucket, then its
@@ -412,13 +363,12 @@ mod tests {
         }
         check(&t, &want);
         // The same memory read back from scratch holds the same entries.
-        let mut again = ExactTable::in_memory(t.n, t.seed);
-        again._owned.copy_from_slice(&t._owned);
-        for i in 0..again.n * EXACT_WAYS as u32 {
-            if let Some((k, _)) = again.read(i) {
-                again.at.insert(k, i);
-            }
+        let copy = Shared::in_memory(t.mem.words());
+        for i in 0..t.mem.words() {
+            copy.word(i)
+                .store(t.mem.word(i).load(Ordering::Relaxed), Ordering::Relaxed);
         }
+        let again = ExactTable::over(copy, t.n, t.seed);
         assert_eq!(again.entries(), t.entries());
         // Past what the table can hold, `set` refuses instead of losing a key.
         let mut refused = 0;

@@ -7,6 +7,8 @@ mod desired_ref;
 mod error;
 mod exact;
 mod flowkey;
+mod ports;
+mod shared;
 mod writer;
 
 use std::path::Path;
@@ -42,14 +44,14 @@ pub const INBOUND_PROGRAM: &str = "meshclass_inbound";
 /// The clock sample run once at load to measure the kernel's tick (never attached).
 pub const CLOCK_PROGRAM: &str = "meshclass_clock";
 
-/// Map sizes, in entries per generation for the generation-tagged maps (exact, cidr, ports,
-/// names: the hash maps and the trie are created twice as large, the exact table with
-/// [`Capacities::exact_buckets`] buckets).
+/// Map sizes, in entries per generation for the generation-tagged maps (exact, cidr, names:
+/// the hash map and the trie are created twice as large, the exact table with
+/// [`Capacities::exact_buckets`] buckets). The ports table has a slot for every TCP and UDP
+/// port of each generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capacities {
     pub exact: u32,
     pub cidr: u32,
-    pub ports: u32,
     pub names: u32,
     /// Tracked connections: `FLOWS` gets `flows / FLOW_WAYS` buckets, rounded up to a power
     /// of two ([`Capacities::flow_buckets`]).
@@ -80,7 +82,6 @@ impl Default for Capacities {
         Self {
             exact: capacity::EXACT,
             cidr: capacity::CIDR,
-            ports: capacity::PORTS,
             names: capacity::NAMES,
             flows: capacity::FLOWS,
             pending: capacity::PENDING,
@@ -185,7 +186,6 @@ impl Dataplane {
         loader
             .map_max_entries(maps::EXACT, caps.exact_buckets())
             .map_max_entries(maps::CIDR, 2 * caps.cidr)
-            .map_max_entries(maps::PORTS, 2 * caps.ports)
             .map_max_entries(maps::NAMES, 2 * caps.names)
             .map_max_entries(maps::FLOWS, caps.flow_buckets())
             .map_max_entries(maps::PENDING, caps.pending)

@@ -10,12 +10,13 @@ use std::{
 use aya::maps::{lpm_trie::Key, Array, HashMap as BpfHashMap, LpmTrie, Map, MapData, PerCpuArray};
 use classifier_common::{
     counter, maps, stage, verdict, Active, CidrData, Config, EntryValue, ExactKey, FlowBucket,
-    FlowKey, FlowValue, Layout, NameKey, NameValue, PortKey, PortValue, FLOW_WAYS, LAYOUT_VERSION,
+    FlowKey, FlowValue, Layout, NameKey, NameValue, PortKey, FLOW_WAYS, LAYOUT_VERSION,
 };
 
 use super::{
     desired::{Changes, Content, FastMap, Slots},
     exact::{self, ExactTable},
+    ports::PortTable,
     Capacities, DataplaneError,
 };
 use crate::{plan::Plan, settings::Settings};
@@ -93,6 +94,8 @@ pub struct MapWriter {
     entry_ids: Vec<u32>,
     /// The exact table's shared mapping.
     exact: ExactTable,
+    /// The ports table's shared mapping.
+    ports: PortTable,
 }
 
 impl MapWriter {
@@ -121,6 +124,11 @@ impl MapWriter {
             layout.exact_buckets,
             layout.exact_seed,
         )?;
+        let ports = PortTable::map(
+            ebpf.map(maps::PORTS)
+                .and_then(map_data)
+                .ok_or(DataplaneError::MissingMap(maps::PORTS))?,
+        )?;
         let mut w = Self {
             store: Store::Loaded(Box::new(ebpf)),
             caps,
@@ -129,6 +137,7 @@ impl MapWriter {
             full: false,
             entry_ids: Vec::new(),
             exact,
+            ports,
         };
         w.array::<Layout>(maps::LAYOUT, |a| a.set(0, layout, 0))?;
         let cfg = Settings::default().to_config();
@@ -170,6 +179,11 @@ impl MapWriter {
             layout.exact_buckets,
             layout.exact_seed,
         )?;
+        let ports = PortTable::map(
+            maps.get(maps::PORTS)
+                .and_then(map_data)
+                .ok_or(DataplaneError::MissingMap(maps::PORTS))?,
+        )?;
         let mut w = Self {
             store: Store::Pinned(maps),
             caps: Capacities::default(),
@@ -178,6 +192,7 @@ impl MapWriter {
             full: true,
             entry_ids: Vec::new(),
             exact,
+            ports,
         };
         w.caps = w.read_capacities()?;
         w.reload()?;
@@ -199,7 +214,6 @@ impl MapWriter {
         Ok(Capacities {
             exact: exact::capacity_of(max(maps::EXACT)?),
             cidr: max(maps::CIDR)? / 2,
-            ports: max(maps::PORTS)? / 2,
             names: max(maps::NAMES)? / 2,
             flows: max(maps::FLOWS)? * FLOW_WAYS as u32,
             pending: max(maps::PENDING)?,
@@ -228,16 +242,10 @@ impl MapWriter {
                 gens[g].cidr.insert((k.prefix_len(), d), v);
             }
         }
-        {
-            let m = self.map_ref(maps::PORTS)?;
-            let h = BpfHashMap::<&MapData, PortKey, PortValue>::try_from(m)
-                .map_err(DataplaneError::map(maps::PORTS))?;
-            for kv in h.iter() {
-                let (mut k, v) = kv.map_err(DataplaneError::map(maps::PORTS))?;
-                let g = (k.generation & 1) as usize;
-                k.generation = 0;
-                gens[g].ports.insert(k, v);
-            }
+        for (mut k, v) in self.ports.entries() {
+            let g = (k.generation & 1) as usize;
+            k.generation = 0;
+            gens[g].ports.insert(k, v);
         }
         {
             let m = self.map_ref(maps::NAMES)?;
@@ -318,11 +326,10 @@ impl MapWriter {
         let cfg = settings.to_config();
         let active = self.active_generation()?;
         let next = active ^ 1;
-        let [exact, cidr, ports, names] = p.changes.lens_after(&self.gens[next as usize]);
+        let [exact, cidr, _ports, names] = p.changes.lens_after(&self.gens[next as usize]);
         for (map, needed, available) in [
             (maps::EXACT, exact, self.caps.exact),
             (maps::CIDR, cidr, self.caps.cidr),
-            (maps::PORTS, ports, self.caps.ports),
             (maps::NAMES, names, self.caps.names),
         ] {
             if needed > available as usize {
@@ -438,20 +445,17 @@ impl MapWriter {
             .map_err(DataplaneError::map(maps::NAMES))?;
         }
         {
-            let m = self.map_mut(maps::PORTS)?;
-            let mut h = BpfHashMap::<&mut MapData, PortKey, PortValue>::try_from(m)
-                .map_err(DataplaneError::map(maps::PORTS))?;
+            let t = &mut self.ports;
             n += diff(&mut have.ports, &want.ports, |k, v| {
                 let k = PortKey {
                     generation: g,
                     ..*k
                 };
                 match v {
-                    Some(v) => h.insert(k, v, 0),
-                    None => h.remove(&k),
+                    Some(v) => t.set(&k, v),
+                    None => t.remove(&k),
                 }
-            })
-            .map_err(DataplaneError::map(maps::PORTS))?;
+            })?;
         }
         Ok(n)
     }
