@@ -341,15 +341,16 @@ pub const fn exact_meta_is(m: u64, generation: u8) -> bool {
     m & 0xffff == (generation as u64) << 8 | 1
 }
 
-/// The entry a slot in use holds (meta word `m`, third key word `w2`).
+/// The entry a slot in use holds (meta word `m`, third key word `w2`). Built from three
+/// 32-bit words: a struct literal with its three zero padding bytes became a `memset` call in
+/// the program (a call and a return on every exact hit).
 #[inline(always)]
 pub const fn exact_entry(m: u64, w2: u64) -> EntryValue {
-    EntryValue {
-        service_id: (m >> 32) as u32,
-        entry_id: (w2 >> 32) as u32,
-        verdict: (m >> 16) as u8,
-        _pad: [0; 3],
-    }
+    let w = [(m >> 32) as u32, (w2 >> 32) as u32, (m >> 16) as u32 & 0xff];
+    // SAFETY: EntryValue is repr(C) u32, u32, u8, [u8; 3]: 12 bytes, every bit pattern valid;
+    // the third word's low byte is the verdict (little-endian, as on bpfel and the hosts it
+    // runs on), the padding zero.
+    unsafe { core::mem::transmute::<[u32; 3], EntryValue>(w) }
 }
 
 /// The fixed part of a CIDR key before the address; matched in full.
@@ -962,6 +963,14 @@ mod tests {
             };
             assert_eq!(k.exact_words(), e.words());
         }
+        // A slot's entry comes back field by field.
+        let m = exact_meta(1, verdict::REDIRECT, 0xdead_beef);
+        assert!(exact_meta_is(m, 1) && !exact_meta_is(m, 0));
+        let e = exact_entry(m, 0x1234_5678_bb01_0604);
+        assert_eq!(
+            (e.service_id, e.entry_id, e.verdict, e._pad),
+            (0xdead_beef, 0x1234_5678, verdict::REDIRECT, [0; 3])
+        );
         // Buckets are distinct and in range, for any table of two or more.
         for n in [2u32, 3, 7, 1000, 699_051] {
             for h in [0u64, u64::MAX, 0x8000_0000_8000_0000, 0x1234_5678_9abc_def0] {

@@ -74,6 +74,7 @@ fn decisions_are_timed_by_the_monotonic_clock_to_one_tick() {
     )
     .unwrap();
     let l = dp.layout().unwrap();
+    eprintln!("tick {} ns", l.tick_ns);
     // The kernel's HZ is between 24 and 1024.
     assert!(
         (976_000..=41_700_000).contains(&l.tick_ns),
@@ -98,7 +99,8 @@ fn decisions_are_timed_by_the_monotonic_clock_to_one_tick() {
                 .iter()
                 .find(|(k, _)| k.sport == from.to_be() && k.dport == to.to_be())
                 .unwrap_or_else(|| panic!("{what} flow of round {round}"));
-            // One tick of the coarse clock, one of the conversion.
+            // The start of the decision's jiffy: up to a tick early (one more for the grid's
+            // phase against the samples taken at load).
             assert!(
                 v.decided_ns + 2 * l.tick_ns >= before && v.decided_ns <= after + l.tick_ns,
                 "{what} decided at {} ns, outside {before}..{after} by more than a tick of {} ns",

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use classifier_common::{
     config_flags, counter, family, flow_state, jump, name_kind, name_match, policy, proto, stage,
-    verdict, CidrData, Config, EntryValue, Event, FlowKey, FlowValue, PendingValue, PortValue,
+    verdict, CidrData, Config, EntryValue, Event, FlowKey, PendingValue, PortValue,
     CIDR_FIXED_BITS, MAX_NAME_LEN, NO_SERVICE,
 };
 
@@ -126,19 +126,16 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
     let kinds = if tcp { port.name_kinds } else { 0 };
     if (kinds != 0 || pending) && p.payload_len == 0 {
         if !pending {
-            st.flow = FlowValue {
-                state: flow_state::PENDING,
-                verdict: verdict::NONE,
-                stage: stage::PENDING,
-                generation,
-                service_id: NO_SERVICE,
-                entry_id: 0,
-                _pad: 0,
-                decided_ns: 0,
-            };
             // A `PENDING` map entry of an earlier connection with this key stays unread: only
             // FOLLOWING flows look it up.
-            flows::insert(&p.key, &st.flow, false);
+            let head = flows::head(
+                flow_state::PENDING,
+                verdict::NONE,
+                stage::PENDING,
+                generation,
+                NO_SERVICE,
+            );
+            flows::insert(&p.key, head, 0, 0, false);
         }
         return Ok(only(verdict::PASS, stage::PENDING));
     }
@@ -435,26 +432,21 @@ fn start_split(p: &Pkt, r: u8, generation: u8) -> u8 {
     if r != split::NEED_MORE {
         return r;
     }
-    let (Some(w), Some(ps)) = (SPLIT.get_ptr(0), PKT_STATE.get_ptr_mut(0)) else {
+    let Some(w) = SPLIT.get_ptr(0) else {
         return split::NOT_HELLO;
     };
     // SAFETY: per-CPU memory, used by this program run only.
     if PENDING.insert(&p.key, unsafe { &(*w).pv }, 0).is_err() {
         return split::NOT_HELLO;
     }
-    // SAFETY: as above.
-    let fv = unsafe { &mut (*ps).flow };
-    *fv = FlowValue {
-        state: flow_state::FOLLOWING,
-        verdict: verdict::NONE,
-        stage: stage::PENDING,
+    let head = flows::head(
+        flow_state::FOLLOWING,
+        verdict::NONE,
+        stage::PENDING,
         generation,
-        service_id: NO_SERVICE,
-        entry_id: 0,
-        _pad: 0,
-        decided_ns: 0,
-    };
-    flows::insert(&p.key, &*fv, false);
+        NO_SERVICE,
+    );
+    flows::insert(&p.key, head, 0, 0, false);
     r
 }
 
@@ -632,23 +624,8 @@ fn decide(ctx: &TcContext, p: &Pkt, cfg: &Config, d: &Decision) -> i32 {
         None => (NO_SERVICE, 0),
     };
     let now = clock::now();
-    let Some(ps) = PKT_STATE.get_ptr_mut(0) else {
-        return TC_ACT_SHOT;
-    };
-    // SAFETY: per-CPU state, used by this program run only.
-    let fv = unsafe { &mut (*ps).flow };
-    *fv = FlowValue {
-        state: flow_state::DECIDED,
-        verdict: v,
-        stage: st,
-        generation,
-        service_id,
-        entry_id,
-        _pad: 0,
-        decided_ns: now,
-    };
-    // By reference: the key and value stay in map memory, off decide's stack frame.
-    flows::insert(&p.key, &*fv, false);
+    let head = flows::head(flow_state::DECIDED, v, st, generation, service_id);
+    flows::insert(&p.key, head, entry_id, now, false);
     if entry.is_some() {
         if let Some(h) = ENTRY_HITS.get_ptr_mut(entry_id) {
             // SAFETY: a map value shared by CPUs, updated with an atomic add.
@@ -663,7 +640,7 @@ fn decide(ctx: &TcContext, p: &Pkt, cfg: &Config, d: &Decision) -> i32 {
     }
     cnt::inc(counter::NEW_FLOWS);
     if v == verdict::DROP || v == verdict::REJECT || cfg.flags & config_flags::EVENTS_ALL != 0 {
-        event(p, fv, now, name_len);
+        event(p, service_id, entry_id, v, st, now, name_len);
     }
     cnt::decided(v, st);
     act(ctx, p, cfg, v, after_handshake)
@@ -676,7 +653,7 @@ fn decide(ctx: &TcContext, p: &Pkt, cfg: &Config, d: &Decision) -> i32 {
 /// them), and copying the name word by word there exceeded the verifier's budget. Bytes of
 /// the name past `name_len` are unspecified.
 #[inline(always)]
-fn event(p: &Pkt, fv: &FlowValue, now: u64, name_len: usize) {
+fn event(p: &Pkt, service_id: u32, entry_id: u32, v: u8, st: u8, now: u64, name_len: usize) {
     let Some(s) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -694,10 +671,10 @@ fn event(p: &Pkt, fv: &FlowValue, now: u64, name_len: usize) {
         for i in 0..5 {
             core::ptr::write_volatile(w.add(1 + i), *k.add(i));
         }
-        core::ptr::write_volatile(w.add(6), fv.service_id as u64 | (fv.entry_id as u64) << 32);
+        core::ptr::write_volatile(w.add(6), service_id as u64 | (entry_id as u64) << 32);
         core::ptr::write_volatile(
             w.add(7),
-            fv.verdict as u64 | (fv.stage as u64) << 8 | (name_len as u64) << 16,
+            v as u64 | (st as u64) << 8 | (name_len as u64) << 16,
         );
         &*(w as *const Event)
     };

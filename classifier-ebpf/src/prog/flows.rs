@@ -15,8 +15,7 @@
 use core::ptr::{read_volatile, write_volatile};
 
 use classifier_common::{
-    flow_bucket, flow_hash, flow_meta, flow_meta_is, FlowBucket, FlowKey, FlowValue, FlowWords,
-    FLOW_WAYS,
+    flow_bucket, flow_hash, flow_meta, flow_meta_is, FlowBucket, FlowKey, FlowWords, FLOW_WAYS,
 };
 
 use super::maps::{FLOWS, LAYOUT};
@@ -87,11 +86,19 @@ pub fn get(k: &FlowKey) -> Option<u64> {
     None
 }
 
-/// Stores `v` as flow `k`'s entry: in place if `k` has one (unless `only_new`: then nothing
-/// changes), else in the bucket's first empty slot, else in the slot the clock picks. A
-/// function of its own: its key words stay off the callers' stack frames.
+/// A flow entry's head word: state, verdict, stage and generation in bytes 0-3 (the low half
+/// of the slot's meta word, `flow_meta`), the service id in the high half.
+#[inline(always)]
+pub const fn head(state: u8, verdict: u8, stage: u8, generation: u8, service_id: u32) -> u64 {
+    flow_meta(0, state, verdict, stage, generation) | (service_id as u64) << 32
+}
+
+/// Stores flow `k`'s entry (`head`, entry id, decision time): in place if `k` has one (unless
+/// `only_new`: then nothing changes), else in the bucket's first empty slot, else in the slot
+/// the clock picks. A function of its own: its key words stay off the callers' stack frames.
+/// The entry goes by value, in registers: a `FlowValue` built in memory cost a `memset` call.
 #[inline(never)]
-pub fn insert(k: &FlowKey, v: &FlowValue, only_new: bool) {
+pub fn insert(k: &FlowKey, head: u64, entry_id: u32, decided_ns: u64, only_new: bool) {
     let w = k.words();
     let Some((b, h)) = bucket(&w) else {
         return;
@@ -116,12 +123,12 @@ pub fn insert(k: &FlowKey, v: &FlowValue, only_new: bool) {
         for (d, x) in s.key.0.iter_mut().zip(w.0) {
             write_volatile(d, x);
         }
-        write_volatile(&mut s.service_id, v.service_id);
-        write_volatile(&mut s.entry_id, v.entry_id);
-        write_volatile(&mut s.decided_ns, v.decided_ns);
+        write_volatile(&mut s.service_id, (head >> 32) as u32);
+        write_volatile(&mut s.entry_id, entry_id);
+        write_volatile(&mut s.decided_ns, decided_ns);
         write_volatile(
             &mut s.meta,
-            flow_meta(h, v.state, v.verdict, v.stage, v.generation),
+            (h & 0xffff_ffff_0000_0000) | (head & 0xffff_ffff),
         );
         write_volatile(&mut (*b).refs[at & (FLOW_WAYS - 1)], 1);
     }

@@ -2,7 +2,7 @@
 //! records connections that others open to the workload so that its replies pass.
 
 use aya_ebpf::{bindings::TC_ACT_UNSPEC, programs::TcContext};
-use classifier_common::{flow_state, proto, stage, verdict, FlowKey, FlowValue, NO_SERVICE};
+use classifier_common::{flow_state, proto, stage, verdict, FlowKey, NO_SERVICE};
 
 use super::{
     flows,
@@ -43,16 +43,13 @@ pub fn try_inbound(ctx: &TcContext) -> Result<i32, i32> {
         Some(a) => (a.generation & 1) as u8,
         None => 0,
     };
-    let fv = FlowValue {
-        state: flow_state::DECIDED,
-        verdict: verdict::PASS,
-        stage: stage::FLOW,
+    let head = flows::head(
+        flow_state::DECIDED,
+        verdict::PASS,
+        stage::FLOW,
         generation,
-        service_id: NO_SERVICE,
-        entry_id: 0,
-        _pad: 0,
-        decided_ns: super::clock::now(),
-    };
-    flows::insert(&reply, &fv, true);
+        NO_SERVICE,
+    );
+    flows::insert(&reply, head, 0, super::clock::now(), true);
     Ok(TC_ACT_UNSPEC)
 }

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use classifier_common::{
     capacity, counter, jump, Active, CidrData, Config, EntryValue, ExactBucket, FlowBucket,
-    FlowKey, FlowValue, Layout, NameKey, NameValue, PendingValue, PortSlot, PortValue, FLOW_WAYS,
+    FlowKey, Layout, NameKey, NameValue, PendingValue, PortSlot, PortValue, FLOW_WAYS,
     MAX_NAME_LEN, PORT_SLOTS,
 };
 
@@ -149,7 +149,6 @@ pub struct PacketState {
     pub cidr: Key<CidrData>,
     /// The port's `PORTS` value (or the empty one), for the tail-called name programs.
     pub port_value: PortValue,
-    pub flow: FlowValue,
     pub tuple: aya_ebpf::bindings::bpf_sock_tuple,
 }
 

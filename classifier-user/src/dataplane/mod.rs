@@ -108,8 +108,7 @@ pub struct KernelDecision {
     pub duration_ns: u64,
 }
 
-/// One sample of the kernel's jiffies and CLOCK_MONOTONIC_COARSE, read together by
-/// [`CLOCK_PROGRAM`].
+/// One sample of the kernel's jiffies and CLOCK_MONOTONIC, read together by [`CLOCK_PROGRAM`].
 fn clock_sample(ebpf: &mut Ebpf) -> Result<(u64, u64), DataplaneError> {
     let prog: &mut SchedClassifier = ebpf
         .program_mut(CLOCK_PROGRAM)
@@ -127,47 +126,49 @@ fn clock_sample(ebpf: &mut Ebpf) -> Result<(u64, u64), DataplaneError> {
     Ok((word(0), word(8)))
 }
 
-/// The kernel's tick length and CLOCK_MONOTONIC at jiffy 0 (`Layout::tick_ns`,
-/// `Layout::clock_base`): samples of both clocks until at least 8 ticks have passed (8-80 ms
-/// at HZ 1000-100); the tick is that of the nearest usual HZ within 10%, else the measured one.
-/// The origin is the latest of the samples' (a sample read while a tick is half applied has
-/// its coarse clock one tick behind).
-fn measure_clock(ebpf: &mut Ebpf) -> Result<(u64, u64), DataplaneError> {
-    const TICKS: u64 = 8;
-    let first = clock_sample(ebpf)?;
+/// The first sample after the jiffies next change: its jiffy and the time it started, to the
+/// few microseconds between two samples (samples are taken back to back, for at most 3 s).
+fn next_jiffy(ebpf: &mut Ebpf) -> Result<(u64, u64), DataplaneError> {
     let started = std::time::Instant::now();
-    let mut samples = vec![first];
-    let last = loop {
-        std::thread::sleep(std::time::Duration::from_millis(2));
-        let s = clock_sample(ebpf)?;
-        samples.push(s);
-        if s.0.wrapping_sub(first.0) >= TICKS && s.1 > first.1 {
-            break s;
+    let (j0, _) = clock_sample(ebpf)?;
+    loop {
+        let (j, t) = clock_sample(ebpf)?;
+        if j != j0 {
+            return Ok((j, t));
         }
         if started.elapsed() > std::time::Duration::from_secs(3) {
             return Err(DataplaneError::Clock(format!(
-                "jiffies went from {} to {} in 3 s",
-                first.0, s.0
+                "the jiffies stayed at {j0} for 3 s"
             )));
         }
-    };
-    let measured = (last.1 - first.1) as f64 / last.0.wrapping_sub(first.0) as f64;
+    }
+}
+
+/// The kernel's tick length and CLOCK_MONOTONIC at jiffy 0 (`Layout::tick_ns`,
+/// `Layout::clock_base`): the start times of two jiffies at least 20 ms apart, each caught by
+/// sampling back to back until the jiffies change (the kernel advances them on a grid of whole
+/// ticks, so the two starts are whole ticks apart); the tick is that of the nearest usual HZ
+/// within 2%, else the measured one. `clock_ns(j)` is then the start of jiffy `j`.
+fn measure_clock(ebpf: &mut Ebpf) -> Result<(u64, u64), DataplaneError> {
+    let (j0, t0) = next_jiffy(ebpf)?;
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let (j1, t1) = next_jiffy(ebpf)?;
+    let ticks = j1.wrapping_sub(j0);
+    if ticks == 0 || t1 <= t0 {
+        return Err(DataplaneError::Clock(format!(
+            "jiffies {j0} at {t0} ns, {j1} at {t1} ns"
+        )));
+    }
+    let measured = (t1 - t0) as f64 / ticks as f64;
     let tick_ns = [
         100u64, 250, 300, 1000, 24, 32, 48, 64, 128, 200, 256, 500, 1024,
     ]
     .iter()
     .map(|hz| (1_000_000_000 + hz / 2) / hz)
-    .find(|&t| (t as f64 - measured).abs() <= 0.1 * t as f64)
+    .find(|&t| (t as f64 - measured).abs() <= 0.02 * t as f64)
     .unwrap_or(measured.round() as u64)
     .max(1);
-    let origin = |(j, ns): (u64, u64)| ns.wrapping_sub(j.wrapping_mul(tick_ns));
-    let b0 = origin(first);
-    let base = samples
-        .iter()
-        .map(|&s| origin(s))
-        .max_by_key(|&b| b.wrapping_sub(b0) as i64)
-        .unwrap_or(b0);
-    Ok((tick_ns, base))
+    Ok((tick_ns, t1.wrapping_sub(j1.wrapping_mul(tick_ns))))
 }
 
 /// The loaded program and its maps (or, re-adopted after a restart, the pinned maps alone).
