@@ -142,7 +142,8 @@ pub mod counter {
     pub const MALFORMED: u32 = 26;
     /// IP fragments after the first one.
     pub const FRAGMENTS: u32 = 27;
-    /// New connections decided (first decision of a flow).
+    /// New connections decided (first decision of a flow). Derived from [`DECIDED`]: the
+    /// decisions of the stages that start a flow ([`starts_flow`]).
     pub const NEW_FLOWS: u32 = 28;
     /// Decision events dropped because the ring buffer was full.
     pub const EVENTS_LOST: u32 = 29;
@@ -159,6 +160,20 @@ pub mod counter {
     pub const COUNT: u32 = DECIDED + 8 * 16;
     /// The counters below [`DECIDED`]: what user space reports, with the derived ones filled in.
     pub const REPORTED: u32 = 40;
+
+    /// The `DECIDED` stage cell of a packet the outbound policy decides without starting a
+    /// flow (neither TCP nor UDP): reported as [`stage::POLICY`], not counted in
+    /// [`NEW_FLOWS`].
+    pub const POLICY_NO_FLOW: u8 = 15;
+
+    /// Whether a decision in `DECIDED` stage cell `s` started a flow: the stages `decide`
+    /// counts (every first decision of a TCP or UDP connection).
+    pub const fn starts_flow(s: u8) -> bool {
+        matches!(
+            s,
+            stage::EXACT | stage::CIDR | stage::SNI | stage::HOST | stage::PORT | stage::POLICY
+        )
+    }
 
     /// The index of the (verdict, stage) counter.
     #[inline(always)]
@@ -305,11 +320,16 @@ pub struct ExactBucket {
 const _: () = assert!(size_of::<ExactBucket>() == 128);
 
 /// The exact table's hash of a key's words in generation `generation` under `seed`
-/// (`Layout::exact_seed`).
+/// (`Layout::exact_seed`): two multiply-xorshift steps for IPv4 (whose second address word is
+/// zero), three for IPv6.
 #[inline(always)]
 pub fn exact_hash(w: &[u64; 3], generation: u8, seed: u64) -> u64 {
     let h = flow_mix(flow_mix(seed ^ generation as u64, w[0]), w[2] & 0xffff_ffff);
-    flow_mix(h, w[1])
+    if w[2] as u8 == family::V4 {
+        h
+    } else {
+        flow_mix(h, w[1])
+    }
 }
 
 /// The two buckets of hash `h` in a table of `n` buckets (at least two): the low and the high

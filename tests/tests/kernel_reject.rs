@@ -98,11 +98,24 @@ fn drop_policy_and_other_protocols() {
     let mut dp = dataplane();
     dp.apply(&plan(vec![]), &registry_only(Blocked::Reject))
         .unwrap();
-    // ICMP under REGISTRY_ONLY + REJECT: applied as DROP, stage POLICY.
+    // ICMP under REGISTRY_ONLY + REJECT: applied as DROP, stage POLICY, and no flow starts.
     let f = Packet::icmp(ip("10.0.0.1"), ip("10.7.0.9"), 8, 0, b"ping").build();
+    let c0 = dp.counters().unwrap();
     let d = run(&mut dp, &f);
     expect(&d, verdict::DROP, stage::POLICY);
     assert_eq!(d.retval, TC_ACT_SHOT);
+    let c1 = dp.counters().unwrap();
+    let delta = |i: u32| c1[i as usize] - c0[i as usize];
+    assert_eq!(delta(counter::NEW_FLOWS), 0);
+    assert_eq!(delta(counter::BY_STAGE + u32::from(stage::POLICY)), 1);
+    // A UDP datagram the policy decides (rejects) starts one.
+    let u = Packet::udp(ip("10.0.0.1"), ip("10.7.0.9"), 5000, 5353, b"q").build();
+    expect(&run(&mut dp, &u), verdict::REJECT, stage::POLICY);
+    let c2 = dp.counters().unwrap();
+    assert_eq!(
+        c2[counter::NEW_FLOWS as usize] - c1[counter::NEW_FLOWS as usize],
+        1
+    );
     dp.apply(&plan(vec![]), &allow_any()).unwrap();
     let d = run(&mut dp, &f);
     expect(&d, verdict::PASS, stage::POLICY);

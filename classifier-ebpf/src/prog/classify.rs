@@ -81,7 +81,9 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
     }
     if !tcp && p.key.proto != proto::UDP {
         let v = blocked(cfg, true);
-        cnt::decided(v, stage::POLICY);
+        // Counted apart from the policy decisions that start flows (user space reports both
+        // as POLICY and derives NEW_FLOWS from the others).
+        cnt::decided(v, counter::POLICY_NO_FLOW);
         return Ok(act(ctx, p, cfg, v, false));
     }
 
@@ -638,7 +640,6 @@ fn decide(ctx: &TcContext, p: &Pkt, cfg: &Config, d: &Decision) -> i32 {
             };
         }
     }
-    cnt::inc(counter::NEW_FLOWS);
     if v == verdict::DROP || v == verdict::REJECT || cfg.flags & config_flags::EVENTS_ALL != 0 {
         event(p, service_id, entry_id, v, st, now, name_len);
     }

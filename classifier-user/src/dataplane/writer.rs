@@ -664,6 +664,7 @@ pub fn report(raw: &[u64]) -> Vec<u64> {
     for s in 0..stage::COUNT as u8 {
         out[(counter::BY_STAGE + u32::from(s)) as usize] = 0;
     }
+    out[counter::NEW_FLOWS as usize] = 0;
     for v in 0..8u8 {
         for s in 0..16u8 {
             let n = raw[counter::decided(v, s) as usize];
@@ -674,6 +675,14 @@ pub fn report(raw: &[u64]) -> Vec<u64> {
             if usize::from(v) < verdict::COUNT {
                 out[(counter::BY_VERDICT + u32::from(v)) as usize] += n;
             }
+            if counter::starts_flow(s) {
+                out[counter::NEW_FLOWS as usize] += n;
+            }
+            let s = if s == counter::POLICY_NO_FLOW {
+                stage::POLICY
+            } else {
+                s
+            };
             if usize::from(s) < stage::COUNT {
                 out[(counter::BY_STAGE + u32::from(s)) as usize] += n;
             }
@@ -692,26 +701,30 @@ mod tests {
         raw[counter::decided(verdict::PASS, stage::FLOW) as usize] = 5;
         raw[counter::decided(verdict::PASS, stage::EXACT) as usize] = 2;
         raw[counter::decided(verdict::DROP, stage::POLICY) as usize] = 3;
-        raw[counter::NEW_FLOWS as usize] = 7;
+        raw[counter::decided(verdict::DROP, counter::POLICY_NO_FLOW) as usize] = 4;
+        raw[counter::decided(verdict::PASS, stage::PENDING) as usize] = 6;
+        raw[counter::NEW_FLOWS as usize] = 70;
         // Stale values in the derived slots (an older layout) are not reported.
         raw[counter::PACKETS as usize] = 99;
         let r = report(&raw);
         assert_eq!(r.len(), counter::REPORTED as usize);
-        assert_eq!(r[counter::PACKETS as usize], 10);
+        assert_eq!(r[counter::PACKETS as usize], 20);
         assert_eq!(
             r[(counter::BY_VERDICT + u32::from(verdict::PASS)) as usize],
-            7
+            13
         );
         assert_eq!(
             r[(counter::BY_VERDICT + u32::from(verdict::DROP)) as usize],
-            3
+            7
         );
         assert_eq!(r[(counter::BY_STAGE + u32::from(stage::FLOW)) as usize], 5);
         assert_eq!(r[(counter::BY_STAGE + u32::from(stage::EXACT)) as usize], 2);
+        // Both policy cells are POLICY; new flows are the decisions of the stages that start
+        // one (EXACT and the flow-starting POLICY cell), whatever the raw slot held.
         assert_eq!(
             r[(counter::BY_STAGE + u32::from(stage::POLICY)) as usize],
-            3
+            7
         );
-        assert_eq!(r[counter::NEW_FLOWS as usize], 7);
+        assert_eq!(r[counter::NEW_FLOWS as usize], 5);
     }
 }
