@@ -414,7 +414,9 @@ pub struct PortValue {
     pub has_capture: u8,
     /// [`name_kind`] bits: which names to look for in the first payload on this port.
     pub name_kinds: u8,
-    pub _pad: [u8; 2],
+    /// 1 when `CIDR` has entries for this protocol and port (else the program skips it).
+    pub has_cidr: u8,
+    pub _pad: u8,
     /// Bit `n` set when a `*.` wildcard of `n` labels (after the `*`) is registered on this
     /// port; bounds how many suffixes the kernel looks up.
     pub suffix_labels: u64,

@@ -97,6 +97,12 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
                 &Decision::entry(generation, e, stage::EXACT, false, 0),
             ));
         }
+    }
+    // The port's value goes into `PKT_STATE`, where the tail-called name programs read it
+    // (§5); read before the CIDR stage, which it says whether to look at: a port without CIDR
+    // entries skips the trie.
+    ports::get(generation, p.key.proto, p.key.dport, &mut st.port_value);
+    if !pending && st.port_value.has_cidr != 0 {
         let bits = if p.key.family == family::V4 { 32 } else { 128 };
         st.cidr = Key::new(
             CIDR_FIXED_BITS + bits,
@@ -122,8 +128,6 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
     }
 
     // §5 Is there a name to wait for?
-    // The port's value goes into `PKT_STATE`, where the tail-called name programs read it.
-    ports::get(generation, p.key.proto, p.key.dport, &mut st.port_value);
     let port = &st.port_value;
     let kinds = if tcp { port.name_kinds } else { 0 };
     if (kinds != 0 || pending) && p.payload_len == 0 {

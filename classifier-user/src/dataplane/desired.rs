@@ -115,6 +115,8 @@ pub struct Slots {
     huff: FastMap<NameKey, NameKey>,
     /// Name kinds and wildcard label bits per port (network order).
     port_names: FastMap<u16, (u8, u64)>,
+    /// (protocol, port in network order) of every CIDR entry: `PortValue::has_cidr`.
+    cidr_ports: FastMap<(u8, u16), ()>,
     /// Free entry ids below `next`, largest first.
     free: Vec<u32>,
     next: u32,
@@ -143,6 +145,7 @@ pub struct Planned {
     huff_removed: Vec<NameKey>,
     huff_added: Vec<(NameKey, NameKey)>,
     port_names: FastMap<u16, (u8, u64)>,
+    cidr_ports: FastMap<(u8, u16), ()>,
     free: Vec<u32>,
     next: u32,
 }
@@ -288,6 +291,7 @@ impl Slots {
         }
         for (k, v) in &c.cidr {
             s.cidr.insert(*k, rec(*v));
+            s.cidr_ports.insert((k.1.proto, k.1.port), ());
             used.push(v.entry_id);
         }
         for (k, v) in &c.names {
@@ -346,6 +350,7 @@ impl Slots {
         let mut fix: Vec<(usize, usize)> = Vec::new();
         let mut updated: Vec<(Key, EntryValue)> = Vec::new();
         let mut kinds: FastMap<u16, (u8, u64)> = FastMap::default();
+        let mut cidr_ports: FastMap<(u8, u16), ()> = FastMap::default();
         let mut seen = [0usize; 4];
         let mut collision: Option<Collision> = None;
         let mut buf = [0u8; MAX_NAME_LEN];
@@ -370,6 +375,7 @@ impl Slots {
                     protocol,
                 } => {
                     let (len, d) = cidr_key(cidr, *port, *protocol);
+                    cidr_ports.insert((d.proto, d.port), ());
                     Key::Cidr(len, d)
                 }
                 Match::Sni { name: n, port } | Match::Host { name: n, port } => {
@@ -640,6 +646,21 @@ impl Slots {
                 touched_ports.push(tcp(*port));
             }
         }
+        let port_key = |&(proto, port): &(u8, u16)| PortKey {
+            generation: 0,
+            proto,
+            port,
+        };
+        for k in cidr_ports.keys() {
+            if full || !self.cidr_ports.contains_key(k) {
+                touched_ports.push(port_key(k));
+            }
+        }
+        for k in self.cidr_ports.keys() {
+            if !cidr_ports.contains_key(k) {
+                touched_ports.push(port_key(k));
+            }
+        }
         for pk in touched_ports {
             let cap = capture.get(&pk).copied().or_else(|| {
                 self.ports
@@ -650,8 +671,12 @@ impl Slots {
             let names = (pk.proto == proto::TCP)
                 .then(|| kinds.get(&pk.port))
                 .flatten();
-            let v = (cap.is_some() || names.is_some()).then(|| {
-                let mut pv = PortValue::default();
+            let has_cidr = cidr_ports.contains_key(&(pk.proto, pk.port));
+            let v = (cap.is_some() || names.is_some() || has_cidr).then(|| {
+                let mut pv = PortValue {
+                    has_cidr: has_cidr.into(),
+                    ..PortValue::default()
+                };
                 if let Some(c) = cap {
                     pv.capture = c;
                     pv.has_capture = 1;
@@ -683,6 +708,7 @@ impl Slots {
             huff_removed,
             huff_added,
             port_names: kinds,
+            cidr_ports,
             free,
             next,
         })
@@ -744,6 +770,7 @@ impl Slots {
             self.huff.insert(hk, nk);
         }
         self.port_names = p.port_names;
+        self.cidr_ports = p.cidr_ports;
         self.free = p.free;
         self.next = p.next;
     }

@@ -215,6 +215,18 @@ pub fn build(plan: &Plan, ids: &mut Ids) -> Result<Desired, DataplaneError> {
         let ev = value(i, entry_ids[i]);
         put_name(&mut content, kind, port, &bytes, ev)?;
     }
+    let cidr_ports: Vec<PortKey> = content
+        .cidr
+        .keys()
+        .map(|(_, d)| PortKey {
+            generation: 0,
+            proto: d.proto,
+            port: d.port,
+        })
+        .collect();
+    for pk in cidr_ports {
+        content.ports.entry(pk).or_default().has_cidr = 1;
+    }
     for (port, (k, labels)) in kinds {
         let pv = content.ports.entry(PortKey {
             generation: 0,

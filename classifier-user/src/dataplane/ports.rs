@@ -149,7 +149,8 @@ mod tests {
             },
             has_capture: 1,
             name_kinds: 3,
-            _pad: [0; 2],
+            has_cidr: (n % 2) as u8,
+            _pad: 0,
             suffix_labels: 1 << n,
         };
         t.set(&key(0, proto::TCP, 443), &v(1)).unwrap();
