@@ -117,18 +117,7 @@ impl MapWriter {
             _pad: 0,
             exact_seed: random_seed(),
         };
-        let exact = ExactTable::map(
-            ebpf.map(maps::EXACT)
-                .and_then(map_data)
-                .ok_or(DataplaneError::MissingMap(maps::EXACT))?,
-            layout.exact_buckets,
-            layout.exact_seed,
-        )?;
-        let ports = PortTable::map(
-            ebpf.map(maps::PORTS)
-                .and_then(map_data)
-                .ok_or(DataplaneError::MissingMap(maps::PORTS))?,
-        )?;
+        let (exact, ports) = shared_tables(|n| ebpf.map(n), &layout)?;
         let mut w = Self {
             store: Store::Loaded(Box::new(ebpf)),
             caps,
@@ -172,18 +161,7 @@ impl MapWriter {
                 expected: LAYOUT_VERSION,
             });
         }
-        let exact = ExactTable::map(
-            maps.get(maps::EXACT)
-                .and_then(map_data)
-                .ok_or(DataplaneError::MissingMap(maps::EXACT))?,
-            layout.exact_buckets,
-            layout.exact_seed,
-        )?;
-        let ports = PortTable::map(
-            maps.get(maps::PORTS)
-                .and_then(map_data)
-                .ok_or(DataplaneError::MissingMap(maps::PORTS))?,
-        )?;
+        let (exact, ports) = shared_tables(|n| maps.get(n), &layout)?;
         let mut w = Self {
             store: Store::Pinned(maps),
             caps: Capacities::default(),
@@ -613,6 +591,23 @@ impl Gone for DataplaneError {
     fn gone(&self) -> bool {
         false
     }
+}
+
+/// The tables written through shared mappings (`EXACT`, `PORTS`), mapped from the maps that
+/// `get` finds, as `layout` describes them.
+fn shared_tables<'m>(
+    get: impl Fn(&'static str) -> Option<&'m Map>,
+    layout: &Layout,
+) -> Result<(ExactTable, PortTable), DataplaneError> {
+    let data = |name| {
+        get(name)
+            .and_then(map_data)
+            .ok_or(DataplaneError::MissingMap(name))
+    };
+    Ok((
+        ExactTable::map(data(maps::EXACT)?, layout.exact_buckets, layout.exact_seed)?,
+        PortTable::map(data(maps::PORTS)?)?,
+    ))
 }
 
 /// The `MapData` of a map of any type the writer uses.
