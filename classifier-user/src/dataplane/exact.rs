@@ -13,7 +13,7 @@
 //! slots in four are in use, where a cuckoo table of four-slot buckets still places keys with
 //! short move paths.
 
-use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use aya::maps::MapData;
 use classifier_common::{
@@ -132,9 +132,7 @@ impl ExactTable {
     }
 
     fn clear(&mut self, i: u32) {
-        self.word(i, 0).store(0, Ordering::Release);
-        // The clear is seen before any later store to the slot.
-        fence(Ordering::SeqCst);
+        self.mem.clear_meta(i as usize * SLOT_WORDS);
     }
 
     /// Entries in use, with their generations.

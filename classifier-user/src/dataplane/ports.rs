@@ -4,7 +4,7 @@
 //! §5): the meta word cleared, the value, then the meta word with the slot's version bumped (a
 //! removal bumps the version with the in-use bit clear).
 
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::Ordering;
 
 use aya::maps::MapData;
 use classifier_common::{maps, port_slot, PortKey, PortSlot, PortValue, PORT_SLOTS};
@@ -41,11 +41,8 @@ impl PortTable {
     }
 
     fn write(&mut self, at: usize, v: Option<&PortValue>) {
-        let meta = self.mem.word(at);
-        let version = meta.load(Ordering::Relaxed) >> 8;
-        meta.store(0, Ordering::Release);
-        // The cleared meta word is seen before the value changes.
-        fence(Ordering::SeqCst);
+        let version = self.mem.word(at).load(Ordering::Relaxed) >> 8;
+        self.mem.clear_meta(at);
         let in_use = match v {
             Some(v) => {
                 for (i, w) in words(v).iter().enumerate() {

@@ -4,7 +4,7 @@
 
 use std::{
     os::fd::{AsFd as _, AsRawFd as _},
-    sync::atomic::AtomicU64,
+    sync::atomic::{fence, AtomicU64, Ordering},
 };
 
 use aya::maps::MapData;
@@ -93,6 +93,13 @@ impl Shared {
         // SAFETY: an aligned word inside the mapping (or the owned buffer), which the program
         // also accesses as 8-byte words.
         unsafe { AtomicU64::from_ptr(self.base.add(i)) }
+    }
+
+    /// Clears the meta word at `i`, so that a reader in the program stops accepting its slot,
+    /// and orders the clear before any later store to the slot.
+    pub fn clear_meta(&self, i: usize) {
+        self.word(i).store(0, Ordering::Release);
+        fence(Ordering::SeqCst);
     }
 
     /// Words mapped.
