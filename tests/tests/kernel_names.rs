@@ -17,6 +17,21 @@ fn hello(name: &str) -> Vec<u8> {
     tls::client_hello(Some(name), &tls::HelloOptions::default()).expect("a ClientHello")
 }
 
+/// A ClientHello whose server_name is its last extension: the name ends at the packet's end.
+fn hello_name_last(name: &str) -> Vec<u8> {
+    let h = hello(name);
+    let mut exts = tls::extensions(&h).expect("extensions");
+    let i = exts
+        .iter()
+        .position(|(t, _)| *t == 0)
+        .expect("a server_name");
+    let sn = exts.remove(i);
+    exts.push(sn);
+    let h = tls::with_extensions(&h, &exts).expect("a ClientHello");
+    assert!(h.ends_with(name.as_bytes()));
+    h
+}
+
 #[test]
 fn tls_sni_exact_and_wildcard() {
     let mut dp = dataplane();
@@ -93,16 +108,25 @@ fn names_of_every_length_hash_and_match_as_user_space_stores_them() {
         .unwrap();
     let mut port = 20000u16;
     let mut check = |dp: &mut Dataplane, name: &str, service: Option<u32>| {
-        port += 1;
-        let mut f = TcpFlow::new(ip("10.0.0.1"), ip("10.20.0.1"), port, 443, 100);
-        run(dp, &f.syn().build());
-        let d = run(dp, &f.data(&hello(name)).build());
-        match service {
-            Some(id) => {
-                expect(&d, verdict::PASS, stage::SNI);
-                assert_eq!(d.service_id, id, "{name}");
+        // The name inside the hello, and at its very end (where reading it in 8-byte words
+        // would run past the packet).
+        for last in [false, true] {
+            port += 1;
+            let mut f = TcpFlow::new(ip("10.0.0.1"), ip("10.20.0.1"), port, 443, 100);
+            run(dp, &f.syn().build());
+            let h = if last {
+                hello_name_last(name)
+            } else {
+                hello(name)
+            };
+            let d = run(dp, &f.data(&h).build());
+            match service {
+                Some(id) => {
+                    expect(&d, verdict::PASS, stage::SNI);
+                    assert_eq!(d.service_id, id, "{name} (last: {last})");
+                }
+                None => expect(&d, verdict::DROP, stage::POLICY),
             }
-            None => expect(&d, verdict::DROP, stage::POLICY),
         }
     };
     for len in 1..=253usize {

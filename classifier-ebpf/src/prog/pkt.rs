@@ -263,84 +263,139 @@ pub fn parse(ctx: &TcContext, p: &mut Pkt) -> Parsed {
     Parsed::Ip
 }
 
-/// The common case in one bounds check: untagged Ethernet, IPv4 without options and not a
-/// later fragment, TCP or UDP with its whole header inside the datagram. Fills `p` exactly as
-/// the general walk below would and returns true; returns false (touching nothing the walk
-/// relies on) for anything else, which the general walk then parses.
+/// The common cases in one bounds check each: untagged Ethernet, then IPv4 without options
+/// and not a later fragment, or IPv6 without extension headers, then TCP or UDP with its whole
+/// header inside the datagram. Fills `p` exactly as the general walk below would and returns
+/// true; returns false (touching nothing the walk relies on) for anything else, which the
+/// general walk then parses.
 #[inline(always)]
 fn parse_simple(ctx: &TcContext, p: &mut Pkt) -> bool {
     const L3: usize = 14;
-    const L4: usize = L3 + 20;
     let start = ctx.data();
     let end = ctx.data_end();
-    // Ethernet + IPv4 + a UDP header; a TCP header is checked for below.
-    if start + L4 + 8 > end {
+    // Ethernet + IPv4 + a UDP header; longer headers are checked for below.
+    if start + L3 + 20 + 8 > end {
         return false;
     }
     // SAFETY: [start, start + 42) is inside the packet's linear data (checked above).
-    let (ethertype, vihl, tot_len, frag, nexthdr, sa, da, ports) = unsafe {
-        (
-            ld16::<12>(start),
-            ld8::<{ L3 as i16 }>(start),
-            u16::from_be(ld16::<{ L3 as i16 + 2 }>(start)) as u32,
-            ld16::<{ L3 as i16 + 6 }>(start),
-            ld8::<{ L3 as i16 + 9 }>(start),
-            ld32::<{ L3 as i16 + 12 }>(start),
-            ld32::<{ L3 as i16 + 16 }>(start),
-            ld32::<{ L4 as i16 }>(start),
-        )
-    };
-    // 0x0800 in network order; the fragment offset is the low 13 bits in network order.
-    if ethertype != ETH_P_IP.to_be() || vihl != 0x45 || tot_len < 20 || frag & 0xff1f != 0 {
-        return false;
-    }
-    let ip_end = min(L3 as u32 + tot_len, ctx.len());
-    let (payload_off, flags, seq, ack) = if nexthdr == proto::TCP {
-        if start + L4 + 20 > end || L4 as u32 + 20 > ip_end {
-            return false;
-        }
-        // SAFETY: [start, start + 54) is inside the packet's linear data (checked above).
-        let (seq, ack, off_flags) = unsafe {
+    let ethertype = unsafe { ld16::<12>(start) };
+    if ethertype == ETH_P_IP.to_be() {
+        const L4: usize = L3 + 20;
+        // SAFETY: as above.
+        let (vihl, tot_len, frag, nexthdr, sa, da) = unsafe {
             (
-                ld32::<{ L4 as i16 + 4 }>(start),
-                ld32::<{ L4 as i16 + 8 }>(start),
-                ld16::<{ L4 as i16 + 12 }>(start),
+                ld8::<{ L3 as i16 }>(start),
+                u16::from_be(ld16::<{ L3 as i16 + 2 }>(start)) as u32,
+                ld16::<{ L3 as i16 + 6 }>(start),
+                ld8::<{ L3 as i16 + 9 }>(start),
+                ld32::<{ L3 as i16 + 12 }>(start),
+                ld32::<{ L3 as i16 + 16 }>(start),
             )
         };
+        // The fragment offset is the low 13 bits in network order.
+        if vihl != 0x45 || tot_len < 20 || frag & 0xff1f != 0 {
+            return false;
+        }
+        let ip_end = min(L3 as u32 + tot_len, ctx.len());
+        return simple_l4(
+            ctx,
+            p,
+            L4,
+            nexthdr,
+            ip_end,
+            [family::V4 as u64, sa as u64, 0, da as u64, 0],
+        );
+    }
+    if ethertype == ETH_P_IPV6.to_be() {
+        const L4: usize = L3 + 40;
+        if start + L4 + 8 > end {
+            return false;
+        }
+        // SAFETY: [start, start + 62) is inside the packet's linear data (checked above).
+        let (v, plen, nexthdr, s0, s1, d0, d1) = unsafe {
+            (
+                ld8::<{ L3 as i16 }>(start),
+                u16::from_be(ld16::<{ L3 as i16 + 4 }>(start)) as u32,
+                ld8::<{ L3 as i16 + 6 }>(start),
+                ld64::<{ L3 as i16 + 8 }>(start),
+                ld64::<{ L3 as i16 + 16 }>(start),
+                ld64::<{ L3 as i16 + 24 }>(start),
+                ld64::<{ L3 as i16 + 32 }>(start),
+            )
+        };
+        if v >> 4 != 6 {
+            return false;
+        }
+        let ip_end = min(L4 as u32 + plen, ctx.len());
+        return simple_l4(
+            ctx,
+            p,
+            L4,
+            nexthdr,
+            ip_end,
+            [family::V6 as u64, s0, s1, d0, d1],
+        );
+    }
+    false
+}
+
+/// The TCP or UDP header at `L4` (its first 8 bytes known to be in the linear data) for
+/// `parse_simple`; `key` holds the flow key's words without protocol and ports.
+#[inline(always)]
+fn simple_l4(
+    ctx: &TcContext,
+    p: &mut Pkt,
+    l4: usize,
+    nexthdr: u8,
+    ip_end: u32,
+    key: [u64; 5],
+) -> bool {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    let h = start + l4;
+    if h + 8 > end {
+        return false;
+    }
+    // SAFETY: [h, h + 8) is inside the packet's linear data (checked above).
+    let ports = unsafe { ld32::<0>(h) };
+    let l4 = l4 as u32;
+    let (payload_off, flags, seq, ack) = if nexthdr == proto::TCP {
+        if h + 20 > end || l4 + 20 > ip_end {
+            return false;
+        }
+        // SAFETY: [h, h + 20) is inside the packet's linear data (checked above).
+        let (seq, ack, off_flags) = unsafe { (ld32::<4>(h), ld32::<8>(h), ld16::<12>(h)) };
         let doff = ((off_flags & 0xf0) >> 2) as u32;
-        if doff < 20 || L4 as u32 + doff > ip_end {
+        if doff < 20 || l4 + doff > ip_end {
             return false;
         }
         (
-            L4 as u32 + doff,
+            l4 + doff,
             (off_flags >> 8) as u8,
             u32::from_be(seq),
             u32::from_be(ack),
         )
     } else if nexthdr == proto::UDP {
-        if L4 as u32 + 8 > ip_end {
+        if l4 + 8 > ip_end {
             return false;
         }
-        (L4 as u32 + 8, 0, 0, 0)
+        (l4 + 8, 0, 0, 0)
     } else {
         return false;
     };
     // The key, word by word (FlowKey is 8-aligned, little-endian): family, proto, padding and
-    // both ports as they are on the wire; then the addresses, zero beyond their 4 bytes.
+    // both ports as they are on the wire; then the addresses (an IPv4 one zero beyond its 4
+    // bytes).
     let w = &mut p.key as *mut FlowKey as *mut u64;
     // SAFETY: FlowKey is 40 bytes and 8-aligned (classifier_common asserts both).
     unsafe {
-        core::ptr::write_volatile(
-            w,
-            family::V4 as u64 | (nexthdr as u64) << 8 | (ports as u64) << 32,
-        );
-        core::ptr::write_volatile(w.add(1), sa as u64);
-        core::ptr::write_volatile(w.add(2), 0);
-        core::ptr::write_volatile(w.add(3), da as u64);
-        core::ptr::write_volatile(w.add(4), 0);
+        core::ptr::write_volatile(w, key[0] | (nexthdr as u64) << 8 | (ports as u64) << 32);
+        for (i, k) in key.iter().enumerate().skip(1) {
+            core::ptr::write_volatile(w.add(i), *k);
+        }
     }
-    p.l3_off = L3 as u32;
-    p.l4_off = L4 as u32;
+    p.l3_off = 14;
+    p.l4_off = l4;
     p.payload_off = payload_off;
     p.payload_len = ip_end - payload_off;
     p.tcp_flags = flags;

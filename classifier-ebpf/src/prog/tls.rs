@@ -101,7 +101,7 @@ pub fn parse(ctx: &TcContext, p: &Pkt, s: &mut Scratch) -> Hello {
     let ext_end = launder(s, 3, ext_end, OFF_MASK);
     for _ in 0..MAX_EXTENSIONS {
         // Bounded ranges let the verifier see one state per loop turn.
-        off = launder(s, 0, off, OFF_MASK);
+        off = opaque(off) & OFF_MASK;
         name_at = launder(s, 1, name_at, OFF_MASK);
         name_len = launder(s, 2, name_len, MAX_NAME_LEN - 1);
         if off + 4 > ext_end {
@@ -137,10 +137,29 @@ pub fn parse(ctx: &TcContext, p: &Pkt, s: &mut Scratch) -> Hello {
     Hello::Complete { name_len, ech }
 }
 
-/// Copies `len` (1..=255) packet bytes at `off` into `Scratch::name`.
+/// Copies `len` (1..=255) packet bytes at `off` into `Scratch::name`: 8 bytes a load while
+/// they are in the linear data (the bytes past the name's end that the last word brings along
+/// are zeroed by `names::normalize`), else with `bpf_skb_load_bytes`. The helper call and the
+/// kernel's byte copy behind it cost about three times the word loads of a 64-byte name.
 #[inline(always)]
 pub fn copy_name(ctx: &TcContext, s: &mut Scratch, off: usize, len: usize) -> bool {
     let n = (opaque(len.wrapping_sub(1) & (MAX_NAME_LEN - 1)) + 1) as u32;
+    let w = s.name.as_mut_ptr() as *mut u64;
+    let mut direct = true;
+    for c in 0..MAX_NAME_LEN / 8 {
+        if c * 8 >= n as usize {
+            break;
+        }
+        let Some(x) = rd::<u64>(ctx, off + c * 8) else {
+            direct = false;
+            break;
+        };
+        // SAFETY: c < 32: an aligned word of the 8-aligned, 520-byte buffer.
+        unsafe { *w.add(c) = x };
+    }
+    if direct {
+        return true;
+    }
     // SAFETY: n is in 1..=256 and the destination holds 520 bytes.
     let r = unsafe {
         bpf_skb_load_bytes(
