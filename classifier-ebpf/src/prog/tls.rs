@@ -102,8 +102,8 @@ pub fn parse(ctx: &TcContext, p: &Pkt, s: &mut Scratch) -> Hello {
     for _ in 0..MAX_EXTENSIONS {
         // Bounded ranges let the verifier see one state per loop turn.
         off = opaque(off) & OFF_MASK;
-        name_at = launder(s, 1, name_at, OFF_MASK);
-        name_len = launder(s, 2, name_len, MAX_NAME_LEN - 1);
+        name_at = opaque(name_at) & OFF_MASK;
+        name_len = opaque(name_len) & (MAX_NAME_LEN - 1);
         if off + 4 > ext_end {
             break;
         }
