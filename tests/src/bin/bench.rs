@@ -2,7 +2,8 @@
 //! flatness from 10 to 1,000,000 registry entries, control-plane times, and throughput through
 //! veth pairs between namespaces (no program, meshclass, iptables, nftables; see
 //! `tests::throughput`). Every figure that matters is a ratio to a baseline taken in the same
-//! run, over several repetitions, with the median and the spread. Writes
+//! run, over several repetitions, with the median and the spread; the registry sizes are
+//! measured in the same rounds (each repetition of a path runs on every size in turn). Writes
 //! `bench-results/bench.json` and `bench-results/BENCHMARKS.md`.
 //!
 //! Flags: `--quick` (fewer, shorter repetitions), `--out DIR`, `--only per-packet|throughput`,
@@ -396,6 +397,11 @@ fn per_packet(o: &Opts) -> Result<(String, serde_json::Value)> {
     // ns[size][path] = (classifier stat, baseline stat)
     let mut results: BTreeMap<usize, BTreeMap<&'static str, (Stat, Stat)>> = BTreeMap::new();
     let mut control = Vec::new();
+    // Every registry size is loaded first, then measured in the same rounds, one size after
+    // the other for each repetition of each path: a noisy period of this shared machine then
+    // falls on all sizes alike instead of on whichever size was being measured, so that the
+    // flatness compares like with like.
+    let mut dps = Vec::with_capacity(sizes.len());
     for &n in sizes {
         eprintln!("bench: registry of {n} entries");
         let plan = plan_of(n);
@@ -421,14 +427,18 @@ fn per_packet(o: &Opts) -> Result<(String, serde_json::Value)> {
         let one_change_s = t.elapsed().as_secs_f64();
         dp.apply(&plan, &settings)?;
         control.push(json!({"entries": plan.entries.len(), "apply_s": apply_s, "one_entry_change_s": one_change_s}));
+        dps.push((n, dp));
+    }
 
-        for (name, setup, frame, repeatable) in paths() {
-            if o.path.as_deref().is_some_and(|p| !name.contains(p)) {
-                continue;
-            }
-            let mut ours = Vec::new();
-            let mut base = Vec::new();
-            for _ in 0..reps {
+    for (name, setup, frame, repeatable) in paths() {
+        if o.path.as_deref().is_some_and(|p| !name.contains(p)) {
+            continue;
+        }
+        eprintln!("bench: {name}");
+        // (classifier, baseline) samples per size.
+        let mut samples: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); dps.len()];
+        for _ in 0..reps {
+            for ((_, dp), (ours, base)) in dps.iter_mut().zip(samples.iter_mut()) {
                 dp.clear_flows()?;
                 if repeatable {
                     for f in &setup {
@@ -452,16 +462,19 @@ fn per_packet(o: &Opts) -> Result<(String, serde_json::Value)> {
                     base.push(stat(b).median);
                 }
             }
+        }
+        for ((n, _), (ours, base)) in dps.iter().zip(samples) {
             raw.insert(
                 format!("{n}/{name}"),
                 json!({"classifier_ns": ours, "empty_ns": base}),
             );
             results
-                .entry(n)
+                .entry(*n)
                 .or_default()
                 .insert(name, (stat(ours), stat(base)));
         }
     }
+    drop(dps);
 
     anyhow::ensure!(
         !results.is_empty() && results.values().all(|r| !r.is_empty()),
