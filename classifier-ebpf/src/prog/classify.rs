@@ -248,8 +248,8 @@ pub fn try_lookup(ctx: &TcContext) -> Result<i32, i32> {
 
 /// Normalizes and looks up the name in `Scratch::name` described in `PKT_STATE`; returns the
 /// entry and the normalized length. Inlined: on this CPU every BPF-to-BPF call pays its
-/// return through the return thunk (~10 ns), and the frames fit (`name_hit` keeps `act_slow`
-/// off the chain of `record`).
+/// return through the return thunk (~10 ns), and the program's frame with `act_slow`'s stays
+/// within the 512-byte limit.
 #[inline(always)]
 fn look_up(suffix_labels: u64) -> Option<(EntryValue, usize)> {
     let (st, s) = (PKT_STATE.get_ptr(0)?, SCRATCH.get_ptr_mut(0)?);
@@ -497,7 +497,8 @@ fn name_hit(
         cnt::inc(counter::LATE_REDIRECT);
         v = verdict::PASS;
     }
-    let v = record(
+    decide(
+        ctx,
         p,
         cfg,
         &Decision {
@@ -508,8 +509,7 @@ fn name_hit(
             after_handshake: true,
             name_len: n,
         },
-    );
-    act(ctx, p, cfg, v, true)
+    )
 }
 
 /// Extracts the TLS name (`HTTP` false) or the first HTTP name the port's kinds allow and
