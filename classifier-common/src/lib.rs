@@ -194,7 +194,11 @@ pub mod maps {
     pub const EXACT: &str = "EXACT";
     pub const CIDR: &str = "CIDR";
     pub const PORTS: &str = "PORTS";
+    /// Name entries (an array of [`crate::NameRecord`]s), written through a shared
+    /// mapping; found through `NAME_INDEX`.
     pub const NAMES: &str = "NAMES";
+    /// The name index: an array of [`crate::NameBucket`]s, written through a shared mapping.
+    pub const NAME_INDEX: &str = "NAME_INDEX";
     /// The flow table: an array of [`crate::FlowBucket`]s.
     pub const FLOWS: &str = "FLOWS";
     pub const COUNTERS: &str = "COUNTERS";
@@ -247,7 +251,7 @@ pub const MAX_NAME_LEN: usize = 256;
 
 /// Layout version of every map type in this file. A pinned map set with another version is
 /// never adopted by a program built with this one.
-pub const LAYOUT_VERSION: u32 = 7;
+pub const LAYOUT_VERSION: u32 = 8;
 
 /// What an entry decides when it matches.
 #[repr(C)]
@@ -373,6 +377,55 @@ pub const fn exact_entry(m: u64, w2: u64) -> EntryValue {
     unsafe { core::mem::transmute::<[u32; 3], EntryValue>(w) }
 }
 
+/// Slots per bucket of the name index.
+pub const NAME_WAYS: usize = 4;
+
+/// One slot of the name index (`NAME_INDEX`): the key's [`name_hash`] and a meta word
+/// ([`name_meta`]) that holds the rest of the key and where the name and entry are (`NAMES`).
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NameSlot {
+    pub hash: u64,
+    pub meta: u64,
+}
+const _: () = assert!(size_of::<NameSlot>() == 16);
+
+/// A bucket of the name index: one cache line. A cuckoo hash like the exact table: a key lives
+/// in one of its two buckets ([`exact_buckets`] of [`name_index_hash`]); docs/decision.md §6.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NameBucket {
+    pub slots: [NameSlot; NAME_WAYS],
+}
+const _: () = assert!(size_of::<NameBucket>() == 64);
+
+/// Most value slots of `NAMES` a meta word can address (24 bits).
+pub const NAME_VALUES_MAX: u32 = 1 << 24;
+
+/// The key part of a name slot's meta word: byte 0 is 1 (in use), byte 1 the generation, byte
+/// 2 the [`name_match`] kind, bytes 3-4 the port (network byte order, as stored).
+#[inline(always)]
+pub const fn name_meta_key(generation: u8, kind: u8, port: u16) -> u64 {
+    (port as u64) << 24 | (kind as u64) << 16 | (generation as u64) << 8 | 1
+}
+
+/// A name slot's meta word: [`name_meta_key`] and, in the top 24 bits, the index of the
+/// `NAMES` value slot that holds the name and its entry. Written last and cleared first.
+#[inline(always)]
+pub const fn name_meta(generation: u8, kind: u8, port: u16, value: u32) -> u64 {
+    (value as u64) << 40 | name_meta_key(generation, kind, port)
+}
+
+/// Mask of the key part of a meta word.
+pub const NAME_META_KEY_MASK: u64 = (1 << 40) - 1;
+
+/// The name index's hash of a key: its [`name_hash`] and meta key ([`name_meta_key`]) under
+/// `seed` (`Layout::name_seed`, random per load).
+#[inline(always)]
+pub const fn name_index_hash(hash: u64, meta_key: u64, seed: u64) -> u64 {
+    flow_mix(flow_mix(seed, hash), meta_key)
+}
+
 /// The fixed part of a CIDR key before the address; matched in full.
 pub const CIDR_FIXED_BITS: u32 = 64;
 
@@ -450,7 +503,8 @@ pub const fn port_slot(generation: u8, protocol: u8, port: u16) -> Option<u32> {
     Some(((generation as u32 & 1) << 17) | p << 16 | port as u32)
 }
 
-/// Key of the names map.
+/// Key of a name entry, as the writer keeps it: a slot of the name index ([`NameSlot`]) holds
+/// the hash, the rest is in the slot's meta word ([`name_meta_key`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct NameKey {
@@ -466,7 +520,8 @@ pub struct NameKey {
 }
 const _: () = assert!(size_of::<NameKey>() == 16);
 
-/// A name entry: its verdict and the full name, so that a hash collision never matches.
+/// A name entry: its verdict and the full name, so that a hash collision never matches. An
+/// element of `NAMES` (in a [`NameRecord`]: the slots the name index points at).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct NameValue {
@@ -478,6 +533,19 @@ pub struct NameValue {
     pub name: [u8; MAX_NAME_LEN],
 }
 const _: () = assert!(size_of::<NameValue>() == 16 + MAX_NAME_LEN);
+
+/// An element of `NAMES`: a name entry and the key it belongs to (its hash and meta key,
+/// [`name_meta_key`]), the stamp a reader checks before and after it reads the entry. User
+/// space clears `key` first and writes it last, so a reader that finds `key` unchanged read
+/// one write of this key's record (docs/decision.md §6).
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NameRecord {
+    pub key: u64,
+    pub hash: u64,
+    pub value: NameValue,
+}
+const _: () = assert!(size_of::<NameRecord>() == 32 + MAX_NAME_LEN);
 
 impl Default for NameValue {
     fn default() -> Self {
@@ -900,10 +968,12 @@ pub struct Layout {
     pub clock_base: u64,
     /// Buckets of `EXACT` (at least two), and the seed of [`exact_hash`] (random per load).
     pub exact_buckets: u32,
-    pub _pad: u32,
+    /// Buckets of `NAME_INDEX` (at least two), and the seed of [`name_index_hash`].
+    pub name_buckets: u32,
     pub exact_seed: u64,
+    pub name_seed: u64,
 }
-const _: () = assert!(size_of::<Layout>() == 48);
+const _: () = assert!(size_of::<Layout>() == 56);
 
 impl Layout {
     /// CLOCK_MONOTONIC, to one tick, at `jiffies`.

@@ -4,11 +4,11 @@
 use aya_ebpf::maps::lpm_trie::Key;
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use classifier_common::{
     capacity, counter, jump, Active, CidrData, Config, EntryValue, ExactBucket, FlowBucket,
-    FlowKey, Layout, NameKey, NameValue, PendingValue, PortSlot, PortValue, FLOW_WAYS,
+    FlowKey, Layout, NameBucket, NameRecord, PendingValue, PortSlot, PortValue, FLOW_WAYS,
     MAX_NAME_LEN, PORT_SLOTS,
 };
 
@@ -38,8 +38,17 @@ pub static CIDR: LpmTrie<CidrData, EntryValue> = LpmTrie::with_max_entries(2 * c
 pub static PORTS: Array<PortSlot> =
     Array::with_max_entries(PORT_SLOTS, aya_ebpf::bindings::BPF_F_MMAPABLE);
 
+/// The name entries' values (names.rs): slots the name index points at, written by user space
+/// through a shared mapping (`BPF_F_MMAPABLE`), both generations.
 #[map(name = "NAMES")]
-pub static NAMES: HashMap<NameKey, NameValue> = HashMap::with_max_entries(2 * capacity::NAMES, 0);
+pub static NAMES: Array<NameRecord> =
+    Array::with_max_entries(2 * capacity::NAMES, aya_ebpf::bindings::BPF_F_MMAPABLE);
+
+/// The name index (names.rs): buckets of `NAME_WAYS` slots, a cuckoo hash like `EXACT`,
+/// `Layout::name_buckets` of them.
+#[map(name = "NAME_INDEX")]
+pub static NAME_INDEX: Array<NameBucket> =
+    Array::with_max_entries(2 * capacity::NAMES / 3, aya_ebpf::bindings::BPF_F_MMAPABLE);
 
 /// The flow table (flows.rs): buckets of `FLOW_WAYS` slots, a power of two of them
 /// (`Layout::flow_mask`).

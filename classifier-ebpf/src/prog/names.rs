@@ -1,21 +1,28 @@
-//! Name matching against `NAMES` (docs/decision.md §6): the exact name, then `*.` wildcard
-//! suffixes longest first; a stored name must equal the looked-up one byte for byte.
+//! Name matching (docs/decision.md §6): the exact name, then `*.` wildcard suffixes longest
+//! first; a stored name must equal the looked-up one byte for byte. The name index
+//! (`NAME_INDEX`) is a cuckoo hash of the program's own, like the exact table: buckets of
+//! four (hash, meta) slots in a shared array that user space writes, the names and entries
+//! in `NAMES` beside it. The kernel's hash map it replaced cost a jhash and a bucket walk,
+//! calls whose returns pay this CPU's return thunk, on every name looked up.
 //!
 //! It runs in `meshclass_lookup`, a program of its own that is entered in one state (the name
 //! in `Scratch::name`), so its loops are plain bounded loops the verifier walks once each: no
 //! `bpf_loop` turn per byte. Loop counters that branches change (dots, candidates) live in
 //! `Scratch::lp` (map memory, not tracked), so the paths of one turn leave equal states.
 
-use core::ffi::c_void;
+use core::{ffi::c_void, ptr::read_volatile};
 
 use aya_ebpf::helpers::bpf_loop;
 use classifier_common::{
-    name_hash_mix, name_hash_partial_mask, name_hash_tail, name_match, EntryValue, NameKey,
-    NameValue, MAX_NAME_LEN, NAME_HASH_INIT,
+    exact_buckets, name_hash_mix, name_hash_partial_mask, name_hash_tail, name_index_hash,
+    name_match, name_meta_key, EntryValue, NameBucket, NameValue, MAX_NAME_LEN, NAME_HASH_INIT,
+    NAME_META_KEY_MASK, NAME_WAYS,
 };
 
 use super::{
-    maps::{launder, vget, vset, Scratch, MAX_CANDIDATES, NAMES, NAME_BUF, SCRATCH},
+    maps::{
+        launder, vget, vset, Scratch, LAYOUT, MAX_CANDIDATES, NAMES, NAME_BUF, NAME_INDEX, SCRATCH,
+    },
     pkt::opaque,
 };
 
@@ -209,6 +216,62 @@ fn hash_from(s: &Scratch, i: usize, len: usize) -> u64 {
     name_hash_tail(s.chunk_h[(l / 8) & (MAX_NAME_LEN / 8 - 1)], first, l)
 }
 
+/// The name index's bucket count and seed (`Layout`).
+type Index = (u32, u64);
+
+/// The entry of key (`hash`, meta key `mk`: [`name_meta_key`]) if the name it points at equals
+/// `s.name[off..len]`. The key's first bucket, then its second (a key moves only from the
+/// first to the second, stored there before it leaves the first). The record's stamp (its
+/// key) is read before and after its name and entry: unchanged, they are those of one write
+/// of this key's record (user space clears the stamp before it rewrites a record, and only
+/// records of the generation not in force change).
+#[inline(always)]
+fn find(s: &Scratch, ix: Index, hash: u64, mk: u64, off: usize, len: usize) -> Option<EntryValue> {
+    let (a, b) = exact_buckets(name_index_hash(hash, mk, ix.1), ix.0);
+    let m = match in_bucket(NAME_INDEX.get_ptr(a)?, hash, mk) {
+        Some(m) => m,
+        None => in_bucket(NAME_INDEX.get_ptr(b)?, hash, mk)?,
+    };
+    let r = NAMES.get_ptr((m >> 40) as u32)?;
+    // SAFETY: a map value pointer, valid for this program run; volatile loads, in order.
+    unsafe {
+        if read_volatile(&(*r).key) != mk || read_volatile(&(*r).hash) != hash {
+            return None;
+        }
+        let v = &(*r).value;
+        if !equal(s, off, len, v) {
+            return None;
+        }
+        let e = v.entry;
+        // A compiler barrier (an empty asm that may touch memory): the reads above happen
+        // before the stamp's second read. (The BPF backend has no fence instruction to select
+        // for `compiler_fence`.)
+        core::arch::asm!("", options(nostack, preserves_flags));
+        if read_volatile(&(*r).key) != mk {
+            return None;
+        }
+        Some(e)
+    }
+}
+
+/// The meta word of the slot of bucket `b` that holds key (`hash`, `mk`).
+#[inline(always)]
+fn in_bucket(b: *const NameBucket, hash: u64, mk: u64) -> Option<u64> {
+    for i in 0..NAME_WAYS {
+        // SAFETY: `b` is a map value pointer and `i < NAME_WAYS`; the loads are volatile so
+        // that they happen in this order and once each.
+        unsafe {
+            let s = &(*b).slots[i];
+            let m = read_volatile(&s.meta);
+            if m & NAME_META_KEY_MASK != mk || read_volatile(&s.hash) != hash {
+                continue;
+            }
+            return Some(m);
+        }
+    }
+    None
+}
+
 /// Looks up `s.name[..len]` (normalized): the whole name in `kind` (EXACT or HUFFMAN), then,
 /// if `suffix_labels` allows, its `*.` suffixes in SUFFIX, longest first.
 #[inline(always)]
@@ -224,26 +287,22 @@ pub fn lookup(
     if len == 0 || len >= MAX_NAME_LEN {
         return None;
     }
+    let ix: Index = {
+        let l = LAYOUT.get_ptr(0)?;
+        // SAFETY: a map value pointer, valid for this run; written once, at load.
+        unsafe { ((*l).name_buckets, (*l).name_seed) }
+    };
     let labels = if kind == name_match::EXACT {
         suffix_labels
     } else {
         0
     };
     hash_pass(s, len, labels);
-    let key = NameKey {
-        hash: hash_from(s, 0, len),
-        generation,
-        kind,
-        port,
-        _pad: 0,
-    };
-    if let Some(v) = NAMES.get_ptr(key) {
-        // SAFETY: a map value pointer, valid for this program run.
-        let v = unsafe { &*v };
-        if equal(s, 0, len, v) {
-            return Some(v.entry);
-        }
+    let h = hash_from(s, 0, len);
+    if let Some(e) = find(s, ix, h, name_meta_key(generation, kind, port), 0, len) {
+        return Some(e);
     }
+    let mk = name_meta_key(generation, name_match::SUFFIX, port);
     let n = vget(&s.lp.ncand) as usize;
     for t in 0..MAX_CANDIDATES {
         if t >= n {
@@ -251,19 +310,9 @@ pub fn lookup(
         }
         let k = (n - 1 - t) & (MAX_CANDIDATES - 1);
         let i = s.cand[k] as usize & (MAX_NAME_LEN - 1);
-        let key = NameKey {
-            hash: hash_from(s, i, len),
-            generation,
-            kind: name_match::SUFFIX,
-            port,
-            _pad: 0,
-        };
-        if let Some(v) = NAMES.get_ptr(key) {
-            // SAFETY: a map value pointer, valid for this program run.
-            let v = unsafe { &*v };
-            if equal(s, i, len, v) {
-                return Some(v.entry);
-            }
+        let h = hash_from(s, i, len);
+        if let Some(e) = find(s, ix, h, mk, i, len) {
+            return Some(e);
         }
     }
     None

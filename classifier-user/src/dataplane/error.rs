@@ -80,6 +80,9 @@ pub enum DataplaneError {
     /// The exact table's layout does not fit its map, or a plan's key found no room in it.
     #[error("exact table: {0}")]
     Exact(String),
+    /// The name table's layout does not fit its maps, or a plan's key found no room in it.
+    #[error("name table: {0}")]
+    Names(String),
     /// The kernel's jiffy clock could not be measured at load.
     #[error("measuring the kernel's tick: {0}")]
     Clock(String),

@@ -4,14 +4,11 @@
 //! - a new key: its words, then its meta word (release);
 //! - a changed value: the meta word cleared, the words, the meta word;
 //! - a removed key: the meta word cleared;
-//! - a key moved (cuckoo) only ever from its first bucket to its second: stored there first,
-//!   then cleared in the first. The reader looks in the first bucket, then the second, so a
-//!   key being moved is always found (a move the other way could pass it unseen).
+//! - a key moved (cuckoo, `cuckoo.rs`) only ever from its first bucket to its second: stored
+//!   there first, then cleared in the first.
 //!
-//! Both generations live in the one table (the generation is in the hash and the meta word).
-//! There are `ceil(2/3 capacity)` buckets of four slots: with both generations full, three
-//! slots in four are in use, where a cuckoo table of four-slot buckets still places keys with
-//! short move paths.
+//! Both generations live in the one table (the generation is in the hash and the meta word),
+//! `cuckoo::buckets_for` the capacity.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -21,21 +18,12 @@ use classifier_common::{
     ExactSlot, EXACT_WAYS,
 };
 
-use super::{desired::FastMap, shared::Shared, DataplaneError};
-
-/// Longest chain of keys moved to place a new one.
-const MAX_MOVES: usize = 5;
-
-/// Buckets of a table for `capacity` entries per generation.
-pub fn buckets_for(capacity: u32) -> u32 {
-    (capacity as u64 * 2).div_ceil(3).clamp(2, u32::MAX as u64) as u32
-}
-
-/// Entries per generation a table of `buckets` buckets is sized for (the inverse of
-/// [`buckets_for`], rounded down).
-pub fn capacity_of(buckets: u32) -> u32 {
-    (buckets as u64 * 3 / 2).min(u32::MAX as u64) as u32
-}
+use super::{
+    cuckoo::{self, Cuckoo},
+    desired::FastMap,
+    shared::Shared,
+    DataplaneError,
+};
 
 /// The shared mapping of `EXACT`, and where each key is.
 pub(crate) struct ExactTable {
@@ -111,12 +99,6 @@ impl ExactTable {
         exact_buckets(exact_hash(&k.words(), k.generation, self.seed), self.n)
     }
 
-    fn free_way(&self, b: u32) -> Option<u32> {
-        (0..EXACT_WAYS as u32)
-            .map(|w| b * EXACT_WAYS as u32 + w)
-            .find(|&i| self.word(i, 0).load(Ordering::Relaxed) == 0)
-    }
-
     /// Stores `k` (generation included) and `v` in free slot `i`: words first, meta last.
     fn store(&mut self, i: u32, k: &ExactKey, v: &EntryValue) {
         let mut w = k.words();
@@ -155,26 +137,14 @@ impl ExactTable {
             return Ok(());
         }
         let (a, b) = self.buckets(k);
-        if let Some(i) = self.free_way(a).or_else(|| self.free_way(b)) {
-            self.store(i, k, v);
-            return Ok(());
-        }
-        let path = self.move_path(a, b).ok_or_else(|| {
+        let i = cuckoo::make_room(self, a, b).ok_or_else(|| {
             DataplaneError::Exact(format!(
-                "no room for {k:?} within {MAX_MOVES} moves: the table is too full for this \
-                 plan (raise the exact capacity)"
+                "no room for {k:?} within {} moves: the table is too full for this plan \
+                 (raise the exact capacity)",
+                cuckoo::MAX_MOVES
             ))
         })?;
-        // Move from the end of the path: each key is stored in its other bucket before its
-        // slot is cleared and taken by the key before it.
-        let mut free = path.free;
-        for &i in path.slots.iter().rev() {
-            let (mk, mv) = self.read(i).expect("a slot on the move path is in use");
-            self.store(free, &mk, &mv);
-            self.clear(i);
-            free = i;
-        }
-        self.store(free, k, v);
+        self.store(i, k, v);
         Ok(())
     }
 
@@ -183,54 +153,6 @@ impl ExactTable {
         if let Some(i) = self.at.remove(k) {
             self.clear(i);
         }
-    }
-
-    /// A breadth-first search for the shortest chain of slots, starting in bucket `a` or
-    /// `b`, whose keys are in their first bucket and can each move to their second, the last
-    /// one into a free slot.
-    fn move_path(&self, a: u32, b: u32) -> Option<MovePath> {
-        // (slot, index of the step it came from)
-        let mut steps: Vec<(u32, usize)> = Vec::new();
-        let mut level: Vec<usize> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for bucket in [a, b] {
-            for w in 0..EXACT_WAYS as u32 {
-                let i = bucket * EXACT_WAYS as u32 + w;
-                seen.insert(i);
-                steps.push((i, usize::MAX));
-                level.push(steps.len() - 1);
-            }
-        }
-        for _ in 0..MAX_MOVES {
-            let mut next = Vec::new();
-            for &s in &level {
-                let (i, _) = steps[s];
-                let (k, _) = self.read(i)?;
-                let (first, other) = self.buckets(&k);
-                if i / EXACT_WAYS as u32 != first {
-                    continue;
-                }
-                if let Some(free) = self.free_way(other) {
-                    let mut slots = Vec::new();
-                    let mut at = s;
-                    while at != usize::MAX {
-                        slots.push(steps[at].0);
-                        at = steps[at].1;
-                    }
-                    slots.reverse();
-                    return Some(MovePath { slots, free });
-                }
-                for w in 0..EXACT_WAYS as u32 {
-                    let j = other * EXACT_WAYS as u32 + w;
-                    if seen.insert(j) {
-                        steps.push((j, s));
-                        next.push(steps.len() - 1);
-                    }
-                }
-            }
-            level = next;
-        }
-        None
     }
 
     /// A table of `n` buckets in process memory (unit tests).
@@ -264,11 +186,22 @@ impl ExactTable {
     }
 }
 
-/// Slots whose keys move, first (in the new key's bucket) to last, and the free slot the last
-/// one moves to.
-struct MovePath {
-    slots: Vec<u32>,
-    free: u32,
+impl Cuckoo for ExactTable {
+    const WAYS: u32 = EXACT_WAYS as u32;
+
+    fn is_free(&self, i: u32) -> bool {
+        self.word(i, 0).load(Ordering::Relaxed) == 0
+    }
+
+    fn buckets_of(&self, i: u32) -> Option<(u32, u32)> {
+        self.read(i).map(|(k, _)| self.buckets(&k))
+    }
+
+    fn move_slot(&mut self, from: u32, to: u32) {
+        let (k, v) = self.read(from).expect("a slot on the move path is in use");
+        self.store(to, &k, &v);
+        self.clear(from);
+    }
 }
 
 #[cfg(test)]
@@ -310,8 +243,8 @@ mod tests {
     #[test]
     fn a_full_table_places_every_key_and_the_reader_finds_each_after_every_write() {
         let cap = 300u32;
-        let mut t = ExactTable::in_memory(buckets_for(cap), 0x5eed_1234);
-        assert_eq!(capacity_of(buckets_for(cap)), cap);
+        let mut t = ExactTable::in_memory(cuckoo::buckets_for(cap), 0x5eed_1234);
+        assert_eq!(cuckoo::capacity_of(cuckoo::buckets_for(cap)), cap);
         let mut want: std::collections::HashMap<ExactKey, EntryValue> = Default::default();
         let check = |t: &ExactTable, want: &std::collections::HashMap<ExactKey, EntryValue>| {
             for (k, v) in want {

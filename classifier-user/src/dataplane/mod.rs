@@ -1,12 +1,14 @@
 //! The dataplane: loads the TC classifier, writes compiled plans into its maps, and runs it on
 //! packets (BPF_PROG_TEST_RUN) for tests and benchmarks.
 
+mod cuckoo;
 mod desired;
 #[cfg(test)]
 mod desired_ref;
 mod error;
 mod exact;
 mod flowkey;
+mod names;
 mod ports;
 mod shared;
 mod writer;
@@ -45,8 +47,9 @@ pub const INBOUND_PROGRAM: &str = "meshclass_inbound";
 pub const CLOCK_PROGRAM: &str = "meshclass_clock";
 
 /// Map sizes, in entries per generation for the generation-tagged maps (exact, cidr, names:
-/// the hash map and the trie are created twice as large, the exact table with
-/// [`Capacities::exact_buckets`] buckets). The ports table has a slot for every TCP and UDP
+/// the trie is created twice as large, the exact table with [`Capacities::exact_buckets`]
+/// buckets, the name index with [`Capacities::name_buckets`] and `NAMES` with
+/// [`Capacities::name_records`] records). The ports table has a slot for every TCP and UDP
 /// port of each generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capacities {
@@ -65,7 +68,27 @@ impl Capacities {
     /// Buckets of the exact table (`EXACT`, four slots each, both generations): three slots
     /// in four in use when both generations hold `exact` entries.
     pub fn exact_buckets(&self) -> u32 {
-        exact::buckets_for(self.exact)
+        cuckoo::buckets_for(self.exact)
+    }
+
+    /// Buckets of the name index (`NAME_INDEX`, four slots each, both generations), sized as
+    /// the exact table.
+    pub fn name_buckets(&self) -> u32 {
+        cuckoo::buckets_for(self.names)
+    }
+
+    /// Records of `NAMES`: both generations, and a spare, so that an entry changed in a full
+    /// table gets its new record before the old one is freed.
+    pub fn name_records(&self) -> u32 {
+        self.names
+            .saturating_mul(2)
+            .saturating_add(NAME_RECORDS_SPARE)
+    }
+
+    /// Names per generation that `records` records of `NAMES` hold (the inverse of
+    /// [`Capacities::name_records`]).
+    pub fn names_of(records: u32) -> u32 {
+        records.saturating_sub(NAME_RECORDS_SPARE) / 2
     }
 
     /// Buckets of the flow table: room for `flows` connections, a power of two.
@@ -76,6 +99,9 @@ impl Capacities {
             .next_power_of_two()
     }
 }
+
+/// Spare records of `NAMES` ([`Capacities::name_records`]).
+const NAME_RECORDS_SPARE: u32 = 8;
 
 impl Default for Capacities {
     fn default() -> Self {
@@ -183,11 +209,20 @@ impl Dataplane {
         if crate::CLASSIFIER_OBJECT.is_empty() {
             return Err(DataplaneError::EmptyObject);
         }
+        if caps.name_records() > classifier_common::NAME_VALUES_MAX {
+            return Err(DataplaneError::Names(format!(
+                "a names capacity of {} needs {} records; the index addresses at most {}",
+                caps.names,
+                caps.name_records(),
+                classifier_common::NAME_VALUES_MAX
+            )));
+        }
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(maps::EXACT, caps.exact_buckets())
             .map_max_entries(maps::CIDR, 2 * caps.cidr)
-            .map_max_entries(maps::NAMES, 2 * caps.names)
+            .map_max_entries(maps::NAMES, caps.name_records())
+            .map_max_entries(maps::NAME_INDEX, caps.name_buckets())
             .map_max_entries(maps::FLOWS, caps.flow_buckets())
             .map_max_entries(maps::PENDING, caps.pending)
             .map_max_entries(maps::ENTRY_HITS, caps.entry_ids)

@@ -10,19 +10,21 @@ use std::{
 use aya::maps::{lpm_trie::Key, Array, HashMap as BpfHashMap, LpmTrie, Map, MapData, PerCpuArray};
 use classifier_common::{
     counter, maps, stage, verdict, Active, CidrData, Config, EntryValue, ExactKey, FlowBucket,
-    FlowKey, FlowValue, Layout, NameKey, NameValue, PortKey, FLOW_WAYS, LAYOUT_VERSION,
+    FlowKey, FlowValue, Layout, NameKey, PortKey, FLOW_WAYS, LAYOUT_VERSION,
 };
 
 use super::{
+    cuckoo,
     desired::{Changes, Content, FastMap, Slots},
-    exact::{self, ExactTable},
+    exact::ExactTable,
+    names::NameTable,
     ports::PortTable,
     Capacities, DataplaneError,
 };
 use crate::{plan::Plan, settings::Settings};
 
 /// Every map the writer and the test tools use.
-pub(crate) const MAP_NAMES: [&str; 14] = [
+pub(crate) const MAP_NAMES: [&str; 15] = [
     maps::ACTIVE,
     maps::CONFIG,
     maps::LAYOUT,
@@ -30,6 +32,7 @@ pub(crate) const MAP_NAMES: [&str; 14] = [
     maps::CIDR,
     maps::PORTS,
     maps::NAMES,
+    maps::NAME_INDEX,
     maps::FLOWS,
     maps::PENDING,
     maps::COUNTERS,
@@ -96,6 +99,8 @@ pub struct MapWriter {
     exact: ExactTable,
     /// The ports table's shared mapping.
     ports: PortTable,
+    /// The name table's shared mappings.
+    names: NameTable,
 }
 
 impl MapWriter {
@@ -114,10 +119,11 @@ impl MapWriter {
             tick_ns: clock.0,
             clock_base: clock.1,
             exact_buckets: caps.exact_buckets(),
-            _pad: 0,
+            name_buckets: caps.name_buckets(),
             exact_seed: random_seed(),
+            name_seed: random_seed(),
         };
-        let (exact, ports) = shared_tables(|n| ebpf.map(n), &layout)?;
+        let (exact, ports, names) = shared_tables(|n| ebpf.map(n), &layout)?;
         let mut w = Self {
             store: Store::Loaded(Box::new(ebpf)),
             caps,
@@ -127,6 +133,7 @@ impl MapWriter {
             entry_ids: Vec::new(),
             exact,
             ports,
+            names,
         };
         w.array::<Layout>(maps::LAYOUT, |a| a.set(0, layout, 0))?;
         let cfg = Settings::default().to_config();
@@ -161,7 +168,7 @@ impl MapWriter {
                 expected: LAYOUT_VERSION,
             });
         }
-        let (exact, ports) = shared_tables(|n| maps.get(n), &layout)?;
+        let (exact, ports, names) = shared_tables(|n| maps.get(n), &layout)?;
         let mut w = Self {
             store: Store::Pinned(maps),
             caps: Capacities::default(),
@@ -171,6 +178,7 @@ impl MapWriter {
             entry_ids: Vec::new(),
             exact,
             ports,
+            names,
         };
         w.caps = w.read_capacities()?;
         w.reload()?;
@@ -190,9 +198,9 @@ impl MapWriter {
                 .max_entries())
         };
         Ok(Capacities {
-            exact: exact::capacity_of(max(maps::EXACT)?),
+            exact: cuckoo::capacity_of(max(maps::EXACT)?),
             cidr: max(maps::CIDR)? / 2,
-            names: max(maps::NAMES)? / 2,
+            names: Capacities::names_of(max(maps::NAMES)?),
             flows: max(maps::FLOWS)? * FLOW_WAYS as u32,
             pending: max(maps::PENDING)?,
             entry_ids: max(maps::ENTRY_HITS)?,
@@ -225,16 +233,10 @@ impl MapWriter {
             k.generation = 0;
             gens[g].ports.insert(k, v);
         }
-        {
-            let m = self.map_ref(maps::NAMES)?;
-            let h = BpfHashMap::<&MapData, NameKey, NameValue>::try_from(m)
-                .map_err(DataplaneError::map(maps::NAMES))?;
-            for kv in h.iter() {
-                let (mut k, v) = kv.map_err(DataplaneError::map(maps::NAMES))?;
-                let g = (k.generation & 1) as usize;
-                k.generation = 0;
-                gens[g].names.insert(k, v);
-            }
+        for (mut k, v) in self.names.entries() {
+            let g = (k.generation & 1) as usize;
+            k.generation = 0;
+            gens[g].names.insert(k, v);
         }
         let active: Active = self.array_get(maps::ACTIVE, 0)?;
         self.slots = Slots::from_content(&gens[(active.generation & 1) as usize]);
@@ -407,20 +409,20 @@ impl MapWriter {
             .map_err(DataplaneError::map(maps::CIDR))?;
         }
         {
-            let m = self.map_mut(maps::NAMES)?;
-            let mut h = BpfHashMap::<&mut MapData, NameKey, NameValue>::try_from(m)
-                .map_err(DataplaneError::map(maps::NAMES))?;
+            let t = &mut self.names;
             n += diff(&mut have.names, &want.names, |k, v| {
                 let k = NameKey {
                     generation: g,
                     ..*k
                 };
                 match v {
-                    Some(v) => h.insert(k, v, 0),
-                    None => h.remove(&k),
+                    Some(v) => t.set(&k, v),
+                    None => {
+                        t.remove(&k);
+                        Ok(())
+                    }
                 }
-            })
-            .map_err(DataplaneError::map(maps::NAMES))?;
+            })?;
         }
         {
             let t = &mut self.ports;
@@ -593,12 +595,12 @@ impl Gone for DataplaneError {
     }
 }
 
-/// The tables written through shared mappings (`EXACT`, `PORTS`), mapped from the maps that
-/// `get` finds, as `layout` describes them.
+/// The tables written through shared mappings (`EXACT`, `PORTS`, `NAME_INDEX` and `NAMES`),
+/// mapped from the maps that `get` finds, as `layout` describes them.
 fn shared_tables<'m>(
     get: impl Fn(&'static str) -> Option<&'m Map>,
     layout: &Layout,
-) -> Result<(ExactTable, PortTable), DataplaneError> {
+) -> Result<(ExactTable, PortTable, NameTable), DataplaneError> {
     let data = |name| {
         get(name)
             .and_then(map_data)
@@ -607,6 +609,12 @@ fn shared_tables<'m>(
     Ok((
         ExactTable::map(data(maps::EXACT)?, layout.exact_buckets, layout.exact_seed)?,
         PortTable::map(data(maps::PORTS)?)?,
+        NameTable::map(
+            data(maps::NAME_INDEX)?,
+            data(maps::NAMES)?,
+            layout.name_buckets,
+            layout.name_seed,
+        )?,
     ))
 }
 
