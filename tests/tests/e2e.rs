@@ -183,7 +183,10 @@ fn reloads_are_atomic_and_bad_input_changes_nothing() {
     let outcomes = stream_while(&lab, || {
         std::thread::sleep(Duration::from_millis(300));
         registry_dir(&dir, true, false);
-        lab_wait(&lab, "registry applied", 2);
+        // The reload's own apply: DNS answers also apply the registry, so counting
+        // `registry applied` lines could end the wait before the reload.
+        lab_wait(&lab, "reloading the registry", 1);
+        lab_wait_after(&lab, "reloading the registry", "registry applied");
     });
     let words: Vec<&str> = outcomes.iter().map(|o| o.word()).collect();
     assert!(
@@ -220,6 +223,22 @@ fn reloads_are_atomic_and_bad_input_changes_nothing() {
         "inspect shows the error with file and value: {v}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Waits until the daemon's log has `needle` after the last `mark`.
+fn lab_wait_after(lab: &Lab, mark: &str, needle: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = std::fs::read_to_string(lab.log_path()).unwrap_or_default();
+        if log.rfind(mark).is_some_and(|at| log[at..].contains(needle)) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {needle} after {mark} in:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn lab_wait(lab: &Lab, needle: &str, count: usize) {
