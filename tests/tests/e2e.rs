@@ -154,9 +154,13 @@ fn stream_while(lab: &Lab, during: impl FnOnce()) -> Vec<Outcome> {
     let outcomes = std::thread::scope(|s| {
         let stop2 = stop.clone();
         let h = s.spawn(move || {
+            // Paced, and bounded only as a safeguard: a rejected connection takes a fraction
+            // of a millisecond, and a bound of 5,000 once ended the stream before the change
+            // it was there to watch.
             let mut v = Vec::new();
-            while !stop2.load(Ordering::SeqCst) && v.len() < 5000 {
+            while !stop2.load(Ordering::SeqCst) && v.len() < 200_000 {
                 v.push(lab.tcp(dst, Duration::from_millis(1500)));
+                std::thread::sleep(Duration::from_micros(200));
             }
             v
         });
@@ -165,6 +169,10 @@ fn stream_while(lab: &Lab, during: impl FnOnce()) -> Vec<Outcome> {
         stop.store(true, Ordering::SeqCst);
         h.join().unwrap()
     });
+    assert!(
+        outcomes.len() < 200_000,
+        "the stream of connections ended before the change it watches"
+    );
     outcomes
 }
 
@@ -193,10 +201,12 @@ fn reloads_are_atomic_and_bad_input_changes_nothing() {
         words.iter().all(|w| *w == "reject" || *w == "pass"),
         "only old or new verdicts: {outcomes:?}"
     );
-    let first_pass = words
-        .iter()
-        .position(|w| *w == "pass")
-        .expect("the new registry took effect");
+    let Some(first_pass) = words.iter().position(|w| *w == "pass") else {
+        panic!(
+            "the new registry did not take effect: {words:?}\ndaemon log:\n{}",
+            std::fs::read_to_string(lab.log_path()).unwrap_or_default()
+        );
+    };
     assert!(first_pass > 0, "the old registry was in force first");
     assert!(
         words[first_pass..].iter().all(|w| *w == "pass"),
