@@ -214,6 +214,26 @@ pub mod maps {
     pub const PKT_STATE: &str = "PKT_STATE";
 }
 
+/// Names of the program's read-only globals, set by user space at load
+/// (`EbpfLoader::override_global`) to the values it also writes into `LAYOUT`: a frozen
+/// read-only map, which the verifier reads as constants, so that each is an immediate in the
+/// program's code (a `LAYOUT` lookup cost the key's store and reload, a bounds check and a load
+/// on every use).
+pub mod globals {
+    /// `Layout::flow_mask` (u32).
+    pub const FLOW_MASK: &str = "FLOW_MASK";
+    /// `Layout::flow_seed` (u64).
+    pub const FLOW_SEED: &str = "FLOW_SEED";
+    /// `Layout::exact_buckets` (u32).
+    pub const EXACT_BUCKETS: &str = "EXACT_BUCKETS";
+    /// `Layout::exact_seed` (u64).
+    pub const EXACT_SEED: &str = "EXACT_SEED";
+    /// `Layout::name_buckets` (u32).
+    pub const NAME_BUCKETS: &str = "NAME_BUCKETS";
+    /// `Layout::name_seed` (u64).
+    pub const NAME_SEED: &str = "NAME_SEED";
+}
+
 /// Indices of the `JUMP` program array.
 pub mod jump {
     /// `meshclass_names`: TLS SNI, then step 7 (or the HTTP program).

@@ -17,14 +17,12 @@ use classifier_common::{
     exact_buckets, exact_entry, exact_hash, exact_meta_is, EntryValue, ExactBucket, EXACT_WAYS,
 };
 
-use super::maps::{EXACT, LAYOUT};
+use super::maps::{EXACT, EXACT_BUCKETS, EXACT_SEED};
 
 /// The entry of generation `generation` for key words `w` (`ExactKey::words`), if any.
 #[inline(always)]
 pub fn lookup(w: &[u64; 3], generation: u8) -> Option<EntryValue> {
-    let l = LAYOUT.get_ptr(0)?;
-    // SAFETY: a map value pointer, valid for this run; written once, at load.
-    let (n, seed) = unsafe { ((*l).exact_buckets, (*l).exact_seed) };
+    let (n, seed) = (EXACT_BUCKETS.load(), EXACT_SEED.load());
     let (a, b) = exact_buckets(exact_hash(w, generation, seed), n);
     if let Some(e) = in_bucket(EXACT.get_ptr(a)?, w, generation) {
         return Some(e);

@@ -18,14 +18,12 @@ use classifier_common::{
     flow_bucket, flow_hash, flow_meta, flow_meta_is, FlowBucket, FlowKey, FlowWords, FLOW_WAYS,
 };
 
-use super::maps::{FLOWS, LAYOUT};
+use super::maps::{FLOWS, FLOW_MASK, FLOW_SEED};
 
 /// The bucket of `w`, with the key's hash.
 #[inline(always)]
 fn bucket(w: &FlowWords) -> Option<(*mut FlowBucket, u64)> {
-    let l = LAYOUT.get_ptr(0)?;
-    // SAFETY: a map value pointer, valid for this run; written once, at load.
-    let (mask, seed) = unsafe { ((*l).flow_mask, (*l).flow_seed) };
+    let (mask, seed) = (FLOW_MASK.load(), FLOW_SEED.load());
     let h = flow_hash(w, seed);
     let b = FLOWS.get_ptr_mut(flow_bucket(h, mask))?;
     Some((b, h))

@@ -5,6 +5,7 @@ use aya_ebpf::maps::lpm_trie::Key;
 use aya_ebpf::{
     macros::map,
     maps::{Array, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
+    Global,
 };
 use classifier_common::{
     capacity, counter, jump, Active, CidrData, Config, EntryValue, ExactBucket, FlowBucket,
@@ -20,8 +21,25 @@ pub static ACTIVE: Array<Active> = Array::with_max_entries(1, 0);
 #[map(name = "CONFIG")]
 pub static CONFIG: Array<Config> = Array::with_max_entries(2, 0);
 
+/// The layout stamp: user space reads it back after a restart; the program reads only the
+/// clock's fields from it, the rest from the globals below.
 #[map(name = "LAYOUT")]
 pub static LAYOUT: Array<Layout> = Array::with_max_entries(1, 0);
+
+// The tables' sizes and hash seeds (`classifier_common::globals`): set at load, read by the
+// verifier as constants. Zero (never loaded so) would put every flow in bucket 0.
+#[no_mangle]
+pub static FLOW_MASK: Global<u32> = Global::new(0);
+#[no_mangle]
+pub static FLOW_SEED: Global<u64> = Global::new(0);
+#[no_mangle]
+pub static EXACT_BUCKETS: Global<u32> = Global::new(2);
+#[no_mangle]
+pub static EXACT_SEED: Global<u64> = Global::new(0);
+#[no_mangle]
+pub static NAME_BUCKETS: Global<u32> = Global::new(2);
+#[no_mangle]
+pub static NAME_SEED: Global<u64> = Global::new(0);
 
 /// The exact table (exact.rs): buckets of `EXACT_WAYS` slots, written by user space through a
 /// shared mapping (`BPF_F_MMAPABLE`), `Layout::exact_buckets` of them.

@@ -21,7 +21,8 @@ use classifier_common::{
 
 use super::{
     maps::{
-        launder, vget, vset, Scratch, LAYOUT, MAX_CANDIDATES, NAMES, NAME_BUF, NAME_INDEX, SCRATCH,
+        launder, vget, vset, Scratch, MAX_CANDIDATES, NAMES, NAME_BUCKETS, NAME_BUF, NAME_INDEX,
+        NAME_SEED, SCRATCH,
     },
     pkt::opaque,
 };
@@ -287,11 +288,7 @@ pub fn lookup(
     if len == 0 || len >= MAX_NAME_LEN {
         return None;
     }
-    let ix: Index = {
-        let l = LAYOUT.get_ptr(0)?;
-        // SAFETY: a map value pointer, valid for this run; written once, at load.
-        unsafe { ((*l).name_buckets, (*l).name_seed) }
-    };
+    let ix: Index = (NAME_BUCKETS.load(), NAME_SEED.load());
     let labels = if kind == name_match::EXACT {
         suffix_labels
     } else {

@@ -20,7 +20,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use classifier_common::{
-    capacity, counter, flow_state, jump, maps, stage, verdict, FlowKey, FlowValue, NO_SERVICE,
+    capacity, counter, flow_state, globals, jump, maps, stage, verdict, FlowKey, FlowValue, Layout,
+    LAYOUT_VERSION, NO_SERVICE,
 };
 
 pub use desired::normalize_name;
@@ -217,8 +218,27 @@ impl Dataplane {
                 classifier_common::NAME_VALUES_MAX
             )));
         }
+        // The layout, but for the clock (measured once the programs are loaded): its sizes and
+        // seeds go into the program's read-only globals as well as into `LAYOUT`.
+        let mut layout = Layout {
+            version: LAYOUT_VERSION,
+            flow_mask: caps.flow_buckets() - 1,
+            flow_seed: writer::random_seed(),
+            tick_ns: 0,
+            clock_base: 0,
+            exact_buckets: caps.exact_buckets(),
+            name_buckets: caps.name_buckets(),
+            exact_seed: writer::random_seed(),
+            name_seed: writer::random_seed(),
+        };
         let mut loader = EbpfLoader::new();
         loader
+            .override_global(globals::FLOW_MASK, &layout.flow_mask, true)
+            .override_global(globals::FLOW_SEED, &layout.flow_seed, true)
+            .override_global(globals::EXACT_BUCKETS, &layout.exact_buckets, true)
+            .override_global(globals::EXACT_SEED, &layout.exact_seed, true)
+            .override_global(globals::NAME_BUCKETS, &layout.name_buckets, true)
+            .override_global(globals::NAME_SEED, &layout.name_seed, true)
             .map_max_entries(maps::EXACT, caps.exact_buckets())
             .map_max_entries(maps::CIDR, 2 * caps.cidr)
             .map_max_entries(maps::NAMES, caps.name_records())
@@ -283,8 +303,8 @@ impl Dataplane {
             jump.set(index, &fd, 0)
                 .map_err(DataplaneError::map(maps::JUMP))?;
         }
-        let clock = measure_clock(&mut ebpf)?;
-        let writer = MapWriter::new_fresh(ebpf, *caps, clock)?;
+        (layout.tick_ns, layout.clock_base) = measure_clock(&mut ebpf)?;
+        let writer = MapWriter::new_fresh(ebpf, *caps, layout)?;
         Ok(Self { writer })
     }
 
@@ -413,7 +433,7 @@ impl Dataplane {
     }
 
     /// The flow table's stamp: its bucket mask and hash seed (`LAYOUT[0]`).
-    pub fn layout(&self) -> Result<classifier_common::Layout, DataplaneError> {
+    pub fn layout(&self) -> Result<Layout, DataplaneError> {
         self.writer.layout()
     }
 

@@ -104,25 +104,13 @@ pub struct MapWriter {
 }
 
 impl MapWriter {
-    /// A writer over freshly created maps: stamps the layout and starts at generation 0.
-    /// `clock`: the kernel's tick and CLOCK_MONOTONIC at jiffy 0 (`Layout::tick_ns`,
-    /// `Layout::clock_base`).
+    /// A writer over freshly created maps: stamps `layout` (the one the program's globals were
+    /// set from, with the clock measured) and starts at generation 0.
     pub(crate) fn new_fresh(
         ebpf: aya::Ebpf,
         caps: Capacities,
-        clock: (u64, u64),
+        layout: Layout,
     ) -> Result<Self, DataplaneError> {
-        let layout = Layout {
-            version: LAYOUT_VERSION,
-            flow_mask: caps.flow_buckets() - 1,
-            flow_seed: random_seed(),
-            tick_ns: clock.0,
-            clock_base: clock.1,
-            exact_buckets: caps.exact_buckets(),
-            name_buckets: caps.name_buckets(),
-            exact_seed: random_seed(),
-            name_seed: random_seed(),
-        };
         let (exact, ports, names) = shared_tables(|n| ebpf.map(n), &layout)?;
         let mut w = Self {
             store: Store::Loaded(Box::new(ebpf)),
@@ -629,7 +617,7 @@ fn map_data(m: &Map) -> Option<&MapData> {
 
 /// A seed for the flow table's hash, from the kernel's random source (the clock if that
 /// fails: the seed guards against aimed collisions, nothing depends on it being secret).
-fn random_seed() -> u64 {
+pub(crate) fn random_seed() -> u64 {
     let mut b = [0u8; 8];
     // SAFETY: getrandom writes at most `b.len()` bytes into `b`.
     let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
