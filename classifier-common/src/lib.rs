@@ -540,6 +540,26 @@ pub struct NameKey {
 }
 const _: () = assert!(size_of::<NameKey>() == 16);
 
+impl NameKey {
+    /// The key's part of a name slot's meta word ([`name_meta_key`]).
+    #[inline(always)]
+    pub const fn meta_key(&self) -> u64 {
+        name_meta_key(self.generation, self.kind, self.port)
+    }
+
+    /// The key of hash `hash` whose meta key (or meta word) is `m`.
+    #[inline(always)]
+    pub const fn from_meta(hash: u64, m: u64) -> Self {
+        Self {
+            hash,
+            generation: (m >> 8) as u8,
+            kind: (m >> 16) as u8,
+            port: (m >> 24) as u16,
+            _pad: 0,
+        }
+    }
+}
+
 /// A name entry: its verdict and the full name, so that a hash collision never matches. An
 /// element of `NAMES` (in a [`NameRecord`]: the slots the name index points at).
 #[repr(C)]

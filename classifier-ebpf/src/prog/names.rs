@@ -217,18 +217,17 @@ fn hash_from(s: &Scratch, i: usize, len: usize) -> u64 {
     name_hash_tail(s.chunk_h[(l / 8) & (MAX_NAME_LEN / 8 - 1)], first, l)
 }
 
-/// The name index's bucket count and seed (`Layout`).
-type Index = (u32, u64);
-
 /// The entry of key (`hash`, meta key `mk`: [`name_meta_key`]) if the name it points at equals
 /// `s.name[off..len]`. The key's first bucket, then its second (a key moves only from the
 /// first to the second, stored there before it leaves the first). The record's stamp (its
 /// key) is read before and after its name and entry: unchanged, they are those of one write
 /// of this key's record (user space clears the stamp before it rewrites a record, and only
-/// records of the generation not in force change).
+/// records of the generation not in force change). The index's size and seed are read-only
+/// globals, constants to the verifier.
 #[inline(always)]
-fn find(s: &Scratch, ix: Index, hash: u64, mk: u64, off: usize, len: usize) -> Option<EntryValue> {
-    let (a, b) = exact_buckets(name_index_hash(hash, mk, ix.1), ix.0);
+fn find(s: &Scratch, hash: u64, mk: u64, off: usize, len: usize) -> Option<EntryValue> {
+    let (n, seed) = (NAME_BUCKETS.load(), NAME_SEED.load());
+    let (a, b) = exact_buckets(name_index_hash(hash, mk, seed), n);
     let m = match in_bucket(NAME_INDEX.get_ptr(a)?, hash, mk) {
         Some(m) => m,
         None => in_bucket(NAME_INDEX.get_ptr(b)?, hash, mk)?,
@@ -288,7 +287,6 @@ pub fn lookup(
     if len == 0 || len >= MAX_NAME_LEN {
         return None;
     }
-    let ix: Index = (NAME_BUCKETS.load(), NAME_SEED.load());
     let labels = if kind == name_match::EXACT {
         suffix_labels
     } else {
@@ -296,7 +294,7 @@ pub fn lookup(
     };
     hash_pass(s, len, labels);
     let h = hash_from(s, 0, len);
-    if let Some(e) = find(s, ix, h, name_meta_key(generation, kind, port), 0, len) {
+    if let Some(e) = find(s, h, name_meta_key(generation, kind, port), 0, len) {
         return Some(e);
     }
     let mk = name_meta_key(generation, name_match::SUFFIX, port);
@@ -308,7 +306,7 @@ pub fn lookup(
         let k = (n - 1 - t) & (MAX_CANDIDATES - 1);
         let i = s.cand[k] as usize & (MAX_NAME_LEN - 1);
         let h = hash_from(s, i, len);
-        if let Some(e) = find(s, ix, h, mk, i, len) {
+        if let Some(e) = find(s, h, mk, i, len) {
             return Some(e);
         }
     }

@@ -78,8 +78,8 @@ impl Capacities {
         cuckoo::buckets_for(self.names)
     }
 
-    /// Records of `NAMES`: both generations, and a spare, so that an entry changed in a full
-    /// table gets its new record before the old one is freed.
+    /// Records of `NAMES`: both generations, and [`NAME_RECORDS_SPARE`] more, so that an entry
+    /// changed in a full table gets its new record before the old one is freed.
     pub fn name_records(&self) -> u32 {
         self.names
             .saturating_mul(2)

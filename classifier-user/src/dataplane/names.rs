@@ -21,8 +21,8 @@ use std::{
 
 use aya::maps::MapData;
 use classifier_common::{
-    exact_buckets, maps, name_index_hash, name_meta, name_meta_key, NameBucket, NameKey,
-    NameRecord, NameSlot, NameValue, NAME_VALUES_MAX, NAME_WAYS,
+    exact_buckets, maps, name_index_hash, name_meta, NameBucket, NameKey, NameRecord, NameSlot,
+    NameValue, NAME_VALUES_MAX, NAME_WAYS,
 };
 
 use super::{
@@ -113,13 +113,7 @@ impl NameTable {
         if m & 0xff != 1 {
             return None;
         }
-        let k = NameKey {
-            hash: self.slot_word(i, 0).load(Ordering::Relaxed),
-            generation: (m >> 8) as u8,
-            kind: (m >> 16) as u8,
-            port: (m >> 24) as u16,
-            _pad: 0,
-        };
+        let k = NameKey::from_meta(self.slot_word(i, 0).load(Ordering::Relaxed), m);
         Some((k, (m >> 40) as u32))
     }
 
@@ -135,20 +129,13 @@ impl NameTable {
         if rec.key & 0xff != 1 {
             return None;
         }
-        let k = NameKey {
-            hash: rec.hash,
-            generation: (rec.key >> 8) as u8,
-            kind: (rec.key >> 16) as u8,
-            port: (rec.key >> 24) as u16,
-            _pad: 0,
-        };
-        Some((k, rec.value))
+        Some((NameKey::from_meta(rec.hash, rec.key), rec.value))
     }
 
     /// Writes record `r` for `k`: the stamp cleared, the value, the stamp.
     fn write_record(&self, r: u32, k: &NameKey, v: &NameValue) {
         let rec = NameRecord {
-            key: name_meta_key(k.generation, k.kind, k.port),
+            key: k.meta_key(),
             hash: k.hash,
             value: *v,
         };
@@ -162,8 +149,7 @@ impl NameTable {
     }
 
     fn buckets(&self, k: &NameKey) -> (u32, u32) {
-        let mk = name_meta_key(k.generation, k.kind, k.port);
-        exact_buckets(name_index_hash(k.hash, mk, self.seed), self.n)
+        exact_buckets(name_index_hash(k.hash, k.meta_key(), self.seed), self.n)
     }
 
     fn meta(k: &NameKey, r: u32) -> u64 {
@@ -183,9 +169,12 @@ impl NameTable {
     /// Sets `k`'s entry (`k.generation` included): a new record, then the key's slot pointed
     /// at it (a new slot placed as in the exact table).
     pub fn set(&mut self, k: &NameKey, v: &NameValue) -> Result<(), DataplaneError> {
-        let old = self.at.get(k).copied();
-        if let Some(i) = old {
-            let (_, r) = self.key(i).expect("a key's slot is in use");
+        // The key's slot and the record it points at, if the key is in the table.
+        let old = self
+            .at
+            .get(k)
+            .map(|&i| (i, self.key(i).expect("a key's slot is in use").1));
+        if let Some((_, r)) = old {
             if self.record(r).is_some_and(|(_, have)| have == *v) {
                 return Ok(());
             }
@@ -193,7 +182,7 @@ impl NameTable {
         let r = self.take_record()?;
         self.write_record(r, k, v);
         let i = match old {
-            Some(i) => i,
+            Some((i, _)) => i,
             None => {
                 let (a, b) = self.buckets(k);
                 match cuckoo::make_room(self, a, b) {
@@ -209,13 +198,12 @@ impl NameTable {
                 }
             }
         };
-        let before = old.map(|i| self.key(i).expect("in use").1);
         self.slot_word(i, 0).store(k.hash, Ordering::Relaxed);
         self.slot_word(i, 1)
             .store(Self::meta(k, r), Ordering::Release);
         self.at.insert(*k, i);
-        if let Some(b) = before {
-            self.free.push_back(b);
+        if let Some((_, before)) = old {
+            self.free.push_back(before);
         }
         Ok(())
     }
@@ -256,7 +244,7 @@ impl NameTable {
     /// bucket, then its second, the record's stamp and name checked.
     #[cfg(test)]
     fn lookup(&self, k: &NameKey, name: &[u8]) -> Option<classifier_common::EntryValue> {
-        let mk = name_meta_key(k.generation, k.kind, k.port);
+        let mk = k.meta_key();
         let (a, b) = self.buckets(k);
         let m = [a, b].into_iter().find_map(|bucket| {
             (0..NAME_WAYS as u32).find_map(|way| {

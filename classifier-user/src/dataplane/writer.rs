@@ -615,7 +615,7 @@ fn map_data(m: &Map) -> Option<&MapData> {
     }
 }
 
-/// A seed for the flow table's hash, from the kernel's random source (the clock if that
+/// A seed for a table's hash (flows, exact, names), from the kernel's random source (the clock if that
 /// fails: the seed guards against aimed collisions, nothing depends on it being secret).
 pub(crate) fn random_seed() -> u64 {
     let mut b = [0u8; 8];
