@@ -28,8 +28,12 @@ mod entry {
 
     use crate::prog::{classify, clock, inbound};
 
+    // Each entry is `#[inline(always)]`: the macro wraps it in the exported function, and a
+    // wrapper that calls it pays a BPF-to-BPF call and return on every packet.
+
     /// Classifies one outbound packet of a workload.
     #[classifier]
+    #[inline(always)]
     pub fn meshclass(ctx: TcContext) -> i32 {
         match classify::try_classify(&ctx) {
             Ok(v) | Err(v) => v,
@@ -38,6 +42,7 @@ mod entry {
 
     /// The TLS SNI stage, tail-called by `meshclass`.
     #[classifier]
+    #[inline(always)]
     pub fn meshclass_names(ctx: TcContext) -> i32 {
         match classify::try_names(&ctx) {
             Ok(v) | Err(v) => v,
@@ -46,6 +51,7 @@ mod entry {
 
     /// The HTTP/1.x Host and HTTP/2 `:authority` stages, tail-called by `meshclass_names`.
     #[classifier]
+    #[inline(always)]
     pub fn meshclass_http(ctx: TcContext) -> i32 {
         match classify::try_http(&ctx) {
             Ok(v) | Err(v) => v,
@@ -54,6 +60,7 @@ mod entry {
 
     /// Split ClientHellos, tail-called by `meshclass`; goes on to `meshclass_names`.
     #[classifier]
+    #[inline(always)]
     pub fn meshclass_split(ctx: TcContext) -> i32 {
         match classify::try_split(&ctx) {
             Ok(v) | Err(v) => v,
@@ -62,6 +69,7 @@ mod entry {
 
     /// The name lookup and the decision on it, tail-called by the three programs above.
     #[classifier]
+    #[inline(always)]
     pub fn meshclass_lookup(ctx: TcContext) -> i32 {
         match classify::try_lookup(&ctx) {
             Ok(v) | Err(v) => v,
@@ -70,6 +78,7 @@ mod entry {
 
     /// Records connections opened to the workload so that its replies pass.
     #[classifier]
+    #[inline(always)]
     pub fn meshclass_inbound(ctx: TcContext) -> i32 {
         match inbound::try_inbound(&ctx) {
             Ok(v) | Err(v) => v,
@@ -78,6 +87,7 @@ mod entry {
 
     /// The clock sample user space takes at load (`Layout::tick_ns`); never attached.
     #[classifier]
+    #[inline(always)]
     pub fn meshclass_clock(ctx: TcContext) -> i32 {
         clock::sample(&ctx)
     }

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use classifier_common::{
     config_flags, counter, family, flow_state, jump, name_kind, name_match, policy, proto, stage,
-    verdict, CidrData, Config, EntryValue, Event, FlowKey, PendingValue, PortValue,
+    verdict, CidrData, Config, EntryValue, Event, FlowKey, FlowWords, PendingValue, PortValue,
     CIDR_FIXED_BITS, MAX_NAME_LEN, NO_SERVICE,
 };
 
@@ -27,36 +27,68 @@ use super::{
 /// Classifies one packet and acts on the verdict.
 #[inline(always)]
 pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
+    // §3 Flow lookup, first, for the common headers from registers (`pkt::simple_v4`,
+    // `simple_v6`; one copy of the lookup each, the key's shape known): an established flow
+    // that passes or drops is decided without writing the packet to `PKT_STATE`, reading the
+    // generation or the configuration.
+    // The meta word of the packet's flow entry (0: none; a word, not an `Option`, whose
+    // payload LLVM may leave undefined where the verifier reads it); whether it was looked up.
+    let (mut flow, mut looked) = (0u64, false);
+    let mut simple = pkt::simple_v4(ctx);
+    if simple.ok() {
+        let w = &simple.words.0;
+        if let Some(v) = established(
+            &simple,
+            &FlowWords([w[0], w[1], 0, 0, 0]),
+            &mut flow,
+            &mut looked,
+        ) {
+            return v;
+        }
+    } else {
+        simple = pkt::simple_v6(ctx);
+        if simple.ok() {
+            if let Some(v) = established(&simple, &simple.words, &mut flow, &mut looked) {
+                return v;
+            }
+        }
+    }
+
     let Some(st) = PKT_STATE.get_ptr_mut(0) else {
         return Ok(only(verdict::PASS, stage::OTHER));
     };
     // SAFETY: per-CPU state, used by this program run only.
     let st = unsafe { &mut *st };
-    let parsed = pkt::parse(ctx, &mut st.pkt);
+    let parsed = if simple.ok() {
+        simple.store(ctx, &mut st.pkt);
+        Parsed::Ip
+    } else {
+        pkt::parse_general(ctx, &mut st.pkt)
+    };
     let p = &st.pkt;
     let tcp = p.key.proto == proto::TCP;
 
-    // §3 Flow lookup, first: the established path reads neither the generation nor the
-    // configuration unless its verdict needs them.
+    // Packets `pkt::simple` did not take look their flow up from `PKT_STATE`.
     let syn_only = tcp && p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    if !looked && matches!(parsed, Parsed::Ip) && (tcp || p.key.proto == proto::UDP) && !syn_only {
+        flow = flows::get(&p.key).unwrap_or(0);
+    }
     // The state of a flow found PENDING or FOLLOWING (0: none).
     let mut waiting = 0u8;
-    if matches!(parsed, Parsed::Ip) && (tcp || p.key.proto == proto::UDP) && !syn_only {
-        if let Some(m) = flows::get(&p.key) {
-            let (state, v) = (m as u8, (m >> 8) as u8);
-            if state == flow_state::DECIDED {
-                cnt::decided(v, stage::FLOW);
-                return match v {
-                    verdict::PASS => Ok(TC_ACT_UNSPEC),
-                    verdict::DROP => Err(TC_ACT_SHOT),
-                    _ => match config() {
-                        Some((cfg, _)) => Ok(act(ctx, p, cfg, v, false)),
-                        None => Err(TC_ACT_SHOT),
-                    },
-                };
-            }
-            waiting = state;
+    if flow != 0 {
+        let (state, v) = (flow as u8, (flow >> 8) as u8);
+        if state == flow_state::DECIDED {
+            cnt::decided(v, stage::FLOW);
+            return match v {
+                verdict::PASS => Ok(TC_ACT_UNSPEC),
+                verdict::DROP => Err(TC_ACT_SHOT),
+                _ => match config() {
+                    Some((cfg, _)) => Ok(act(ctx, p, cfg, v, false)),
+                    None => Err(TC_ACT_SHOT),
+                },
+            };
         }
+        waiting = state;
     }
     let pending = waiting != 0;
 
@@ -168,6 +200,38 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
 
     // §7 Port capture and policy.
     Ok(port_or_policy(ctx, p, cfg, port, generation, kinds != 0))
+}
+
+/// The established path for a simple packet `s` whose flow key is `w`: the verdict to return
+/// for a flow DECIDED to pass or drop; else `None`, with the flow's meta word (0: none) in
+/// `flow` and `looked` set when the table was read (not for a SYN).
+#[inline(always)]
+fn established(
+    s: &pkt::Simple,
+    w: &FlowWords,
+    flow: &mut u64,
+    looked: &mut bool,
+) -> Option<Result<i32, i32>> {
+    if s.syn_only() {
+        return None;
+    }
+    *looked = true;
+    let m = flows::get_words(w).unwrap_or(0);
+    *flow = m;
+    if m as u8 == flow_state::DECIDED {
+        match (m >> 8) as u8 {
+            verdict::PASS => {
+                cnt::decided(verdict::PASS, stage::FLOW);
+                return Some(Ok(TC_ACT_UNSPEC));
+            }
+            verdict::DROP => {
+                cnt::decided(verdict::DROP, stage::FLOW);
+                return Some(Err(TC_ACT_SHOT));
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// The active generation (`ACTIVE[0]`, read once per packet) and its configuration.
@@ -634,9 +698,8 @@ fn record(p: &Pkt, cfg: &Config, d: &Decision) -> u8 {
         Some(e) => (e.service_id, e.entry_id),
         None => (NO_SERVICE, 0),
     };
-    let now = clock::now();
-    let head = flows::head(flow_state::DECIDED, v, st, generation, service_id);
-    flows::put(&p.key, head, entry_id, now, false);
+    // The entry's hit count first: an atomic add waits for every earlier store of this CPU to
+    // reach its cache, and the flow entry is a dozen stores.
     if entry.is_some() {
         if let Some(h) = ENTRY_HITS.get_ptr_mut(entry_id) {
             // SAFETY: a map value shared by CPUs, updated with an atomic add.
@@ -649,6 +712,9 @@ fn record(p: &Pkt, cfg: &Config, d: &Decision) -> u8 {
             };
         }
     }
+    let now = clock::now();
+    let head = flows::head(flow_state::DECIDED, v, st, generation, service_id);
+    flows::put(&p.key, head, entry_id, now, false);
     if v == verdict::DROP || v == verdict::REJECT || cfg.flags & config_flags::EVENTS_ALL != 0 {
         event(p, service_id, entry_id, v, st, now, name_len);
     }

@@ -73,10 +73,15 @@ fn touch(b: *mut FlowBucket, i: usize) {
 /// The meta word of flow `k`'s entry (state in byte 0, verdict in byte 1), if it has one.
 #[inline(always)]
 pub fn get(k: &FlowKey) -> Option<u64> {
-    let w = k.words();
-    let (b, h) = bucket(&w)?;
+    get_words(&k.words())
+}
+
+/// `get` for a key in the table's form.
+#[inline(always)]
+pub fn get_words(w: &FlowWords) -> Option<u64> {
+    let (b, h) = bucket(w)?;
     for i in 0..FLOW_WAYS {
-        if let Some(m) = holds(b, i, &w, h) {
+        if let Some(m) = holds(b, i, w, h) {
             touch(b, i);
             return Some(m);
         }

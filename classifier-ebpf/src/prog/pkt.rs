@@ -3,7 +3,7 @@
 use core::{mem::size_of, ptr::read_unaligned};
 
 use aya_ebpf::programs::TcContext;
-use classifier_common::{family, proto, FlowKey};
+use classifier_common::{family, proto, FlowKey, FlowWords};
 
 /// Offsets below this are read with direct packet access; others with `bpf_skb_load_bytes`.
 const DIRECT_LIMIT: usize = 2048;
@@ -105,14 +105,22 @@ const MAX_EXT_HEADERS: u32 = 8;
 
 /// Parses Ethernet, one VLAN tag, IPv4/IPv6 and the TCP/UDP header.
 #[inline(always)]
+pub fn parse(ctx: &TcContext, p: &mut Pkt) -> Parsed {
+    let s = simple(ctx);
+    if s.ok() {
+        s.store(ctx, p);
+        return Parsed::Ip;
+    }
+    parse_general(ctx, p)
+}
+
+/// `parse` for any packet: the walk for the headers `simple` does not take.
+#[inline(always)]
 #[expect(
     clippy::explicit_counter_loop,
     reason = "the extension-header walk keeps its own count beside the verifier-bounded loop"
 )]
-pub fn parse(ctx: &TcContext, p: &mut Pkt) -> Parsed {
-    if parse_simple(ctx, p) {
-        return Parsed::Ip;
-    }
+pub fn parse_general(ctx: &TcContext, p: &mut Pkt) -> Parsed {
     let Some(mut ethertype) = be16_at(ctx, 12) else {
         return Parsed::NotIp;
     };
@@ -263,145 +271,221 @@ pub fn parse(ctx: &TcContext, p: &mut Pkt) -> Parsed {
     Parsed::Ip
 }
 
-/// The common cases in one bounds check each: untagged Ethernet, then IPv4 without options
-/// and not a later fragment, or IPv6 without extension headers, then TCP or UDP with its whole
-/// header inside the datagram. Fills `p` exactly as the general walk below would and returns
-/// true; returns false (touching nothing the walk relies on) for anything else, which the
-/// general walk then parses.
-#[inline(always)]
-fn parse_simple(ctx: &TcContext, p: &mut Pkt) -> bool {
-    const L3: usize = 14;
-    let start = ctx.data();
-    let end = ctx.data_end();
-    // Ethernet + IPv4 + a UDP header; longer headers are checked for below.
-    if start + L3 + 20 + 8 > end {
-        return false;
-    }
-    // SAFETY: [start, start + 42) is inside the packet's linear data (checked above).
-    let ethertype = unsafe { ld16::<12>(start) };
-    if ethertype == ETH_P_IP.to_be() {
-        const L4: usize = L3 + 20;
-        // SAFETY: as above.
-        let (vihl, tot_len, frag, nexthdr, sa, da) = unsafe {
-            (
-                ld8::<{ L3 as i16 }>(start),
-                u16::from_be(ld16::<{ L3 as i16 + 2 }>(start)) as u32,
-                ld16::<{ L3 as i16 + 6 }>(start),
-                ld8::<{ L3 as i16 + 9 }>(start),
-                ld32::<{ L3 as i16 + 12 }>(start),
-                ld32::<{ L3 as i16 + 16 }>(start),
-            )
-        };
-        // The fragment offset is the low 13 bits in network order.
-        if vihl != 0x45 || tot_len < 20 || frag & 0xff1f != 0 {
-            return false;
-        }
-        let ip_end = min(L3 as u32 + tot_len, ctx.len());
-        return simple_l4(
-            ctx,
-            p,
-            L4,
-            nexthdr,
-            ip_end,
-            [family::V4 as u64, sa as u64, 0, da as u64, 0],
-        );
-    }
-    if ethertype == ETH_P_IPV6.to_be() {
-        const L4: usize = L3 + 40;
-        if start + L4 + 8 > end {
-            return false;
-        }
-        // SAFETY: [start, start + 62) is inside the packet's linear data (checked above).
-        let (v, plen, nexthdr, s0, s1, d0, d1) = unsafe {
-            (
-                ld8::<{ L3 as i16 }>(start),
-                u16::from_be(ld16::<{ L3 as i16 + 4 }>(start)) as u32,
-                ld8::<{ L3 as i16 + 6 }>(start),
-                ld64::<{ L3 as i16 + 8 }>(start),
-                ld64::<{ L3 as i16 + 16 }>(start),
-                ld64::<{ L3 as i16 + 24 }>(start),
-                ld64::<{ L3 as i16 + 32 }>(start),
-            )
-        };
-        if v >> 4 != 6 {
-            return false;
-        }
-        let ip_end = min(L4 as u32 + plen, ctx.len());
-        return simple_l4(
-            ctx,
-            p,
-            L4,
-            nexthdr,
-            ip_end,
-            [family::V6 as u64, s0, s1, d0, d1],
-        );
-    }
-    false
+/// A packet `simple_v4` or `simple_v6` parsed: the flow table's form of its key and what the
+/// rest of its `Pkt` is made from, few words in registers, so that the established path
+/// (classify.rs) looks the flow up without writing the packet to memory and reading it back.
+/// A plain value, never an `Option` (whose `None` LLVM may leave undefined where the verifier
+/// reads it): `Simple::NONE` says the packet is not simple.
+#[derive(Clone, Copy)]
+pub struct Simple {
+    /// The flow key as the flow table has it (`FlowKey::words`): IPv4 addresses packed into
+    /// word 1, words 2-4 zero. Family 0: not a simple packet.
+    pub words: FlowWords,
+    /// The end of the IP datagram in the packet.
+    ip_end: u64,
+    /// TCP: the header's data offset and flags bytes as loaded (little-endian); UDP: 0.
+    off_flags: u64,
 }
 
-/// The TCP or UDP header at `L4` (its first 8 bytes known to be in the linear data) for
-/// `parse_simple`; `key` holds the flow key's words without protocol and ports.
+impl Simple {
+    /// Not a simple packet.
+    pub const NONE: Simple = Simple {
+        words: FlowWords([0; 5]),
+        ip_end: 0,
+        off_flags: 0,
+    };
+
+    /// Whether the packet is simple (and this its parse).
+    #[inline(always)]
+    pub fn ok(&self) -> bool {
+        self.words.0[0] as u8 != 0
+    }
+
+    /// The TCP flags (0 for UDP).
+    #[inline(always)]
+    pub fn tcp_flags(&self) -> u8 {
+        (self.off_flags >> 8) as u8
+    }
+
+    /// Whether the packet is TCP.
+    #[inline(always)]
+    pub fn tcp(&self) -> bool {
+        (self.words.0[0] >> 8) as u8 == proto::TCP
+    }
+
+    /// A TCP packet with SYN and not ACK: the first of a connection, never an established one.
+    #[inline(always)]
+    pub fn syn_only(&self) -> bool {
+        self.tcp() && self.tcp_flags() & (TCP_SYN | TCP_ACK) == TCP_SYN
+    }
+
+    /// Writes the packet as `parse` describes it; reads the TCP sequence numbers, which the
+    /// established path does not need.
+    #[inline(always)]
+    pub fn store(&self, ctx: &TcContext, p: &mut Pkt) {
+        let w = &self.words.0;
+        let v4 = self.words.is_v4();
+        let key = if v4 {
+            [w[0], w[1] & 0xffff_ffff, 0, w[1] >> 32, 0]
+        } else {
+            *w
+        };
+        let k = &mut p.key as *mut FlowKey as *mut u64;
+        for (i, x) in key.iter().enumerate() {
+            // SAFETY: FlowKey is 40 bytes and 8-aligned (classifier_common asserts both);
+            // volatile keeps the stores apart (merged, they become a `memcpy` call).
+            unsafe { core::ptr::write_volatile(k.add(i), *x) };
+        }
+        let l4: u32 = if v4 { 14 + 20 } else { 14 + 40 };
+        let (payload_off, seq, ack) = if self.tcp() {
+            let (seq, ack) = match rd::<[u32; 2]>(ctx, l4 as usize + 4) {
+                Some([s, a]) => (u32::from_be(s), u32::from_be(a)),
+                None => (0, 0),
+            };
+            (l4 + ((self.off_flags & 0xf0) >> 2) as u32, seq, ack)
+        } else {
+            (l4 + 8, 0, 0)
+        };
+        p.l3_off = 14;
+        p.l4_off = l4;
+        p.payload_off = payload_off;
+        p.payload_len = self.ip_end as u32 - payload_off;
+        p.tcp_flags = self.tcp_flags();
+        p.seq = seq;
+        p.ack = ack;
+    }
+}
+
+/// The common cases, in one bounds check each: `simple_v4` or `simple_v6`.
 #[inline(always)]
-fn simple_l4(
-    ctx: &TcContext,
-    p: &mut Pkt,
-    l4: usize,
-    nexthdr: u8,
-    ip_end: u32,
-    key: [u64; 5],
-) -> bool {
+pub fn simple(ctx: &TcContext) -> Simple {
+    let s = simple_v4(ctx);
+    if s.ok() {
+        return s;
+    }
+    simple_v6(ctx)
+}
+
+/// Untagged Ethernet, IPv4 without options and not a later fragment, then TCP or UDP with its
+/// whole header inside the datagram; `Simple::NONE` for anything else, which `parse` walks in
+/// general.
+#[inline(always)]
+pub fn simple_v4(ctx: &TcContext) -> Simple {
+    const L3: usize = 14;
+    const L4: usize = L3 + 20;
+    let start = ctx.data();
+    // Ethernet + IPv4 + a UDP header; a TCP header is checked for in `simple_l4`.
+    if start + L4 + 8 > ctx.data_end() {
+        return Simple::NONE;
+    }
+    // SAFETY: [start, start + 42) is inside the packet's linear data (checked above). Source
+    // and destination address are adjacent: one 8-byte load gives the flow table's word 1
+    // (source in the low half).
+    let (ethertype, vihl, tot_len, frag, nexthdr, addrs) = unsafe {
+        (
+            ld16w::<12>(start),
+            ld8w::<{ L3 as i16 }>(start),
+            ld16w::<{ L3 as i16 + 2 }>(start),
+            ld16w::<{ L3 as i16 + 6 }>(start),
+            ld8w::<{ L3 as i16 + 9 }>(start),
+            ld64::<{ L3 as i16 + 12 }>(start),
+        )
+    };
+    // The fragment offset is the low 13 bits in network order.
+    if ethertype != ETH_P_IP.to_be() as u64 || vihl != 0x45 || frag & 0xff1f != 0 {
+        return Simple::NONE;
+    }
+    let tot_len = u16::from_be(tot_len as u16) as u64;
+    if tot_len < 20 {
+        return Simple::NONE;
+    }
+    let ip_end = min64(L3 as u64 + tot_len, ctx.len() as u64);
+    simple_l4(
+        ctx,
+        L4,
+        nexthdr,
+        ip_end,
+        [family::V4 as u64, addrs, 0, 0, 0],
+    )
+}
+
+/// Untagged Ethernet, IPv6 without extension headers, then TCP or UDP with its whole header
+/// inside the datagram; `Simple::NONE` for anything else.
+#[inline(always)]
+pub fn simple_v6(ctx: &TcContext) -> Simple {
+    const L3: usize = 14;
+    const L4: usize = L3 + 40;
+    let start = ctx.data();
+    if start + L4 + 8 > ctx.data_end() {
+        return Simple::NONE;
+    }
+    // SAFETY: [start, start + 62) is inside the packet's linear data (checked above).
+    let (ethertype, v, plen, nexthdr, s0, s1, d0, d1) = unsafe {
+        (
+            ld16w::<12>(start),
+            ld8w::<{ L3 as i16 }>(start),
+            ld16w::<{ L3 as i16 + 4 }>(start),
+            ld8w::<{ L3 as i16 + 6 }>(start),
+            ld64::<{ L3 as i16 + 8 }>(start),
+            ld64::<{ L3 as i16 + 16 }>(start),
+            ld64::<{ L3 as i16 + 24 }>(start),
+            ld64::<{ L3 as i16 + 32 }>(start),
+        )
+    };
+    if ethertype != ETH_P_IPV6.to_be() as u64 || v >> 4 != 6 {
+        return Simple::NONE;
+    }
+    let plen = u16::from_be(plen as u16) as u64;
+    let ip_end = min64(L4 as u64 + plen, ctx.len() as u64);
+    simple_l4(
+        ctx,
+        L4,
+        nexthdr,
+        ip_end,
+        [family::V6 as u64, s0, s1, d0, d1],
+    )
+}
+
+/// The TCP or UDP header at `L4` for `simple_v4` and `simple_v6`; `words` holds the flow
+/// table's key words without protocol and ports.
+#[inline(always)]
+fn simple_l4(ctx: &TcContext, l4: usize, nexthdr: u64, ip_end: u64, mut words: [u64; 5]) -> Simple {
     let start = ctx.data();
     let end = ctx.data_end();
     let h = start + l4;
     if h + 8 > end {
-        return false;
+        return Simple::NONE;
     }
     // SAFETY: [h, h + 8) is inside the packet's linear data (checked above).
-    let ports = unsafe { ld32::<0>(h) };
-    let l4 = l4 as u32;
-    let (payload_off, flags, seq, ack) = if nexthdr == proto::TCP {
+    let ports = unsafe { ld32w::<0>(h) };
+    let l4 = l4 as u64;
+    let off_flags = if nexthdr == proto::TCP as u64 {
         if h + 20 > end || l4 + 20 > ip_end {
-            return false;
+            return Simple::NONE;
         }
         // SAFETY: [h, h + 20) is inside the packet's linear data (checked above).
-        let (seq, ack, off_flags) = unsafe { (ld32::<4>(h), ld32::<8>(h), ld16::<12>(h)) };
-        let doff = ((off_flags & 0xf0) >> 2) as u32;
+        let off_flags = unsafe { ld16w::<12>(h) };
+        let doff = (off_flags & 0xf0) >> 2;
         if doff < 20 || l4 + doff > ip_end {
-            return false;
+            return Simple::NONE;
         }
-        (
-            l4 + doff,
-            (off_flags >> 8) as u8,
-            u32::from_be(seq),
-            u32::from_be(ack),
-        )
-    } else if nexthdr == proto::UDP {
+        off_flags
+    } else if nexthdr == proto::UDP as u64 {
         if l4 + 8 > ip_end {
-            return false;
+            return Simple::NONE;
         }
-        (l4 + 8, 0, 0, 0)
+        0
     } else {
-        return false;
+        return Simple::NONE;
     };
-    // The key, word by word (FlowKey is 8-aligned, little-endian): family, proto, padding and
-    // both ports as they are on the wire; then the addresses (an IPv4 one zero beyond its 4
-    // bytes).
-    let w = &mut p.key as *mut FlowKey as *mut u64;
-    // SAFETY: FlowKey is 40 bytes and 8-aligned (classifier_common asserts both).
-    unsafe {
-        core::ptr::write_volatile(w, key[0] | (nexthdr as u64) << 8 | (ports as u64) << 32);
-        for (i, k) in key.iter().enumerate().skip(1) {
-            core::ptr::write_volatile(w.add(i), *k);
-        }
+    // Word 0: family, protocol, two zero padding bytes and both ports as they are on the
+    // wire (FlowKey's first word, little-endian).
+    words[0] |= nexthdr << 8 | ports << 32;
+    Simple {
+        words: FlowWords(words),
+        ip_end,
+        off_flags,
     }
-    p.l3_off = 14;
-    p.l4_off = l4;
-    p.payload_off = payload_off;
-    p.payload_len = ip_end - payload_off;
-    p.tcp_flags = flags;
-    p.seq = seq;
-    p.ack = ack;
-    true
 }
 
 // One BPF load each, at a constant offset from a pointer into the packet (or a map value).
@@ -453,6 +537,18 @@ loads! {
     ld64: u64 = "{v} = *(u64 *)({b} + {o})";
 }
 
+// The same loads, with the value in a u64 as the instruction leaves it (zero-extended): a
+// `u8` or `u16` result makes LLVM mask the register again before every comparison, as it
+// cannot see that the load already cleared the upper bits.
+loads! {
+    /// `ld8`, zero-extended.
+    ld8w: u64 = "{v} = *(u8 *)({b} + {o})";
+    /// `ld16`, zero-extended.
+    ld16w: u64 = "{v} = *(u16 *)({b} + {o})";
+    /// `ld32`, zero-extended.
+    ld32w: u64 = "{v} = *(u32 *)({b} + {o})";
+}
+
 /// Zeroes a flow key with five 8-byte stores. `p.key = FlowKey::default()` compiles to a call
 /// of a byte-by-byte `memset` (the BPF backend does not inline it), a third of the
 /// established-flow path; volatile keeps the optimizer from merging the stores back into one.
@@ -463,6 +559,15 @@ fn zero_key(k: &mut FlowKey) {
     for i in 0..5 {
         // SAFETY: FlowKey is 40 bytes and 8-aligned (classifier_common asserts both).
         unsafe { core::ptr::write_volatile(w.add(i), 0) };
+    }
+}
+
+#[inline(always)]
+fn min64(a: u64, b: u64) -> u64 {
+    if a < b {
+        a
+    } else {
+        b
     }
 }
 
