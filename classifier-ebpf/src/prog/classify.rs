@@ -698,8 +698,9 @@ fn record(p: &Pkt, cfg: &Config, d: &Decision) -> u8 {
         Some(e) => (e.service_id, e.entry_id),
         None => (NO_SERVICE, 0),
     };
-    // The entry's hit count first: an atomic add waits for every earlier store of this CPU to
-    // reach its cache, and the flow entry is a dozen stores.
+    let now = clock::now();
+    let head = flows::head(flow_state::DECIDED, v, st, generation, service_id);
+    flows::put(&p.key, head, entry_id, now, false);
     if entry.is_some() {
         if let Some(h) = ENTRY_HITS.get_ptr_mut(entry_id) {
             // SAFETY: a map value shared by CPUs, updated with an atomic add.
@@ -712,9 +713,6 @@ fn record(p: &Pkt, cfg: &Config, d: &Decision) -> u8 {
             };
         }
     }
-    let now = clock::now();
-    let head = flows::head(flow_state::DECIDED, v, st, generation, service_id);
-    flows::put(&p.key, head, entry_id, now, false);
     if v == verdict::DROP || v == verdict::REJECT || cfg.flags & config_flags::EVENTS_ALL != 0 {
         event(p, service_id, entry_id, v, st, now, name_len);
     }
