@@ -27,52 +27,56 @@ use super::{
 /// Classifies one packet and acts on the verdict.
 #[inline(always)]
 pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
-    // §3 Flow lookup, first, for the common headers from registers (`pkt::simple_v4`,
-    // `simple_v6`; one copy of the lookup each, the key's shape known): an established flow
-    // that passes or drops is decided without writing the packet to `PKT_STATE`, reading the
-    // generation or the configuration.
-    // The meta word of the packet's flow entry (0: none; a word, not an `Option`, whose
-    // payload LLVM may leave undefined where the verifier reads it); whether it was looked up.
-    let (mut flow, mut looked) = (0u64, false);
-    let mut simple = pkt::simple_v4(ctx);
-    if simple.ok() {
-        let w = &simple.words.0;
-        if let Some(v) = established(
-            &simple,
-            &FlowWords([w[0], w[1], 0, 0, 0]),
-            &mut flow,
-            &mut looked,
-        ) {
-            return v;
-        }
-    } else {
-        simple = pkt::simple_v6(ctx);
-        if simple.ok() {
-            if let Some(v) = established(&simple, &simple.words, &mut flow, &mut looked) {
+    // §2-§3 Headers and flow lookup. The common headers (`pkt::simple_v4`, `simple_v6`) are
+    // parsed into registers and looked up from there, one copy of the lookup per family with
+    // the key's shape known: an established flow that passes or drops is decided without
+    // writing the packet to `PKT_STATE` or reading the generation and the configuration. A
+    // packet that goes on is written there in its own branch, so that nothing of one family's
+    // parse is carried (spilled) into the other's. `flow`: the meta word of the packet's flow
+    // entry, 0 for none (a word, not an `Option`, whose payload LLVM may leave undefined where
+    // the verifier reads it).
+    let (st, parsed, flow) = {
+        let s = pkt::simple_v4(ctx);
+        if s.ok() {
+            let w = &s.words.0;
+            let m = established(&s, &FlowWords([w[0], w[1], 0, 0, 0]));
+            if let Some(v) = settled(m) {
                 return v;
             }
+            let st = packet_state()?;
+            s.store(ctx, &mut st.pkt);
+            (st, Parsed::Ip, m)
+        } else {
+            let s = pkt::simple_v6(ctx);
+            if s.ok() {
+                let m = established(&s, &s.words);
+                if let Some(v) = settled(m) {
+                    return v;
+                }
+                let st = packet_state()?;
+                s.store(ctx, &mut st.pkt);
+                (st, Parsed::Ip, m)
+            } else {
+                let st = packet_state()?;
+                let parsed = pkt::parse_general(ctx, &mut st.pkt);
+                let p = &st.pkt;
+                let tcp = p.key.proto == proto::TCP;
+                let syn_only = tcp && p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+                let m = if matches!(parsed, Parsed::Ip)
+                    && (tcp || p.key.proto == proto::UDP)
+                    && !syn_only
+                {
+                    flows::get(&p.key).unwrap_or(0)
+                } else {
+                    0
+                };
+                (st, parsed, m)
+            }
         }
-    }
-
-    let Some(st) = PKT_STATE.get_ptr_mut(0) else {
-        return Ok(only(verdict::PASS, stage::OTHER));
-    };
-    // SAFETY: per-CPU state, used by this program run only.
-    let st = unsafe { &mut *st };
-    let parsed = if simple.ok() {
-        simple.store(ctx, &mut st.pkt);
-        Parsed::Ip
-    } else {
-        pkt::parse_general(ctx, &mut st.pkt)
     };
     let p = &st.pkt;
     let tcp = p.key.proto == proto::TCP;
 
-    // Packets `pkt::simple` did not take look their flow up from `PKT_STATE`.
-    let syn_only = tcp && p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-    if !looked && matches!(parsed, Parsed::Ip) && (tcp || p.key.proto == proto::UDP) && !syn_only {
-        flow = flows::get(&p.key).unwrap_or(0);
-    }
     // The state of a flow found PENDING or FOLLOWING (0: none).
     let mut waiting = 0u8;
     if flow != 0 {
@@ -202,36 +206,44 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
     Ok(port_or_policy(ctx, p, cfg, port, generation, kinds != 0))
 }
 
-/// The established path for a simple packet `s` whose flow key is `w`: the verdict to return
-/// for a flow DECIDED to pass or drop; else `None`, with the flow's meta word (0: none) in
-/// `flow` and `looked` set when the table was read (not for a SYN).
+/// The meta word of the flow entry of simple packet `s`, whose flow key is `w` (0: none, or a
+/// SYN, which never belongs to an established flow).
 #[inline(always)]
-fn established(
-    s: &pkt::Simple,
-    w: &FlowWords,
-    flow: &mut u64,
-    looked: &mut bool,
-) -> Option<Result<i32, i32>> {
+fn established(s: &pkt::Simple, w: &FlowWords) -> u64 {
     if s.syn_only() {
+        return 0;
+    }
+    flows::get_words(w).unwrap_or(0)
+}
+
+/// The verdict of a flow entry (meta word `m`) DECIDED to pass or drop, counted: the packet's
+/// whole classification. Other verdicts need the packet in `PKT_STATE` (`act`).
+#[inline(always)]
+fn settled(m: u64) -> Option<Result<i32, i32>> {
+    if m as u8 != flow_state::DECIDED {
         return None;
     }
-    *looked = true;
-    let m = flows::get_words(w).unwrap_or(0);
-    *flow = m;
-    if m as u8 == flow_state::DECIDED {
-        match (m >> 8) as u8 {
-            verdict::PASS => {
-                cnt::decided(verdict::PASS, stage::FLOW);
-                return Some(Ok(TC_ACT_UNSPEC));
-            }
-            verdict::DROP => {
-                cnt::decided(verdict::DROP, stage::FLOW);
-                return Some(Err(TC_ACT_SHOT));
-            }
-            _ => {}
+    match (m >> 8) as u8 {
+        verdict::PASS => {
+            cnt::decided(verdict::PASS, stage::FLOW);
+            Some(Ok(TC_ACT_UNSPEC))
         }
+        verdict::DROP => {
+            cnt::decided(verdict::DROP, stage::FLOW);
+            Some(Err(TC_ACT_SHOT))
+        }
+        _ => None,
     }
-    None
+}
+
+/// This CPU's `PKT_STATE`; else the packet's verdict (PASS, stage OTHER: never reached).
+#[inline(always)]
+fn packet_state() -> Result<&'static mut PacketState, i32> {
+    match PKT_STATE.get_ptr_mut(0) {
+        // SAFETY: per-CPU state, used by this program run and its tail calls only.
+        Some(st) => Ok(unsafe { &mut *st }),
+        None => Err(only(verdict::PASS, stage::OTHER)),
+    }
 }
 
 /// The active generation (`ACTIVE[0]`, read once per packet) and its configuration.
