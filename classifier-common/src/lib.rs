@@ -202,7 +202,10 @@ pub mod maps {
     /// The flow table: an array of [`crate::FlowBucket`]s.
     pub const FLOWS: &str = "FLOWS";
     pub const COUNTERS: &str = "COUNTERS";
+    /// Hits per entry id, all CPUs: an array of u64 (atomic adds), mapped by user space.
     pub const ENTRY_HITS: &str = "ENTRY_HITS";
+    /// Each CPU's recent entry hits, not yet added to `ENTRY_HITS` (see [`crate::hit_slot`]).
+    pub const HIT_CACHE: &str = "HIT_CACHE";
     pub const EVENTS: &str = "EVENTS";
     pub const SCRATCH: &str = "SCRATCH";
     pub const PENDING: &str = "PENDING";
@@ -269,9 +272,44 @@ pub mod capacity {
 /// The longest DNS name matched (RFC 1035: 255 octets on the wire, 253 as text).
 pub const MAX_NAME_LEN: usize = 256;
 
+/// Slots of each CPU's entry-hit cache (`HIT_CACHE`, docs/decision.md §8), a power of two.
+/// A decision by an entry adds one to its id's slot on this CPU when the slot holds that id;
+/// else the slot's count goes to `ENTRY_HITS` (one atomic add) and the slot takes the id. An
+/// entry's hits are its `ENTRY_HITS` word plus its count in every CPU's slot.
+pub const HIT_CACHE_SLOTS: u32 = 8192;
+
+/// The `HIT_CACHE` slot of entry `id`.
+#[inline(always)]
+pub const fn hit_slot(id: u32) -> u32 {
+    id & (HIT_CACHE_SLOTS - 1)
+}
+
+/// A `HIT_CACHE` slot's value for entry `id` with count `n`: `id + 1` in the high half (0:
+/// the slot is empty), the count in the low half.
+#[inline(always)]
+pub const fn hit_value(id: u32, n: u32) -> u64 {
+    (id as u64 + 1) << 32 | n as u64
+}
+
+/// Whether slot value `v` holds entry `id` and can count one more.
+#[inline(always)]
+pub const fn hit_holds(v: u64, id: u32) -> bool {
+    v >> 32 == id as u64 + 1 && v as u32 != u32::MAX
+}
+
+/// The entry id and count slot value `v` holds, if any.
+#[inline(always)]
+pub const fn hit_parts(v: u64) -> Option<(u32, u32)> {
+    if v >> 32 == 0 {
+        None
+    } else {
+        Some(((v >> 32) as u32 - 1, v as u32))
+    }
+}
+
 /// Layout version of every map type in this file. A pinned map set with another version is
 /// never adopted by a program built with this one.
-pub const LAYOUT_VERSION: u32 = 8;
+pub const LAYOUT_VERSION: u32 = 9;
 
 /// What an entry decides when it matches.
 #[repr(C)]
@@ -1212,5 +1250,21 @@ mod tests {
         }
         assert_ne!(name_hash(b"a.com"), name_hash(b"b.com"));
         assert_ne!(name_hash(b"abcdefgh"), name_hash(b"abcdefgh\0"));
+    }
+
+    #[test]
+    fn a_hit_slot_holds_its_id_until_its_count_is_full() {
+        let (id, other) = (5u32, 5 + HIT_CACHE_SLOTS);
+        assert_eq!(hit_slot(id), hit_slot(other));
+        assert!(!hit_holds(0, id), "an empty slot holds nothing");
+        assert_eq!(hit_parts(0), None);
+        let v = hit_value(id, 1);
+        assert!(hit_holds(v, id) && !hit_holds(v, other));
+        assert_eq!(hit_parts(v + 41), Some((id, 42)));
+        // Entry 0 is a real id: its slot value is not the empty one.
+        assert_eq!(hit_parts(hit_value(0, 1)), Some((0, 1)));
+        // A full count goes to ENTRY_HITS rather than wrap.
+        assert!(!hit_holds(hit_value(id, u32::MAX), id));
+        assert_eq!(hit_parts(hit_value(id, u32::MAX)), Some((id, u32::MAX)));
     }
 }

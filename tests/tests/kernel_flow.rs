@@ -188,3 +188,66 @@ fn a_full_bucket_evicts_by_the_clock_and_the_model_forgets_the_same_flows() {
     send(&mut dp, ack(4), stage::EXACT);
     assert!(model.flow_evictions() >= 3);
 }
+
+/// Every decision by an entry counts one hit for it (docs/decision.md §8), however the hits
+/// are split between a CPU's `HIT_CACHE` slot and `ENTRY_HITS`: two entries whose ids share a
+/// slot take it from each other, each time moving the other's count to `ENTRY_HITS`, and an
+/// entry's hits read the same by id and in the whole list.
+#[test]
+fn entry_hits_count_every_decision_through_the_per_cpu_slots() {
+    use classifier_common::{hit_slot, HIT_CACHE_SLOTS};
+    use meshclass::dataplane::{Capacities, Dataplane};
+
+    let n = HIT_CACHE_SLOTS as usize + 8;
+    let caps = Capacities {
+        exact: 2 * n as u32,
+        cidr: 256,
+        names: 1024,
+        flows: 4096,
+        pending: 256,
+        entry_ids: 2 * n as u32,
+        events_bytes: 1 << 16,
+    };
+    let mut dp = Dataplane::load(&caps).expect("loading the classifier");
+    let addr = |i: usize| format!("10.72.{}.{}", i / 250, i % 250 + 1);
+    let p = plan(
+        (0..n)
+            .map(|i| entry(exact(&addr(i), 443, L4::Tcp), i as u32, Verdict::Pass))
+            .collect(),
+    );
+    dp.apply(&p, &allow_any()).unwrap();
+    let ids = dp.entry_ids(&p);
+    assert_eq!(ids.len(), n);
+    // Two entries whose ids share a slot, and a third entry never hit.
+    let a = 3;
+    let b = (0..n)
+        .find(|&j| j != a && hit_slot(ids[j]) == hit_slot(ids[a]))
+        .expect("two ids in one slot");
+    let c = (0..n).find(|&j| j != a && j != b).unwrap();
+    let mut sport = 42000u16;
+    let mut hit = |dp: &mut Dataplane, i: usize, times: usize| {
+        for _ in 0..times {
+            sport += 1;
+            let syn = Packet::tcp(ip("10.0.0.1"), ip(&addr(i)), sport, 443, tcp_flags::SYN).build();
+            expect(&run(dp, &syn), verdict::PASS, stage::EXACT);
+        }
+    };
+    let hits = |dp: &Dataplane, i: usize| {
+        let one = dp.entry_hit(ids[i]).unwrap();
+        let all = dp.entry_hits().unwrap()[ids[i] as usize];
+        assert_eq!(one, all, "entry {i}: by id and in the list");
+        one
+    };
+    hit(&mut dp, a, 3);
+    assert_eq!((hits(&dp, a), hits(&dp, b)), (3, 0));
+    hit(&mut dp, b, 2);
+    assert_eq!((hits(&dp, a), hits(&dp, b)), (3, 2));
+    hit(&mut dp, a, 4);
+    hit(&mut dp, b, 1);
+    hit(&mut dp, a, 1);
+    assert_eq!((hits(&dp, a), hits(&dp, b), hits(&dp, c)), (8, 3, 0));
+    // An established packet is no new decision: no hit.
+    let ack = Packet::tcp(ip("10.0.0.1"), ip(&addr(a)), sport, 443, tcp_flags::ACK).build();
+    expect(&run(&mut dp, &ack), verdict::PASS, stage::FLOW);
+    assert_eq!(hits(&dp, a), 8);
+}

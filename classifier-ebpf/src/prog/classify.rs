@@ -15,8 +15,8 @@ use super::{
     act::act,
     clock, cnt, exact, flows, http,
     maps::{
-        PacketState, Scratch, ACTIVE, CIDR, CONFIG, ENTRY_HITS, EVENTS, JUMP, PENDING, PKT_STATE,
-        SCRATCH, SPLIT,
+        PacketState, Scratch, ACTIVE, CIDR, CONFIG, EVENTS, JUMP, PENDING, PKT_STATE, SCRATCH,
+        SPLIT,
     },
     names,
     pkt::{self, Parsed, Pkt, TCP_ACK, TCP_SYN},
@@ -714,16 +714,7 @@ fn record(p: &Pkt, cfg: &Config, d: &Decision) -> u8 {
     let head = flows::head(flow_state::DECIDED, v, st, generation, service_id);
     flows::put(&p.key, head, entry_id, now, false);
     if entry.is_some() {
-        if let Some(h) = ENTRY_HITS.get_ptr_mut(entry_id) {
-            // SAFETY: a map value shared by CPUs, updated with an atomic add.
-            unsafe {
-                core::intrinsics::atomic_xadd::<
-                    u64,
-                    u64,
-                    { core::intrinsics::AtomicOrdering::Relaxed },
-                >(h, 1)
-            };
-        }
+        cnt::entry_hit(entry_id);
     }
     if v == verdict::DROP || v == verdict::REJECT || cfg.flags & config_flags::EVENTS_ALL != 0 {
         event(p, service_id, entry_id, v, st, now, name_len);

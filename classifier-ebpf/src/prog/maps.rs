@@ -10,7 +10,7 @@ use aya_ebpf::{
 use classifier_common::{
     capacity, counter, jump, Active, CidrData, Config, EntryValue, ExactBucket, FlowBucket,
     FlowKey, Layout, NameBucket, NameRecord, PendingValue, PortSlot, PortValue, FLOW_WAYS,
-    MAX_NAME_LEN, PORT_SLOTS,
+    HIT_CACHE_SLOTS, MAX_NAME_LEN, PORT_SLOTS,
 };
 
 use super::pkt::Pkt;
@@ -81,9 +81,15 @@ pub static PENDING: LruHashMap<FlowKey, PendingValue> =
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
-/// Hits per entry id, shared by all CPUs (atomic adds).
+/// Hits per entry id, shared by all CPUs (atomic adds of what `HIT_CACHE` held); user space
+/// reads it through a shared mapping.
 #[map(name = "ENTRY_HITS")]
-pub static ENTRY_HITS: Array<u64> = Array::with_max_entries(capacity::ENTRY_IDS, 0);
+pub static ENTRY_HITS: Array<u64> =
+    Array::with_max_entries(capacity::ENTRY_IDS, aya_ebpf::bindings::BPF_F_MMAPABLE);
+
+/// Each CPU's recent entry hits (`classifier_common::hit_slot`): plain adds on this CPU.
+#[map(name = "HIT_CACHE")]
+pub static HIT_CACHE: PerCpuArray<u64> = PerCpuArray::with_max_entries(HIT_CACHE_SLOTS, 0);
 
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(capacity::EVENTS_BYTES, 0);

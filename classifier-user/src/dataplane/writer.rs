@@ -5,12 +5,14 @@ use std::{
     collections::HashMap,
     hash::Hash,
     path::{Path, PathBuf},
+    sync::atomic::Ordering,
 };
 
 use aya::maps::{lpm_trie::Key, Array, HashMap as BpfHashMap, LpmTrie, Map, MapData, PerCpuArray};
 use classifier_common::{
-    counter, maps, stage, verdict, Active, CidrData, Config, EntryValue, ExactKey, FlowBucket,
-    FlowKey, FlowValue, Layout, NameKey, PortKey, FLOW_WAYS, LAYOUT_VERSION,
+    counter, hit_parts, hit_slot, maps, stage, verdict, Active, CidrData, Config, EntryValue,
+    ExactKey, FlowBucket, FlowKey, FlowValue, Layout, NameKey, PortKey, FLOW_WAYS, HIT_CACHE_SLOTS,
+    LAYOUT_VERSION,
 };
 
 use super::{
@@ -19,12 +21,13 @@ use super::{
     exact::ExactTable,
     names::NameTable,
     ports::PortTable,
+    shared::Shared,
     Capacities, DataplaneError,
 };
 use crate::{plan::Plan, settings::Settings};
 
 /// Every map the writer and the test tools use.
-pub(crate) const MAP_NAMES: [&str; 15] = [
+pub(crate) const MAP_NAMES: [&str; 16] = [
     maps::ACTIVE,
     maps::CONFIG,
     maps::LAYOUT,
@@ -37,6 +40,7 @@ pub(crate) const MAP_NAMES: [&str; 15] = [
     maps::PENDING,
     maps::COUNTERS,
     maps::ENTRY_HITS,
+    maps::HIT_CACHE,
     maps::EVENTS,
     maps::JUMP,
     maps::PKT_STATE,
@@ -101,6 +105,8 @@ pub struct MapWriter {
     ports: PortTable,
     /// The name table's shared mappings.
     names: NameTable,
+    /// `ENTRY_HITS`, mapped (read only).
+    hits: Shared,
 }
 
 impl MapWriter {
@@ -111,7 +117,7 @@ impl MapWriter {
         caps: Capacities,
         layout: Layout,
     ) -> Result<Self, DataplaneError> {
-        let (exact, ports, names) = shared_tables(|n| ebpf.map(n), &layout)?;
+        let (exact, ports, names, hits) = shared_tables(|n| ebpf.map(n), &layout)?;
         let mut w = Self {
             store: Store::Loaded(Box::new(ebpf)),
             caps,
@@ -122,6 +128,7 @@ impl MapWriter {
             exact,
             ports,
             names,
+            hits,
         };
         w.array::<Layout>(maps::LAYOUT, |a| a.set(0, layout, 0))?;
         let cfg = Settings::default().to_config();
@@ -156,7 +163,7 @@ impl MapWriter {
                 expected: LAYOUT_VERSION,
             });
         }
-        let (exact, ports, names) = shared_tables(|n| maps.get(n), &layout)?;
+        let (exact, ports, names, hits) = shared_tables(|n| maps.get(n), &layout)?;
         let mut w = Self {
             store: Store::Pinned(maps),
             caps: Capacities::default(),
@@ -167,6 +174,7 @@ impl MapWriter {
             exact,
             ports,
             names,
+            hits,
         };
         w.caps = w.read_capacities()?;
         w.reload()?;
@@ -444,9 +452,63 @@ impl MapWriter {
         Ok(report(&raw))
     }
 
-    /// Hits of entry `id`.
+    /// Hits of entry `id`: its `ENTRY_HITS` word and its count in every CPU's `HIT_CACHE`
+    /// slot (docs/decision.md §8). The word is read before and after the slots: a slot's count
+    /// that moved to the word meanwhile (the word changed) is read again, so that it is
+    /// counted once.
     pub fn entry_hits(&self, id: u32) -> Result<u64, DataplaneError> {
-        self.array_get::<u64>(maps::ENTRY_HITS, id)
+        if id as usize >= self.hits.words() {
+            return Ok(0);
+        }
+        let cache = self.hit_cache()?;
+        let word = self.hits.word(id as usize);
+        let mut last = word.load(Ordering::Acquire);
+        for _ in 0..HIT_READS {
+            let slots = cache
+                .get(&hit_slot(id), 0)
+                .map_err(DataplaneError::map(maps::HIT_CACHE))?;
+            let now = word.load(Ordering::Acquire);
+            if now == last {
+                return Ok(now + cached_of(slots.iter().copied(), id));
+            }
+            last = now;
+        }
+        // The slot kept moving: the word alone, short of the slots' counts for a moment.
+        Ok(last)
+    }
+
+    /// Hits of every entry id, read as `entry_hits` reads one: the `ENTRY_HITS` words, every
+    /// CPU's `HIT_CACHE` slots, the words again (ids whose word changed are read again).
+    pub fn all_entry_hits(&self) -> Result<Vec<u64>, DataplaneError> {
+        let n = self.hits.words();
+        let words: Vec<u64> = (0..n)
+            .map(|i| self.hits.word(i).load(Ordering::Acquire))
+            .collect();
+        let mut out = words.clone();
+        let cache = self.hit_cache()?;
+        for k in 0..HIT_CACHE_SLOTS {
+            let slots = cache
+                .get(&k, 0)
+                .map_err(DataplaneError::map(maps::HIT_CACHE))?;
+            for v in slots.iter() {
+                if let Some((id, c)) = hit_parts(*v) {
+                    if let Some(o) = out.get_mut(id as usize) {
+                        *o += u64::from(c);
+                    }
+                }
+            }
+        }
+        for (i, w) in words.iter().enumerate() {
+            if self.hits.word(i).load(Ordering::Acquire) != *w {
+                out[i] = self.entry_hits(i as u32)?;
+            }
+        }
+        Ok(out)
+    }
+
+    fn hit_cache(&self) -> Result<PerCpuArray<&MapData, u64>, DataplaneError> {
+        PerCpuArray::try_from(self.map_ref(maps::HIT_CACHE)?)
+            .map_err(DataplaneError::map(maps::HIT_CACHE))
     }
 
     /// The layout stamp (`LAYOUT[0]`): the flow table's bucket mask and hash seed.
@@ -507,16 +569,6 @@ impl MapWriter {
             })?;
         }
         Ok(())
-    }
-
-    /// Hits of every entry id.
-    pub fn all_entry_hits(&self) -> Result<Vec<u64>, DataplaneError> {
-        let m = self.map_ref(maps::ENTRY_HITS)?;
-        let a =
-            Array::<&MapData, u64>::try_from(m).map_err(DataplaneError::map(maps::ENTRY_HITS))?;
-        a.iter()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(DataplaneError::map(maps::ENTRY_HITS))
     }
 
     /// Elements per map: registry maps per generation (the active one), and the flow table.
@@ -584,11 +636,12 @@ impl Gone for DataplaneError {
 }
 
 /// The tables written through shared mappings (`EXACT`, `PORTS`, `NAME_INDEX` and `NAMES`),
-/// mapped from the maps that `get` finds, as `layout` describes them.
+/// mapped from the maps that `get` finds, as `layout` describes them; and `ENTRY_HITS`, read
+/// through one.
 fn shared_tables<'m>(
     get: impl Fn(&'static str) -> Option<&'m Map>,
     layout: &Layout,
-) -> Result<(ExactTable, PortTable, NameTable), DataplaneError> {
+) -> Result<(ExactTable, PortTable, NameTable, Shared), DataplaneError> {
     let data = |name| {
         get(name)
             .and_then(map_data)
@@ -603,7 +656,20 @@ fn shared_tables<'m>(
             layout.name_buckets,
             layout.name_seed,
         )?,
+        Shared::map(data(maps::ENTRY_HITS)?, maps::ENTRY_HITS, 8)?,
     ))
+}
+
+/// Reads of one entry's hits before `MapWriter::entry_hits` settles for its word alone.
+const HIT_READS: usize = 8;
+
+/// The count of entry `id` among a slot's values on every CPU.
+fn cached_of(values: impl Iterator<Item = u64>, id: u32) -> u64 {
+    values
+        .filter_map(hit_parts)
+        .filter(|&(i, _)| i == id)
+        .map(|(_, c)| u64::from(c))
+        .sum()
 }
 
 /// The `MapData` of a map of any type the writer uses.
