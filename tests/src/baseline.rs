@@ -3,7 +3,8 @@
 
 use std::{
     io,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
+    sync::Barrier,
 };
 
 const BPF_PROG_LOAD: libc::c_long = 5;
@@ -89,29 +90,84 @@ impl EmptyProgram {
 
     /// Runs the program `repeat` times on `packet`; returns the kernel's mean ns per run.
     pub fn test_run(&self, packet: &[u8], repeat: u32) -> io::Result<u32> {
-        let mut attr = TestRunAttr {
-            prog_fd: self.fd.as_raw_fd() as u32,
-            data_size_in: packet.len() as u32,
-            data_in: packet.as_ptr() as u64,
-            repeat,
-            ..Default::default()
-        };
-        // SAFETY: attr is a valid bpf_attr prefix for BPF_PROG_TEST_RUN; buffers outlive it.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_PROG_TEST_RUN,
-                &mut attr as *mut TestRunAttr,
-                size_of::<TestRunAttr>(),
-            )
-        };
-        if rc < 0 {
+        let (retval, ns) = test_run_fd(self.fd.as_fd(), packet, repeat)?;
+        assert_eq!(retval as i32, -1, "the empty program returns TC_ACT_UNSPEC");
+        Ok(ns)
+    }
+
+    /// The program's file descriptor.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Runs TC program `fd` `repeat` times on `packet` (BPF_PROG_TEST_RUN); returns its return
+/// value and the kernel's mean ns per run.
+pub fn test_run_fd(fd: BorrowedFd<'_>, packet: &[u8], repeat: u32) -> io::Result<(u32, u32)> {
+    let mut out = vec![0u8; packet.len() + 1024];
+    let mut attr = TestRunAttr {
+        prog_fd: fd.as_raw_fd() as u32,
+        data_size_in: packet.len() as u32,
+        data_size_out: out.len() as u32,
+        data_in: packet.as_ptr() as u64,
+        data_out: out.as_mut_ptr() as u64,
+        repeat,
+        ..Default::default()
+    };
+    // SAFETY: attr is a valid bpf_attr prefix for BPF_PROG_TEST_RUN; buffers outlive it.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            &mut attr as *mut TestRunAttr,
+            size_of::<TestRunAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((attr.retval, attr.duration))
+}
+
+/// Runs TC program `fd` on CPUs 0, 1, ... at once, CPU `i` on `packets[i]`, `repeat` times
+/// each (one thread per CPU, pinned, started together); returns the kernel's mean ns per run
+/// on each CPU. Shared cache lines the program writes (a counter every CPU adds to) cost here
+/// what they cost a node's CPUs classifying at once, which one CPU alone never shows.
+pub fn test_run_on_cpus(
+    fd: BorrowedFd<'_>,
+    packets: &[Vec<u8>],
+    repeat: u32,
+) -> io::Result<Vec<u32>> {
+    let start = Barrier::new(packets.len());
+    std::thread::scope(|s| {
+        let runs: Vec<_> = packets
+            .iter()
+            .enumerate()
+            .map(|(cpu, p)| {
+                let start = &start;
+                s.spawn(move || {
+                    pin_to_cpu(cpu)?;
+                    start.wait();
+                    test_run_fd(fd, p, repeat).map(|(_, ns)| ns)
+                })
+            })
+            .collect();
+        runs.into_iter()
+            .map(|r| r.join().expect("a test-run thread panicked"))
+            .collect()
+    })
+}
+
+/// Pins the calling thread to `cpu`.
+fn pin_to_cpu(cpu: usize) -> io::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET and sched_setaffinity get valid
+    // pointers to it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
             return Err(io::Error::last_os_error());
         }
-        assert_eq!(
-            attr.retval as i32, -1,
-            "the empty program returns TC_ACT_UNSPEC"
-        );
-        Ok(attr.duration)
     }
+    Ok(())
 }

@@ -378,6 +378,20 @@ impl Dataplane {
         Ok(self.run(PROGRAM, packet, &mut out, repeat)?.2)
     }
 
+    /// The classifier program's file descriptor, for benchmarks that run it on several CPUs
+    /// at once.
+    pub fn program_fd(&mut self) -> Result<std::os::fd::BorrowedFd<'_>, DataplaneError> {
+        use std::os::fd::AsFd as _;
+        let prog = self
+            .ebpf()?
+            .program(PROGRAM)
+            .ok_or(DataplaneError::MissingProgram(PROGRAM))?;
+        Ok(prog
+            .fd()
+            .map_err(|e| DataplaneError::TestRun(Box::new(e)))?
+            .as_fd())
+    }
+
     /// Runs the inbound program (TC egress, toward the workload) once on `packet`; returns its
     /// TC code.
     pub fn test_run_inbound(&mut self, packet: &[u8]) -> Result<i32, DataplaneError> {

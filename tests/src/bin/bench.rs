@@ -26,7 +26,7 @@ use meshclass::{
     settings::{OutboundPolicy, Settings},
 };
 use serde_json::json;
-use tests::baseline::EmptyProgram;
+use tests::baseline::{test_run_on_cpus, EmptyProgram};
 
 struct Opts {
     quick: bool,
@@ -226,10 +226,21 @@ fn name_of_len(len: usize) -> String {
     n
 }
 
-/// The measured packets: (path name, frames to run first once, the frame measured, repeatable).
-/// A measured path: its name, frames run once before, the frame measured, and whether the
-/// measured frame can be repeated (it leaves the state as it found it).
-type BenchPath = (&'static str, Vec<Vec<u8>>, Vec<u8>, bool);
+/// How a path's frame is measured.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Run {
+    /// `repeat` runs of the frame in one test run (it leaves the state as it found it).
+    Repeat,
+    /// One run per test run, after the setup frames each time (it changes the state).
+    Once,
+    /// `repeat` runs on every CPU at once, CPU `i` on frame `i` (a flow of its own), the
+    /// empty program likewise: the cost of what the CPUs share.
+    EveryCpu,
+}
+
+/// A measured path: its name, frames run once before, the frames measured (one, or one per
+/// CPU for `Run::EveryCpu`), and how.
+type BenchPath = (&'static str, Vec<Vec<u8>>, Vec<Vec<u8>>, Run);
 
 fn paths() -> Vec<BenchPath> {
     let s4 = IpAddr::V4(SRC4);
@@ -245,28 +256,50 @@ fn paths() -> Vec<BenchPath> {
     v.push((
         "new connection, exact IP (v4)",
         vec![],
-        syn(s4, exact4, 8080),
-        true,
+        vec![syn(s4, exact4, 8080)],
+        Run::Repeat,
     ));
     v.push((
         "new connection, exact IP (v6)",
         vec![],
-        syn(s6, exact6, 8080),
-        true,
+        vec![syn(s6, exact6, 8080)],
+        Run::Repeat,
     ));
-    v.push(("new connection, CIDR", vec![], syn(s4, cidr, 8080), true));
+    v.push((
+        "new connection, CIDR",
+        vec![],
+        vec![syn(s4, cidr, 8080)],
+        Run::Repeat,
+    ));
     v.push((
         "new connection, policy miss",
         vec![],
-        syn(s4, miss, 8081),
-        true,
+        vec![syn(s4, miss, 8081)],
+        Run::Repeat,
     ));
     let flow = TcpFlow::new(s4, exact4, 40001, 8080, 5000);
     v.push((
         "established flow",
         vec![flow.syn().build()],
-        flow.ack().build(),
-        true,
+        vec![flow.ack().build()],
+        Run::Repeat,
+    ));
+    // Every CPU at once, one connection each, to the same entry: what they share (the
+    // entry's hit count) costs what it costs a busy node.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_cpu =
+        |port: u16| (0..cpus as u16).map(move |i| TcpFlow::new(s4, exact4, port + i, 8080, 5000));
+    v.push((
+        "new connection, exact IP (v4), every CPU at once",
+        vec![],
+        per_cpu(41000).map(|f| f.syn().build()).collect(),
+        Run::EveryCpu,
+    ));
+    v.push((
+        "established flow, every CPU at once",
+        per_cpu(42000).map(|f| f.syn().build()).collect(),
+        per_cpu(42000).map(|f| f.ack().build()).collect(),
+        Run::EveryCpu,
     ));
     let hello_flow = |len: usize| {
         let hello = packet::tls::client_hello(Some(&name_of_len(len)), &HelloOptions::default())
@@ -291,15 +324,15 @@ fn paths() -> Vec<BenchPath> {
                 _ => "ClientHello, 253-byte SNI",
             },
             vec![],
-            hello_flow(len),
-            true,
+            vec![hello_flow(len)],
+            Run::Repeat,
         ));
     }
     let req = packet::http::request("GET", Some(b"api.bench.lab"), &Default::default());
     v.push((
         "HTTP request by Host",
         vec![],
-        Packet::tcp(
+        vec![Packet::tcp(
             s4,
             ext,
             40003,
@@ -308,8 +341,8 @@ fn paths() -> Vec<BenchPath> {
         )
         .seq_ack(9000, 0)
         .payload(&req)
-        .build(),
-        true,
+        .build()],
+        Run::Repeat,
     ));
     // Split ClientHello: the second segment is measured once per round (it changes state).
     let hello =
@@ -318,7 +351,12 @@ fn paths() -> Vec<BenchPath> {
     let half = hello.len() / 2;
     let first = vec![f.syn().build(), f.data(&hello[..half]).build()];
     let second = f.data(&hello[half..]).build();
-    v.push(("ClientHello split over two segments", first, second, false));
+    v.push((
+        "ClientHello split over two segments",
+        first,
+        vec![second],
+        Run::Once,
+    ));
     v
 }
 
@@ -430,36 +468,50 @@ fn per_packet(o: &Opts) -> Result<(String, serde_json::Value)> {
         dps.push((n, dp));
     }
 
-    for (name, setup, frame, repeatable) in paths() {
+    for (name, setup, frames, run) in paths() {
         if o.path.as_deref().is_some_and(|p| !name.contains(p)) {
             continue;
         }
         eprintln!("bench: {name}");
+        let frame = &frames[0];
         // (classifier, baseline) samples per size.
         let mut samples: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); dps.len()];
         for _ in 0..reps {
             for ((_, dp), (ours, base)) in dps.iter_mut().zip(samples.iter_mut()) {
                 dp.clear_flows()?;
-                if repeatable {
-                    for f in &setup {
-                        dp.test_run(f)?;
-                    }
-                    ours.push(dp.bench(&frame, repeat)? as f64);
-                    base.push(f64::from(empty.test_run(&frame, repeat)?));
-                } else {
-                    // One run per round, many rounds: the kernel's time for that one run.
-                    let mut o = Vec::new();
-                    let mut b = Vec::new();
-                    for _ in 0..200 {
-                        dp.clear_flows()?;
+                match run {
+                    Run::Repeat => {
                         for f in &setup {
                             dp.test_run(f)?;
                         }
-                        o.push(dp.bench(&frame, 1)? as f64);
-                        b.push(f64::from(empty.test_run(&frame, 1)?));
+                        ours.push(dp.bench(frame, repeat)? as f64);
+                        base.push(f64::from(empty.test_run(frame, repeat)?));
                     }
-                    ours.push(stat(o).median);
-                    base.push(stat(b).median);
+                    Run::EveryCpu => {
+                        for f in &setup {
+                            dp.test_run(f)?;
+                        }
+                        let mean = |v: Vec<u32>| {
+                            v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64
+                        };
+                        ours.push(mean(test_run_on_cpus(dp.program_fd()?, &frames, repeat)?));
+                        base.push(mean(test_run_on_cpus(empty.fd(), &frames, repeat)?));
+                    }
+                    Run::Once => {
+                        // One run per round, many rounds: the kernel's time for that one run.
+                        let mut o = Vec::new();
+                        let mut b = Vec::new();
+                        for _ in 0..200 {
+                            dp.clear_flows()?;
+                            for f in &setup {
+                                dp.test_run(f)?;
+                            }
+                            o.push(dp.bench(frame, 1)? as f64);
+                            b.push(f64::from(empty.test_run(frame, 1)?));
+                        }
+                        ours.push(stat(o).median);
+                        base.push(stat(b).median);
+                    }
                 }
             }
         }
@@ -487,7 +539,7 @@ fn per_packet(o: &Opts) -> Result<(String, serde_json::Value)> {
     let target = |name: &str| -> Option<f64> {
         match name {
             "established flow" => Some(2.0),
-            n if n.starts_with("new connection, exact IP") => Some(3.0),
+            n if n.starts_with("new connection, exact IP") && !n.contains("every CPU") => Some(3.0),
             "ClientHello, 64-byte SNI" => Some(8.0),
             _ => None,
         }
