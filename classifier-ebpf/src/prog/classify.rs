@@ -39,22 +39,12 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
         let s = pkt::simple_v4(ctx);
         if s.ok() {
             let w = &s.words.0;
-            let m = established(&s, &FlowWords([w[0], w[1], 0, 0, 0]));
-            if let Some(v) = settled(m) {
-                return v;
-            }
-            let st = packet_state()?;
-            s.store(ctx, &mut st.pkt);
+            let (st, m) = simple_flow(ctx, &s, &FlowWords([w[0], w[1], 0, 0, 0]))?;
             (st, Parsed::Ip, m)
         } else {
             let s = pkt::simple_v6(ctx);
             if s.ok() {
-                let m = established(&s, &s.words);
-                if let Some(v) = settled(m) {
-                    return v;
-                }
-                let st = packet_state()?;
-                s.store(ctx, &mut st.pkt);
+                let (st, m) = simple_flow(ctx, &s, &s.words)?;
                 (st, Parsed::Ip, m)
             } else {
                 let st = packet_state()?;
@@ -206,31 +196,44 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
     Ok(port_or_policy(ctx, p, cfg, port, generation, kinds != 0))
 }
 
-/// The meta word of the flow entry of simple packet `s`, whose flow key is `w` (0: none, or a
-/// SYN, which never belongs to an established flow).
+/// The flow lookup of simple packet `s`, whose flow key is `w`, and what follows it: the TC
+/// code to return when the flow's verdict settles the packet (`settled`); else `PKT_STATE`,
+/// holding the packet now, and the flow's meta word (0: none). Inlined once per family.
 #[inline(always)]
-fn established(s: &pkt::Simple, w: &FlowWords) -> u64 {
-    if s.syn_only() {
-        return 0;
+fn simple_flow(
+    ctx: &TcContext,
+    s: &pkt::Simple,
+    w: &FlowWords,
+) -> Result<(&'static mut PacketState, u64), i32> {
+    // A SYN never belongs to an established flow.
+    let m = if s.syn_only() {
+        0
+    } else {
+        flows::get_words(w).unwrap_or(0)
+    };
+    if let Some(v) = settled(m) {
+        return Err(v);
     }
-    flows::get_words(w).unwrap_or(0)
+    let st = packet_state()?;
+    s.store(ctx, &mut st.pkt);
+    Ok((st, m))
 }
 
-/// The verdict of a flow entry (meta word `m`) DECIDED to pass or drop, counted: the packet's
+/// The TC code for a flow entry (meta word `m`) DECIDED to pass or drop, counted: the packet's
 /// whole classification. Other verdicts need the packet in `PKT_STATE` (`act`).
 #[inline(always)]
-fn settled(m: u64) -> Option<Result<i32, i32>> {
+fn settled(m: u64) -> Option<i32> {
     if m as u8 != flow_state::DECIDED {
         return None;
     }
     match (m >> 8) as u8 {
         verdict::PASS => {
             cnt::decided(verdict::PASS, stage::FLOW);
-            Some(Ok(TC_ACT_UNSPEC))
+            Some(TC_ACT_UNSPEC)
         }
         verdict::DROP => {
             cnt::decided(verdict::DROP, stage::FLOW);
-            Some(Err(TC_ACT_SHOT))
+            Some(TC_ACT_SHOT)
         }
         _ => None,
     }
