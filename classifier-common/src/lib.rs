@@ -794,28 +794,35 @@ impl FlowWords {
         self.0[0] as u8 == family::V4
     }
 
+    /// The words of the [`FlowKey`] it stands for (little-endian, as [`FlowKey::words`] reads
+    /// them): word 0 as it is, an IPv4 address pair unpacked into the first 4 bytes of each
+    /// address.
+    #[inline(always)]
+    pub fn key_words(&self) -> [u64; 5] {
+        let w = &self.0;
+        if self.is_v4() {
+            [w[0], w[1] & 0xffff_ffff, 0, w[1] >> 32, 0]
+        } else {
+            *w
+        }
+    }
+
     /// The flow key it stands for.
     pub fn key(&self) -> FlowKey {
-        let w0 = self.0[0];
+        let w = self.key_words();
         let mut k = FlowKey {
-            family: w0 as u8,
-            proto: (w0 >> 8) as u8,
+            family: w[0] as u8,
+            proto: (w[0] >> 8) as u8,
             _pad: 0,
-            sport: (w0 >> 32) as u16,
-            dport: (w0 >> 48) as u16,
+            sport: (w[0] >> 32) as u16,
+            dport: (w[0] >> 48) as u16,
             saddr: [0; 16],
             daddr: [0; 16],
         };
-        if self.is_v4() {
-            let a = self.0[1].to_le_bytes();
-            k.saddr[..4].copy_from_slice(&a[..4]);
-            k.daddr[..4].copy_from_slice(&a[4..]);
-        } else {
-            k.saddr[..8].copy_from_slice(&self.0[1].to_le_bytes());
-            k.saddr[8..].copy_from_slice(&self.0[2].to_le_bytes());
-            k.daddr[..8].copy_from_slice(&self.0[3].to_le_bytes());
-            k.daddr[8..].copy_from_slice(&self.0[4].to_le_bytes());
-        }
+        k.saddr[..8].copy_from_slice(&w[1].to_le_bytes());
+        k.saddr[8..].copy_from_slice(&w[2].to_le_bytes());
+        k.daddr[..8].copy_from_slice(&w[3].to_le_bytes());
+        k.daddr[8..].copy_from_slice(&w[4].to_le_bytes());
         k
     }
 }

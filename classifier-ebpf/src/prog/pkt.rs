@@ -35,9 +35,9 @@ unsafe fn load<T: Copy>(p: usize) -> T {
     // SAFETY (all arms): the caller's bound; T is plain data of the size loaded.
     unsafe {
         match size_of::<T>() {
-            1 => core::mem::transmute_copy::<u8, T>(&ld8::<0>(p)),
-            2 => core::mem::transmute_copy::<u16, T>(&ld16::<0>(p)),
-            4 => core::mem::transmute_copy::<u32, T>(&ld32::<0>(p)),
+            1 => core::mem::transmute_copy::<u8, T>(&(ld8::<0>(p) as u8)),
+            2 => core::mem::transmute_copy::<u16, T>(&(ld16::<0>(p) as u16)),
+            4 => core::mem::transmute_copy::<u32, T>(&(ld32::<0>(p) as u32)),
             8 => core::mem::transmute_copy::<u64, T>(&ld64::<0>(p)),
             _ => read_unaligned(p as *const T),
         }
@@ -323,15 +323,9 @@ impl Simple {
     /// established path does not need.
     #[inline(always)]
     pub fn store(&self, ctx: &TcContext, p: &mut Pkt) {
-        let w = &self.words.0;
         let v4 = self.words.is_v4();
-        let key = if v4 {
-            [w[0], w[1] & 0xffff_ffff, 0, w[1] >> 32, 0]
-        } else {
-            *w
-        };
         let k = &mut p.key as *mut FlowKey as *mut u64;
-        for (i, x) in key.iter().enumerate() {
+        for (i, x) in self.words.key_words().iter().enumerate() {
             // SAFETY: FlowKey is 40 bytes and 8-aligned (classifier_common asserts both);
             // volatile keeps the stores apart (merged, they become a `memcpy` call).
             unsafe { core::ptr::write_volatile(k.add(i), *x) };
@@ -383,11 +377,11 @@ pub fn simple_v4(ctx: &TcContext) -> Simple {
     // (source in the low half).
     let (ethertype, vihl, tot_len, frag, nexthdr, addrs) = unsafe {
         (
-            ld16w::<12>(start),
-            ld8w::<{ L3 as i16 }>(start),
-            ld16w::<{ L3 as i16 + 2 }>(start),
-            ld16w::<{ L3 as i16 + 6 }>(start),
-            ld8w::<{ L3 as i16 + 9 }>(start),
+            ld16::<12>(start),
+            ld8::<{ L3 as i16 }>(start),
+            ld16::<{ L3 as i16 + 2 }>(start),
+            ld16::<{ L3 as i16 + 6 }>(start),
+            ld8::<{ L3 as i16 + 9 }>(start),
             ld64::<{ L3 as i16 + 12 }>(start),
         )
     };
@@ -399,7 +393,7 @@ pub fn simple_v4(ctx: &TcContext) -> Simple {
     if tot_len < 20 {
         return Simple::NONE;
     }
-    let ip_end = min64(L3 as u64 + tot_len, ctx.len() as u64);
+    let ip_end = min(L3 as u64 + tot_len, ctx.len() as u64);
     simple_l4(
         ctx,
         L4,
@@ -422,10 +416,10 @@ pub fn simple_v6(ctx: &TcContext) -> Simple {
     // SAFETY: [start, start + 62) is inside the packet's linear data (checked above).
     let (ethertype, v, plen, nexthdr, s0, s1, d0, d1) = unsafe {
         (
-            ld16w::<12>(start),
-            ld8w::<{ L3 as i16 }>(start),
-            ld16w::<{ L3 as i16 + 4 }>(start),
-            ld8w::<{ L3 as i16 + 6 }>(start),
+            ld16::<12>(start),
+            ld8::<{ L3 as i16 }>(start),
+            ld16::<{ L3 as i16 + 4 }>(start),
+            ld8::<{ L3 as i16 + 6 }>(start),
             ld64::<{ L3 as i16 + 8 }>(start),
             ld64::<{ L3 as i16 + 16 }>(start),
             ld64::<{ L3 as i16 + 24 }>(start),
@@ -436,7 +430,7 @@ pub fn simple_v6(ctx: &TcContext) -> Simple {
         return Simple::NONE;
     }
     let plen = u16::from_be(plen as u16) as u64;
-    let ip_end = min64(L4 as u64 + plen, ctx.len() as u64);
+    let ip_end = min(L4 as u64 + plen, ctx.len() as u64);
     simple_l4(
         ctx,
         L4,
@@ -457,14 +451,14 @@ fn simple_l4(ctx: &TcContext, l4: usize, nexthdr: u64, ip_end: u64, mut words: [
         return Simple::NONE;
     }
     // SAFETY: [h, h + 8) is inside the packet's linear data (checked above).
-    let ports = unsafe { ld32w::<0>(h) };
+    let ports = unsafe { ld32::<0>(h) };
     let l4 = l4 as u64;
     let off_flags = if nexthdr == proto::TCP as u64 {
         if h + 20 > end || l4 + 20 > ip_end {
             return Simple::NONE;
         }
         // SAFETY: [h, h + 20) is inside the packet's linear data (checked above).
-        let off_flags = unsafe { ld16w::<12>(h) };
+        let off_flags = unsafe { ld16::<12>(h) };
         let doff = (off_flags & 0xf0) >> 2;
         if doff < 20 || l4 + doff > ip_end {
             return Simple::NONE;
@@ -510,43 +504,34 @@ pub fn opaque(x: usize) -> usize {
     v as usize
 }
 
+// Each result is a u64, as the instruction leaves it (zero-extended): a `u8` or `u16` result
+// makes LLVM mask the register again before every comparison, as it cannot see that the load
+// already cleared the upper bits. Callers that want the narrow type cast.
 macro_rules! loads {
-    ($($(#[$doc:meta])* $name:ident: $t:ty = $insn:literal;)*) => {$(
+    ($($(#[$doc:meta])* $name:ident = $insn:literal;)*) => {$(
         $(#[$doc])*
         #[inline(always)]
-        pub(super) unsafe fn $name<const OFF: i16>(base: usize) -> $t {
+        pub(super) unsafe fn $name<const OFF: i16>(base: usize) -> u64 {
             let v: u64;
             // SAFETY: the caller's bound (see above).
             unsafe {
                 core::arch::asm!($insn, v = lateout(reg) v, b = in(reg) base, o = const OFF,
                     options(pure, readonly, nostack, preserves_flags));
             }
-            v as $t
+            v
         }
     )*};
 }
 
 loads! {
     /// Loads the byte at `base + OFF`.
-    ld8: u8 = "{v} = *(u8 *)({b} + {o})";
+    ld8 = "{v} = *(u8 *)({b} + {o})";
     /// Loads the 2 bytes at `base + OFF` as they are in memory (little-endian load).
-    ld16: u16 = "{v} = *(u16 *)({b} + {o})";
+    ld16 = "{v} = *(u16 *)({b} + {o})";
     /// Loads the 4 bytes at `base + OFF` as they are in memory (little-endian load).
-    ld32: u32 = "{v} = *(u32 *)({b} + {o})";
+    ld32 = "{v} = *(u32 *)({b} + {o})";
     /// Loads the 8 bytes at `base + OFF` as they are in memory (little-endian load).
-    ld64: u64 = "{v} = *(u64 *)({b} + {o})";
-}
-
-// The same loads, with the value in a u64 as the instruction leaves it (zero-extended): a
-// `u8` or `u16` result makes LLVM mask the register again before every comparison, as it
-// cannot see that the load already cleared the upper bits.
-loads! {
-    /// `ld8`, zero-extended.
-    ld8w: u64 = "{v} = *(u8 *)({b} + {o})";
-    /// `ld16`, zero-extended.
-    ld16w: u64 = "{v} = *(u16 *)({b} + {o})";
-    /// `ld32`, zero-extended.
-    ld32w: u64 = "{v} = *(u32 *)({b} + {o})";
+    ld64 = "{v} = *(u64 *)({b} + {o})";
 }
 
 /// Zeroes a flow key with five 8-byte stores. `p.key = FlowKey::default()` compiles to a call
@@ -563,16 +548,7 @@ fn zero_key(k: &mut FlowKey) {
 }
 
 #[inline(always)]
-fn min64(a: u64, b: u64) -> u64 {
-    if a < b {
-        a
-    } else {
-        b
-    }
-}
-
-#[inline(always)]
-pub fn min(a: u32, b: u32) -> u32 {
+pub fn min<T: PartialOrd>(a: T, b: T) -> T {
     if a < b {
         a
     } else {

@@ -105,7 +105,7 @@ pub struct MapWriter {
     ports: PortTable,
     /// The name table's shared mappings.
     names: NameTable,
-    /// `ENTRY_HITS`, mapped (read only).
+    /// `ENTRY_HITS`, mapped (user space only reads it; the program adds to it).
     hits: Shared,
 }
 
