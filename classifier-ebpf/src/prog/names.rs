@@ -56,38 +56,43 @@ pub(super) unsafe fn load64(p: *const u8) -> u64 {
     unsafe { super::pkt::ld64::<0>(p as usize) }
 }
 
-/// Lower-cases the ASCII letters of 8 bytes at once (bytes >= 0x80 unchanged).
+/// Lower-cases the ASCII letters of 8 bytes at once (bytes >= 0x80 unchanged) when `on` is
+/// [`LOWER`]; `on` 0 leaves `x` as it is (a Huffman-coded name is matched raw).
 #[inline(always)]
-fn lower8(x: u64) -> u64 {
+fn lower8(x: u64, on: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     let h = x & (0x7f * ONES);
     let ge_a = h + (0x80 - b'A' as u64) * ONES;
     let gt_z = h + (0x80 - b'Z' as u64 - 1) * ONES;
     let upper = ge_a & !gt_z & !x & (0x80 * ONES);
-    x | (upper >> 2)
+    x | ((upper >> 2) & on)
 }
 
-/// Lower-cases `s.name[..len]` (ASCII) unless `raw`, removes one trailing dot, zeroes the 8
-/// bytes after the end, and returns the new length (0: no name).
+/// [`lower8`]'s `on` that lower-cases.
+const LOWER: u64 = 0x2020_2020_2020_2020;
+
+/// Stores 8 bytes at `p` with one BPF instruction, aligned or not. The caller guarantees
+/// `[p, p + 8)` lies inside one map value.
+#[inline(always)]
+unsafe fn store64(p: *mut u8, v: u64) {
+    // SAFETY: the caller's bound.
+    unsafe {
+        core::arch::asm!("*(u64 *)({p} + 0) = {v}", p = in(reg) p, v = in(reg) v,
+            options(nostack, preserves_flags));
+    }
+}
+
+/// Removes one trailing dot from `s.name[..len]` unless `raw`, zeroes the 8 bytes after the
+/// end, and returns the new length (0: no name). The letters are lower-cased by the hash
+/// pass (`lookup`), which reads every word of the name anyway.
 #[inline(always)]
 pub fn normalize(s: &mut Scratch, len: usize, raw: bool) -> usize {
     let mut len = launder(s, 0, len, NAME_BUF_MASK);
     if len == 0 || len >= MAX_NAME_LEN {
         return 0;
     }
-    if !raw {
-        let w = s.name.as_mut_ptr() as *mut u64;
-        for c in 0..MAX_NAME_LEN / 8 {
-            if c * 8 >= len {
-                break;
-            }
-            // SAFETY: `name` is the first field of the 8-aligned Scratch and c * 8 + 8 <=
-            // MAX_NAME_LEN: an aligned word inside the buffer.
-            unsafe { *w.add(c) = lower8(*w.add(c)) };
-        }
-        if vget(&s.name[opaque(len.wrapping_sub(1)) & MASK]) == b'.' {
-            len -= 1;
-        }
+    if !raw && vget(&s.name[opaque(len.wrapping_sub(1)) & MASK]) == b'.' {
+        len -= 1;
     }
     let end = opaque(len) & MASK;
     // Zero the word that holds the end and the next one, so that 8-byte reads of the name see
@@ -176,31 +181,61 @@ fn list_dots(s: &mut Scratch, x: u64, off: usize, labels: u64) {
     }
 }
 
-/// The hash pass (`classifier_common::name_hash`), 8 bytes a step from the end: keeps the
-/// state after each step in `chunk_h` and lists (in `cand`, longest last) every suffix that
-/// starts with a dot and has a label count `labels` registers.
+/// The hash pass (`classifier_common::name_hash`), 8 bytes a step from the end: lower-cases
+/// each word in place (`lower`: [`lower8`]'s `on`) and keeps the hash state after each step in
+/// `chunk_h`. The letters' work is off the hash's chain of multiplies, which it overlaps; a
+/// pass of its own before cost a tenth of the lookup program.
 #[inline(always)]
-fn hash_pass(s: &mut Scratch, len: usize, labels: u64) {
-    vset(&mut s.lp.dots, 0);
-    vset(&mut s.lp.ncand, 0);
+fn hash_pass(s: &mut Scratch, len: usize, lower: u64) {
     let mut h = NAME_HASH_INIT;
     s.chunk_h[0] = h;
     for k in 0..MAX_NAME_LEN / 8 {
         if 8 * (k + 1) > len {
             break;
         }
-        // Opaque, then masked: the verifier must see the mask applied to the value it adds.
-        let off = opaque(len - 8 * (k + 1)) & (MAX_NAME_LEN - 1);
+        let off = word_from_end(len, k);
         // SAFETY: off + 8 <= len < MAX_NAME_LEN, inside the buffer.
-        let x = unsafe { load64(s.name.as_ptr().add(off)) };
-        if labels != 0 {
-            list_dots(s, x, off, labels);
-        }
+        let x = unsafe { lower8(load64(s.name.as_ptr().add(off)), lower) };
+        // SAFETY: as the load.
+        unsafe { store64(s.name.as_mut_ptr().add(off), x) };
         h = name_hash_mix(h, x);
         s.chunk_h[(k + 1) & (MAX_NAME_LEN / 8 - 1)] = h;
     }
+    if len & 7 != 0 {
+        // The first `len % 8` bytes. Their word's other bytes are lower-cased already, or the
+        // zeros past the end (`normalize`): lower-casing again leaves them.
+        let w = s.name.as_mut_ptr() as *mut u64;
+        // SAFETY: the buffer's first word, 8-aligned.
+        unsafe { *w = lower8(*w, lower) };
+    }
+}
+
+/// The offset of the `k`th whole word of a `len`-byte name counted from its end. Opaque, then
+/// masked: the verifier must see the mask applied to the value it adds.
+#[inline(always)]
+fn word_from_end(len: usize, k: usize) -> usize {
+    opaque(len - 8 * (k + 1)) & (MAX_NAME_LEN - 1)
+}
+
+/// Lists (in `cand`, longest last) every suffix of the hashed name that starts with a dot and
+/// has a label count `labels` registers. Run only when the whole name did not match: most
+/// names are registered whole, and the per-dot work of this pass cost them a sixth of the
+/// lookup program when it ran inside the hash pass.
+#[inline(always)]
+fn dots_pass(s: &mut Scratch, len: usize, labels: u64) {
+    vset(&mut s.lp.dots, 0);
+    vset(&mut s.lp.ncand, 0);
+    for k in 0..MAX_NAME_LEN / 8 {
+        if 8 * (k + 1) > len {
+            break;
+        }
+        let off = word_from_end(len, k);
+        // SAFETY: off + 8 <= len < MAX_NAME_LEN, inside the buffer.
+        let x = unsafe { load64(s.name.as_ptr().add(off)) };
+        list_dots(s, x, off, labels);
+    }
     let r = len & 7;
-    if r != 0 && labels != 0 {
+    if r != 0 {
         // SAFETY: the buffer's first word.
         let x = unsafe { load64(s.name.as_ptr()) } & name_hash_partial_mask(r);
         list_dots(s, x, 0, labels);
@@ -287,16 +322,25 @@ pub fn lookup(
     if len == 0 || len >= MAX_NAME_LEN {
         return None;
     }
-    let labels = if kind == name_match::EXACT {
-        suffix_labels
-    } else {
+    let lower = if kind == name_match::HUFFMAN {
         0
+    } else {
+        LOWER
     };
-    hash_pass(s, len, labels);
+    hash_pass(s, len, lower);
+    // The length as the verifier knew it before the pass: each turn of the pass's loop learns
+    // a bound of its own, and carried on they would make the rest be verified once for each.
+    let len = launder(s, 0, len, NAME_BUF_MASK);
     let h = hash_from(s, 0, len);
     if let Some(e) = find(s, h, name_meta_key(generation, kind, port), 0, len) {
         return Some(e);
     }
+    // Wildcards match names that are not Huffman-coded.
+    if kind != name_match::EXACT || suffix_labels == 0 {
+        return None;
+    }
+    dots_pass(s, len, suffix_labels);
+    let len = launder(s, 0, len, NAME_BUF_MASK);
     let mk = name_meta_key(generation, name_match::SUFFIX, port);
     let n = vget(&s.lp.ncand) as usize;
     for t in 0..MAX_CANDIDATES {

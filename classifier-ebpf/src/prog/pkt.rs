@@ -11,20 +11,45 @@ const DIRECT_LIMIT: usize = 2048;
 /// Reads a `T` at `off` bytes into the packet.
 #[inline(always)]
 pub fn rd<T: Copy>(ctx: &TcContext, off: usize) -> Option<T> {
-    // One opaque value for the test and the address: else LLVM may test one register and
-    // address with another that holds the same offset, and the verifier, which does not know
-    // they are equal, sees an unbounded packet offset.
-    let off = opaque(off);
-    if off < DIRECT_LIMIT {
-        let start = ctx.data();
-        let end = ctx.data_end();
-        let p = opaque(start + (off & (DIRECT_LIMIT - 1)));
-        if opaque(p + size_of::<T>()) <= end {
-            // SAFETY: [p, p + size_of::<T>()) lies inside the packet's linear data.
-            return Some(unsafe { load::<T>(p) });
+    Window::of(ctx).rd(ctx, off)
+}
+
+/// The packet's linear data as two pointers read once: a loop that reads the packet through
+/// a `Window` keeps them in registers, where reading them from the context each time (as
+/// `rd` does) reloads both after every path that may call a helper.
+#[derive(Clone, Copy)]
+pub struct Window {
+    start: usize,
+    end: usize,
+}
+
+impl Window {
+    #[inline(always)]
+    pub fn of(ctx: &TcContext) -> Self {
+        Self {
+            start: ctx.data(),
+            end: ctx.data_end(),
         }
     }
-    ctx.load::<T>(off).ok()
+
+    /// Reads a `T` at `off` bytes into the packet: with one load while it lies in the linear
+    /// data below `DIRECT_LIMIT`, else with `bpf_skb_load_bytes` (which leaves the data where
+    /// it is, so the window stays valid).
+    #[inline(always)]
+    pub fn rd<T: Copy>(self, ctx: &TcContext, off: usize) -> Option<T> {
+        // One opaque value for the test and the address: else LLVM may test one register and
+        // address with another that holds the same offset, and the verifier, which does not
+        // know they are equal, sees an unbounded packet offset.
+        let off = opaque(off);
+        if off < DIRECT_LIMIT {
+            let p = opaque(self.start + (off & (DIRECT_LIMIT - 1)));
+            if opaque(p + size_of::<T>()) <= self.end {
+                // SAFETY: [p, p + size_of::<T>()) lies inside the packet's linear data.
+                return Some(unsafe { load::<T>(p) });
+            }
+        }
+        ctx.load::<T>(off).ok()
+    }
 }
 
 /// Reads a `T` at packet pointer `p`: one load instruction for 1, 2, 4 and 8 bytes (see

@@ -5,7 +5,7 @@ use classifier_common::MAX_NAME_LEN;
 
 use super::{
     maps::{launder, Scratch},
-    pkt::{be16_at, opaque, rd, u8_at, Pkt},
+    pkt::{opaque, Pkt, Window},
 };
 
 /// Most extensions walked.
@@ -29,28 +29,28 @@ pub enum Hello {
 /// Parses a ClientHello that starts at the payload of `p`.
 #[inline(always)]
 pub fn parse(ctx: &TcContext, p: &Pkt, s: &mut Scratch) -> Hello {
+    let w = Window::of(ctx);
+    let u8_at = |off| w.rd::<u8>(ctx, off);
+    let be16_at = |off| w.rd::<[u8; 2]>(ctx, off).map(u16::from_be_bytes);
     let start = p.payload_off as usize;
     let end = start + p.payload_len as usize;
-    let (Some(rec), Some(major), Some(minor)) = (
-        u8_at(ctx, start),
-        u8_at(ctx, start + 1),
-        u8_at(ctx, start + 2),
-    ) else {
+    let (Some(rec), Some(major), Some(minor)) = (u8_at(start), u8_at(start + 1), u8_at(start + 2))
+    else {
         return Hello::NotHello;
     };
     if rec != 0x16 || major != 3 || minor > 4 {
         return Hello::NotHello;
     }
-    let Some(rec_len) = be16_at(ctx, start + 3) else {
+    let Some(rec_len) = be16_at(start + 3) else {
         return Hello::NotHello;
     };
-    let Some(hs_type) = u8_at(ctx, start + 5) else {
+    let Some(hs_type) = u8_at(start + 5) else {
         return Hello::Incomplete;
     };
     if hs_type != 1 {
         return Hello::NotHello;
     }
-    let (Some(l_hi), Some(l_lo)) = (u8_at(ctx, start + 6), be16_at(ctx, start + 7)) else {
+    let (Some(l_hi), Some(l_lo)) = (u8_at(start + 6), be16_at(start + 7)) else {
         return Hello::Incomplete;
     };
     let hs_len = ((l_hi as usize) << 16) | l_lo as usize;
@@ -65,15 +65,15 @@ pub fn parse(ctx: &TcContext, p: &Pkt, s: &mut Scratch) -> Hello {
     }
     // Version (2) and random (32).
     let mut off = start + 9 + 34;
-    let Some(sid) = u8_at(ctx, off) else {
+    let Some(sid) = u8_at(off) else {
         return Hello::NotHello;
     };
     off += 1 + sid as usize;
-    let Some(cs) = be16_at(ctx, off) else {
+    let Some(cs) = be16_at(off) else {
         return Hello::NotHello;
     };
     off += 2 + cs as usize;
-    let Some(comp) = u8_at(ctx, off) else {
+    let Some(comp) = u8_at(off) else {
         return Hello::NotHello;
     };
     off += 1 + comp as usize;
@@ -87,7 +87,7 @@ pub fn parse(ctx: &TcContext, p: &Pkt, s: &mut Scratch) -> Hello {
             ech: false,
         };
     }
-    let Some(ext_total) = be16_at(ctx, off) else {
+    let Some(ext_total) = be16_at(off) else {
         return Hello::NotHello;
     };
     off += 2;
@@ -108,7 +108,7 @@ pub fn parse(ctx: &TcContext, p: &Pkt, s: &mut Scratch) -> Hello {
             break;
         }
         // Type and length in one read.
-        let Some(tl) = rd::<u32>(ctx, off) else {
+        let Some(tl) = w.rd::<u32>(ctx, off) else {
             return Hello::NotHello;
         };
         let tl = u32::from_be(tl);
@@ -121,7 +121,7 @@ pub fn parse(ctx: &TcContext, p: &Pkt, s: &mut Scratch) -> Hello {
         if ty == EXT_ECH {
             ech = true;
         } else if ty == EXT_SERVER_NAME && name_len == 0 && len >= 5 {
-            let (Some(nt), Some(nl)) = (u8_at(ctx, body + 2), be16_at(ctx, body + 3)) else {
+            let (Some(nt), Some(nl)) = (u8_at(body + 2), be16_at(body + 3)) else {
                 return Hello::NotHello;
             };
             let nl = nl as usize;
@@ -131,7 +131,7 @@ pub fn parse(ctx: &TcContext, p: &Pkt, s: &mut Scratch) -> Hello {
             }
         }
     }
-    if name_len > 0 && !copy_name(ctx, s, name_at, name_len) {
+    if name_len > 0 && !copy_name(ctx, w, s, name_at, name_len) {
         return Hello::NotHello;
     }
     Hello::Complete { name_len, ech }
@@ -142,7 +142,7 @@ pub fn parse(ctx: &TcContext, p: &Pkt, s: &mut Scratch) -> Hello {
 /// are zeroed by `names::normalize`), else with `bpf_skb_load_bytes`. The helper call and the
 /// kernel's byte copy behind it cost about three times the word loads of a 64-byte name.
 #[inline(always)]
-pub fn copy_name(ctx: &TcContext, s: &mut Scratch, off: usize, len: usize) -> bool {
+pub fn copy_name(ctx: &TcContext, win: Window, s: &mut Scratch, off: usize, len: usize) -> bool {
     let n = (opaque(len.wrapping_sub(1) & (MAX_NAME_LEN - 1)) + 1) as u32;
     let w = s.name.as_mut_ptr() as *mut u64;
     let mut direct = true;
@@ -150,7 +150,7 @@ pub fn copy_name(ctx: &TcContext, s: &mut Scratch, off: usize, len: usize) -> bo
         if c * 8 >= n as usize {
             break;
         }
-        let Some(x) = rd::<u64>(ctx, off + c * 8) else {
+        let Some(x) = win.rd::<u64>(ctx, off + c * 8) else {
             direct = false;
             break;
         };
