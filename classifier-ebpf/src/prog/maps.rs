@@ -118,7 +118,7 @@ pub struct Scratch {
     /// The header of a decision event (`Event` up to its name): with `name` right after it,
     /// the two are an `Event` sent with one `bpf_ringbuf_output`, the name not copied.
     pub ev_head: [u64; EVENT_HEAD_WORDS],
-    /// The name being matched, lower-cased, zero after its end.
+    /// The name being matched, zero after its end; lower-cased by the lookup's hash pass.
     pub name: [u8; NAME_BUF],
     /// Where the `*.` suffix candidates of `name` start (at their dot), longest last
     /// (`LoopState::ncand` of them).

@@ -307,8 +307,9 @@ fn in_bucket(b: *const NameBucket, hash: u64, mk: u64) -> Option<u64> {
     None
 }
 
-/// Looks up `s.name[..len]` (normalized): the whole name in `kind` (EXACT or HUFFMAN), then,
-/// if `suffix_labels` allows, its `*.` suffixes in SUFFIX, longest first.
+/// Looks up `s.name[..len]` (`normalize`d; its letters are lower-cased here, in the hash
+/// pass, unless `kind` is HUFFMAN): the whole name in `kind` (EXACT or HUFFMAN), then, if
+/// `suffix_labels` allows, its `*.` suffixes in SUFFIX, longest first.
 #[inline(always)]
 pub fn lookup(
     s: &mut Scratch,
