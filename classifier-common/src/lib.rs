@@ -783,11 +783,24 @@ impl FlowKey {
         let w = self as *const FlowKey as *const u64;
         // SAFETY: as in `words`.
         let (w0, d0, d1) = unsafe { (*w, *w.add(3), *w.add(4)) };
-        [d0, d1, (w0 & 0xffff) | (w0 >> 48) << 16]
+        exact_words_of(w0, d0, d1)
     }
 }
 
+/// The exact table's words from a flow key's word 0 and its destination's two words.
+#[inline(always)]
+const fn exact_words_of(w0: u64, d0: u64, d1: u64) -> [u64; 3] {
+    [d0, d1, (w0 & 0xffff) | (w0 >> 48) << 16]
+}
+
 impl FlowWords {
+    /// The exact table's words for the flow's destination ([`FlowKey::exact_words`]).
+    #[inline(always)]
+    pub fn exact_words(&self) -> [u64; 3] {
+        let k = self.key_words();
+        exact_words_of(k[0], k[3], k[4])
+    }
+
     /// Whether the key is of an IPv4 flow (only words 0 and 1 in use).
     #[inline(always)]
     pub fn is_v4(&self) -> bool {

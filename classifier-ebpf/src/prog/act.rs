@@ -33,10 +33,26 @@ const BPF_TCP_LISTEN: u32 = 10;
 /// and DROP are decided inline: a call and its return cost more than they do.
 #[inline(always)]
 pub fn act(ctx: &TcContext, p: &Pkt, cfg: &Config, v: u8, after_handshake: bool) -> i32 {
-    match v {
-        verdict::DROP => TC_ACT_SHOT,
-        verdict::REJECT | verdict::REDIRECT => act_slow(ctx, p, cfg, v, after_handshake),
-        _ => TC_ACT_UNSPEC,
+    if needs_packet(v) {
+        act_slow(ctx, p, cfg, v, after_handshake)
+    } else {
+        code(v)
+    }
+}
+
+/// Whether acting on verdict `v` needs the packet described (`Pkt`): REJECT and REDIRECT.
+#[inline(always)]
+pub fn needs_packet(v: u8) -> bool {
+    v == verdict::REJECT || v == verdict::REDIRECT
+}
+
+/// The TC code of a verdict that needs no action beyond it: DROP, else PASS.
+#[inline(always)]
+pub fn code(v: u8) -> i32 {
+    if v == verdict::DROP {
+        TC_ACT_SHOT
+    } else {
+        TC_ACT_UNSPEC
     }
 }
 

@@ -12,7 +12,7 @@ use classifier_common::{
 };
 
 use super::{
-    act::act,
+    act::{act, code, needs_packet},
     clock, cnt, exact, flows, http,
     maps::{
         PacketState, Scratch, ACTIVE, CIDR, CONFIG, EVENTS, JUMP, PENDING, PKT_STATE, SCRATCH,
@@ -34,18 +34,19 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
     // packet that goes on is written there in its own branch, so that nothing of one family's
     // parse is carried (spilled) into the other's. `flow`: the meta word of the packet's flow
     // entry, 0 for none (a word, not an `Option`, whose payload LLVM may leave undefined where
-    // the verifier reads it).
-    let (st, parsed, flow) = {
+    // the verifier reads it). `pre`: for a simple SYN, whose exact stage `simple_flow` has
+    // already passed (missed), the configuration and generation it read; else null.
+    let (st, parsed, flow, pre) = {
         let s = pkt::simple_v4(ctx);
         if s.ok() {
             let w = &s.words.0;
-            let (st, m) = simple_flow(ctx, &s, &FlowWords([w[0], w[1], 0, 0, 0]))?;
-            (st, Parsed::Ip, m)
+            let (st, m, pre) = simple_flow(ctx, &s, &FlowWords([w[0], w[1], 0, 0, 0]))?;
+            (st, Parsed::Ip, m, pre)
         } else {
             let s = pkt::simple_v6(ctx);
             if s.ok() {
-                let (st, m) = simple_flow(ctx, &s, &s.words)?;
-                (st, Parsed::Ip, m)
+                let (st, m, pre) = simple_flow(ctx, &s, &s.words)?;
+                (st, Parsed::Ip, m, pre)
             } else {
                 let st = packet_state()?;
                 let parsed = pkt::parse_general(ctx, &mut st.pkt);
@@ -60,7 +61,7 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
                 } else {
                     0
                 };
-                (st, parsed, m)
+                (st, parsed, m, NO_PRE)
             }
         }
     };
@@ -86,8 +87,14 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
     }
     let pending = waiting != 0;
 
-    let Some((cfg, generation)) = config() else {
-        return Ok(only(verdict::PASS, stage::OTHER));
+    let (cfg, generation) = if pre.0.is_null() {
+        match config() {
+            Some(c) => c,
+            None => return Ok(only(verdict::PASS, stage::OTHER)),
+        }
+    } else {
+        // SAFETY: a `CONFIG` value pointer, valid for this program run.
+        (unsafe { &*pre.0 }, pre.1)
     };
     match parsed {
         Parsed::Ip => {}
@@ -113,8 +120,8 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
         return Ok(act(ctx, p, cfg, v, false));
     }
 
-    // §4 Address stages.
-    if !pending {
+    // §4 Address stages (the exact one already passed for a simple SYN).
+    if !pending && pre.0.is_null() {
         if let Some(e) = exact::lookup(&p.key.exact_words(), generation) {
             return Ok(decide(
                 ctx,
@@ -196,27 +203,70 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
     Ok(port_or_policy(ctx, p, cfg, port, generation, kinds != 0))
 }
 
+/// What `simple_flow` passes on besides the packet: for a SYN whose exact stage it passed,
+/// the configuration and generation it read for that; else a null pointer.
+type Pre = (*const Config, u8);
+const NO_PRE: Pre = (core::ptr::null(), 0);
+
 /// The flow lookup of simple packet `s`, whose flow key is `w`, and what follows it: the TC
 /// code to return when the flow's verdict settles the packet (`settled`); else `PKT_STATE`,
-/// holding the packet now, and the flow's meta word (0: none). Inlined once per family.
+/// holding the packet now, the flow's meta word (0: none) and what `Pre` says. A SYN never
+/// belongs to an established flow: its first stage is the exact one, run here from the
+/// registers (`syn_exact`), so that a connection decided there, as most to registered
+/// services are, writes the packet to `PKT_STATE` only if acting on it needs it. Inlined once
+/// per family.
 #[inline(always)]
 fn simple_flow(
     ctx: &TcContext,
     s: &pkt::Simple,
     w: &FlowWords,
-) -> Result<(&'static mut PacketState, u64), i32> {
-    // A SYN never belongs to an established flow.
-    let m = if s.syn_only() {
-        0
+) -> Result<(&'static mut PacketState, u64, Pre), i32> {
+    let (m, pre) = if s.syn_only() {
+        let Some((cfg, generation)) = config() else {
+            return Err(only(verdict::PASS, stage::OTHER));
+        };
+        if let Some(e) = exact::lookup(&w.exact_words(), generation) {
+            return Err(syn_exact(ctx, s, w, cfg, generation, e));
+        }
+        (0, (cfg as *const Config, generation))
     } else {
-        flows::get_words(w).unwrap_or(0)
+        let m = flows::get_words(w).unwrap_or(0);
+        if let Some(v) = settled(m) {
+            return Err(v);
+        }
+        (m, NO_PRE)
     };
-    if let Some(v) = settled(m) {
-        return Err(v);
-    }
     let st = packet_state()?;
     s.store(ctx, &mut st.pkt);
-    Ok((st, m))
+    Ok((st, m, pre))
+}
+
+/// A simple SYN decided by exact entry `e` (§4): recorded from its flow key's words; the
+/// packet is written to `PKT_STATE` only for the verdicts whose action needs it.
+#[inline(always)]
+fn syn_exact(
+    ctx: &TcContext,
+    s: &pkt::Simple,
+    w: &FlowWords,
+    cfg: &Config,
+    generation: u8,
+    e: EntryValue,
+) -> i32 {
+    let v = record(
+        w,
+        cfg,
+        &Decision::entry(generation, e, stage::EXACT, false, 0),
+    );
+    if !needs_packet(v) {
+        return code(v);
+    }
+    match packet_state() {
+        Ok(st) => {
+            s.store(ctx, &mut st.pkt);
+            act(ctx, &st.pkt, cfg, v, false)
+        }
+        Err(c) => c,
+    }
 }
 
 /// The TC code for a flow entry (meta word `m`) DECIDED to pass or drop, counted: the packet's
@@ -700,13 +750,14 @@ impl Decision {
 /// the program's own add up to less than the 512-byte stack limit.
 #[inline(always)]
 fn decide(ctx: &TcContext, p: &Pkt, cfg: &Config, d: &Decision) -> i32 {
-    let v = record(p, cfg, d);
+    let v = record(&p.key.words(), cfg, d);
     act(ctx, p, cfg, v, d.after_handshake)
 }
 
-/// Records a decision of steps 4-7 (§8) and counts it; returns its verdict.
+/// Records a decision of steps 4-7 (§8) for the flow whose key is `w` and counts it; returns
+/// its verdict.
 #[inline(always)]
-fn record(p: &Pkt, cfg: &Config, d: &Decision) -> u8 {
+fn record(w: &FlowWords, cfg: &Config, d: &Decision) -> u8 {
     let (generation, v, st, entry, name_len) =
         (d.generation, d.verdict, d.stage, d.entry, d.name_len);
     let (service_id, entry_id) = match entry {
@@ -715,12 +766,12 @@ fn record(p: &Pkt, cfg: &Config, d: &Decision) -> u8 {
     };
     let now = clock::now();
     let head = flows::head(flow_state::DECIDED, v, st, generation, service_id);
-    flows::put(&p.key, head, entry_id, now, false);
+    flows::put_words(w, head, entry_id, now, false);
     if entry.is_some() {
         cnt::entry_hit(entry_id);
     }
     if v == verdict::DROP || v == verdict::REJECT || cfg.flags & config_flags::EVENTS_ALL != 0 {
-        event(p, service_id, entry_id, v, st, now, name_len);
+        event(&w.key_words(), service_id, entry_id, v, st, now, name_len);
     }
     cnt::decided(v, st);
     v
@@ -733,7 +784,7 @@ fn record(p: &Pkt, cfg: &Config, d: &Decision) -> u8 {
 /// them), and copying the name word by word there exceeded the verifier's budget. Bytes of
 /// the name past `name_len` are unspecified.
 #[inline(always)]
-fn event(p: &Pkt, service_id: u32, entry_id: u32, v: u8, st: u8, now: u64, name_len: usize) {
+fn event(key: &[u64; 5], service_id: u32, entry_id: u32, v: u8, st: u8, now: u64, name_len: usize) {
     let Some(s) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -747,9 +798,8 @@ fn event(p: &Pkt, service_id: u32, entry_id: u32, v: u8, st: u8, now: u64, name_
     let ev = unsafe {
         let w = (*s).ev_head.as_mut_ptr();
         core::ptr::write_volatile(w, now);
-        let k = &p.key as *const FlowKey as *const u64;
-        for i in 0..5 {
-            core::ptr::write_volatile(w.add(1 + i), *k.add(i));
+        for (i, k) in key.iter().enumerate() {
+            core::ptr::write_volatile(w.add(1 + i), *k);
         }
         core::ptr::write_volatile(w.add(6), service_id as u64 | (entry_id as u64) << 32);
         core::ptr::write_volatile(

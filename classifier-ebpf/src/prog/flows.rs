@@ -110,7 +110,13 @@ pub fn insert(k: &FlowKey, head: u64, entry_id: u32, decided_ns: u64, only_new: 
 /// this CPU's return thunk) cost ~10 ns of every new connection.
 #[inline(always)]
 pub fn put(k: &FlowKey, head: u64, entry_id: u32, decided_ns: u64, only_new: bool) {
-    let w = k.words();
+    put_words(&k.words(), head, entry_id, decided_ns, only_new);
+}
+
+/// `put` for a key in the table's form.
+#[inline(always)]
+pub fn put_words(w: &FlowWords, head: u64, entry_id: u32, decided_ns: u64, only_new: bool) {
+    let w = *w;
     let Some((b, h)) = bucket(&w) else {
         return;
     };
