@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use classifier_common::{
     config_flags, counter, family, flow_state, jump, name_kind, name_match, policy, proto, stage,
-    verdict, CidrData, Config, EntryValue, Event, FlowKey, FlowWords, PendingValue, PortValue,
+    verdict, CidrData, Config, EntryValue, Event, FlowWords, PendingValue, PortValue,
     CIDR_FIXED_BITS, MAX_NAME_LEN, NO_SERVICE,
 };
 
