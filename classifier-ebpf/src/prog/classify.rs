@@ -221,24 +221,35 @@ fn simple_flow(
     s: &pkt::Simple,
     w: &FlowWords,
 ) -> Result<(&'static mut PacketState, u64, Pre), i32> {
-    let (m, pre) = if s.syn_only() {
-        let Some((cfg, generation)) = config() else {
-            return Err(only(verdict::PASS, stage::OTHER));
-        };
-        if let Some(e) = exact::lookup(&w.exact_words(), generation) {
-            return Err(syn_exact(ctx, s, w, cfg, generation, e));
-        }
-        (0, (cfg as *const Config, generation))
-    } else {
-        let m = flows::get_words(w).unwrap_or(0);
-        if let Some(v) = settled(m) {
-            return Err(v);
-        }
-        (m, NO_PRE)
-    };
+    if s.syn_only() {
+        return simple_syn(ctx, s, w);
+    }
+    let m = flows::get_words(w).unwrap_or(0);
+    if let Some(v) = settled(m) {
+        return Err(v);
+    }
     let st = packet_state()?;
     s.store(ctx, &mut st.pkt);
-    Ok((st, m, pre))
+    Ok((st, m, NO_PRE))
+}
+
+/// `simple_flow` for a SYN: the exact stage from the registers, and the packet written to
+/// `PKT_STATE` on a miss.
+#[inline(always)]
+fn simple_syn(
+    ctx: &TcContext,
+    s: &pkt::Simple,
+    w: &FlowWords,
+) -> Result<(&'static mut PacketState, u64, Pre), i32> {
+    let Some((cfg, generation)) = config() else {
+        return Err(only(verdict::PASS, stage::OTHER));
+    };
+    if let Some(e) = exact::lookup(&w.exact_words(), generation) {
+        return Err(syn_exact(ctx, s, w, cfg, generation, e));
+    }
+    let st = packet_state()?;
+    s.store(ctx, &mut st.pkt);
+    Ok((st, 0, (cfg as *const Config, generation)))
 }
 
 /// A simple SYN decided by exact entry `e` (§4): recorded from its flow key's words; the
