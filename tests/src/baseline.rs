@@ -71,17 +71,7 @@ impl EmptyProgram {
         };
         attr.prog_name[..5].copy_from_slice(b"empty");
         // SAFETY: attr is a valid bpf_attr prefix for BPF_PROG_LOAD and outlives the call.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_PROG_LOAD,
-                &mut attr as *mut ProgLoadAttr,
-                size_of::<ProgLoadAttr>(),
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let fd = unsafe { bpf(BPF_PROG_LOAD, &mut attr) }?;
         // SAFETY: the kernel returned a new file descriptor that we now own.
         Ok(Self {
             fd: unsafe { OwnedFd::from_raw_fd(fd as i32) },
@@ -115,18 +105,21 @@ pub fn test_run_fd(fd: BorrowedFd<'_>, packet: &[u8], repeat: u32) -> io::Result
         ..Default::default()
     };
     // SAFETY: attr is a valid bpf_attr prefix for BPF_PROG_TEST_RUN; buffers outlive it.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            &mut attr as *mut TestRunAttr,
-            size_of::<TestRunAttr>(),
-        )
-    };
+    unsafe { bpf(BPF_PROG_TEST_RUN, &mut attr) }?;
+    Ok((attr.retval, attr.duration))
+}
+
+/// The bpf(2) command `cmd` with `attr`; its non-negative result, else the OS error.
+///
+/// # Safety
+/// `attr` is the `bpf_attr` prefix `cmd` expects, and the buffers it points to outlive the call.
+unsafe fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<libc::c_long> {
+    // SAFETY: the caller's promise.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut A, size_of::<A>()) };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok((attr.retval, attr.duration))
+    Ok(rc)
 }
 
 /// Runs TC program `fd` on CPUs 0, 1, ... at once, CPU `i` on `packets[i]`, `repeat` times

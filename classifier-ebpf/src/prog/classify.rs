@@ -228,9 +228,7 @@ fn simple_flow(
     if let Some(v) = settled(m) {
         return Err(v);
     }
-    let st = packet_state()?;
-    s.store(ctx, &mut st.pkt);
-    Ok((st, m, NO_PRE))
+    Ok((stored(ctx, s)?, m, NO_PRE))
 }
 
 /// `simple_flow` for a SYN: the exact stage from the registers, and the packet written to
@@ -247,9 +245,7 @@ fn simple_syn(
     if let Some(e) = exact::lookup(&w.exact_words(), generation) {
         return Err(syn_exact(ctx, s, w, cfg, generation, e));
     }
-    let st = packet_state()?;
-    s.store(ctx, &mut st.pkt);
-    Ok((st, 0, (cfg as *const Config, generation)))
+    Ok((stored(ctx, s)?, 0, (cfg as *const Config, generation)))
 }
 
 /// A simple SYN decided by exact entry `e` (§4): recorded from its flow key's words; the
@@ -271,13 +267,18 @@ fn syn_exact(
     if !needs_packet(v) {
         return code(v);
     }
-    match packet_state() {
-        Ok(st) => {
-            s.store(ctx, &mut st.pkt);
-            act(ctx, &st.pkt, cfg, v, false)
-        }
+    match stored(ctx, s) {
+        Ok(st) => act(ctx, &st.pkt, cfg, v, false),
         Err(c) => c,
     }
+}
+
+/// This CPU's `PKT_STATE` with simple packet `s` written to it (`packet_state`'s error else).
+#[inline(always)]
+fn stored(ctx: &TcContext, s: &pkt::Simple) -> Result<&'static mut PacketState, i32> {
+    let st = packet_state()?;
+    s.store(ctx, &mut st.pkt);
+    Ok(st)
 }
 
 /// The TC code for a flow entry (meta word `m`) DECIDED to pass or drop, counted: the packet's

@@ -476,21 +476,24 @@ fn per_packet(o: &Opts) -> Result<(String, serde_json::Value)> {
         let frame = &frames[0];
         // (classifier, baseline) samples per size.
         let mut samples: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); dps.len()];
+        // An empty flow table, then the setup frames.
+        let fresh = |dp: &mut Dataplane| -> Result<()> {
+            dp.clear_flows()?;
+            for f in &setup {
+                dp.test_run(f)?;
+            }
+            Ok(())
+        };
         for _ in 0..reps {
             for ((_, dp), (ours, base)) in dps.iter_mut().zip(samples.iter_mut()) {
-                dp.clear_flows()?;
                 match run {
                     Run::Repeat => {
-                        for f in &setup {
-                            dp.test_run(f)?;
-                        }
+                        fresh(dp)?;
                         ours.push(dp.bench(frame, repeat)? as f64);
                         base.push(f64::from(empty.test_run(frame, repeat)?));
                     }
                     Run::EveryCpu => {
-                        for f in &setup {
-                            dp.test_run(f)?;
-                        }
+                        fresh(dp)?;
                         let mean = |v: Vec<u32>| {
                             v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64
                         };
@@ -502,10 +505,7 @@ fn per_packet(o: &Opts) -> Result<(String, serde_json::Value)> {
                         let mut o = Vec::new();
                         let mut b = Vec::new();
                         for _ in 0..200 {
-                            dp.clear_flows()?;
-                            for f in &setup {
-                                dp.test_run(f)?;
-                            }
+                            fresh(dp)?;
                             o.push(dp.bench(frame, 1)? as f64);
                             b.push(f64::from(empty.test_run(frame, 1)?));
                         }
