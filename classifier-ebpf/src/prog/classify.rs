@@ -88,10 +88,7 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
     let pending = waiting != 0;
 
     let (cfg, generation) = if pre.0.is_null() {
-        match config() {
-            Some(c) => c,
-            None => return Ok(only(verdict::PASS, stage::OTHER)),
-        }
+        config_or_pass()?
     } else {
         // SAFETY: a `CONFIG` value pointer, valid for this program run.
         (unsafe { &*pre.0 }, pre.1)
@@ -239,9 +236,7 @@ fn simple_syn(
     s: &pkt::Simple,
     w: &FlowWords,
 ) -> Result<(&'static mut PacketState, u64, Pre), i32> {
-    let Some((cfg, generation)) = config() else {
-        return Err(only(verdict::PASS, stage::OTHER));
-    };
+    let (cfg, generation) = config_or_pass()?;
     if let Some(e) = exact::lookup(&w.exact_words(), generation) {
         return Err(syn_exact(ctx, s, w, cfg, generation, e));
     }
@@ -319,6 +314,12 @@ fn config() -> Option<(&'static Config, u8)> {
         None => 0,
     };
     Some((CONFIG.get(generation as u32)?, generation))
+}
+
+/// `config`, else the packet's verdict without one (PASS, stage OTHER: never reached).
+#[inline(always)]
+fn config_or_pass() -> Result<(&'static Config, u8), i32> {
+    config().ok_or_else(|| only(verdict::PASS, stage::OTHER))
 }
 
 /// What the tail-called name programs read: the packet, its generation, config and port.
