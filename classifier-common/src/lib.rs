@@ -189,8 +189,8 @@ pub mod counter {
 
 /// Names of the maps in the object file, as user space looks them up.
 pub mod maps {
-    pub const ACTIVE: &str = "ACTIVE";
-    pub const CONFIG: &str = "CONFIG";
+    /// The generation in force and each generation's settings: one [`crate::Control`].
+    pub const CONTROL: &str = "CONTROL";
     pub const EXACT: &str = "EXACT";
     pub const CIDR: &str = "CIDR";
     pub const PORTS: &str = "PORTS";
@@ -309,7 +309,7 @@ pub const fn hit_parts(v: u64) -> Option<(u32, u32)> {
 
 /// Layout version of every map type in this file. A pinned map set with another version is
 /// never adopted by a program built with this one.
-pub const LAYOUT_VERSION: u32 = 9;
+pub const LAYOUT_VERSION: u32 = 10;
 
 /// What an entry decides when it matches.
 #[repr(C)]
@@ -383,15 +383,17 @@ const _: () = assert!(size_of::<ExactBucket>() == 128);
 
 /// The exact table's hash of a key's words in generation `generation` under `seed`
 /// (`Layout::exact_seed`): two multiply-xorshift steps for IPv4 (whose second address word is
-/// zero), three for IPv6.
+/// zero), three for IPv6, then the generation's salt. The generation comes last so that the
+/// chain of multiplies, which needs only the packet, need not wait for the generation's load.
 #[inline(always)]
 pub fn exact_hash(w: &[u64; 3], generation: u8, seed: u64) -> u64 {
-    let h = flow_mix(flow_mix(seed ^ generation as u64, w[0]), w[2] & 0xffff_ffff);
-    if w[2] as u8 == family::V4 {
+    let h = flow_mix(flow_mix(seed, w[0]), w[2] & 0xffff_ffff);
+    let h = if w[2] as u8 == family::V4 {
         h
     } else {
         flow_mix(h, w[1])
-    }
+    };
+    h ^ (generation as u64 & 1).wrapping_mul(FLOW_HASH_MUL)
 }
 
 /// The two buckets of hash `h` in a table of `n` buckets (at least two): the low and the high
@@ -699,7 +701,7 @@ pub const fn name_hash_tail(h: u64, first: u64, len: usize) -> u64 {
     name_hash_mix(h, len as u64)
 }
 
-/// Settings of one generation of the registry; `CONFIG[generation]`.
+/// Settings of one generation of the registry: `CONTROL[0].config[generation]`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Config {
@@ -717,16 +719,53 @@ pub struct Config {
     pub proxy_addr4: [u8; 4],
     /// The proxy's IPv6 listening address; `::` for any.
     pub proxy_addr6: [u8; 16],
+    /// The clock ([`Layout::tick_ns`], [`Layout::clock_base`]), copied by user space into
+    /// every config it writes: a decision's time then needs nothing beyond the config the
+    /// packet already holds (a `LAYOUT` lookup cost the key's store and reload and a bounds
+    /// check on every new connection).
+    pub tick_ns: u64,
+    pub clock_base: u64,
 }
-const _: () = assert!(size_of::<Config>() == 32);
+const _: () = assert!(size_of::<Config>() == 48);
 
-/// The generation in force: `ACTIVE[0]`. One 4-byte write flips a whole registry.
+impl Config {
+    /// CLOCK_MONOTONIC, to one tick, at `jiffies`.
+    #[inline(always)]
+    pub fn clock_ns(&self, jiffies: u64) -> u64 {
+        self.clock_base
+            .wrapping_add(jiffies.wrapping_mul(self.tick_ns))
+    }
+}
+
+/// `CONTROL[0]`: the generation in force and the settings of both generations, in one map
+/// element, so that a packet finds them with one lookup of a constant key (an `ACTIVE` lookup
+/// whose generation then keyed a `CONFIG` lookup cost two, the second waiting on the first).
+///
+/// User space writes the element whole, three times an apply: the settings of the generation
+/// to come, then `generation` (one byte of it changes: the flip), then the settings of the
+/// other generation. Each write leaves every byte it does not mean to change as it was, so a
+/// reader never sees a torn field, and sees a generation only after its settings.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Active {
+pub struct Control {
+    /// The generation in force (0 or 1).
     pub generation: u32,
+    pub _pad: u32,
+    /// Each generation's settings.
+    pub config: [Config; 2],
+    /// Up to a power of two, so that the lookup scales the index by a shift.
+    pub _pad2: [u64; 3],
 }
-const _: () = assert!(size_of::<Active>() == 4);
+const _: () = assert!(size_of::<Control>() == 128);
+
+impl Control {
+    /// The generation in force and its settings.
+    #[inline(always)]
+    pub fn active(&self) -> (&Config, u8) {
+        let generation = (self.generation & 1) as u8;
+        (&self.config[generation as usize], generation)
+    }
+}
 
 /// Key of the flow table: the connection as the client sent it. Aligned to 8 so that the
 /// program zeroes and copies it with 8-byte stores, not a byte-loop `memset` call.
@@ -895,7 +934,7 @@ pub struct FlowSlot {
     pub key: FlowWords,
     pub service_id: u32,
     pub entry_id: u32,
-    /// Time of the decision (CLOCK_MONOTONIC to one tick: [`Layout::clock_ns`]), 0 while
+    /// Time of the decision (CLOCK_MONOTONIC to one tick: [`Config::clock_ns`]), 0 while
     /// PENDING.
     pub decided_ns: u64,
 }
@@ -965,7 +1004,7 @@ pub struct FlowValue {
     pub service_id: u32,
     pub entry_id: u32,
     pub _pad: u32,
-    /// Time of the decision (CLOCK_MONOTONIC to one tick: [`Layout::clock_ns`]).
+    /// Time of the decision (CLOCK_MONOTONIC to one tick: [`Config::clock_ns`]).
     pub decided_ns: u64,
 }
 const _: () = assert!(size_of::<FlowValue>() == 24);
@@ -1060,7 +1099,7 @@ pub struct Layout {
     /// bucket.
     pub flow_seed: u64,
     /// The kernel's tick (`TICK_NSEC`) and CLOCK_MONOTONIC at jiffy 0, measured at load: the
-    /// program times decisions as [`Layout::clock_ns`] of `bpf_jiffies64`, which the verifier
+    /// program times decisions as [`Config::clock_ns`] of `bpf_jiffies64`, which the verifier
     /// inlines as one load (a helper call and its return cost ~15 ns of every new connection).
     pub tick_ns: u64,
     pub clock_base: u64,
@@ -1072,15 +1111,6 @@ pub struct Layout {
     pub name_seed: u64,
 }
 const _: () = assert!(size_of::<Layout>() == 56);
-
-impl Layout {
-    /// CLOCK_MONOTONIC, to one tick, at `jiffies`.
-    #[inline(always)]
-    pub fn clock_ns(&self, jiffies: u64) -> u64 {
-        self.clock_base
-            .wrapping_add(jiffies.wrapping_mul(self.tick_ns))
-    }
-}
 
 /// Service id meaning "no service" (the outbound policy decided).
 pub const NO_SERVICE: u32 = u32::MAX;
@@ -1108,7 +1138,7 @@ mod pod {
         NameKey,
         NameValue,
         Config,
-        Active,
+        Control,
         FlowKey,
         FlowValue,
         PendingValue,

@@ -3,7 +3,7 @@
 
 use std::{fmt, str::FromStr};
 
-use classifier_common::{config_flags, policy, verdict, Config};
+use classifier_common::{config_flags, policy, verdict, Config, Layout};
 use serde::{Deserialize, Serialize};
 
 /// Istio's `outboundTrafficPolicy.mode`.
@@ -102,8 +102,8 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// The kernel's view of these settings.
-    pub fn to_config(&self) -> Config {
+    /// The kernel's view of these settings, with the clock of layout stamp `layout`.
+    pub fn to_config(&self, layout: &Layout) -> Config {
         let mut flags = 0;
         if self.events_all {
             flags |= config_flags::EVENTS_ALL;
@@ -125,6 +125,8 @@ impl Settings {
             flags,
             proxy_addr4: [0; 4],
             proxy_addr6: [0; 16],
+            tick_ns: layout.tick_ns,
+            clock_base: layout.clock_base,
         }
     }
 }

@@ -14,10 +14,7 @@ use classifier_common::{
 use super::{
     act::{act, code, needs_packet},
     clock, cnt, exact, flows, http,
-    maps::{
-        PacketState, Scratch, ACTIVE, CIDR, CONFIG, EVENTS, JUMP, PENDING, PKT_STATE, SCRATCH,
-        SPLIT,
-    },
+    maps::{PacketState, Scratch, CIDR, CONTROL, EVENTS, JUMP, PENDING, PKT_STATE, SCRATCH, SPLIT},
     names,
     pkt::{self, Parsed, Pkt, TCP_ACK, TCP_SYN},
     ports, split,
@@ -90,7 +87,7 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
     let (cfg, generation) = if pre.0.is_null() {
         config_or_pass()?
     } else {
-        // SAFETY: a `CONFIG` value pointer, valid for this program run.
+        // SAFETY: a `CONTROL` value pointer, valid for this program run.
         (unsafe { &*pre.0 }, pre.1)
     };
     match parsed {
@@ -306,14 +303,10 @@ fn packet_state() -> Result<&'static mut PacketState, i32> {
     }
 }
 
-/// The active generation (`ACTIVE[0]`, read once per packet) and its configuration.
+/// The active generation (`CONTROL[0]`, read once per packet) and its configuration.
 #[inline(always)]
 fn config() -> Option<(&'static Config, u8)> {
-    let generation = match ACTIVE.get(0) {
-        Some(a) => (a.generation & 1) as u8,
-        None => 0,
-    };
-    Some((CONFIG.get(generation as u32)?, generation))
+    Some(CONTROL.get(0)?.active())
 }
 
 /// `config`, else the packet's verdict without one (PASS, stage OTHER: never reached).
@@ -335,7 +328,7 @@ fn stage_inputs() -> Option<(
     // CPU and runs before any other packet there).
     let st = unsafe { &*st };
     let generation = st.generation & 1;
-    let cfg = CONFIG.get(generation as u32)?;
+    let cfg = &CONTROL.get(0)?.config[generation as usize];
     Some((st, cfg, &st.port_value, generation))
 }
 
@@ -777,7 +770,7 @@ fn record(w: &FlowWords, cfg: &Config, d: &Decision) -> u8 {
         Some(e) => (e.service_id, e.entry_id),
         None => (NO_SERVICE, 0),
     };
-    let now = clock::now();
+    let now = clock::now(cfg);
     let head = flows::head(flow_state::DECIDED, v, st, generation, service_id);
     flows::put_words(w, head, entry_id, now, false);
     if entry.is_some() {

@@ -1,8 +1,8 @@
 //! Decision times. `bpf_jiffies64` is inlined by the verifier as one load, where
 //! `bpf_ktime_get_coarse_ns` is a helper call whose return goes through this CPU's return thunk
 //! (~15 ns of every new connection, measured); user space measured the tick and the time of a
-//! jiffy's start at load (`Layout::tick_ns`, `Layout::clock_base`), so that the jiffies give
-//! CLOCK_MONOTONIC to one tick.
+//! jiffy's start at load (`Layout::tick_ns`, `Layout::clock_base`, copied into every
+//! `Config`), so that the jiffies give CLOCK_MONOTONIC to one tick.
 
 use aya_ebpf::{
     bindings::TC_ACT_UNSPEC,
@@ -10,17 +10,13 @@ use aya_ebpf::{
     programs::TcContext,
 };
 
-use super::maps::LAYOUT;
+use classifier_common::Config;
 
-/// CLOCK_MONOTONIC now, to one tick (0 if the layout is missing).
+/// CLOCK_MONOTONIC now, to one tick, by the clock `cfg` carries.
 #[inline(always)]
-pub fn now() -> u64 {
+pub fn now(cfg: &Config) -> u64 {
     // SAFETY: a helper without arguments.
-    let j = unsafe { bpf_jiffies64() };
-    match LAYOUT.get(0) {
-        Some(l) => l.clock_ns(j),
-        None => 0,
-    }
+    cfg.clock_ns(unsafe { bpf_jiffies64() })
 }
 
 /// The `meshclass_clock` program, run by user space with BPF_PROG_TEST_RUN at load (never

@@ -6,7 +6,7 @@ use classifier_common::{flow_state, proto, stage, verdict, FlowKey, NO_SERVICE};
 
 use super::{
     flows,
-    maps::{ACTIVE, PKT_STATE},
+    maps::{CONTROL, PKT_STATE},
     pkt::{self, Parsed, TCP_ACK, TCP_SYN},
 };
 
@@ -39,10 +39,10 @@ pub fn try_inbound(ctx: &TcContext) -> Result<i32, i32> {
         saddr: p.key.daddr,
         daddr: p.key.saddr,
     };
-    let generation = match ACTIVE.get(0) {
-        Some(a) => (a.generation & 1) as u8,
-        None => 0,
+    let Some(control) = CONTROL.get(0) else {
+        return Ok(TC_ACT_UNSPEC);
     };
+    let (cfg, generation) = control.active();
     let head = flows::head(
         flow_state::DECIDED,
         verdict::PASS,
@@ -50,6 +50,6 @@ pub fn try_inbound(ctx: &TcContext) -> Result<i32, i32> {
         generation,
         NO_SERVICE,
     );
-    flows::insert(&reply, head, 0, super::clock::now(), true);
+    flows::insert(&reply, head, 0, super::clock::now(cfg), true);
     Ok(TC_ACT_UNSPEC)
 }

@@ -8,21 +8,19 @@ use aya_ebpf::{
     Global,
 };
 use classifier_common::{
-    capacity, counter, jump, Active, CidrData, Config, EntryValue, ExactBucket, FlowBucket,
-    FlowKey, Layout, NameBucket, NameRecord, PendingValue, PortSlot, PortValue, FLOW_WAYS,
-    HIT_CACHE_SLOTS, MAX_NAME_LEN, PORT_SLOTS,
+    capacity, counter, jump, CidrData, Control, EntryValue, ExactBucket, FlowBucket, FlowKey,
+    Layout, NameBucket, NameRecord, PendingValue, PortSlot, PortValue, FLOW_WAYS, HIT_CACHE_SLOTS,
+    MAX_NAME_LEN, PORT_SLOTS,
 };
 
 use super::pkt::Pkt;
 
-#[map(name = "ACTIVE")]
-pub static ACTIVE: Array<Active> = Array::with_max_entries(1, 0);
+/// The generation in force and both generations' settings (`Control`): one lookup a packet.
+#[map(name = "CONTROL")]
+pub static CONTROL: Array<Control> = Array::with_max_entries(1, 0);
 
-#[map(name = "CONFIG")]
-pub static CONFIG: Array<Config> = Array::with_max_entries(2, 0);
-
-/// The layout stamp: user space reads it back after a restart; the program reads only the
-/// clock's fields from it, the rest from the globals below.
+/// The layout stamp: user space reads it back after a restart; the program reads none of it
+/// (the tables' sizes and seeds are the globals below, the clock is in each `Config`).
 #[map(name = "LAYOUT")]
 pub static LAYOUT: Array<Layout> = Array::with_max_entries(1, 0);
 

@@ -10,8 +10,8 @@ use std::{
 
 use aya::maps::{lpm_trie::Key, Array, HashMap as BpfHashMap, LpmTrie, Map, MapData, PerCpuArray};
 use classifier_common::{
-    counter, hit_parts, hit_slot, maps, stage, verdict, Active, CidrData, Config, EntryValue,
-    ExactKey, FlowBucket, FlowKey, FlowValue, Layout, NameKey, PortKey, FLOW_WAYS, HIT_CACHE_SLOTS,
+    counter, hit_parts, hit_slot, maps, stage, verdict, CidrData, Control, EntryValue, ExactKey,
+    FlowBucket, FlowKey, FlowValue, Layout, NameKey, PortKey, FLOW_WAYS, HIT_CACHE_SLOTS,
     LAYOUT_VERSION,
 };
 
@@ -27,9 +27,8 @@ use super::{
 use crate::{plan::Plan, settings::Settings};
 
 /// Every map the writer and the test tools use.
-pub(crate) const MAP_NAMES: [&str; 16] = [
-    maps::ACTIVE,
-    maps::CONFIG,
+pub(crate) const MAP_NAMES: [&str; 15] = [
+    maps::CONTROL,
     maps::LAYOUT,
     maps::EXACT,
     maps::CIDR,
@@ -131,12 +130,13 @@ impl MapWriter {
             hits,
         };
         w.array::<Layout>(maps::LAYOUT, |a| a.set(0, layout, 0))?;
-        let cfg = Settings::default().to_config();
-        w.array::<Config>(maps::CONFIG, |a| {
-            a.set(0, cfg, 0)?;
-            a.set(1, cfg, 0)
+        let cfg = Settings::default().to_config(&layout);
+        w.set_control(Control {
+            generation: 0,
+            _pad: 0,
+            config: [cfg, cfg],
+            _pad2: [0; 3],
         })?;
-        w.array::<Active>(maps::ACTIVE, |a| a.set(0, Active { generation: 0 }, 0))?;
         Ok(w)
     }
 
@@ -234,8 +234,8 @@ impl MapWriter {
             k.generation = 0;
             gens[g].names.insert(k, v);
         }
-        let active: Active = self.array_get(maps::ACTIVE, 0)?;
-        self.slots = Slots::from_content(&gens[(active.generation & 1) as usize]);
+        let active = self.active_generation()?;
+        self.slots = Slots::from_content(&gens[active as usize]);
         self.gens = gens;
         // What the maps hold may not be what the table would write (another version wrote
         // them, or an apply stopped half-way): the next apply compares every element.
@@ -271,7 +271,17 @@ impl MapWriter {
 
     /// The generation in force.
     pub fn active_generation(&self) -> Result<u32, DataplaneError> {
-        Ok(self.array_get::<Active>(maps::ACTIVE, 0)?.generation & 1)
+        Ok(self.control()?.generation & 1)
+    }
+
+    /// `CONTROL[0]`: the generation in force and both generations' settings.
+    fn control(&self) -> Result<Control, DataplaneError> {
+        self.array_get(maps::CONTROL, 0)
+    }
+
+    /// Writes `CONTROL[0]` whole (see `Control` for why a reader never sees it torn).
+    fn set_control(&mut self, c: Control) -> Result<(), DataplaneError> {
+        self.array::<Control>(maps::CONTROL, |a| a.set(0, c, 0))
     }
 
     /// The entry id of each entry of the last plan applied (index into `Plan::entries`).
@@ -285,7 +295,7 @@ impl MapWriter {
     }
 
     /// Applies `plan` and `settings`: the inactive generation is brought to the plan (only the
-    /// difference is written), `ACTIVE` flips to it in one write, then the other generation is
+    /// difference is written), `CONTROL` flips to it in one write, then the other generation is
     /// brought to the same content. A plan that does not fit is refused before any write.
     pub fn apply(
         &mut self,
@@ -299,8 +309,9 @@ impl MapWriter {
                 p.changes.delete_rest(g);
             }
         }
-        let cfg = settings.to_config();
-        let active = self.active_generation()?;
+        let cfg = settings.to_config(&self.layout()?);
+        let mut control = self.control()?;
+        let active = control.generation & 1;
         let next = active ^ 1;
         let [exact, cidr, _ports, names] = p.changes.lens_after(&self.gens[next as usize]);
         for (map, needed, available) in [
@@ -333,10 +344,13 @@ impl MapWriter {
         // the table, and the next apply compares everything.
         self.full = true;
         let written = self.sync(next as u8, &p.changes)?;
-        self.array::<Config>(maps::CONFIG, |a| a.set(next, cfg, 0))?;
-        self.array::<Active>(maps::ACTIVE, |a| a.set(0, Active { generation: next }, 0))?;
+        control.config[next as usize] = cfg;
+        self.set_control(control)?;
+        control.generation = next;
+        self.set_control(control)?;
         let synced = self.sync(active as u8, &p.changes)?;
-        self.array::<Config>(maps::CONFIG, |a| a.set(active, cfg, 0))?;
+        control.config[active as usize] = cfg;
+        self.set_control(control)?;
         let shadowed = std::mem::take(&mut p.shadowed);
         self.entry_ids = std::mem::take(&mut p.entry_ids);
         self.slots.commit(p);
