@@ -124,7 +124,7 @@ pub mod config_flags {
     pub const ECH_OUTER_SNI: u32 = 2;
 }
 
-/// Indexes into the per-CPU `COUNTERS` array.
+/// Indexes into each CPU's counters (`CpuCounts::counters`, the `COUNTERS` map).
 pub mod counter {
     use super::{stage, verdict};
 
@@ -201,11 +201,10 @@ pub mod maps {
     pub const NAME_INDEX: &str = "NAME_INDEX";
     /// The flow table: an array of [`crate::FlowBucket`]s.
     pub const FLOWS: &str = "FLOWS";
+    /// Each CPU's counters and entry-hit cache: one per-CPU [`crate::CpuCounts`].
     pub const COUNTERS: &str = "COUNTERS";
     /// Hits per entry id, all CPUs: an array of u64 (atomic adds), mapped by user space.
     pub const ENTRY_HITS: &str = "ENTRY_HITS";
-    /// Each CPU's recent entry hits, not yet added to `ENTRY_HITS` (see [`crate::hit_slot`]).
-    pub const HIT_CACHE: &str = "HIT_CACHE";
     pub const EVENTS: &str = "EVENTS";
     pub const SCRATCH: &str = "SCRATCH";
     pub const PENDING: &str = "PENDING";
@@ -272,19 +271,34 @@ pub mod capacity {
 /// The longest DNS name matched (RFC 1035: 255 octets on the wire, 253 as text).
 pub const MAX_NAME_LEN: usize = 256;
 
-/// Slots of each CPU's entry-hit cache (`HIT_CACHE`, docs/decision.md §8), a power of two.
-/// A decision by an entry adds one to its id's slot on this CPU when the slot holds that id;
-/// else the slot's count goes to `ENTRY_HITS` (one atomic add) and the slot takes the id. An
-/// entry's hits are its `ENTRY_HITS` word plus its count in every CPU's slot.
-pub const HIT_CACHE_SLOTS: u32 = 8192;
+/// Slots of each CPU's entry-hit cache (`CpuCounts::hits`, docs/decision.md §8), a power of
+/// two. A decision by an entry adds one to its id's slot on this CPU when the slot holds that
+/// id; else the slot's count goes to `ENTRY_HITS` (one atomic add) and the slot takes the id.
+/// An entry's hits are its `ENTRY_HITS` word plus its count in every CPU's slot. 2048, so that
+/// a CPU's counters and slots fit the kernel's largest per-CPU value (32 KiB) together.
+pub const HIT_CACHE_SLOTS: u32 = 2048;
 
-/// The `HIT_CACHE` slot of entry `id`.
+/// Each CPU's counts: `COUNTERS[0]`, a per-CPU array of one element. The counters and the
+/// entry-hit cache share it so that a decision finds both with one lookup of a constant key,
+/// which does not wait for the verdict or the entry (a lookup of each, keyed by them, cost
+/// ~1 ns of every new connection).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuCounts {
+    /// Indexed by [`counter`].
+    pub counters: [u64; counter::COUNT as usize],
+    /// The entry-hit cache, indexed by [`hit_slot`]: [`hit_value`]s.
+    pub hits: [u64; HIT_CACHE_SLOTS as usize],
+}
+const _: () = assert!(size_of::<CpuCounts>() <= 32 * 1024);
+
+/// The entry-hit cache slot of entry `id`.
 #[inline(always)]
 pub const fn hit_slot(id: u32) -> u32 {
     id & (HIT_CACHE_SLOTS - 1)
 }
 
-/// A `HIT_CACHE` slot's value for entry `id` with count `n`: `id + 1` in the high half (0:
+/// An entry-hit cache slot's value for entry `id` with count `n`: `id + 1` in the high half (0:
 /// the slot is empty), the count in the low half.
 #[inline(always)]
 pub const fn hit_value(id: u32, n: u32) -> u64 {
@@ -309,7 +323,7 @@ pub const fn hit_parts(v: u64) -> Option<(u32, u32)> {
 
 /// Layout version of every map type in this file. A pinned map set with another version is
 /// never adopted by a program built with this one.
-pub const LAYOUT_VERSION: u32 = 10;
+pub const LAYOUT_VERSION: u32 = 11;
 
 /// What an entry decides when it matches.
 #[repr(C)]
@@ -1139,6 +1153,7 @@ mod pod {
         NameValue,
         Config,
         Control,
+        CpuCounts,
         FlowKey,
         FlowValue,
         PendingValue,

@@ -190,7 +190,7 @@ fn a_full_bucket_evicts_by_the_clock_and_the_model_forgets_the_same_flows() {
 }
 
 /// Every decision by an entry counts one hit for it (docs/decision.md §8), however the hits
-/// are split between a CPU's `HIT_CACHE` slot and `ENTRY_HITS`: two entries whose ids share a
+/// are split between a CPU's hit cache slot and `ENTRY_HITS`: two entries whose ids share a
 /// slot take it from each other, each time moving the other's count to `ENTRY_HITS`, and an
 /// entry's hits read the same by id and in the whole list.
 #[test]

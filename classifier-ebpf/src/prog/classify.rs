@@ -773,13 +773,16 @@ fn record(w: &FlowWords, cfg: &Config, d: &Decision) -> u8 {
     let now = clock::now(cfg);
     let head = flows::head(flow_state::DECIDED, v, st, generation, service_id);
     flows::put_words(w, head, entry_id, now, false);
-    if entry.is_some() {
-        cnt::entry_hit(entry_id);
+    let counts = cnt::cpu();
+    if let (Some(c), true) = (counts, entry.is_some()) {
+        cnt::entry_hit_in(c, entry_id);
     }
     if v == verdict::DROP || v == verdict::REJECT || cfg.flags & config_flags::EVENTS_ALL != 0 {
         event(&w.key_words(), service_id, entry_id, v, st, now, name_len);
     }
-    cnt::decided(v, st);
+    if let Some(c) = counts {
+        cnt::inc_in(c, counter::decided(v, st));
+    }
     v
 }
 

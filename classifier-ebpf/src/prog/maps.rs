@@ -8,9 +8,9 @@ use aya_ebpf::{
     Global,
 };
 use classifier_common::{
-    capacity, counter, jump, CidrData, Control, EntryValue, ExactBucket, FlowBucket, FlowKey,
-    Layout, NameBucket, NameRecord, PendingValue, PortSlot, PortValue, FLOW_WAYS, HIT_CACHE_SLOTS,
-    MAX_NAME_LEN, PORT_SLOTS,
+    capacity, jump, CidrData, Control, CpuCounts, EntryValue, ExactBucket, FlowBucket, FlowKey,
+    Layout, NameBucket, NameRecord, PendingValue, PortSlot, PortValue, FLOW_WAYS, MAX_NAME_LEN,
+    PORT_SLOTS,
 };
 
 use super::pkt::Pkt;
@@ -76,18 +76,15 @@ pub static FLOWS: Array<FlowBucket> =
 pub static PENDING: LruHashMap<FlowKey, PendingValue> =
     LruHashMap::with_max_entries(capacity::PENDING, 0);
 
+/// Each CPU's counters and entry-hit cache (`CpuCounts`): one element.
 #[map(name = "COUNTERS")]
-pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+pub static COUNTERS: PerCpuArray<CpuCounts> = PerCpuArray::with_max_entries(1, 0);
 
-/// Hits per entry id, shared by all CPUs (atomic adds of what `HIT_CACHE` held); user space
+/// Hits per entry id, shared by all CPUs (atomic adds of what the CPUs' hit caches held); user space
 /// reads it through a shared mapping.
 #[map(name = "ENTRY_HITS")]
 pub static ENTRY_HITS: Array<u64> =
     Array::with_max_entries(capacity::ENTRY_IDS, aya_ebpf::bindings::BPF_F_MMAPABLE);
-
-/// Each CPU's recent entry hits (`classifier_common::hit_slot`): plain adds on this CPU.
-#[map(name = "HIT_CACHE")]
-pub static HIT_CACHE: PerCpuArray<u64> = PerCpuArray::with_max_entries(HIT_CACHE_SLOTS, 0);
 
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(capacity::EVENTS_BYTES, 0);

@@ -10,9 +10,8 @@ use std::{
 
 use aya::maps::{lpm_trie::Key, Array, HashMap as BpfHashMap, LpmTrie, Map, MapData, PerCpuArray};
 use classifier_common::{
-    counter, hit_parts, hit_slot, maps, stage, verdict, CidrData, Control, EntryValue, ExactKey,
-    FlowBucket, FlowKey, FlowValue, Layout, NameKey, PortKey, FLOW_WAYS, HIT_CACHE_SLOTS,
-    LAYOUT_VERSION,
+    counter, hit_parts, hit_slot, maps, stage, verdict, CidrData, Control, CpuCounts, EntryValue,
+    ExactKey, FlowBucket, FlowKey, FlowValue, Layout, NameKey, PortKey, FLOW_WAYS, LAYOUT_VERSION,
 };
 
 use super::{
@@ -27,7 +26,7 @@ use super::{
 use crate::{plan::Plan, settings::Settings};
 
 /// Every map the writer and the test tools use.
-pub(crate) const MAP_NAMES: [&str; 15] = [
+pub(crate) const MAP_NAMES: [&str; 14] = [
     maps::CONTROL,
     maps::LAYOUT,
     maps::EXACT,
@@ -39,7 +38,6 @@ pub(crate) const MAP_NAMES: [&str; 15] = [
     maps::PENDING,
     maps::COUNTERS,
     maps::ENTRY_HITS,
-    maps::HIT_CACHE,
     maps::EVENTS,
     maps::JUMP,
     maps::PKT_STATE,
@@ -453,37 +451,29 @@ impl MapWriter {
     /// Per-CPU counters summed, indexed by `classifier_common::counter` (the first
     /// `counter::REPORTED`, with PACKETS, BY_VERDICT and BY_STAGE derived; see [`report`]).
     pub fn counters(&self) -> Result<Vec<u64>, DataplaneError> {
-        let m = self.map_ref(maps::COUNTERS)?;
-        let a = PerCpuArray::<&MapData, u64>::try_from(m)
-            .map_err(DataplaneError::map(maps::COUNTERS))?;
-        let raw = (0..counter::COUNT)
-            .map(|i| {
-                a.get(&i, 0)
-                    .map(|v| v.iter().sum())
-                    .map_err(DataplaneError::map(maps::COUNTERS))
-            })
-            .collect::<Result<Vec<u64>, _>>()?;
+        let cpus = self.cpu_counts()?;
+        let raw: Vec<u64> = (0..counter::COUNT as usize)
+            .map(|i| cpus.iter().map(|c| c.counters[i]).sum())
+            .collect();
         Ok(report(&raw))
     }
 
-    /// Hits of entry `id`: its `ENTRY_HITS` word and its count in every CPU's `HIT_CACHE`
-    /// slot (docs/decision.md §8). The word is read before and after the slots: a slot's count
+    /// Hits of entry `id`: its `ENTRY_HITS` word and its count in every CPU's hit cache
+    /// slot (`CpuCounts::hits`, docs/decision.md §8). The word is read before and after the slots: a slot's count
     /// that moved to the word meanwhile (the word changed) is read again, so that it is
     /// counted once.
     pub fn entry_hits(&self, id: u32) -> Result<u64, DataplaneError> {
         if id as usize >= self.hits.words() {
             return Ok(0);
         }
-        let cache = self.hit_cache()?;
         let word = self.hits.word(id as usize);
         let mut last = word.load(Ordering::Acquire);
         for _ in 0..HIT_READS {
-            let slots = cache
-                .get(&hit_slot(id), 0)
-                .map_err(DataplaneError::map(maps::HIT_CACHE))?;
+            let cpus = self.cpu_counts()?;
             let now = word.load(Ordering::Acquire);
             if now == last {
-                return Ok(now + cached_of(slots.iter().copied(), id));
+                let slots = cpus.iter().map(|c| c.hits[hit_slot(id) as usize]);
+                return Ok(now + cached_of(slots, id));
             }
             last = now;
         }
@@ -492,19 +482,15 @@ impl MapWriter {
     }
 
     /// Hits of every entry id, read as `entry_hits` reads one: the `ENTRY_HITS` words, every
-    /// CPU's `HIT_CACHE` slots, the words again (ids whose word changed are read again).
+    /// CPU's hit cache slots, the words again (ids whose word changed are read again).
     pub fn all_entry_hits(&self) -> Result<Vec<u64>, DataplaneError> {
         let n = self.hits.words();
         let words: Vec<u64> = (0..n)
             .map(|i| self.hits.word(i).load(Ordering::Acquire))
             .collect();
         let mut out = words.clone();
-        let cache = self.hit_cache()?;
-        for k in 0..HIT_CACHE_SLOTS {
-            let slots = cache
-                .get(&k, 0)
-                .map_err(DataplaneError::map(maps::HIT_CACHE))?;
-            for v in slots.iter() {
+        for cpu in self.cpu_counts()?.iter() {
+            for v in cpu.hits.iter() {
                 if let Some((id, c)) = hit_parts(*v) {
                     if let Some(o) = out.get_mut(id as usize) {
                         *o += u64::from(c);
@@ -520,9 +506,11 @@ impl MapWriter {
         Ok(out)
     }
 
-    fn hit_cache(&self) -> Result<PerCpuArray<&MapData, u64>, DataplaneError> {
-        PerCpuArray::try_from(self.map_ref(maps::HIT_CACHE)?)
-            .map_err(DataplaneError::map(maps::HIT_CACHE))
+    /// Every CPU's counts (`COUNTERS[0]`), read at once.
+    fn cpu_counts(&self) -> Result<aya::maps::PerCpuValues<CpuCounts>, DataplaneError> {
+        PerCpuArray::<&MapData, CpuCounts>::try_from(self.map_ref(maps::COUNTERS)?)
+            .and_then(|a| a.get(&0, 0))
+            .map_err(DataplaneError::map(maps::COUNTERS))
     }
 
     /// The layout stamp (`LAYOUT[0]`): the flow table's bucket mask and hash seed.
@@ -724,7 +712,7 @@ fn clear<K: aya::Pod, V: aya::Pod>(
     Ok(())
 }
 
-/// The reported counters from the raw `COUNTERS` array: the program counts each packet once,
+/// The reported counters from the raw counters (`CpuCounts::counters`, summed over the CPUs): the program counts each packet once,
 /// by (verdict, stage) at `counter::DECIDED`; PACKETS, BY_VERDICT and BY_STAGE are its sums.
 pub fn report(raw: &[u64]) -> Vec<u64> {
     let mut out = raw[..counter::REPORTED as usize].to_vec();
