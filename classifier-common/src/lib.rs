@@ -280,8 +280,8 @@ pub const HIT_CACHE_SLOTS: u32 = 2048;
 
 /// Each CPU's counts: `COUNTERS[0]`, a per-CPU array of one element. The counters and the
 /// entry-hit cache share it so that a decision finds both with one lookup of a constant key,
-/// which does not wait for the verdict or the entry (a lookup of each, keyed by them, cost
-/// ~1 ns of every new connection).
+/// which does not wait for the verdict or the entry (a lookup of each was keyed by them), and
+/// user space reads all of them with one system call.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CpuCounts {
