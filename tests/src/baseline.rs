@@ -145,8 +145,9 @@ unsafe fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<libc::c_long> {
 }
 
 /// Runs TC program `fd` on CPUs 0, 1, ... at once, CPU `i` on `packets[i]`, `repeat` times
-/// each (one thread per CPU, pinned, started together); returns each CPU's run. Shared cache lines the program writes (a counter every CPU adds to) cost here
-/// what they cost a node's CPUs classifying at once, which one CPU alone never shows.
+/// each (one thread per CPU, pinned, started together); returns each CPU's run. Shared cache
+/// lines the program writes (a counter every CPU adds to) cost here what they cost a node's
+/// CPUs classifying at once, which one CPU alone never shows.
 pub fn test_run_on_cpus(
     fd: BorrowedFd<'_>,
     packets: &[Vec<u8>],

@@ -80,8 +80,8 @@ pub static PENDING: LruHashMap<FlowKey, PendingValue> =
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuArray<CpuCounts> = PerCpuArray::with_max_entries(1, 0);
 
-/// Hits per entry id, shared by all CPUs (atomic adds of what the CPUs' hit caches held); user space
-/// reads it through a shared mapping.
+/// Hits per entry id, shared by all CPUs (atomic adds of what the CPUs' hit caches held); user
+/// space reads it through a shared mapping.
 #[map(name = "ENTRY_HITS")]
 pub static ENTRY_HITS: Array<u64> =
     Array::with_max_entries(capacity::ENTRY_IDS, aya_ebpf::bindings::BPF_F_MMAPABLE);

@@ -458,10 +458,10 @@ impl MapWriter {
         Ok(report(&raw))
     }
 
-    /// Hits of entry `id`: its `ENTRY_HITS` word and its count in every CPU's hit cache
-    /// slot (`CpuCounts::hits`, docs/decision.md §8). The word is read before and after the slots: a slot's count
-    /// that moved to the word meanwhile (the word changed) is read again, so that it is
-    /// counted once.
+    /// Hits of entry `id`: its `ENTRY_HITS` word and its count in every CPU's hit cache slot
+    /// (`CpuCounts::hits`, docs/decision.md §8). The word is read before and after the slots: a
+    /// slot's count that moved to the word meanwhile (the word changed) is read again, so that
+    /// it is counted once.
     pub fn entry_hits(&self, id: u32) -> Result<u64, DataplaneError> {
         if id as usize >= self.hits.words() {
             return Ok(0);
