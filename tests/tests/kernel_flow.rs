@@ -251,3 +251,66 @@ fn entry_hits_count_every_decision_through_the_per_cpu_slots() {
     expect(&run(&mut dp, &ack), verdict::PASS, stage::FLOW);
     assert_eq!(hits(&dp, a), 8);
 }
+
+/// An entry id freed by one apply is given to a new entry by a later one (docs/decision.md §8):
+/// the new entry's hits start at 0, not at its predecessor's, while its predecessor's last
+/// counts may still sit in this CPU's hit cache slot; entries kept across the apply keep theirs.
+#[test]
+fn a_reused_entry_id_starts_with_no_hits() {
+    use meshclass::dataplane::{Capacities, Dataplane};
+
+    let caps = Capacities {
+        exact: 64,
+        cidr: 256,
+        names: 1024,
+        flows: 4096,
+        pending: 256,
+        entry_ids: 64,
+        events_bytes: 1 << 16,
+    };
+    let mut dp = Dataplane::load(&caps).expect("loading the classifier");
+    let (a, b, c) = ("10.73.0.1", "10.73.0.2", "10.73.0.3");
+    let first = plan(vec![
+        entry(exact(a, 443, L4::Tcp), 1, Verdict::Pass),
+        entry(exact(b, 443, L4::Tcp), 2, Verdict::Pass),
+    ]);
+    dp.apply(&first, &allow_any()).unwrap();
+    let old = dp.entry_ids(&first);
+    let mut sport = 43000u16;
+    let mut hit = |dp: &mut Dataplane, dst: &str, times: usize| {
+        for _ in 0..times {
+            sport += 1;
+            let syn = Packet::tcp(ip("10.0.0.1"), ip(dst), sport, 443, tcp_flags::SYN).build();
+            expect(&run(dp, &syn), verdict::PASS, stage::EXACT);
+        }
+    };
+    let hits = |dp: &Dataplane, id: u32| {
+        let one = dp.entry_hit(id).unwrap();
+        assert_eq!(
+            one,
+            dp.entry_hits().unwrap()[id as usize],
+            "id {id}: by id, in the list"
+        );
+        one
+    };
+    hit(&mut dp, a, 5);
+    hit(&mut dp, b, 2);
+    assert_eq!((hits(&dp, old[0]), hits(&dp, old[1])), (5, 2));
+
+    // a goes, c comes and takes a's id.
+    let second = plan(vec![
+        entry(exact(b, 443, L4::Tcp), 2, Verdict::Pass),
+        entry(exact(c, 443, L4::Tcp), 3, Verdict::Pass),
+    ]);
+    dp.apply(&second, &allow_any()).unwrap();
+    let new = dp.entry_ids(&second);
+    assert_eq!(new, vec![old[1], old[0]], "b keeps its id, c takes a's");
+    assert_eq!((hits(&dp, new[0]), hits(&dp, new[1])), (2, 0));
+    hit(&mut dp, c, 3);
+    hit(&mut dp, b, 1);
+    assert_eq!((hits(&dp, new[0]), hits(&dp, new[1])), (3, 3));
+
+    // Applied again unchanged: nothing is new, nothing is reset.
+    dp.apply(&second, &allow_any()).unwrap();
+    assert_eq!((hits(&dp, new[0]), hits(&dp, new[1])), (3, 3));
+}

@@ -150,6 +150,14 @@ pub struct Planned {
     next: u32,
 }
 
+impl Planned {
+    /// The ids this plan gives to slots that had none. An id is reused once its slot is gone,
+    /// so whatever hits one holds were counted for another entry.
+    pub fn new_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.new.iter().map(|s| s.value.entry_id)
+    }
+}
+
 fn addr16(ip: &IpAddr) -> (u8, [u8; 16]) {
     let mut a = [0u8; 16];
     match ip {

@@ -342,6 +342,10 @@ impl MapWriter {
         // the table, and the next apply compares everything.
         self.full = true;
         let written = self.sync(next as u8, &p.changes)?;
+        // Right before the flip: hits an id holds until then were its previous entry's.
+        for id in p.new_ids() {
+            self.reset_hits(id)?;
+        }
         control.config[next as usize] = cfg;
         self.set_control(control)?;
         control.generation = next;
@@ -468,17 +472,33 @@ impl MapWriter {
         }
         let word = self.hits.word(id as usize);
         let mut last = word.load(Ordering::Acquire);
+        let mut cached = 0;
         for _ in 0..HIT_READS {
             let cpus = self.cpu_counts()?;
             let now = word.load(Ordering::Acquire);
+            cached = cached_of(cpus.iter().map(|c| c.hits[hit_slot(id) as usize]), id);
             if now == last {
-                let slots = cpus.iter().map(|c| c.hits[hit_slot(id) as usize]);
-                return Ok(now + cached_of(slots, id));
+                return Ok(now.wrapping_add(cached));
             }
             last = now;
         }
-        // The slot kept moving: the word alone, short of the slots' counts for a moment.
-        Ok(last)
+        // The slot kept moving: the last read's word and slots, which may take a count that
+        // moved between them twice (the word alone can read below zero after `reset_hits`).
+        Ok(last.wrapping_add(cached))
+    }
+
+    /// Makes entry `id`'s hits read 0 from now on: subtracts what it holds (its `ENTRY_HITS`
+    /// word and its counts in every CPU's slot) from its word, which the program only ever adds
+    /// to. A count still in a slot reaches the word later and cancels out; until then the word
+    /// reads below zero, so every reader adds with wrap-around. Hits counted between the read
+    /// and the subtraction stay (the apply flips right after, so they are few and late).
+    fn reset_hits(&self, id: u32) -> Result<(), DataplaneError> {
+        if id as usize >= self.hits.words() {
+            return Ok(());
+        }
+        let n = self.entry_hits(id)?;
+        self.hits.word(id as usize).fetch_sub(n, Ordering::AcqRel);
+        Ok(())
     }
 
     /// Hits of every entry id, read as `entry_hits` reads one: the `ENTRY_HITS` words, every
@@ -493,7 +513,7 @@ impl MapWriter {
             for v in cpu.hits.iter() {
                 if let Some((id, c)) = hit_parts(*v) {
                     if let Some(o) = out.get_mut(id as usize) {
-                        *o += u64::from(c);
+                        *o = o.wrapping_add(u64::from(c));
                     }
                 }
             }
@@ -662,7 +682,7 @@ fn shared_tables<'m>(
     ))
 }
 
-/// Reads of one entry's hits before `MapWriter::entry_hits` settles for its word alone.
+/// Reads of one entry's hits before `MapWriter::entry_hits` settles for its last read.
 const HIT_READS: usize = 8;
 
 /// The count of entry `id` among a slot's values on every CPU.
