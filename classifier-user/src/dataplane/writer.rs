@@ -343,9 +343,7 @@ impl MapWriter {
         self.full = true;
         let written = self.sync(next as u8, &p.changes)?;
         // Right before the flip: hits an id holds until then were its previous entry's.
-        for id in p.new_ids() {
-            self.reset_hits(id)?;
-        }
+        self.reset_hits(&p.new_ids().collect::<Vec<_>>())?;
         control.config[next as usize] = cfg;
         self.set_control(control)?;
         control.generation = next;
@@ -487,43 +485,47 @@ impl MapWriter {
         Ok(last.wrapping_add(cached))
     }
 
-    /// Makes entry `id`'s hits read 0 from now on: subtracts what it holds (its `ENTRY_HITS`
-    /// word and its counts in every CPU's slot) from its word, which the program only ever adds
-    /// to. A count still in a slot reaches the word later and cancels out; until then the word
-    /// reads below zero, so every reader adds with wrap-around. Hits counted between the read
-    /// and the subtraction stay (the apply flips right after, so they are few and late).
-    fn reset_hits(&self, id: u32) -> Result<(), DataplaneError> {
-        if id as usize >= self.hits.words() {
-            return Ok(());
+    /// Makes the hits of entries `ids` read 0 from now on: subtracts what each holds (its
+    /// `ENTRY_HITS` word and its counts in every CPU's slot, `hits_of`) from its word, which the
+    /// program only ever adds to. A count still in a slot reaches the word later and cancels
+    /// out; until then the word reads below zero, so every reader adds with wrap-around. Hits
+    /// counted between the read and the subtraction stay (the apply flips right after, so they
+    /// are few and late).
+    fn reset_hits(&self, ids: &[u32]) -> Result<(), DataplaneError> {
+        for (&id, n) in ids.iter().zip(self.hits_of(ids)?) {
+            if n != 0 {
+                self.hits.word(id as usize).fetch_sub(n, Ordering::AcqRel);
+            }
         }
-        let n = self.entry_hits(id)?;
-        self.hits.word(id as usize).fetch_sub(n, Ordering::AcqRel);
         Ok(())
     }
 
-    /// Hits of every entry id, read as `entry_hits` reads one: the `ENTRY_HITS` words, every
-    /// CPU's hit cache slots, the words again (ids whose word changed are read again).
+    /// Hits of every entry id (`hits_of` all of them).
     pub fn all_entry_hits(&self) -> Result<Vec<u64>, DataplaneError> {
+        self.hits_of(&(0..self.hits.words() as u32).collect::<Vec<_>>())
+    }
+
+    /// Hits of each of `ids` (0 for an id past `ENTRY_HITS`), read as `entry_hits` reads one,
+    /// with one read of every CPU's slots for all of them: the words, the slots, the words
+    /// again; an id whose word changed meanwhile is read again alone.
+    fn hits_of(&self, ids: &[u32]) -> Result<Vec<u64>, DataplaneError> {
         let n = self.hits.words();
-        let words: Vec<u64> = (0..n)
-            .map(|i| self.hits.word(i).load(Ordering::Acquire))
-            .collect();
-        let mut out = words.clone();
-        for cpu in self.cpu_counts()?.iter() {
-            for v in cpu.hits.iter() {
-                if let Some((id, c)) = hit_parts(*v) {
-                    if let Some(o) = out.get_mut(id as usize) {
-                        *o = o.wrapping_add(u64::from(c));
-                    }
+        let word = |id: u32| {
+            ((id as usize) < n).then(|| self.hits.word(id as usize).load(Ordering::Acquire))
+        };
+        let before: Vec<Option<u64>> = ids.iter().map(|&id| word(id)).collect();
+        let cpus = self.cpu_counts()?;
+        ids.iter()
+            .zip(before)
+            .map(|(&id, w)| match w {
+                None => Ok(0),
+                Some(w) if word(id) != Some(w) => self.entry_hits(id),
+                Some(w) => {
+                    let slots = cpus.iter().map(|c| c.hits[hit_slot(id) as usize]);
+                    Ok(w.wrapping_add(cached_of(slots, id)))
                 }
-            }
-        }
-        for (i, w) in words.iter().enumerate() {
-            if self.hits.word(i).load(Ordering::Acquire) != *w {
-                out[i] = self.entry_hits(i as u32)?;
-            }
-        }
-        Ok(out)
+            })
+            .collect()
     }
 
     /// Every CPU's counts (`COUNTERS[0]`), read at once.
