@@ -777,7 +777,13 @@ impl Control {
     #[inline(always)]
     pub fn active(&self) -> (&Config, u8) {
         let generation = (self.generation & 1) as u8;
-        (&self.config[generation as usize], generation)
+        (self.config_of(generation), generation)
+    }
+
+    /// The settings of generation `generation` (its low bit).
+    #[inline(always)]
+    pub fn config_of(&self, generation: u8) -> &Config {
+        &self.config[(generation & 1) as usize]
     }
 }
 

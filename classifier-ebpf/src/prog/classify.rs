@@ -305,7 +305,7 @@ fn packet_state() -> Result<&'static mut PacketState, i32> {
 
 /// The active generation (`CONTROL[0]`, read once per packet) and its configuration.
 #[inline(always)]
-fn config() -> Option<(&'static Config, u8)> {
+pub(super) fn config() -> Option<(&'static Config, u8)> {
     Some(CONTROL.get(0)?.active())
 }
 
@@ -328,7 +328,7 @@ fn stage_inputs() -> Option<(
     // CPU and runs before any other packet there).
     let st = unsafe { &*st };
     let generation = st.generation & 1;
-    let cfg = &CONTROL.get(0)?.config[generation as usize];
+    let cfg = CONTROL.get(0)?.config_of(generation);
     Some((st, cfg, &st.port_value, generation))
 }
 

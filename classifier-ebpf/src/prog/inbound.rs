@@ -6,7 +6,7 @@ use classifier_common::{flow_state, proto, stage, verdict, FlowKey, NO_SERVICE};
 
 use super::{
     flows,
-    maps::{CONTROL, PKT_STATE},
+    maps::PKT_STATE,
     pkt::{self, Parsed, TCP_ACK, TCP_SYN},
 };
 
@@ -39,10 +39,9 @@ pub fn try_inbound(ctx: &TcContext) -> Result<i32, i32> {
         saddr: p.key.daddr,
         daddr: p.key.saddr,
     };
-    let Some(control) = CONTROL.get(0) else {
+    let Some((cfg, generation)) = super::classify::config() else {
         return Ok(TC_ACT_UNSPEC);
     };
-    let (cfg, generation) = control.active();
     let head = flows::head(
         flow_state::DECIDED,
         verdict::PASS,
