@@ -113,19 +113,19 @@ fn names_decide_under_registry_only() {
     assert!(bad.is_empty(), "{}", scenarios::table(&rows));
 }
 
-/// Writes a registry directory with the example plus, optionally, an entry that makes the
-/// unknown host's TCP port a registered external service.
-fn registry_dir(dir: &Path, allow_unknown: bool, broken: bool) {
+/// Writes a registry directory with the example plus, optionally, a service that makes the
+/// unknown host a registered external one on port `unknown_port`.
+fn registry_dir(dir: &Path, unknown_port: Option<u16>, broken: bool) {
     std::fs::create_dir_all(dir).unwrap();
     for f in ["external-svc.yaml", "customers.yaml"] {
         std::fs::copy(example_registry().join(f), dir.join(f)).unwrap();
     }
     let extra = dir.join("unknown.yaml");
-    if allow_unknown {
+    if let Some(port) = unknown_port {
         std::fs::write(
             &extra,
             format!(
-                "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: now-known\nspec:\n  hosts: [now-known.lab]\n  addresses: [{}]\n  ports:\n  - number: {TCP_PORT}\n    name: tcp\n    protocol: TCP\n  resolution: STATIC\n  location: MESH_EXTERNAL\n  endpoints:\n  - address: {}\n",
+                "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: now-known\nspec:\n  hosts: [now-known.lab]\n  addresses: [{}]\n  ports:\n  - number: {port}\n    name: tcp\n    protocol: TCP\n  resolution: STATIC\n  location: MESH_EXTERNAL\n  endpoints:\n  - address: {}\n",
                 addr::UNKNOWN,
                 addr::UNKNOWN
             ),
@@ -182,15 +182,24 @@ fn reloads_are_atomic_and_bad_input_changes_nothing() {
     let bin = meshclass_bin();
     let mut lab = Lab::new("e2e-reload", &no_progress).unwrap();
     let dir = std::env::temp_dir().join(tests::unique_name("meshclass-e2e-reload-", 60));
-    registry_dir(&dir, false, false);
-    lab.start_daemon(&bin, &dir, &["--outbound-policy", "REGISTRY_ONLY"])
-        .unwrap();
+    registry_dir(&dir, None, false);
+    lab.start_daemon(
+        &bin,
+        &dir,
+        &[
+            "--outbound-policy",
+            "REGISTRY_ONLY",
+            "--metrics-addr",
+            "127.0.0.1:9465",
+        ],
+    )
+    .unwrap();
 
     // Old registry: the unknown host is rejected; the new one registers it: pass. Every
     // connection gets one or the other, and once the new one is seen, never the old again.
     let outcomes = stream_while(&lab, || {
         std::thread::sleep(Duration::from_millis(300));
-        registry_dir(&dir, true, false);
+        registry_dir(&dir, Some(TCP_PORT), false);
         // The reload's own apply: DNS answers also apply the registry, so counting
         // `registry applied` lines could end the wait before the reload.
         lab_wait(&lab, "reloading the registry", 1);
@@ -215,7 +224,7 @@ fn reloads_are_atomic_and_bad_input_changes_nothing() {
 
     // An invalid change under traffic: nothing changes, and the error is visible.
     let outcomes = stream_while(&lab, || {
-        registry_dir(&dir, true, true);
+        registry_dir(&dir, Some(TCP_PORT), true);
         lab_wait(&lab, "registry refused", 1);
     });
     assert!(
@@ -232,7 +241,55 @@ fn reloads_are_atomic_and_bad_input_changes_nothing() {
         err.contains("broken.yaml") && err.contains("99999"),
         "inspect shows the error with file and value: {v}"
     );
+
+    // The service moves to another port: the entry that decided its connections is removed,
+    // and the service's count of decisions keeps them (a counter never goes down).
+    let decided = || {
+        metrics(&lab, "127.0.0.1:9465")
+            .lines()
+            .find(|l| l.starts_with("meshclass_decisions_total") && l.contains("now-known.lab"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+    };
+    let before = decided().expect("decisions counted for now-known.lab");
+    assert!(before > 0);
+    let reloads = |lab: &Lab| {
+        std::fs::read_to_string(lab.log_path())
+            .unwrap_or_default()
+            .matches("reloading the registry")
+            .count()
+    };
+    let n = reloads(&lab);
+    registry_dir(&dir, Some(TCP_PORT + 1), false);
+    lab_wait(&lab, "reloading the registry", n + 1);
+    lab_wait_after(&lab, "reloading the registry", "registry applied");
+    let pass = lab.tcp(
+        SocketAddr::new(addr::UNKNOWN.parse().unwrap(), TCP_PORT),
+        Duration::from_secs(1),
+    );
+    assert_eq!(
+        pass.word(),
+        "reject",
+        "the old port is unknown now: {pass:?}"
+    );
+    assert_eq!(
+        decided(),
+        Some(before),
+        "the service's decisions are kept when its entry goes"
+    );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The daemon's metrics page, scraped at `addr` from inside the node namespace.
+fn metrics(lab: &Lab, addr: &str) -> String {
+    lab.node.run(|| {
+        use std::io::{Read as _, Write as _};
+        let mut s = std::net::TcpStream::connect(addr).expect("metrics endpoint");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body);
+        body
+    })
 }
 
 /// Waits until the daemon's log has `needle` after the last `mark`.
@@ -420,15 +477,7 @@ fn inspect_explain_flows_and_metrics_agree_with_the_traffic() {
     );
 
     // metrics: decisions by verdict and by service, scraped from inside the node namespace.
-    let body = lab.node.run(|| {
-        use std::io::{Read as _, Write as _};
-        let mut s = std::net::TcpStream::connect("127.0.0.1:9464").expect("metrics endpoint");
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
-        let mut body = String::new();
-        let _ = s.read_to_string(&mut body);
-        body
-    });
+    let body = metrics(&lab, "127.0.0.1:9464");
     assert!(
         body.contains("meshclass_packets_total{verdict=\"reject\"}"),
         "{body}"

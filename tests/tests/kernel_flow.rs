@@ -252,14 +252,9 @@ fn entry_hits_count_every_decision_through_the_per_cpu_slots() {
     assert_eq!(hits(&dp, a), 8);
 }
 
-/// An entry id freed by one apply is given to a new entry by a later one (docs/decision.md §8):
-/// the new entry's hits start at 0, not at its predecessor's, while its predecessor's last
-/// counts may still sit in this CPU's hit cache slot; entries kept across the apply keep theirs.
-#[test]
-fn a_reused_entry_id_starts_with_no_hits() {
-    use meshclass::dataplane::{Capacities, Dataplane};
-
-    let caps = Capacities {
+/// A classifier with small maps, for the tests of entry ids and hits.
+fn small_dataplane() -> meshclass::dataplane::Dataplane {
+    let caps = meshclass::dataplane::Capacities {
         exact: 64,
         cidr: 256,
         names: 1024,
@@ -268,7 +263,28 @@ fn a_reused_entry_id_starts_with_no_hits() {
         entry_ids: 64,
         events_bytes: 1 << 16,
     };
-    let mut dp = Dataplane::load(&caps).expect("loading the classifier");
+    meshclass::dataplane::Dataplane::load(&caps).expect("loading the classifier")
+}
+
+/// Runs the SYN of a new connection from 10.0.0.1 (source port: the next `sport`) to `dst`:443.
+fn new_connection(
+    dp: &mut meshclass::dataplane::Dataplane,
+    sport: &mut u16,
+    dst: &str,
+) -> meshclass::dataplane::KernelDecision {
+    *sport += 1;
+    let syn = Packet::tcp(ip("10.0.0.1"), ip(dst), *sport, 443, tcp_flags::SYN).build();
+    run(dp, &syn)
+}
+
+/// An entry id freed by one apply is given to a new entry by a later one (docs/decision.md §8):
+/// the new entry's hits start at 0, not at its predecessor's, while its predecessor's last
+/// counts may still sit in this CPU's hit cache slot; entries kept across the apply keep theirs.
+#[test]
+fn a_reused_entry_id_starts_with_no_hits() {
+    use meshclass::dataplane::Dataplane;
+
+    let mut dp = small_dataplane();
     let (a, b, c) = ("10.73.0.1", "10.73.0.2", "10.73.0.3");
     let first = plan(vec![
         entry(exact(a, 443, L4::Tcp), 1, Verdict::Pass),
@@ -279,9 +295,11 @@ fn a_reused_entry_id_starts_with_no_hits() {
     let mut sport = 43000u16;
     let mut hit = |dp: &mut Dataplane, dst: &str, times: usize| {
         for _ in 0..times {
-            sport += 1;
-            let syn = Packet::tcp(ip("10.0.0.1"), ip(dst), sport, 443, tcp_flags::SYN).build();
-            expect(&run(dp, &syn), verdict::PASS, stage::EXACT);
+            expect(
+                &new_connection(dp, &mut sport, dst),
+                verdict::PASS,
+                stage::EXACT,
+            );
         }
     };
     let hits = |dp: &Dataplane, id: u32| {
@@ -302,15 +320,72 @@ fn a_reused_entry_id_starts_with_no_hits() {
         entry(exact(b, 443, L4::Tcp), 2, Verdict::Pass),
         entry(exact(c, 443, L4::Tcp), 3, Verdict::Pass),
     ]);
-    dp.apply(&second, &allow_any()).unwrap();
+    let report = dp.apply(&second, &allow_any()).unwrap();
     let new = dp.entry_ids(&second);
     assert_eq!(new, vec![old[1], old[0]], "b keeps its id, c takes a's");
+    assert_eq!(report.retired, [(old[0], 5)], "a's count leaves with it");
     assert_eq!((hits(&dp, new[0]), hits(&dp, new[1])), (2, 0));
     hit(&mut dp, c, 3);
     hit(&mut dp, b, 1);
     assert_eq!((hits(&dp, new[0]), hits(&dp, new[1])), (3, 3));
 
     // Applied again unchanged: nothing is new, nothing is reset.
-    dp.apply(&second, &allow_any()).unwrap();
+    let report = dp.apply(&second, &allow_any()).unwrap();
     assert_eq!((hits(&dp, new[0]), hits(&dp, new[1])), (3, 3));
+    assert_eq!(report.retired, []);
+}
+
+/// An entry whose slot stays but decides for another service or with another verdict starts
+/// at 0 hits, and an apply reports the final count of every entry that leaves (its slot given
+/// to another owner, or removed) by the id it had: what the daemon keeps so that its counts
+/// by service never go down.
+#[test]
+fn an_apply_reports_the_hits_of_the_entries_that_leave() {
+    use meshclass::dataplane::Dataplane;
+
+    let mut dp = small_dataplane();
+    let (a, b, c, d) = ("10.74.0.1", "10.74.0.2", "10.74.0.3", "10.74.0.4");
+    let first = plan(vec![
+        entry(exact(a, 443, L4::Tcp), 1, Verdict::Pass),
+        entry(exact(b, 443, L4::Tcp), 1, Verdict::Pass),
+        entry(exact(c, 443, L4::Tcp), 2, Verdict::Pass),
+        entry(exact(d, 443, L4::Tcp), 2, Verdict::Pass),
+    ]);
+    dp.apply(&first, &allow_any()).unwrap();
+    let ids = dp.entry_ids(&first);
+    let mut sport = 44000u16;
+    let mut hit = |dp: &mut Dataplane, dst: &str, times: usize| {
+        for _ in 0..times {
+            new_connection(dp, &mut sport, dst);
+        }
+    };
+    hit(&mut dp, a, 3);
+    hit(&mut dp, b, 2);
+    hit(&mut dp, c, 4);
+    hit(&mut dp, d, 1);
+
+    // a goes to service 2, b is removed, c now redirects, d stays as it was.
+    let second = plan(vec![
+        entry(exact(a, 443, L4::Tcp), 2, Verdict::Pass),
+        entry(exact(c, 443, L4::Tcp), 2, Verdict::Redirect),
+        entry(exact(d, 443, L4::Tcp), 2, Verdict::Pass),
+    ]);
+    let report = dp.apply(&second, &allow_any()).unwrap();
+    assert_eq!(
+        dp.entry_ids(&second),
+        [ids[0], ids[2], ids[3]],
+        "kept slots keep their ids"
+    );
+    let mut retired = report.retired.clone();
+    retired.sort_unstable();
+    assert_eq!(retired, [(ids[0], 3), (ids[1], 2), (ids[2], 4)]);
+    let hits = |dp: &Dataplane| [ids[0], ids[2], ids[3]].map(|id| dp.entry_hit(id).unwrap());
+    assert_eq!(
+        hits(&dp),
+        [0, 0, 1],
+        "a and c start again; d keeps its count"
+    );
+    hit(&mut dp, a, 2);
+    hit(&mut dp, c, 1);
+    assert_eq!(hits(&dp), [2, 1, 1]);
 }

@@ -7,7 +7,10 @@ use classifier_common::{counter, stage, verdict, NO_SERVICE};
 use serde_json::json;
 
 use crate::{
-    daemon::{pins::Pins, state::State},
+    daemon::{
+        pins::Pins,
+        state::{verdict_label, State},
+    },
     dataplane::Dataplane,
     plan::Match,
 };
@@ -72,7 +75,9 @@ pub fn run(pin_dir: &Path, what: What, json_out: bool) -> i32 {
             return 2;
         }
     };
-    let hits = dp.entry_hits().unwrap_or_default();
+    // Per plan entry (a shadowed entry decides nothing: 0).
+    let hits = state.entry_hits(&dp.entry_hits().unwrap_or_default());
+    let shadowed = state.shadowed();
     let service_name = |id: u32| {
         state
             .plan
@@ -91,10 +96,10 @@ pub fn run(pin_dir: &Path, what: What, json_out: bool) -> i32 {
     let r = match what {
         What::Services => {
             let mut per: BTreeMap<u32, (usize, u64)> = BTreeMap::new();
-            for (e, id) in state.plan.entries.iter().zip(&state.entry_ids) {
+            for (e, n) in state.plan.entries.iter().zip(&hits) {
                 let slot = per.entry(e.service_id).or_default();
                 slot.0 += 1;
-                slot.1 += hits.get(*id as usize).copied().unwrap_or(0);
+                slot.1 += n;
             }
             if json_out {
                 let v: Vec<_> = state
@@ -141,8 +146,11 @@ pub fn run(pin_dir: &Path, what: What, json_out: bool) -> i32 {
                     .entries
                     .iter()
                     .zip(&state.entry_ids)
-                    .map(|(e, id)| json!({"match": e.matcher, "service": e.service, "verdict": e.verdict,
-                                         "entry_id": id, "hits": hits.get(*id as usize).copied().unwrap_or(0)}))
+                    .zip(hits.iter().zip(&shadowed))
+                    .map(|((e, id), (n, sh))| {
+                        json!({"match": e.matcher, "service": e.service, "verdict": e.verdict,
+                                         "entry_id": id, "hits": n, "shadowed": sh})
+                    })
                     .collect();
                 writeln!(
                     out,
@@ -156,14 +164,15 @@ pub fn run(pin_dir: &Path, what: What, json_out: bool) -> i32 {
                     "MATCH", "VERDICT", "HITS"
                 );
                 let mut r = Ok(());
-                for (e, id) in state.plan.entries.iter().zip(&state.entry_ids) {
+                for ((e, n), sh) in state.plan.entries.iter().zip(&hits).zip(&shadowed) {
                     r = writeln!(
                         out,
-                        "{:<50} {:<9} {:>8} {}",
+                        "{:<50} {:<9} {:>8} {}{}",
                         describe(&e.matcher),
-                        format!("{:?}", e.verdict).to_lowercase(),
-                        hits.get(*id as usize).copied().unwrap_or(0),
-                        e.service
+                        verdict_label(e.verdict),
+                        n,
+                        e.service,
+                        if *sh { " (shadowed)" } else { "" }
                     );
                 }
                 r

@@ -13,7 +13,7 @@ use tokio::{
     net::TcpListener,
 };
 
-use super::Shared;
+use super::{state::verdict_label, Shared};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VerdictLabel {
@@ -77,13 +77,12 @@ pub fn render(shared: &Shared) -> String {
             events_lost.inc_by(get(counter::EVENTS_LOST));
         }
         if let Ok(hits) = dp.entry_hits() {
-            for (entry, id) in state.plan.entries.iter().zip(&state.entry_ids) {
-                let n = hits.get(*id as usize).copied().unwrap_or(0);
+            for ((service, verdict), n) in state.service_hits(&hits) {
                 if n > 0 {
                     by_service
                         .get_or_create(&ServiceLabel {
-                            service: entry.service.clone(),
-                            verdict: format!("{:?}", entry.verdict).to_lowercase(),
+                            service,
+                            verdict: verdict_label(verdict),
                         })
                         .inc_by(n);
                 }

@@ -141,6 +141,10 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     };
 
     let mut state = State::read(&pins.state_file()).unwrap_or_default();
+    if !adopting {
+        // Fresh maps count from 0: a previous run's totals would no longer add up.
+        state.retired_hits.clear();
+    }
     state.registry = opts
         .registry
         .iter()
@@ -313,7 +317,8 @@ fn apply(
     for w in &plan.warnings {
         warn!(warning = %w, "registry");
     }
-    let report = dp.apply(&plan, settings)?;
+    let mut report = dp.apply(&plan, settings)?;
+    let retired = std::mem::take(&mut report.retired);
     info!(
         services = plan.services.len(),
         entries = plan.entries.len(),
@@ -321,8 +326,8 @@ fn apply(
         report = ?report,
         "registry applied"
     );
-    state.entry_ids = dp.entry_ids(&plan);
-    state.plan = plan;
+    let ids = dp.entry_ids(&plan);
+    state.replace_plan(plan, ids, &retired);
     state.settings = Some(*settings);
     state.applied_at = now_unix();
     state.reloads += 1;

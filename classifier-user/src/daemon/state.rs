@@ -1,11 +1,18 @@
 //! What the daemon keeps beside the pins so that `inspect` can decode the maps while the
 //! daemon is down: the applied plan and settings, interfaces, routing, the last error.
 
-use std::{fs, io, path::Path};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    fs, io,
+    path::Path,
+};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{plan::Plan, settings::Settings};
+use crate::{
+    plan::{Plan, Verdict},
+    settings::Settings,
+};
 
 /// The state file's contents.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -33,6 +40,25 @@ pub struct State {
     pub dns_failures: u64,
     /// Generation in force.
     pub generation: u32,
+    /// Hits of entries that left (removed, or given to another service or verdict), by the
+    /// service and verdict they decided for: added to the live hits so that the metrics'
+    /// counts by service never go down. Only labels of the plan in force are kept.
+    #[serde(default)]
+    pub retired_hits: Vec<RetiredHits>,
+}
+
+/// Hits of entries gone from the plan, for one (service, verdict).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetiredHits {
+    /// `namespace/name/host`.
+    pub service: String,
+    pub verdict: Verdict,
+    pub hits: u64,
+}
+
+/// An entry's verdict as labels and tables spell it (`redirect`, `pass`).
+pub fn verdict_label(v: Verdict) -> String {
+    format!("{v:?}").to_lowercase()
 }
 
 impl State {
@@ -45,6 +71,87 @@ impl State {
         }
     }
 
+    /// Whether each plan entry is shadowed: an earlier entry with the same match holds its
+    /// slot (the two share an entry id), so it decides nothing.
+    pub fn shadowed(&self) -> Vec<bool> {
+        let mut first = HashSet::with_capacity(self.entry_ids.len());
+        self.entry_ids.iter().map(|&id| !first.insert(id)).collect()
+    }
+
+    /// The hits of each plan entry, from the hits of every entry id (`Dataplane::entry_hits`);
+    /// a shadowed entry is credited 0.
+    pub fn entry_hits(&self, hits: &[u64]) -> Vec<u64> {
+        self.entry_ids
+            .iter()
+            .zip(self.shadowed())
+            .map(|(&id, shadowed)| {
+                if shadowed {
+                    0
+                } else {
+                    hits.get(id as usize).copied().unwrap_or(0)
+                }
+            })
+            .collect()
+    }
+
+    /// Hits by (service, verdict): the live entries' (`entry_hits`) plus the retired ones.
+    pub fn service_hits(&self, hits: &[u64]) -> BTreeMap<(String, Verdict), u64> {
+        let mut out: BTreeMap<(String, Verdict), u64> = BTreeMap::new();
+        for (e, n) in self.plan.entries.iter().zip(self.entry_hits(hits)) {
+            *out.entry((e.service.clone(), e.verdict)).or_default() += n;
+        }
+        for r in &self.retired_hits {
+            if let Some(n) = out.get_mut(&(r.service.clone(), r.verdict)) {
+                *n = n.saturating_add(r.hits);
+            }
+        }
+        out
+    }
+
+    /// Replaces the plan in force with `plan` (entry ids `entry_ids`), keeping the hits of the
+    /// entries that leave: `retired` ((entry id, hits) in the plan being replaced, from
+    /// `ApplyReport::retired`) goes to the service and verdict its id decided for. Retired
+    /// hits of a (service, verdict) that `plan` no longer has are dropped with it.
+    pub fn replace_plan(&mut self, plan: Plan, entry_ids: Vec<u32>, retired: &[(u32, u64)]) {
+        let mut totals: BTreeMap<(String, Verdict), u64> = self
+            .retired_hits
+            .drain(..)
+            .map(|r| ((r.service, r.verdict), r.hits))
+            .collect();
+        if !retired.is_empty() {
+            let mut owner: HashMap<u32, usize> = HashMap::with_capacity(self.entry_ids.len());
+            for (i, &id) in self.entry_ids.iter().enumerate() {
+                owner.entry(id).or_insert(i);
+            }
+            for &(id, n) in retired {
+                if let Some(e) = owner.get(&id).and_then(|&i| self.plan.entries.get(i)) {
+                    let t = totals.entry((e.service.clone(), e.verdict)).or_default();
+                    *t = t.saturating_add(n);
+                }
+            }
+        }
+        if !totals.is_empty() {
+            let live: HashSet<(&str, Verdict)> = plan
+                .entries
+                .iter()
+                .map(|e| (e.service.as_str(), e.verdict))
+                .collect();
+            totals.retain(|(service, verdict), hits| {
+                *hits > 0 && live.contains(&(service.as_str(), *verdict))
+            });
+        }
+        self.retired_hits = totals
+            .into_iter()
+            .map(|((service, verdict), hits)| RetiredHits {
+                service,
+                verdict,
+                hits,
+            })
+            .collect();
+        self.plan = plan;
+        self.entry_ids = entry_ids;
+    }
+
     /// Writes the state file atomically (write a temporary file, then rename).
     pub fn write(&self, path: &Path) -> io::Result<()> {
         if let Some(dir) = path.parent() {
@@ -53,5 +160,138 @@ impl State {
         let tmp = path.with_extension("json.tmp");
         fs::write(&tmp, serde_json::to_vec(self).map_err(io::Error::other)?)?;
         fs::rename(&tmp, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+    use crate::plan::{Entry, Match, L4};
+
+    fn entry(n: u8, service: &str, verdict: Verdict) -> Entry {
+        Entry {
+            matcher: Match::Ip {
+                addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, n)),
+                port: 80,
+                protocol: L4::Tcp,
+            },
+            service_id: 0,
+            service: service.into(),
+            verdict,
+        }
+    }
+
+    fn plan(entries: Vec<Entry>) -> Plan {
+        Plan {
+            entries,
+            ..Plan::default()
+        }
+    }
+
+    fn by_service(s: &State, hits: &[u64]) -> Vec<(String, Verdict, u64)> {
+        s.service_hits(hits)
+            .into_iter()
+            .map(|((service, v), n)| (service, v, n))
+            .collect()
+    }
+
+    /// An entry shadowed by an earlier one (the same id) is credited no hit: the slot's hits
+    /// count once, for the entry that decides.
+    #[test]
+    fn a_shadowed_entry_is_credited_no_hits() {
+        let mut s = State::default();
+        s.replace_plan(
+            plan(vec![
+                entry(1, "ns/a/a", Verdict::Pass),
+                entry(1, "ns/b/b", Verdict::Pass),
+                entry(2, "ns/a/a", Verdict::Pass),
+            ]),
+            vec![0, 0, 1],
+            &[],
+        );
+        assert_eq!(s.shadowed(), [false, true, false]);
+        assert_eq!(s.entry_hits(&[5, 7]), [5, 0, 7]);
+        assert_eq!(
+            by_service(&s, &[5, 7]),
+            [
+                ("ns/a/a".into(), Verdict::Pass, 12),
+                ("ns/b/b".into(), Verdict::Pass, 0)
+            ]
+        );
+    }
+
+    /// Hits of entries that leave stay with the service and verdict they decided for, so that
+    /// the counts by service never go down; they go when the plan has no such label left.
+    #[test]
+    fn retired_hits_keep_the_counts_by_service_from_going_down() {
+        let mut s = State::default();
+        s.replace_plan(
+            plan(vec![
+                entry(1, "ns/a/a", Verdict::Pass),
+                entry(2, "ns/a/a", Verdict::Pass),
+                entry(3, "ns/b/b", Verdict::Redirect),
+            ]),
+            vec![0, 1, 2],
+            &[],
+        );
+        assert_eq!(
+            by_service(&s, &[4, 6, 9]),
+            [
+                ("ns/a/a".into(), Verdict::Pass, 10),
+                ("ns/b/b".into(), Verdict::Redirect, 9)
+            ]
+        );
+        // 10.0.0.2 is removed (id 1, 6 hits); 10.0.0.3 goes to a (id 2 kept, its 9 hits reset).
+        s.replace_plan(
+            plan(vec![
+                entry(1, "ns/a/a", Verdict::Pass),
+                entry(3, "ns/a/a", Verdict::Pass),
+                entry(4, "ns/b/b", Verdict::Redirect),
+            ]),
+            vec![0, 2, 3],
+            &[(1, 6), (2, 9)],
+        );
+        // Live: id 0 has 4 + 1, id 2 has 2 since its reset, id 3 has 1.
+        assert_eq!(
+            by_service(&s, &[5, 0, 2, 1]),
+            [
+                ("ns/a/a".into(), Verdict::Pass, 5 + 6 + 2),
+                ("ns/b/b".into(), Verdict::Redirect, 9 + 1)
+            ]
+        );
+        // b's entry goes: so does its label, and its retired hits with it.
+        s.replace_plan(plan(vec![entry(1, "ns/a/a", Verdict::Pass)]), vec![0], &[]);
+        assert_eq!(
+            s.retired_hits,
+            [RetiredHits {
+                service: "ns/a/a".into(),
+                verdict: Verdict::Pass,
+                hits: 6
+            }]
+        );
+    }
+
+    /// The retired hits survive the state file (a restarted daemon keeps them).
+    #[test]
+    fn retired_hits_survive_the_state_file() {
+        let dir = std::env::temp_dir().join(format!("meshclass-state-{}", std::process::id()));
+        let path = dir.join("state.json");
+        let mut s = State::default();
+        s.replace_plan(plan(vec![entry(1, "ns/a/a", Verdict::Pass)]), vec![0], &[]);
+        s.retired_hits.push(RetiredHits {
+            service: "ns/a/a".into(),
+            verdict: Verdict::Pass,
+            hits: 3,
+        });
+        s.write(&path).unwrap();
+        let back = State::read(&path).unwrap();
+        let _ = fs::remove_dir_all(&dir);
+        assert_eq!(back.retired_hits, s.retired_hits);
+        assert_eq!(
+            by_service(&back, &[2]),
+            [("ns/a/a".into(), Verdict::Pass, 5)]
+        );
     }
 }

@@ -121,6 +121,9 @@ pub struct Slots {
     free: Vec<u32>,
     next: u32,
     pass: u64,
+    /// The key (`Service::key`) of each service of the last plan, by service id: whose a
+    /// kept slot was. Empty when the table was rebuilt from the maps (`from_content`).
+    services: Vec<String>,
 }
 
 /// A slot the plan adds.
@@ -148,6 +151,11 @@ pub struct Planned {
     cidr_ports: FastMap<(u8, u16), ()>,
     free: Vec<u32>,
     next: u32,
+    /// Ids of kept slots that now decide for another service or with another verdict.
+    owner_changed: Vec<u32>,
+    /// Ids of the slots this plan removes (some of them reused by `new`).
+    freed: Vec<u32>,
+    services: Vec<String>,
 }
 
 impl Planned {
@@ -155,6 +163,19 @@ impl Planned {
     /// so whatever hits one holds were counted for another entry.
     pub fn new_ids(&self) -> impl Iterator<Item = u32> + '_ {
         self.new.iter().map(|s| s.value.entry_id)
+    }
+
+    /// The ids of kept slots whose entry now belongs to another service (by its key, not its
+    /// id, which moves when services are added before it) or has another verdict: hits counted
+    /// until now were the previous owner's.
+    pub fn owner_changed(&self) -> &[u32] {
+        &self.owner_changed
+    }
+
+    /// The ids of the slots this plan removes. Those that `new_ids` does not list again stay
+    /// free.
+    pub fn freed(&self) -> &[u32] {
+        &self.freed
     }
 }
 
@@ -362,6 +383,15 @@ impl Slots {
         let mut seen = [0usize; 4];
         let mut collision: Option<Collision> = None;
         let mut buf = [0u8; MAX_NAME_LEN];
+        let mut owner_changed: Vec<u32> = Vec::new();
+        // The id each service of the last plan has in this one (by key; u32::MAX: gone).
+        let remap: Vec<u32> = {
+            let now: FastMap<String, u32> = plan.services.iter().map(|s| (s.key(), s.id)).collect();
+            self.services
+                .iter()
+                .map(|k| now.get(k).copied().unwrap_or(u32::MAX))
+                .collect()
+        };
 
         for (i, e) in plan.entries.iter().enumerate() {
             let value = |id: u32| EntryValue {
@@ -432,6 +462,13 @@ impl Slots {
                 r.first = i as u32;
                 seen[t] += 1;
                 let v = value(id);
+                let owner = remap
+                    .get(r.value.service_id as usize)
+                    .copied()
+                    .unwrap_or(r.value.service_id);
+                if v.verdict != r.value.verdict || v.service_id != owner {
+                    owner_changed.push(id);
+                }
                 if full || v != r.value {
                     updated.push((key, v));
                 }
@@ -520,6 +557,7 @@ impl Slots {
 
         // Ids: kept slots keep theirs; new slots, in plan order, take the smallest free one.
         let mut free = self.free.clone();
+        let freed_ids = freed.clone();
         free.extend(freed);
         free.sort_unstable_by(|a, b| b.cmp(a));
         let mut next = self.next;
@@ -719,6 +757,9 @@ impl Slots {
             cidr_ports,
             free,
             next,
+            owner_changed,
+            freed: freed_ids,
+            services: plan.services.iter().map(|s| s.key()).collect(),
         })
     }
 
@@ -781,6 +822,7 @@ impl Slots {
         self.cidr_ports = p.cidr_ports;
         self.free = p.free;
         self.next = p.next;
+        self.services = p.services;
     }
 }
 
@@ -894,6 +936,70 @@ mod tests {
         p
     }
 
+    /// A kept slot changes owner when the service it decides for changes, known by the
+    /// service's key: a service added before it moves its id and changes nothing.
+    #[test]
+    fn a_kept_slot_changes_owner_by_service_key_not_by_id() {
+        use crate::plan::{Location, Service, ServiceKind};
+        let service = |name: &str| Service {
+            id: 0,
+            kind: ServiceKind::ServiceEntry,
+            namespace: "ns".into(),
+            name: name.into(),
+            host: format!("{name}.example"),
+            location: Location::MeshExternal,
+            resolution: "STATIC".into(),
+            ports: Vec::new(),
+            addresses: Vec::new(),
+        };
+        // Each service has one entry, 10.0.0.<n>:443, n from the entry's list.
+        let plan = |owners: &[(&str, u8, Verdict)]| {
+            let mut p = Plan::default();
+            for (name, n, verdict) in owners {
+                let mut s = service(name);
+                if !p.services.iter().any(|x: &Service| x.name == *name) {
+                    s.id = p.services.len() as u32;
+                    p.services.push(s);
+                }
+                let s = p.services.iter().find(|x| x.name == *name).expect("added");
+                p.entries.push(Entry {
+                    matcher: Match::Ip {
+                        addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, *n)),
+                        port: 443,
+                        protocol: L4::Tcp,
+                    },
+                    service_id: s.id,
+                    service: s.key(),
+                    verdict: *verdict,
+                });
+            }
+            p
+        };
+        let mut slots = Slots::default();
+        let mut step = |p: Plan| {
+            let planned = slots.plan(&p, false).expect("plan");
+            let out = (planned.entry_ids.clone(), planned.owner_changed().to_vec());
+            slots.commit(planned);
+            out
+        };
+        let (ids, _) = step(plan(&[("b", 1, Verdict::Pass), ("c", 2, Verdict::Pass)]));
+        // A service before both: their ids move, their owners do not.
+        let (again, changed) = step(plan(&[
+            ("a", 3, Verdict::Pass),
+            ("b", 1, Verdict::Pass),
+            ("c", 2, Verdict::Pass),
+        ]));
+        assert_eq!((&again[1..], changed), (&ids[..], vec![]));
+        // 10.0.0.1 goes to c; 10.0.0.2 stays c's but redirects.
+        let (now, changed) = step(plan(&[
+            ("a", 3, Verdict::Pass),
+            ("c", 1, Verdict::Pass),
+            ("c", 2, Verdict::Redirect),
+        ]));
+        assert_eq!(&now[1..], &ids[..]);
+        assert_eq!(changed, ids);
+    }
+
     /// Plan after plan, the incremental writer leaves the maps, entry ids and warnings exactly
     /// as the full rebuild-and-diff did; re-adopting the content (full mode) writes nothing.
     #[test]
@@ -903,6 +1009,15 @@ mod tests {
         let mut have = Content::default();
         let mut ids = desired_ref::Ids::default();
         let mut last = Plan::default();
+        let mut last_ids: Vec<u32> = Vec::new();
+        // The (service, verdict) each id decides for: its first entry's.
+        let owners = |p: &Plan, ids: &[u32]| {
+            let mut m: HashMap<u32, (String, Verdict)> = HashMap::new();
+            for (e, id) in p.entries.iter().zip(ids) {
+                m.entry(*id).or_insert((e.service.clone(), e.verdict));
+            }
+            m
+        };
         for step in 0..3000 {
             // Mostly small edits of the last plan, sometimes a new one.
             let p = if step % 7 == 0 {
@@ -940,6 +1055,27 @@ mod tests {
             write(&mut have, &planned.changes);
             assert_eq!(planned.entry_ids, want.entry_ids, "step {step}");
             assert_eq!(planned.shadowed, want.shadowed, "step {step}");
+            // The ids whose entry leaves: freed (gone, or freed and given again), or kept by a
+            // slot whose owner changes.
+            let (before, after) = (owners(&last, &last_ids), owners(&p, &want.entry_ids));
+            let taken: Vec<u32> = planned.new_ids().collect();
+            let mut want_freed: Vec<u32> = before
+                .keys()
+                .copied()
+                .filter(|id| !after.contains_key(id) || taken.contains(id))
+                .collect();
+            let mut want_changed: Vec<u32> = before
+                .iter()
+                .filter(|(id, o)| !taken.contains(id) && after.get(id).is_some_and(|n| n != *o))
+                .map(|(id, _)| *id)
+                .collect();
+            let (mut freed, mut changed) =
+                (planned.freed().to_vec(), planned.owner_changed().to_vec());
+            for v in [&mut want_freed, &mut want_changed, &mut freed, &mut changed] {
+                v.sort_unstable();
+            }
+            assert_eq!(freed, want_freed, "step {step}");
+            assert_eq!(changed, want_changed, "step {step}");
             assert_eq!(have.exact, fast(want.content.exact.clone()), "step {step}");
             assert_eq!(have.cidr, fast(want.content.cidr.clone()), "step {step}");
             assert_eq!(have.ports, fast(want.content.ports.clone()), "step {step}");
@@ -960,6 +1096,7 @@ mod tests {
             slots.commit(planned);
             ids = next_ids;
             last = p;
+            last_ids = want.entry_ids.clone();
             // Re-adopted from the maps, the same plan writes nothing and keeps every id.
             if step % 13 == 0 {
                 let mut again = Slots::from_content(&have);

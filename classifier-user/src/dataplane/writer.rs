@@ -2,7 +2,7 @@
 //! packet is ever classified against a half-written registry.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     hash::Hash,
     path::{Path, PathBuf},
     sync::atomic::Ordering,
@@ -59,6 +59,11 @@ pub struct ApplyReport {
     pub names: usize,
     /// Plan entries that lost to an earlier entry with the same match.
     pub shadowed: Vec<String>,
+    /// (entry id, hits) of every entry of the previous plan that this apply removed or gave
+    /// to another service or verdict: the counts that leave the live ones (`entry_hits`),
+    /// for whoever keeps totals by service (the daemon's metrics). An id of the previous
+    /// plan, decoded with its entry ids.
+    pub retired: Vec<(u32, u64)>,
 }
 
 /// Where the maps are: in the loaded object, or opened from pins.
@@ -342,12 +347,38 @@ impl MapWriter {
         // the table, and the next apply compares everything.
         self.full = true;
         let written = self.sync(next as u8, &p.changes)?;
-        // Right before the flip: hits an id holds until then were its previous entry's.
-        self.reset_hits(&p.new_ids().collect::<Vec<_>>())?;
+        // Right before the flip: hits an id holds until then were its previous entry's. Those
+        // of an entry that leaves in this apply (its id freed and taken again, or kept by a
+        // slot that changes owner) are its final count.
+        let freed: HashSet<u32> = p.freed().iter().copied().collect();
+        let reset: Vec<u32> = p
+            .new_ids()
+            .chain(p.owner_changed().iter().copied())
+            .collect();
+        let taken: HashSet<u32> = p.new_ids().collect();
+        let mut retired: Vec<(u32, u64)> = reset
+            .iter()
+            .zip(self.reset_hits(&reset)?)
+            .filter(|(id, n)| *n != 0 && (!taken.contains(id) || freed.contains(id)))
+            .map(|(id, n)| (*id, n))
+            .collect();
         control.config[next as usize] = cfg;
         self.set_control(control)?;
         control.generation = next;
         self.set_control(control)?;
+        // After the flip, the removed entries that no new one replaced have their final count.
+        let gone: Vec<u32> = p
+            .freed()
+            .iter()
+            .copied()
+            .filter(|id| !taken.contains(id))
+            .collect();
+        retired.extend(
+            gone.iter()
+                .copied()
+                .zip(self.hits_of(&gone)?)
+                .filter(|(_, n)| *n != 0),
+        );
         let synced = self.sync(active as u8, &p.changes)?;
         control.config[active as usize] = cfg;
         self.set_control(control)?;
@@ -365,6 +396,7 @@ impl MapWriter {
             ports: c.ports.len(),
             names: c.names.len(),
             shadowed,
+            retired,
         })
     }
 
@@ -491,13 +523,15 @@ impl MapWriter {
     /// out; until then the word reads below zero, so every reader adds with wrap-around. Hits
     /// counted between the read and the subtraction stay (the apply flips right after, so they
     /// are few and late).
-    fn reset_hits(&self, ids: &[u32]) -> Result<(), DataplaneError> {
-        for (&id, n) in ids.iter().zip(self.hits_of(ids)?) {
+    /// Returns what each held.
+    fn reset_hits(&self, ids: &[u32]) -> Result<Vec<u64>, DataplaneError> {
+        let held = self.hits_of(ids)?;
+        for (&id, &n) in ids.iter().zip(&held) {
             if n != 0 {
                 self.hits.word(id as usize).fetch_sub(n, Ordering::AcqRel);
             }
         }
-        Ok(())
+        Ok(held)
     }
 
     /// Hits of every entry id (`hits_of` all of them).
