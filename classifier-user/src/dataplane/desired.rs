@@ -363,6 +363,12 @@ impl Slots {
         s
     }
 
+    /// Names the services of the plan whose content the table was rebuilt from (the key of
+    /// each, by service id), so that the next plan tells a kept slot's owner by key.
+    pub fn set_services(&mut self, keys: Vec<String>) {
+        self.services = keys;
+    }
+
     /// Walks `plan` and works out what changes against the last plan committed. With `full`,
     /// every element the plan needs is in the changes (to rewrite maps whose content is not
     /// known to match the table). Changes nothing that a later `plan` relies on: until
@@ -975,21 +981,34 @@ mod tests {
             }
             p
         };
-        let mut slots = Slots::default();
-        let mut step = |p: Plan| {
-            let planned = slots.plan(&p, false).expect("plan");
+        fn step(slots: &mut Slots, have: &mut Content, p: &Plan) -> (Vec<u32>, Vec<u32>) {
+            let planned = slots.plan(p, false).expect("plan");
+            write(have, &planned.changes);
             let out = (planned.entry_ids.clone(), planned.owner_changed().to_vec());
             slots.commit(planned);
             out
-        };
-        let (ids, _) = step(plan(&[("b", 1, Verdict::Pass), ("c", 2, Verdict::Pass)]));
+        }
+        let (mut slots, mut have) = (Slots::default(), Content::default());
+        let first = plan(&[("b", 1, Verdict::Pass), ("c", 2, Verdict::Pass)]);
+        let (ids, _) = step(&mut slots, &mut have, &first);
+        let content = have.clone();
         // A service before both: their ids move, their owners do not.
-        let (again, changed) = step(plan(&[
+        let shifted = plan(&[
             ("a", 3, Verdict::Pass),
             ("b", 1, Verdict::Pass),
             ("c", 2, Verdict::Pass),
-        ]));
+        ]);
+        let (again, changed) = step(&mut slots, &mut have, &shifted);
         assert_eq!((&again[1..], changed), (&ids[..], vec![]));
+        // Rebuilt from the maps (a restarted daemon), the table knows owners by id only, unless
+        // told the services of the plan the maps hold.
+        let mut adopted = Slots::from_content(&content);
+        let by_id = adopted.plan(&shifted, true).expect("plan");
+        assert_eq!(by_id.owner_changed(), &ids[..]);
+        adopted.set_services(first.services.iter().map(|s| s.key()).collect());
+        let by_key = adopted.plan(&shifted, true).expect("plan");
+        assert_eq!(by_key.owner_changed(), &[] as &[u32]);
+        let mut step = |p: Plan| step(&mut slots, &mut have, &p);
         // 10.0.0.1 goes to c; 10.0.0.2 stays c's but redirects.
         let (now, changed) = step(plan(&[
             ("a", 3, Verdict::Pass),
