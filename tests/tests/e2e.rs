@@ -276,6 +276,25 @@ fn reloads_are_atomic_and_bad_input_changes_nothing() {
         Some(before),
         "the service's decisions are kept when its entry goes"
     );
+    let out = lab
+        .meshclass(&bin, &["inspect", "services", "--json", "--pin-dir", &pin])
+        .unwrap();
+    let services: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let known = services
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| {
+            s["service"]
+                .as_str()
+                .is_some_and(|k| k.ends_with("/now-known.lab"))
+        })
+        .expect("now-known.lab in inspect services");
+    assert_eq!(
+        known["hits"].as_u64(),
+        Some(before),
+        "inspect agrees: {known}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -76,7 +76,8 @@ pub fn run(pin_dir: &Path, what: What, json_out: bool) -> i32 {
         }
     };
     // Per plan entry (a shadowed entry decides nothing: 0).
-    let hits = state.entry_hits(&dp.entry_hits().unwrap_or_default());
+    let raw_hits = dp.entry_hits().unwrap_or_default();
+    let hits = state.entry_hits(&raw_hits);
     let shadowed = state.shadowed();
     let service_name = |id: u32| {
         state
@@ -95,11 +96,19 @@ pub fn run(pin_dir: &Path, what: What, json_out: bool) -> i32 {
     let mut out = std::io::stdout().lock();
     let r = match what {
         What::Services => {
+            // Entries, and hits as the metrics count them (those of entries that left too).
             let mut per: BTreeMap<u32, (usize, u64)> = BTreeMap::new();
-            for (e, n) in state.plan.entries.iter().zip(&hits) {
-                let slot = per.entry(e.service_id).or_default();
-                slot.0 += 1;
-                slot.1 += n;
+            for e in &state.plan.entries {
+                per.entry(e.service_id).or_default().0 += 1;
+            }
+            let mut by_key: BTreeMap<String, u64> = BTreeMap::new();
+            for ((service, _), n) in state.service_hits(&raw_hits) {
+                *by_key.entry(service).or_default() += n;
+            }
+            for svc in &state.plan.services {
+                if let Some(n) = by_key.get(&svc.key()) {
+                    per.entry(svc.id).or_default().1 = *n;
+                }
             }
             if json_out {
                 let v: Vec<_> = state
