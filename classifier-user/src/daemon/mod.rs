@@ -142,9 +142,7 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
 
     let mut state = State::read(&pins.state_file()).unwrap_or_default();
     if adopting {
-        dataplane
-            .writer_mut()
-            .adopt_services(state.plan.services.iter().map(|s| s.key()).collect());
+        dataplane.writer_mut().adopt_services(&state.plan.services);
     } else {
         // Fresh maps count from 0: a previous run's totals would no longer add up.
         state.retired_hits.clear();

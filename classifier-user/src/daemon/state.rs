@@ -2,7 +2,7 @@
 //! daemon is down: the applied plan and settings, interfaces, routing, the last error.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashSet},
     fs, io,
     path::Path,
 };
@@ -119,12 +119,17 @@ impl State {
             .map(|r| ((r.service, r.verdict), r.hits))
             .collect();
         if !retired.is_empty() {
-            let mut owner: HashMap<u32, usize> = HashMap::with_capacity(self.entry_ids.len());
+            // The entry that decides for each id: the first with it.
+            let ids = self.entry_ids.iter().max().map_or(0, |m| *m as usize + 1);
+            let mut owner = vec![usize::MAX; ids];
             for (i, &id) in self.entry_ids.iter().enumerate() {
-                owner.entry(id).or_insert(i);
+                if owner[id as usize] == usize::MAX {
+                    owner[id as usize] = i;
+                }
             }
             for &(id, n) in retired {
-                if let Some(e) = owner.get(&id).and_then(|&i| self.plan.entries.get(i)) {
+                let first = owner.get(id as usize).copied().unwrap_or(usize::MAX);
+                if let Some(e) = self.plan.entries.get(first) {
                     let t = totals.entry((e.service.clone(), e.verdict)).or_default();
                     *t = t.saturating_add(n);
                 }

@@ -16,7 +16,7 @@ use classifier_common::{
 };
 
 use super::DataplaneError;
-use crate::plan::{Cidr, Match, Plan, L4};
+use crate::plan::{Cidr, Match, Plan, Service, L4};
 
 /// A hash map with a fast (per-process seeded) hasher: the registry tables hold up to millions
 /// of small fixed-size keys.
@@ -121,9 +121,20 @@ pub struct Slots {
     free: Vec<u32>,
     next: u32,
     pass: u64,
-    /// The key (`Service::key`) of each service of the last plan, by service id: whose a
-    /// kept slot was. Empty when the table was rebuilt from the maps (`from_content`).
-    services: Vec<String>,
+    /// A hash of the key (`service_hash`) of each service of the last plan, by service id:
+    /// whose a kept slot was. Empty when the table was rebuilt from the maps (`from_content`)
+    /// and not told (`set_services`).
+    services: Vec<u64>,
+}
+
+/// A hash of a service's key (namespace, name, host), without formatting it.
+fn service_hash(s: &Service) -> u64 {
+    use std::hash::BuildHasher as _;
+    foldhash::fast::FixedState::with_seed(0x6d65_7368_636c_6173).hash_one((
+        &s.namespace,
+        &s.name,
+        &s.host,
+    ))
 }
 
 /// A slot the plan adds.
@@ -155,7 +166,7 @@ pub struct Planned {
     owner_changed: Vec<u32>,
     /// Ids of the slots this plan removes (some of them reused by `new`).
     freed: Vec<u32>,
-    services: Vec<String>,
+    services: Vec<u64>,
 }
 
 impl Planned {
@@ -363,10 +374,10 @@ impl Slots {
         s
     }
 
-    /// Names the services of the plan whose content the table was rebuilt from (the key of
-    /// each, by service id), so that the next plan tells a kept slot's owner by key.
-    pub fn set_services(&mut self, keys: Vec<String>) {
-        self.services = keys;
+    /// Names the services of the plan whose content the table was rebuilt from, so that the
+    /// next plan tells a kept slot's owner by its service's key.
+    pub fn set_services(&mut self, services: &[Service]) {
+        self.services = services.iter().map(service_hash).collect();
     }
 
     /// Walks `plan` and works out what changes against the last plan committed. With `full`,
@@ -390,12 +401,20 @@ impl Slots {
         let mut collision: Option<Collision> = None;
         let mut buf = [0u8; MAX_NAME_LEN];
         let mut owner_changed: Vec<u32> = Vec::new();
-        // The id each service of the last plan has in this one (by key; u32::MAX: gone).
-        let remap: Vec<u32> = {
-            let now: FastMap<String, u32> = plan.services.iter().map(|s| (s.key(), s.id)).collect();
+        // The id each service of the last plan has in this one (by key; u32::MAX: gone), or
+        // nothing when every service kept its id (most reloads: no map to build).
+        let services: Vec<u64> = plan.services.iter().map(service_hash).collect();
+        let remap: Vec<u32> = if services.starts_with(&self.services) {
+            Vec::new()
+        } else {
+            let now: FastMap<u64, u32> = services
+                .iter()
+                .zip(&plan.services)
+                .map(|(h, s)| (*h, s.id))
+                .collect();
             self.services
                 .iter()
-                .map(|k| now.get(k).copied().unwrap_or(u32::MAX))
+                .map(|h| now.get(h).copied().unwrap_or(u32::MAX))
                 .collect()
         };
 
@@ -765,7 +784,7 @@ impl Slots {
             next,
             owner_changed,
             freed: freed_ids,
-            services: plan.services.iter().map(|s| s.key()).collect(),
+            services,
         })
     }
 
@@ -946,7 +965,7 @@ mod tests {
     /// service's key: a service added before it moves its id and changes nothing.
     #[test]
     fn a_kept_slot_changes_owner_by_service_key_not_by_id() {
-        use crate::plan::{Location, Service, ServiceKind};
+        use crate::plan::{Location, ServiceKind};
         let service = |name: &str| Service {
             id: 0,
             kind: ServiceKind::ServiceEntry,
@@ -1005,7 +1024,7 @@ mod tests {
         let mut adopted = Slots::from_content(&content);
         let by_id = adopted.plan(&shifted, true).expect("plan");
         assert_eq!(by_id.owner_changed(), &ids[..]);
-        adopted.set_services(first.services.iter().map(|s| s.key()).collect());
+        adopted.set_services(&first.services);
         let by_key = adopted.plan(&shifted, true).expect("plan");
         assert_eq!(by_key.owner_changed(), &[] as &[u32]);
         let mut step = |p: Plan| step(&mut slots, &mut have, &p);

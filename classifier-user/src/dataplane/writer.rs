@@ -292,11 +292,11 @@ impl MapWriter {
         &self.entry_ids
     }
 
-    /// After re-adopting pinned maps: the keys (`Service::key`) of the services of the plan
-    /// they hold, by service id (the daemon's state file has it), so that the next apply tells
-    /// a kept entry's owner by key rather than by id.
-    pub fn adopt_services(&mut self, keys: Vec<String>) {
-        self.slots.set_services(keys);
+    /// After re-adopting pinned maps: the services of the plan they hold (the daemon's state
+    /// file has it), so that the next apply tells a kept entry's owner by its service's key
+    /// rather than by its id.
+    pub fn adopt_services(&mut self, services: &[crate::plan::Service]) {
+        self.slots.set_services(services);
     }
 
     /// The capacities of the maps.
