@@ -2,7 +2,7 @@
 //! daemon is down: the applied plan and settings, interfaces, routing, the last error.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     fs, io,
     path::Path,
 };
@@ -74,8 +74,12 @@ impl State {
     /// Whether each plan entry is shadowed: an earlier entry with the same match holds its
     /// slot (the two share an entry id), so it decides nothing.
     pub fn shadowed(&self) -> Vec<bool> {
-        let mut first = HashSet::with_capacity(self.entry_ids.len());
-        self.entry_ids.iter().map(|&id| !first.insert(id)).collect()
+        let ids = self.entry_ids.iter().max().map_or(0, |m| *m as usize + 1);
+        let mut seen = vec![false; ids];
+        self.entry_ids
+            .iter()
+            .map(|&id| std::mem::replace(&mut seen[id as usize], true))
+            .collect()
     }
 
     /// The hits of each plan entry, from the hits of every entry id (`Dataplane::entry_hits`);
@@ -94,18 +98,24 @@ impl State {
             .collect()
     }
 
-    /// Hits by (service, verdict): the live entries' (`entry_hits`) plus the retired ones.
+    /// Hits by (service, verdict): the live entries' (`entry_hits`) plus the retired ones;
+    /// only the pairs with hits (a metrics scrape of a large registry copies no name of an
+    /// entry never hit).
     pub fn service_hits(&self, hits: &[u64]) -> BTreeMap<(String, Verdict), u64> {
-        let mut out: BTreeMap<(String, Verdict), u64> = BTreeMap::new();
+        let mut sums: HashMap<(&str, Verdict), u64> = HashMap::new();
         for (e, n) in self.plan.entries.iter().zip(self.entry_hits(hits)) {
-            *out.entry((e.service.clone(), e.verdict)).or_default() += n;
-        }
-        for r in &self.retired_hits {
-            if let Some(n) = out.get_mut(&(r.service.clone(), r.verdict)) {
-                *n = n.saturating_add(r.hits);
+            if n > 0 {
+                *sums.entry((e.service.as_str(), e.verdict)).or_default() += n;
             }
         }
-        out
+        for r in &self.retired_hits {
+            let t = sums.entry((r.service.as_str(), r.verdict)).or_default();
+            *t = t.saturating_add(r.hits);
+        }
+        sums.into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|((service, v), n)| ((service.to_string(), v), n))
+            .collect()
     }
 
     /// Replaces the plan in force with `plan` (entry ids `entry_ids`), keeping the hits of the
@@ -220,10 +230,7 @@ mod tests {
         assert_eq!(s.entry_hits(&[5, 7]), [5, 0, 7]);
         assert_eq!(
             by_service(&s, &[5, 7]),
-            [
-                ("ns/a/a".into(), Verdict::Pass, 12),
-                ("ns/b/b".into(), Verdict::Pass, 0)
-            ]
+            [("ns/a/a".into(), Verdict::Pass, 12)]
         );
     }
 
