@@ -115,6 +115,14 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
         metrics_addr = ?opts.metrics_addr,
         "meshclass starting"
     );
+    if !cfg!(target_arch = "x86_64") {
+        warn!(
+            arch = std::env::consts::ARCH,
+            "the lock-free tables the program reads while user space or other CPUs write them \
+             rely on x86-64 memory ordering (docs/decision.md §4): on this CPU a packet racing \
+             a write may, rarely, read a slot being rewritten"
+        );
+    }
     let compile_options = CompileOptions {
         external: opts.external,
     };
