@@ -37,6 +37,14 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// As labels, tables and the plan's JSON spell it (`redirect`, `pass`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Redirect => "redirect",
+            Verdict::Pass => "pass",
+        }
+    }
+
     /// The kernel's verdict code.
     pub fn code(self) -> u8 {
         match self {
@@ -171,6 +179,22 @@ impl Default for CompileOptions {
     fn default() -> Self {
         Self {
             external: Verdict::Pass,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Verdict;
+
+    /// `Verdict::name` is the plan's JSON spelling.
+    #[test]
+    fn a_verdict_is_named_as_the_plan_spells_it() {
+        for v in [Verdict::Redirect, Verdict::Pass] {
+            assert_eq!(
+                serde_json::to_string(&v).unwrap(),
+                format!("\"{}\"", v.name())
+            );
         }
     }
 }

@@ -95,7 +95,7 @@ fn write_table(out: &mut impl Write, plan: &Plan) -> std::io::Result<()> {
             what,
             proto.to_lowercase(),
             port.to_string(),
-            format!("{:?}", e.verdict).to_lowercase(),
+            e.verdict.name().to_owned(),
             e.service.clone(),
         ]
     };
@@ -150,7 +150,7 @@ fn write_table(out: &mut impl Write, plan: &Plan) -> std::io::Result<()> {
                 "  {}  ports {}  {}  {}",
                 d.name,
                 ports.join(","),
-                format!("{:?}", d.verdict).to_lowercase(),
+                d.verdict.name(),
                 d.service
             )?;
         }

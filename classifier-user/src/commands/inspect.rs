@@ -7,10 +7,7 @@ use classifier_common::{counter, stage, verdict, NO_SERVICE};
 use serde_json::json;
 
 use crate::{
-    daemon::{
-        pins::Pins,
-        state::{verdict_label, State},
-    },
+    daemon::{pins::Pins, state::State},
     dataplane::Dataplane,
     plan::Match,
 };
@@ -178,7 +175,7 @@ pub fn run(pin_dir: &Path, what: What, json_out: bool) -> i32 {
                         out,
                         "{:<50} {:<9} {:>8} {}{}",
                         describe(&e.matcher),
-                        verdict_label(e.verdict),
+                        e.verdict.name(),
                         n,
                         e.service,
                         if *sh { " (shadowed)" } else { "" }

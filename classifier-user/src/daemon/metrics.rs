@@ -13,7 +13,7 @@ use tokio::{
     net::TcpListener,
 };
 
-use super::{state::verdict_label, Shared};
+use super::Shared;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VerdictLabel {
@@ -82,7 +82,7 @@ pub fn render(shared: &Shared) -> String {
                     by_service
                         .get_or_create(&ServiceLabel {
                             service,
-                            verdict: verdict_label(verdict),
+                            verdict: verdict.name().into(),
                         })
                         .inc_by(n);
                 }

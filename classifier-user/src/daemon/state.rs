@@ -56,11 +56,6 @@ pub struct RetiredHits {
     pub hits: u64,
 }
 
-/// An entry's verdict as labels and tables spell it (`redirect`, `pass`).
-pub fn verdict_label(v: Verdict) -> String {
-    format!("{v:?}").to_lowercase()
-}
-
 impl State {
     /// Reads the state file; a missing file is an empty state.
     pub fn read(path: &Path) -> io::Result<Self> {
