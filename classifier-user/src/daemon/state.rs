@@ -69,12 +69,25 @@ impl State {
     /// Whether each plan entry is shadowed: an earlier entry with the same match holds its
     /// slot (the two share an entry id), so it decides nothing.
     pub fn shadowed(&self) -> Vec<bool> {
-        let ids = self.entry_ids.iter().max().map_or(0, |m| *m as usize + 1);
-        let mut seen = vec![false; ids];
+        let deciding = self.deciding();
         self.entry_ids
             .iter()
-            .map(|&id| std::mem::replace(&mut seen[id as usize], true))
+            .enumerate()
+            .map(|(i, &id)| deciding[id as usize] != i)
             .collect()
+    }
+
+    /// By entry id, the plan entry that decides for it: the first with that id (`usize::MAX`
+    /// for an id no entry has).
+    fn deciding(&self) -> Vec<usize> {
+        let ids = self.entry_ids.iter().max().map_or(0, |m| *m as usize + 1);
+        let mut first = vec![usize::MAX; ids];
+        for (i, &id) in self.entry_ids.iter().enumerate() {
+            if first[id as usize] == usize::MAX {
+                first[id as usize] = i;
+            }
+        }
+        first
     }
 
     /// The hits of each plan entry, from the hits of every entry id (`Dataplane::entry_hits`);
@@ -124,14 +137,7 @@ impl State {
             .map(|r| ((r.service, r.verdict), r.hits))
             .collect();
         if !retired.is_empty() {
-            // The entry that decides for each id: the first with it.
-            let ids = self.entry_ids.iter().max().map_or(0, |m| *m as usize + 1);
-            let mut owner = vec![usize::MAX; ids];
-            for (i, &id) in self.entry_ids.iter().enumerate() {
-                if owner[id as usize] == usize::MAX {
-                    owner[id as usize] = i;
-                }
-            }
+            let owner = self.deciding();
             for &(id, n) in retired {
                 let first = owner.get(id as usize).copied().unwrap_or(usize::MAX);
                 if let Some(e) = self.plan.entries.get(first) {

@@ -582,8 +582,7 @@ impl Slots {
 
         // Ids: kept slots keep theirs; new slots, in plan order, take the smallest free one.
         let mut free = self.free.clone();
-        let freed_ids = freed.clone();
-        free.extend(freed);
+        free.extend_from_slice(&freed);
         free.sort_unstable_by(|a, b| b.cmp(a));
         let mut next = self.next;
         for s in &mut new {
@@ -783,7 +782,7 @@ impl Slots {
             free,
             next,
             owner_changed,
-            freed: freed_ids,
+            freed,
             services,
         })
     }
