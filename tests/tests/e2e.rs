@@ -231,11 +231,7 @@ fn reloads_are_atomic_and_bad_input_changes_nothing() {
         outcomes.iter().all(|o| o.word() == "pass"),
         "an invalid registry changes nothing: {outcomes:?}"
     );
-    let pin = lab.pin_dir.display().to_string();
-    let out = lab
-        .meshclass(&bin, &["inspect", "counters", "--json", "--pin-dir", &pin])
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = inspect_json(&lab, &bin, "counters");
     let err = v["last_error"].as_str().unwrap_or_default();
     assert!(
         err.contains("broken.yaml") && err.contains("99999"),
@@ -276,10 +272,7 @@ fn reloads_are_atomic_and_bad_input_changes_nothing() {
         Some(before),
         "the service's decisions are kept when its entry goes"
     );
-    let out = lab
-        .meshclass(&bin, &["inspect", "services", "--json", "--pin-dir", &pin])
-        .unwrap();
-    let services: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let services = inspect_json(&lab, &bin, "services");
     let known = services
         .as_array()
         .unwrap()
@@ -296,6 +289,15 @@ fn reloads_are_atomic_and_bad_input_changes_nothing() {
         "inspect agrees: {known}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `meshclass inspect <what> --json` on the lab's pins, parsed.
+fn inspect_json(lab: &Lab, bin: &Path, what: &str) -> serde_json::Value {
+    let pin = lab.pin_dir.display().to_string();
+    let out = lab
+        .meshclass(bin, &["inspect", what, "--json", "--pin-dir", &pin])
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// The daemon's metrics page, scraped at `addr` from inside the node namespace.
@@ -390,10 +392,7 @@ fn inspect_explain_flows_and_metrics_agree_with_the_traffic() {
     ));
 
     // inspect entries: the VM's entry was hit once.
-    let out = lab
-        .meshclass(&bin, &["inspect", "entries", "--json", "--pin-dir", &pin])
-        .unwrap();
-    let entries: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let entries = inspect_json(&lab, &bin, "entries");
     let vm_entry = entries
         .as_array()
         .unwrap()
