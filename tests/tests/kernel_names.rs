@@ -9,7 +9,7 @@ use meshclass::{
     dataplane::{Dataplane, KernelDecision},
     model::Model,
     packet::{h2c, http, tls, TcpFlow},
-    plan::Verdict,
+    plan::{Match, Verdict, L4},
     settings::Blocked,
 };
 
@@ -317,6 +317,87 @@ fn split_hello_every_cut_agrees_with_the_model() {
     assert_eq!(d[1].service_id, 2);
 }
 
+/// A ClientHello that starts in the SYN (TCP Fast Open): the SYN takes a sequence number, so
+/// the next segment follows on at `isn + 1 + first part`, not as a gap.
+#[test]
+fn a_split_hello_that_starts_in_the_syn_is_followed() {
+    let mut dp = dataplane();
+    let p = split_plan();
+    let settings = registry_only(Blocked::Drop);
+    dp.apply(&p, &settings).unwrap();
+    let mut model = Model::new(&p, &settings);
+    let h = hello("a.b.svc.example.org");
+    let mut f = TcpFlow::new(ip("10.0.0.1"), ip("10.20.0.1"), 28001, 443, 4242);
+    let frames = [
+        f.syn_with(&h[..150]).build(),
+        f.ack().build(),
+        f.data(&h[150..]).build(),
+    ];
+    let mut last = None;
+    for frame in frames {
+        let k = run(&mut dp, &frame);
+        let m = model.classify(&frame);
+        assert_eq!(
+            (k.verdict, k.stage, k.service_id),
+            (m.verdict, m.stage, m.service_id),
+            "kernel {k:?}, model {m:?}"
+        );
+        last = Some(k);
+    }
+    let d = last.unwrap();
+    expect(&d, verdict::PASS, stage::SNI);
+    assert_eq!(d.service_id, 2);
+}
+
+/// A port captured with REDIRECT that also carries names decides at the SYN: a redirect is
+/// possible only there. A flow that waited for a name when a reload made the capture redirect
+/// gets it as PASS after the payload (counted as a late redirect).
+#[test]
+fn a_redirecting_capture_decides_at_the_first_packet() {
+    let names_only = plan(vec![entry(sni("api.example.com", 9000), 1, Verdict::Pass)]);
+    let mut with_capture = names_only.clone();
+    with_capture.entries.push(entry(
+        Match::Port {
+            port: 9000,
+            protocol: L4::Tcp,
+        },
+        2,
+        Verdict::Redirect,
+    ));
+    let settings = registry_only(Blocked::Drop);
+    let mut dp = dataplane();
+    dp.apply(&with_capture, &settings).unwrap();
+    let mut model = Model::new(&with_capture, &settings);
+    let mut f = TcpFlow::new(ip("10.0.0.1"), ip("10.20.0.9"), 28002, 9000, 7);
+    for frame in [f.syn().build(), f.data(&hello("api.example.com")).build()] {
+        let (k, m) = (run(&mut dp, &frame), model.classify(&frame));
+        assert_eq!((k.verdict, k.stage), (m.verdict, m.stage), "model {m:?}");
+    }
+    let f2 = TcpFlow::new(ip("10.0.0.1"), ip("10.20.0.9"), 28003, 9000, 7);
+    let d = run(&mut dp, &f2.syn().build());
+    expect(&d, verdict::REDIRECT, stage::PORT);
+    assert_eq!(d.service_id, 2);
+
+    dp.apply(&names_only, &settings).unwrap();
+    model.update(&names_only, &settings);
+    let mut f = TcpFlow::new(ip("10.0.0.1"), ip("10.20.0.9"), 28004, 9000, 7);
+    let syn = f.syn().build();
+    expect(&run(&mut dp, &syn), verdict::PASS, stage::PENDING);
+    model.classify(&syn);
+    dp.apply(&with_capture, &settings).unwrap();
+    model.update(&with_capture, &settings);
+    let c0 = dp.counters().unwrap();
+    let data = f.data(&hello("other.example.org")).build();
+    let (k, m) = (run(&mut dp, &data), model.classify(&data));
+    expect(&k, verdict::PASS, stage::PORT);
+    assert_eq!((k.verdict, k.stage), (m.verdict, m.stage), "model {m:?}");
+    let c1 = dp.counters().unwrap();
+    assert_eq!(
+        c1[counter::LATE_REDIRECT as usize] - c0[counter::LATE_REDIRECT as usize],
+        1
+    );
+}
+
 #[test]
 fn split_hello_at_chosen_positions() {
     let mut dp = dataplane();
@@ -564,11 +645,7 @@ fn decision_events_carry_the_flow_the_verdict_and_the_name() {
     };
     let p = plan(vec![
         entry(sni("api.example.com", 443), 7, Verdict::Pass),
-        entry(
-            exact("10.30.0.1", 80, meshclass::plan::L4::Tcp),
-            8,
-            Verdict::Pass,
-        ),
+        entry(exact("10.30.0.1", 80, L4::Tcp), 8, Verdict::Pass),
     ]);
     dp.apply(&p, &settings).unwrap();
     drain_events(&mut dp);

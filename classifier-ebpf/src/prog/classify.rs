@@ -157,6 +157,12 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
     // §5 Is there a name to wait for?
     let port = &st.port_value;
     let kinds = if tcp { port.name_kinds } else { 0 };
+    // A port captured with REDIRECT decides at the connection's first packet, before its
+    // names: once the first payload has gone to the server, the connection cannot be moved.
+    if kinds != 0 && !pending && port.has_capture == 1 && port.capture.verdict == verdict::REDIRECT
+    {
+        return Ok(port_or_policy(ctx, p, cfg, port, generation, false));
+    }
     if (kinds != 0 || pending) && p.payload_len == 0 {
         if !pending {
             // A `PENDING` map entry of an earlier connection with this key stays unread: only
@@ -440,8 +446,9 @@ pub fn try_split(ctx: &TcContext) -> Result<i32, i32> {
             }
         }
         if port.name_kinds == 0 {
-            // A first payload on a PENDING flow whose port lost its names: §7.
-            return Ok(port_or_policy(ctx, p, cfg, port, generation, false));
+            // A first payload on a PENDING flow whose port lost its names: §7, after the
+            // handshake.
+            return Ok(port_or_policy(ctx, p, cfg, port, generation, true));
         }
     }
     let kind = if port.name_kinds & name_kind::TLS != 0 {
@@ -484,7 +491,13 @@ fn port_or_policy(
     after: bool,
 ) -> i32 {
     if port.has_capture == 1 {
-        let e = port.capture;
+        let mut e = port.capture;
+        if after && e.verdict == verdict::REDIRECT {
+            // Too late to redirect (a flow that waited for a name while a reload made its
+            // port's capture redirect): applied as PASS, as for a name entry.
+            cnt::inc(counter::LATE_REDIRECT);
+            e.verdict = verdict::PASS;
+        }
         return decide(
             ctx,
             p,

@@ -24,7 +24,7 @@ use classifier_common::PendingValue;
 
 use super::{
     maps::{SplitWork, HELLO_LIMIT, SPLIT},
-    pkt::{rd, u8_at, Pkt},
+    pkt::{rd, u8_at, Pkt, TCP_SYN},
 };
 
 /// What a segment says about the hello being followed.
@@ -195,7 +195,9 @@ fn segment(ctx: &TcContext, p: &Pkt, w: &mut SplitWork) -> u8 {
     }
     w.base = base;
     w.lim = base + n;
-    w.pv.next_seq = p.seq.wrapping_add(len);
+    // A SYN (TCP Fast Open data) takes one sequence number before its payload.
+    let syn = (p.tcp_flags & TCP_SYN != 0) as u32;
+    w.pv.next_seq = p.seq.wrapping_add(len).wrapping_add(syn);
     // SAFETY: a callback of the signature bpf_loop expects, no context.
     unsafe { bpf_loop(MAX_TURNS, turn as *mut c_void, core::ptr::null_mut(), 0) };
     let v = &w.pv;

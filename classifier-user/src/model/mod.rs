@@ -356,6 +356,17 @@ impl Model {
         // §5 Is there a name to wait for?
         let kinds = self.kinds(p);
         if kinds != 0 {
+            // A port captured with REDIRECT decides at the first packet, before its names:
+            // once the first payload has gone to the server, the connection cannot be moved.
+            if let Some(h) = self.capture(p).filter(|h| h.verdict == verdict::REDIRECT) {
+                return self.decide(
+                    p,
+                    h.verdict,
+                    stage::PORT,
+                    Some(&h),
+                    "the port's capture redirects, which only the first packet can: ".into(),
+                );
+            }
             if p.payload.is_empty() {
                 self.flows.insert(p.key, Flow::Pending(None), false);
                 return self.plain(
@@ -366,7 +377,15 @@ impl Model {
             }
             return self.first_payload(p, kinds);
         }
-        self.step7(p, String::new())
+        self.step7(p, String::new(), false)
+    }
+
+    /// The whole-port capture of the packet's port and protocol, if any.
+    fn capture(&self, p: &L4<'_>) -> Option<Hit> {
+        self.tables
+            .ports
+            .get(&(p.key.proto, p.key.dport))
+            .and_then(|i| i.capture.clone())
     }
 
     fn kinds(&self, p: &L4<'_>) -> u8 {
@@ -393,7 +412,7 @@ impl Model {
             return self.plain(verdict::PASS, stage::PENDING, "retransmitted segment");
         }
         if d > 0 {
-            return self.step7(p, "gap in the ClientHello: not inspectable; ".into());
+            return self.step7(p, "gap in the ClientHello: not inspectable; ".into(), true);
         }
         s.bytes.extend_from_slice(p.payload);
         s.next_seq = s.next_seq.wrapping_add(p.payload.len() as u32);
@@ -426,7 +445,7 @@ impl Model {
                     format!("ClientHello continues past this segment ({have} bytes so far)"),
                 )
             }
-            NameOutcome::Fallthrough(why) => self.step7(p, why),
+            NameOutcome::Fallthrough(why) => self.step7(p, why, true),
         }
     }
 
@@ -464,9 +483,13 @@ impl Model {
             match names::client_hello(p.payload) {
                 Hello::NeedMore => {
                     return NameOutcome::Wait(Stream {
-                        next_seq: p.seq.wrapping_add(p.payload.len() as u32),
+                        // A SYN (TCP Fast Open data) takes one sequence number.
+                        next_seq: p
+                            .seq
+                            .wrapping_add(p.payload.len() as u32)
+                            .wrapping_add(u32::from(p.tcp_flags & SYN != 0)),
                         bytes: p.payload.to_vec(),
-                    })
+                    });
                 }
                 Hello::Complete { name, ech } => return self.hello_name(p, name, ech),
                 Hello::NotHello => {}
@@ -507,15 +530,16 @@ impl Model {
         NameOutcome::Fallthrough("no registered name in the first payload; ".into())
     }
 
-    /// §7 port capture and policy.
-    fn step7(&mut self, p: &L4<'_>, why: String) -> ModelDecision {
-        let capture = self
-            .tables
-            .ports
-            .get(&(p.key.proto, p.key.dport))
-            .and_then(|i| i.capture.clone());
-        if let Some(h) = capture {
-            return self.decide(p, h.verdict, stage::PORT, Some(&h), why);
+    /// §7 port capture and policy; `after`: a payload has gone by (the connection reached its
+    /// server), too late for a capture's REDIRECT, which is applied as PASS.
+    fn step7(&mut self, p: &L4<'_>, mut why: String, after: bool) -> ModelDecision {
+        if let Some(h) = self.capture(p) {
+            let mut v = h.verdict;
+            if after && v == verdict::REDIRECT {
+                v = verdict::PASS;
+                why.push_str("redirecting capture applied as pass (too late to redirect); ");
+            }
+            return self.decide(p, v, stage::PORT, Some(&h), why);
         }
         let v = self.blocked(false);
         let why = format!(

@@ -327,6 +327,57 @@ fn port_capture_and_policy() {
     assert_eq!((d.verdict, d.stage), (verdict::DROP, stage::POLICY));
 }
 
+/// A port captured with REDIRECT that also carries names: the capture decides at the SYN (a
+/// redirect is possible only there); a flow that waited for a name when a reload made the
+/// capture redirect gets it as PASS after the payload.
+#[test]
+fn a_redirecting_capture_decides_at_the_first_packet() {
+    let names_only = Plan {
+        entries: vec![entry(
+            Match::Sni {
+                name: "api.example.com".into(),
+                port: 9000,
+            },
+            1,
+            Verdict::Pass,
+        )],
+        ..Plan::default()
+    };
+    let mut with_capture = names_only.clone();
+    with_capture.entries.push(entry(
+        Match::Port {
+            port: 9000,
+            protocol: Proto::Tcp,
+        },
+        2,
+        Verdict::Redirect,
+    ));
+    let hello = tls::client_hello(Some("api.example.com"), &tls::HelloOptions::default()).unwrap();
+    let mut m = Model::new(&with_capture, &registry_only());
+    let mut f = TcpFlow::new(ip("10.0.0.1"), ip("192.0.2.7"), 40100, 9000, 7);
+    let d = m.classify(&f.syn().build());
+    assert_eq!(
+        (d.verdict, d.stage, d.service_id),
+        (verdict::REDIRECT, stage::PORT, 2)
+    );
+    let d = m.classify(&f.data(&hello).build());
+    assert_eq!((d.verdict, d.stage), (verdict::REDIRECT, stage::FLOW));
+
+    // Waiting for a name, then the capture arrives: too late to redirect.
+    let mut m = Model::new(&names_only, &registry_only());
+    let mut f = TcpFlow::new(ip("10.0.0.1"), ip("192.0.2.7"), 40101, 9000, 7);
+    let d = m.classify(&f.syn().build());
+    assert_eq!((d.verdict, d.stage), (verdict::PASS, stage::PENDING));
+    m.update(&with_capture, &registry_only());
+    let other =
+        tls::client_hello(Some("other.example.org"), &tls::HelloOptions::default()).unwrap();
+    let d = m.classify(&f.data(&other).build());
+    assert_eq!(
+        (d.verdict, d.stage, d.service_id),
+        (verdict::PASS, stage::PORT, 2)
+    );
+}
+
 #[test]
 fn layer_2_and_3_edge_cases() {
     let mut m = Model::new(&plan(), &registry_only());

@@ -669,6 +669,13 @@ impl TcpFlow {
             .tcp_options(&[2, 4, 0x05, 0xb4, 4, 2, 1, 1])
     }
 
+    /// A SYN carrying `data` (TCP Fast Open); the data's sequence numbers follow the SYN's,
+    /// so the flow's next one moves past both.
+    pub fn syn_with(&mut self, data: &[u8]) -> Packet {
+        self.next_seq = self.isn.wrapping_add(1).wrapping_add(data.len() as u32);
+        self.syn().payload(data)
+    }
+
     /// The handshake's final ACK (no payload).
     pub fn ack(&self) -> Packet {
         Packet::tcp(self.src, self.dst, self.sport, self.dport, tcp_flags::ACK)
