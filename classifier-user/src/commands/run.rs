@@ -31,8 +31,9 @@ pub struct RunArgs {
     /// The proxy's transparent listener port.
     #[arg(long, default_value_t = crate::settings::DEFAULT_PROXY_PORT)]
     pub proxy_port: u16,
-    /// Mark put on redirected packets (routed to the local table by an fwmark rule).
-    #[arg(long, default_value_t = crate::settings::DEFAULT_PROXY_MARK)]
+    /// Mark put on redirected packets (routed to the local table by an fwmark rule); decimal
+    /// or 0x-prefixed hexadecimal.
+    #[arg(long, default_value = "0x4d43", value_parser = parse_mark)]
     pub proxy_mark: u32,
     /// Routing table (and rule priority) for redirected packets.
     #[arg(long, default_value_t = daemon::DEFAULT_ROUTE_TABLE)]
@@ -63,9 +64,25 @@ pub struct RunArgs {
     pub json_logs: bool,
 }
 
+/// A packet mark: decimal, or hexadecimal after `0x` (as `ip rule` and `iptables` write them).
+fn parse_mark(s: &str) -> Result<u32, String> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    r.map_err(|e| format!("{s:?} is not a 32-bit mark (decimal or 0x hexadecimal): {e}"))
+}
+
 /// Runs the daemon: 0 after a clean stop, 1 when it could not start.
 pub fn run(args: RunArgs) -> i32 {
     init_logging(args.json_logs);
+    if args.registry.iter().any(|p| p.as_os_str() == "-") {
+        eprintln!(
+            "error: --registry -: the daemon reads its registry again on every change and \
+             SIGHUP, and standard input can be read only once; give files or directories"
+        );
+        return 1;
+    }
     let opts = RunOptions {
         registry: args.registry,
         ifaces: args.ifaces,
@@ -132,5 +149,22 @@ fn init_logging(json: bool) {
         let _ = b.json().try_init();
     } else {
         let _ = b.try_init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_read_in_decimal_or_hexadecimal() {
+        assert_eq!(
+            parse_mark("0x4d43"),
+            Ok(crate::settings::DEFAULT_PROXY_MARK)
+        );
+        assert_eq!(parse_mark("0X4D43"), Ok(0x4d43));
+        assert_eq!(parse_mark("19779"), Ok(0x4d43));
+        assert!(parse_mark("0x1_0000_0000").is_err());
+        assert!(parse_mark("mark").unwrap_err().contains("\"mark\""));
     }
 }

@@ -243,9 +243,42 @@ impl Learned {
         changed
     }
 
-    /// When the next name is due.
-    pub fn next_due(&self) -> Option<Instant> {
-        self.names.values().map(|(_, at)| *at).min()
+    /// Whether a name of `plan` is due at `now`: one never asked about (a reload added it) or
+    /// one whose answer has run out.
+    pub fn due(&self, plan: &Plan, now: Instant) -> bool {
+        plan.dns
+            .iter()
+            .any(|d| self.names.get(&d.name).is_none_or(|(_, at)| *at <= now))
+    }
+
+    /// Takes up the addresses a previous run learned, from the plan it left in force (`old`:
+    /// the state file's), for the names of `base` (the registry compiled now): the exact
+    /// entries of a name's service on its ports that `base` itself does not have. They stay in
+    /// force until the name is asked again (due at once), and through failures, as any learned
+    /// address; a restart then withdraws nothing that DNS still gives.
+    pub fn seed(&mut self, old: &Plan, base: &Plan, now: Instant) {
+        let own: std::collections::BTreeSet<&Match> =
+            base.entries.iter().map(|e| &e.matcher).collect();
+        for d in &base.dns {
+            let mut addrs: Vec<IpAddr> = old
+                .entries
+                .iter()
+                .filter(|e| e.service == d.service && !own.contains(&e.matcher))
+                .filter_map(|e| match e.matcher {
+                    Match::Ip {
+                        addr,
+                        port,
+                        protocol,
+                    } if d.ports.contains(&(port, protocol)) => Some(addr),
+                    _ => None,
+                })
+                .collect();
+            addrs.sort();
+            addrs.dedup();
+            if !addrs.is_empty() {
+                self.names.insert(d.name.clone(), (addrs, now));
+            }
+        }
     }
 
     /// `plan` with the learned addresses added as exact entries of their services.
@@ -283,6 +316,73 @@ impl Learned {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::{DnsName, Verdict, L4};
+
+    fn dns_plan(static_addr: Option<&str>) -> Plan {
+        let mut p = Plan {
+            dns: vec![DnsName {
+                name: "db.example.com".into(),
+                service_id: 0,
+                service: "default/db/db.example.com".into(),
+                ports: vec![(5432, L4::Tcp)],
+                verdict: Verdict::Pass,
+            }],
+            ..Plan::default()
+        };
+        if let Some(a) = static_addr {
+            p.entries.push(Entry {
+                matcher: Match::Ip {
+                    addr: a.parse().unwrap(),
+                    port: 5432,
+                    protocol: L4::Tcp,
+                },
+                service_id: 0,
+                service: "default/db/db.example.com".into(),
+                verdict: Verdict::Pass,
+            });
+        }
+        p
+    }
+
+    #[test]
+    fn a_restart_keeps_the_addresses_learned_before() {
+        let base = dns_plan(None);
+        let now = Instant::now();
+        let mut before = Learned::default();
+        before.names.insert(
+            "db.example.com".into(),
+            (
+                vec!["10.9.0.1".parse().unwrap(), "10.9.0.2".parse().unwrap()],
+                now,
+            ),
+        );
+        // What the previous run left in force, plus an address the registry gives itself now.
+        let old = before.apply_to(&base);
+        let base = dns_plan(Some("10.9.0.2"));
+        let mut after = Learned::default();
+        assert!(after.due(&base, now), "a name never asked is due");
+        after.seed(&old, &base, now);
+        assert_eq!(
+            after.names["db.example.com"].0,
+            vec!["10.9.0.1".parse::<IpAddr>().unwrap()],
+            "learned addresses are taken up, the registry's own are not"
+        );
+        let effective = after.apply_to(&base);
+        assert_eq!(effective.entries.len(), 2);
+        assert!(
+            after.due(&base, now),
+            "seeded names are asked again at once"
+        );
+        assert!(!after.due(&base, now - Duration::from_secs(1)));
+        // A name of the new plan that the old one did not have stays unlearned, and due.
+        let mut other = base.clone();
+        other.dns[0].name = "db2.example.com".into();
+        other.dns[0].service = "default/db/db2.example.com".into();
+        let mut fresh = Learned::default();
+        fresh.seed(&old, &other, now);
+        assert!(fresh.names.is_empty());
+        assert!(fresh.due(&other, now - Duration::from_secs(1)));
+    }
 
     #[test]
     fn answers_with_addresses_and_ttl_parse() {

@@ -186,10 +186,16 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     state.routing = Some((opts.settings.proxy_mark, opts.route_table));
 
     let mut base_plan = None;
+    let mut learned = dns::Learned::default();
     match first {
         Ok(plan) => {
-            base_plan = Some(plan.clone());
-            apply(&mut dataplane, &mut state, plan, &opts.settings)?;
+            // The addresses DNS gave the previous run stay in force until asked again.
+            learned.seed(&state.plan, &plan, std::time::Instant::now());
+            let effective = learned.apply_to(&plan);
+            base_plan = Some(plan);
+            apply(&mut dataplane, &mut state, effective, &opts.settings)?;
+            state.reloads += 1;
+            state.last_error = None;
         }
         Err(rejected) => {
             state.reload_errors += 1;
@@ -205,7 +211,7 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
         state: Mutex::new(state),
         pins: pins.clone(),
         base_plan: Mutex::new(base_plan),
-        learned: Mutex::new(dns::Learned::default()),
+        learned: Mutex::new(learned),
     });
     let dns_server = opts.dns_server.or_else(dns::system_resolver);
     match dns_server {
@@ -265,7 +271,7 @@ fn refresh_dns(shared: &Shared, server: SocketAddr, settings: &Settings) {
     };
     let now = std::time::Instant::now();
     let mut learned = shared.learned.lock().unwrap_or_else(|p| p.into_inner());
-    if base.dns.is_empty() || learned.next_due().is_some_and(|due| due > now) {
+    if !learned.due(&base, now) {
         return;
     }
     let changed = learned.refresh(&base, server, now);
@@ -278,6 +284,7 @@ fn refresh_dns(shared: &Shared, server: SocketAddr, settings: &Settings) {
     state.dns_failures = failures;
     if changed {
         info!("DNS answers changed");
+        // Not a reload: a refused reload's error stays shown.
         if let Err(e) = apply(&mut dp, &mut state, effective, settings) {
             error!(error = %e, "applying DNS-learned addresses failed");
         }
@@ -293,16 +300,23 @@ fn reload(shared: &Shared, opts: &RunOptions, options: CompileOptions) {
     let mut state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
     match result {
         Ok(plan) => {
-            *shared.base_plan.lock().unwrap_or_else(|p| p.into_inner()) = Some(plan.clone());
-            let plan = shared
+            let effective = shared
                 .learned
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .apply_to(&plan);
-            if let Err(e) = apply(&mut dp, &mut state, plan, &opts.settings) {
-                error!(error = %e, "applying the registry failed; the previous one stays in force");
-                state.reload_errors += 1;
-                state.last_error = Some(e.to_string());
+            match apply(&mut dp, &mut state, effective, &opts.settings) {
+                Ok(()) => {
+                    state.reloads += 1;
+                    state.last_error = None;
+                    // Only a registry in force is the base of DNS updates.
+                    *shared.base_plan.lock().unwrap_or_else(|p| p.into_inner()) = Some(plan);
+                }
+                Err(e) => {
+                    error!(error = %e, "applying the registry failed; the previous one stays in force");
+                    state.reload_errors += 1;
+                    state.last_error = Some(e.to_string());
+                }
             }
         }
         Err(rejected) => {
@@ -318,6 +332,8 @@ fn reload(shared: &Shared, opts: &RunOptions, options: CompileOptions) {
     }
 }
 
+/// Applies `plan` and records it as the one in force. The callers that apply a registry
+/// (not only new DNS answers) count it as a reload.
 fn apply(
     dp: &mut Dataplane,
     state: &mut State,
@@ -340,8 +356,6 @@ fn apply(
     state.replace_plan(plan, ids, &retired);
     state.settings = Some(*settings);
     state.applied_at = now_unix();
-    state.reloads += 1;
-    state.last_error = None;
     Ok(())
 }
 

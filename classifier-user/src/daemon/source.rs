@@ -33,6 +33,15 @@ pub fn load_plan(paths: &[PathBuf], options: CompileOptions) -> Result<Plan, Rej
     if !errors.is_empty() {
         return Err(Rejected { errors });
     }
+    // Notes (a skipped document of another kind or version) are logged here: a typo in an
+    // apiVersion would otherwise take a resource out of enforcement without a word.
+    for d in loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Note)
+    {
+        tracing::info!(note = %d, "registry");
+    }
     let mut plan = registry::compile(&loaded.registry, options);
     let mut warnings: Vec<String> = loaded
         .diagnostics
