@@ -322,6 +322,33 @@ spec:
     );
 }
 
+/// Names to resolve are listed in the order in which their services win conflicts (not by
+/// name): where two resolve to one address on one port, the first takes it, as the older
+/// resource takes an address two of them give.
+#[test]
+fn dns_names_come_in_conflict_order() {
+    let text = "\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: newer, namespace: a, creationTimestamp: '2026-02-01T00:00:00Z'}
+spec:
+  hosts: [a.example.com]
+  resolution: DNS
+  ports: [{number: 5432, name: pg, protocol: TCP}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: older, namespace: z, creationTimestamp: '2026-01-01T00:00:00Z'}
+spec:
+  hosts: [z.example.com]
+  resolution: DNS
+  ports: [{number: 5432, name: pg, protocol: TCP}]
+";
+    let plan = compile(&load_text(text));
+    let names: Vec<&str> = plan.dns.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["z.example.com", "a.example.com"]);
+}
+
 #[test]
 fn output_does_not_depend_on_input_order() {
     let a = compile(&load(&[

@@ -318,7 +318,10 @@ pub fn compile(registry: &Registry, options: CompileOptions) -> Plan {
         })
         .collect();
     entries.sort_by(|a, b| (&a.matcher, a.service_id).cmp(&(&b.matcher, b.service_id)));
-    let dns = b
+    // In the order in which services win conflicts: where two names resolve to one address
+    // on one port, the address goes to the first (`daemon::dns::Learned::apply_to`), as a
+    // conflict between addresses the registry gives would.
+    let mut dns: Vec<DnsName> = b
         .dns
         .into_iter()
         .map(|((name, id), ports)| DnsName {
@@ -329,6 +332,9 @@ pub fn compile(registry: &Registry, options: CompileOptions) -> Plan {
             verdict: verdict_for(&b.services[id as usize], options),
         })
         .collect();
+    dns.sort_by(|x, y| {
+        (&b.ranks[x.service_id as usize], &x.name).cmp(&(&b.ranks[y.service_id as usize], &y.name))
+    });
     Plan {
         services: b.services,
         entries,
