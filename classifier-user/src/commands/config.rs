@@ -29,7 +29,7 @@ const VALUE_KEYS: &[&str] = &[
     "poll-ms",
 ];
 /// Keys that are switches.
-const SWITCH_KEYS: &[&str] = &["events-all", "json-logs"];
+const SWITCH_KEYS: &[&str] = &["events-all", "ech-outer-sni", "json-logs"];
 
 fn scalar(n: &Node) -> Option<String> {
     match &n.value {
@@ -138,6 +138,26 @@ pub fn expand(argv: Vec<OsString>) -> Result<Vec<OsString>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every flag of `run` (but `--config` itself) can be set from the file, as the switch or
+    /// value it is.
+    #[test]
+    fn every_run_flag_is_a_key() {
+        use clap::{Args, Command};
+        let cmd = crate::commands::run::RunArgs::augment_args(Command::new("run"));
+        let mut flags = 0;
+        for a in cmd.get_arguments() {
+            let Some(long) = a.get_long() else { continue };
+            if long == "config" {
+                continue;
+            }
+            flags += 1;
+            let switch = matches!(a.get_action(), clap::ArgAction::SetTrue);
+            let keys = if switch { SWITCH_KEYS } else { VALUE_KEYS };
+            assert!(keys.contains(&long), "--{long} is not a config key");
+        }
+        assert_eq!(flags, VALUE_KEYS.len() + SWITCH_KEYS.len());
+    }
 
     #[test]
     fn flags_win_over_the_file() {

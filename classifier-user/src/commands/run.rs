@@ -47,6 +47,11 @@ pub struct RunArgs {
     /// Emit a decision event for every new connection, not only blocked ones.
     #[arg(long)]
     pub events_all: bool,
+    /// Match a ClientHello that offers Encrypted Client Hello by its outer SNI (by default it is
+    /// not inspectable: the outer name is a public name, unless the extension is GREASE, as
+    /// Chrome sends on every connection).
+    #[arg(long)]
+    pub ech_outer_sni: bool,
     /// Attach with TCX, clsact, or whichever the kernel has.
     #[arg(long, default_value = "auto", value_parser = ["auto", "tcx", "clsact"])]
     pub attach: String,
@@ -92,7 +97,7 @@ pub fn run(args: RunArgs) -> i32 {
             proxy_port: args.proxy_port,
             proxy_mark: args.proxy_mark,
             events_all: args.events_all,
-            ech_outer_sni: false,
+            ech_outer_sni: args.ech_outer_sni,
         },
         external: if args.external == "redirect" {
             Verdict::Redirect
