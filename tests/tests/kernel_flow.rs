@@ -389,3 +389,41 @@ fn an_apply_reports_the_hits_of_the_entries_that_leave() {
     hit(&mut dp, c, 1);
     assert_eq!(hits(&dp), [2, 1, 1]);
 }
+
+/// BIG TCP: a GSO packet of more than 64 KiB, as a workload's stack hands it to its interface
+/// with a large `gso_max_size`, carries an IPv4 total length (IPv6 payload length) of 0. It
+/// belongs to its flow and gets the flow's verdict; without GSO the same header is malformed.
+/// Kernel and model agree on both.
+#[test]
+fn a_big_tcp_packet_gets_its_flows_verdict() {
+    let mut dp = dataplane();
+    let p = plan(vec![
+        entry(exact("10.30.0.1", 443, L4::Tcp), 1, Verdict::Pass),
+        entry(exact("fd00:30::1", 443, L4::Tcp), 2, Verdict::Pass),
+    ]);
+    let settings = registry_only(Blocked::Drop);
+    dp.apply(&p, &settings).unwrap();
+    let mut model = meshclass::model::Model::new(&p, &settings);
+    for (dst, len_at) in [("10.30.0.1", 14 + 2), ("fd00:30::1", 14 + 4)] {
+        let src = if dst.contains(':') {
+            "fd00::1"
+        } else {
+            "10.0.0.1"
+        };
+        let mut f = meshclass::packet::TcpFlow::new(ip(src), ip(dst), 47000, 443, 9);
+        let syn = f.syn().build();
+        let (k, m) = (run(&mut dp, &syn), model.classify(&syn));
+        expect(&k, verdict::PASS, stage::EXACT);
+        assert_eq!((k.verdict, k.stage), (m.verdict, m.stage));
+        let mut big = f.data(&[0x5a; 1400]).build();
+        big[len_at..len_at + 2].fill(0);
+        let k = dp.test_run_gso(&big, 1400, 47).unwrap();
+        let m = model.classify_gso(&big, true);
+        expect(&k, verdict::PASS, stage::FLOW);
+        assert_eq!((k.verdict, k.stage), (m.verdict, m.stage), "{dst}: {m:?}");
+        // The same header without GSO: malformed, blocked under REGISTRY_ONLY.
+        let (k, m) = (run(&mut dp, &big), model.classify(&big));
+        expect(&k, verdict::DROP, stage::OTHER);
+        assert_eq!((k.verdict, k.stage), (m.verdict, m.stage), "{dst}: {m:?}");
+    }
+}

@@ -175,6 +175,13 @@ pub fn parse_general(ctx: &TcContext, p: &mut Pkt) -> Parsed {
             return Parsed::Malformed;
         };
         let tot_len = u16::from_be_bytes([hdr[2], hdr[3]]) as u32;
+        // BIG TCP: a GSO packet of more than 64 KiB has a total length of 0 (the kernel's
+        // `iph_totlen`); its datagram runs to the end of the frame.
+        let tot_len = if tot_len == 0 && is_gso(ctx) {
+            skb_len - l3
+        } else {
+            tot_len
+        };
         if tot_len < ihl {
             return Parsed::Malformed;
         }
@@ -196,6 +203,13 @@ pub fn parse_general(ctx: &TcContext, p: &mut Pkt) -> Parsed {
             return Parsed::Malformed;
         }
         let plen = u16::from_be_bytes([hdr[4], hdr[5]]) as u32;
+        // BIG TCP, as for IPv4 (the kernel's `ipv6_payload_len`; a hop-by-hop jumbo option,
+        // where a kernel adds one, is walked as any hop-by-hop header).
+        let plen = if plen == 0 && is_gso(ctx) {
+            skb_len.saturating_sub(l3 + 40)
+        } else {
+            plen
+        };
         nexthdr = hdr[6];
         key.family = family::V6;
         let (Some(sa), Some(da)) = (
@@ -383,6 +397,14 @@ pub fn simple(ctx: &TcContext) -> Simple {
         return s;
     }
     simple_v6(ctx)
+}
+
+/// Whether the packet is a GSO packet (segmented later, as a workload's TCP stack hands them
+/// to its interface).
+#[inline(always)]
+fn is_gso(ctx: &TcContext) -> bool {
+    // SAFETY: the context's own `__sk_buff`, valid for this program run.
+    unsafe { (*ctx.skb.skb).gso_size != 0 }
 }
 
 /// Untagged Ethernet, IPv4 without options and not a later fragment, then TCP or UDP with its

@@ -118,6 +118,24 @@ impl Default for Capacities {
     }
 }
 
+/// The uapi `struct __sk_buff` as BPF_PROG_TEST_RUN takes it in (`ctx_in`); only the GSO
+/// fields are set, the kernel refuses most others.
+#[repr(C)]
+struct SkBuffCtx {
+    /// `len` through `wire_len`.
+    _head: [u32; 41],
+    gso_segs: u32,
+    _sk: u64,
+    gso_size: u32,
+    /// `tstamp_type` and its padding, `hwtstamp`.
+    _tail: [u32; 3],
+}
+const _: () = {
+    assert!(size_of::<SkBuffCtx>() == 192);
+    assert!(std::mem::offset_of!(SkBuffCtx, gso_segs) == 164);
+    assert!(std::mem::offset_of!(SkBuffCtx, gso_size) == 176);
+};
+
 /// What the program decided for one packet run through BPF_PROG_TEST_RUN.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelDecision {
@@ -340,9 +358,43 @@ impl Dataplane {
 
     /// Runs the outbound program once on `packet` (an Ethernet frame).
     pub fn test_run(&mut self, packet: &[u8]) -> Result<KernelDecision, DataplaneError> {
+        self.test_run_ctx(packet, None)
+    }
+
+    /// [`Dataplane::test_run`] on a GSO packet of `gso_segs` segments of `gso_size` bytes, as a
+    /// workload's TCP stack hands them to its interface (the frame itself stays within what
+    /// BPF_PROG_TEST_RUN takes, a page).
+    pub fn test_run_gso(
+        &mut self,
+        packet: &[u8],
+        gso_size: u32,
+        gso_segs: u32,
+    ) -> Result<KernelDecision, DataplaneError> {
+        let ctx = SkBuffCtx {
+            _head: [0; 41],
+            gso_segs,
+            _sk: 0,
+            gso_size,
+            _tail: [0; 3],
+        };
+        // SAFETY: SkBuffCtx is plain old data of 192 bytes, without padding.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&ctx as *const SkBuffCtx).cast::<u8>(),
+                size_of::<SkBuffCtx>(),
+            )
+        };
+        self.test_run_ctx(packet, Some(bytes))
+    }
+
+    fn test_run_ctx(
+        &mut self,
+        packet: &[u8],
+        ctx: Option<&[u8]>,
+    ) -> Result<KernelDecision, DataplaneError> {
         let before = self.writer.counters()?;
         let mut out = vec![0u8; packet.len() + 1024];
-        let (retval, size, duration_ns) = self.run(PROGRAM, packet, &mut out, 1)?;
+        let (retval, size, duration_ns) = self.run_ctx(PROGRAM, packet, ctx, &mut out, 1)?;
         out.truncate(size);
         let after = self.writer.counters()?;
         let delta = |i: u32| after[i as usize].saturating_sub(before[i as usize]);
@@ -406,6 +458,17 @@ impl Dataplane {
         out: &mut [u8],
         repeat: u32,
     ) -> Result<(i32, usize, u64), DataplaneError> {
+        self.run_ctx(name, packet, None, out, repeat)
+    }
+
+    fn run_ctx(
+        &mut self,
+        name: &'static str,
+        packet: &[u8],
+        ctx: Option<&[u8]>,
+        out: &mut [u8],
+        repeat: u32,
+    ) -> Result<(i32, usize, u64), DataplaneError> {
         let prog: &mut SchedClassifier = self
             .ebpf()?
             .program_mut(name)
@@ -414,6 +477,7 @@ impl Dataplane {
             .map_err(|e| DataplaneError::TestRun(Box::new(e)))?;
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(packet);
+        opts.ctx_in = ctx;
         opts.data_out = Some(out);
         opts.repeat = repeat;
         let r = prog

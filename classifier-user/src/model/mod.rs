@@ -287,7 +287,13 @@ impl Model {
 
     /// Classifies one outbound frame (TC ingress of the workload's interface).
     pub fn classify(&mut self, frame: &[u8]) -> ModelDecision {
-        match parse::parse(frame) {
+        self.classify_gso(frame, false)
+    }
+
+    /// [`Model::classify`] for a frame that is a GSO packet or not (`gso`: the kernel's
+    /// `gso_size` is not 0), which decides how a length field of 0 reads (`parse::parse_gso`).
+    pub fn classify_gso(&mut self, frame: &[u8], gso: bool) -> ModelDecision {
+        match parse::parse_gso(frame, gso) {
             Parsed::NotIp => self.plain(verdict::PASS, stage::OTHER, "not IP"),
             Parsed::Fragment => self.plain(verdict::PASS, stage::OTHER, "non-first fragment"),
             Parsed::NeighbourDiscovery => {

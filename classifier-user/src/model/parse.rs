@@ -64,6 +64,13 @@ fn be16(b: &[u8], at: usize) -> u16 {
 
 /// Parses a frame as the TC program sees it.
 pub fn parse(f: &[u8]) -> Parsed<'_> {
+    parse_gso(f, false)
+}
+
+/// [`parse`] for a frame that is a GSO packet (`gso`), as a TCP stack hands a workload's
+/// interface: with BIG TCP, one of more than 64 KiB has an IPv4 total length or IPv6 payload
+/// length of 0, and its datagram runs to the end of the frame.
+pub fn parse_gso(f: &[u8], gso: bool) -> Parsed<'_> {
     if f.len() < 14 {
         return Parsed::NotIp;
     }
@@ -88,7 +95,10 @@ pub fn parse(f: &[u8]) -> Parsed<'_> {
                 return Parsed::Malformed;
             }
             let h = &f[l3..l3 + ihl];
-            let total = usize::from(be16(h, 2));
+            let total = match usize::from(be16(h, 2)) {
+                0 if gso => f.len() - l3,
+                t => t,
+            };
             if total < ihl {
                 return Parsed::Malformed;
             }
@@ -107,7 +117,11 @@ pub fn parse(f: &[u8]) -> Parsed<'_> {
             if h[0] >> 4 != 6 {
                 return Parsed::Malformed;
             }
-            let ip_end = (l3 + 40 + usize::from(be16(h, 4))).min(f.len());
+            let plen = match usize::from(be16(h, 4)) {
+                0 if gso => f.len() - l3 - 40,
+                p => p,
+            };
+            let ip_end = (l3 + 40 + plen).min(f.len());
             saddr.copy_from_slice(&h[8..24]);
             daddr.copy_from_slice(&h[24..40]);
             let mut next = h[6];
