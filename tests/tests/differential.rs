@@ -84,8 +84,13 @@ mod kernel {
 
         /// (verdict, stage, service id) the program gives a frame; `None` when
         /// BPF_PROG_TEST_RUN refuses the frame itself (some very short frames).
-        pub fn run(&mut self, frame: &[u8]) -> Option<(u8, u8, u32)> {
-            match self.0.test_run(frame) {
+        pub fn run(&mut self, frame: &[u8], gso: bool) -> Option<(u8, u8, u32)> {
+            let r = if gso {
+                self.0.test_run_gso(frame, 1400, 8)
+            } else {
+                self.0.test_run(frame)
+            };
+            match r {
                 Ok(k) => Some((k.verdict, k.stage, k.service_id)),
                 Err(_) if frame.len() < 64 => None,
                 Err(e) => panic!(
@@ -620,6 +625,21 @@ fn mutate(r: &mut Rng, mut f: Vec<u8>) -> Vec<u8> {
     f
 }
 
+/// `f` with the IP length field (IPv4 total length, IPv6 payload length) set to 0, as a BIG
+/// TCP packet of more than 64 KiB carries it.
+fn big_tcp(mut f: Vec<u8>) -> Vec<u8> {
+    let l3 = if f.len() > 14 && f[12..14] == [0x81, 0] {
+        18
+    } else {
+        14
+    };
+    if f.len() > l3 + 6 {
+        let at = if f[l3] >> 4 == 6 { l3 + 4 } else { l3 + 2 };
+        f[at..at + 2].fill(0);
+    }
+    f
+}
+
 /// Frames a test step sends, each with its direction (`true`: toward the workload, through
 /// the inbound program of §10).
 struct Frames {
@@ -641,11 +661,6 @@ fn step(r: &mut Rng, reg: &Registry, conns: &mut [Conn], hellos: &Hellos, split:
         // A TCP connection: SYN, maybe the ACK, a first payload in segments.
         0..=39 if !c.udp => {
             let isn = r.next() as u32;
-            out.push(dress(r, tcp(c, tcp_flags::SYN, isn, &[])).build());
-            c.next_seq = isn.wrapping_add(1);
-            if r.pct(70) {
-                out.push(tcp(c, tcp_flags::ACK, c.next_seq, &[]).build());
-            }
             let data = payload(r, reg, hellos, c.dport);
             let pieces = if !split || r.pct(40) {
                 1
@@ -653,7 +668,16 @@ fn step(r: &mut Rng, reg: &Registry, conns: &mut [Conn], hellos: &Hellos, split:
                 r.range(2, 5)
             };
             let cuts: Vec<usize> = (1..pieces).map(|_| r.below(data.len() + 1)).collect();
-            let segs = meshclass::packet::split_at(&data, &cuts);
+            let mut segs = meshclass::packet::split_at(&data, &cuts);
+            // TCP Fast Open: the SYN carries the first segment, whose bytes follow the SYN's
+            // sequence number.
+            let tfo = r.pct(5) && !segs.is_empty();
+            let syn_data = if tfo { segs.remove(0) } else { Vec::new() };
+            out.push(dress(r, tcp(c, tcp_flags::SYN, isn, &syn_data)).build());
+            c.next_seq = isn.wrapping_add(1).wrapping_add(syn_data.len() as u32);
+            if r.pct(70) {
+                out.push(tcp(c, tcp_flags::ACK, c.next_seq, &[]).build());
+            }
             let mut seq = c.next_seq;
             for (i, s) in segs.iter().enumerate() {
                 let mut at = seq;
@@ -1018,7 +1042,15 @@ fn differential(with_names: bool, default_packets: u64, flows: u32) {
                 }
                 continue;
             }
-            let Some(k) = kernel.run(&f) else {
+            // Now and then a GSO packet (as a workload's TCP stack hands its interface), half
+            // of them with the IP length field of 0 that BIG TCP packets carry.
+            let gso = r.pct(3);
+            let f = if gso && r.pct(50) {
+                big_tcp(f)
+            } else {
+                f
+            };
+            let Some(k) = kernel.run(&f, gso) else {
                 refused += 1;
                 if refused <= 3 {
                     println!(
@@ -1030,7 +1062,7 @@ fn differential(with_names: bool, default_packets: u64, flows: u32) {
                 continue;
             };
             sent += 1;
-            let m: ModelDecision = model.classify(&f);
+            let m: ModelDecision = model.classify_gso(&f, gso);
             by_stage[usize::from(m.stage).min(stage::COUNT - 1)] += 1;
             let service_differs =
                 k.2 != NO_SERVICE && m.service_id != NO_SERVICE && k.2 != m.service_id;
