@@ -17,7 +17,7 @@ use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
     },
     thread::JoinHandle,
@@ -107,6 +107,9 @@ pub struct Lab {
     world_if: String,
     pub pin_dir: PathBuf,
     pub proxy_seen: Arc<Mutex<Vec<SocketAddr>>>,
+    /// Connections the TLS and HTTP servers saw reset by the client's side before they could
+    /// answer (a REJECT after the handshake resets the server too).
+    pub server_resets: Arc<AtomicU64>,
     daemon: Mutex<Option<Child>>,
     servers: Option<Stoppable>,
     tls_root: Vec<u8>,
@@ -159,6 +162,7 @@ impl Lab {
             world_if: world_end.ifname.clone(),
             pin_dir,
             proxy_seen: Arc::default(),
+            server_resets: Arc::default(),
             daemon: Mutex::new(None),
             servers: None,
             tls_root: Vec::new(),
@@ -198,8 +202,9 @@ impl Lab {
                 l.set_nonblocking(true)?;
                 let stop = stop.clone();
                 let cfg = tls_config.clone();
+                let resets = self.server_resets.clone();
                 threads.push(std::thread::spawn(move || {
-                    serve_tcp(l, kind, a, cfg, &stop)
+                    serve_tcp(l, kind, a, cfg, &resets, &stop)
                 }));
             }
             let u = self
@@ -539,6 +544,7 @@ fn serve_tcp(
     kind: &'static str,
     me: IpAddr,
     tls: Arc<rustls::ServerConfig>,
+    resets: &Arc<AtomicU64>,
     stop: &AtomicBool,
 ) {
     while !stop.load(Ordering::SeqCst) {
@@ -547,10 +553,24 @@ fn serve_tcp(
                 let _ = s.set_nonblocking(false);
                 let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
                 let tls = tls.clone();
+                let resets = resets.clone();
+                let count = move |r: std::io::Result<usize>| match r {
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                        resets.fetch_add(1, Ordering::SeqCst);
+                        0
+                    }
+                    r => r.unwrap_or(0),
+                };
                 std::thread::spawn(move || match kind {
                     "tls" => {
                         if let Ok(conn) = rustls::ServerConnection::new(tls) {
                             let mut t = rustls::StreamOwned::new(conn, s);
+                            // The handshake: reads the ClientHello first.
+                            if count(t.conn.complete_io(&mut t.sock).map(|(n, _)| n)) == 0
+                                && t.conn.is_handshaking()
+                            {
+                                return;
+                            }
                             let _ = t.write_all(format!("server {me} tls\n").as_bytes());
                             let _ = t.flush();
                             t.conn.send_close_notify();
@@ -559,7 +579,7 @@ fn serve_tcp(
                     }
                     "http" => {
                         let mut buf = [0u8; 2048];
-                        let n = s.read(&mut buf).unwrap_or(0);
+                        let n = count(s.read(&mut buf));
                         let req = String::from_utf8_lossy(&buf[..n]);
                         let host = req
                             .lines()

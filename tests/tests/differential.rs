@@ -1045,11 +1045,7 @@ fn differential(with_names: bool, default_packets: u64, flows: u32) {
             // Now and then a GSO packet (as a workload's TCP stack hands its interface), half
             // of them with the IP length field of 0 that BIG TCP packets carry.
             let gso = r.pct(3);
-            let f = if gso && r.pct(50) {
-                big_tcp(f)
-            } else {
-                f
-            };
+            let f = if gso && r.pct(50) { big_tcp(f) } else { f };
             let Some(k) = kernel.run(&f, gso) else {
                 refused += 1;
                 if refused <= 3 {

@@ -13,7 +13,8 @@ use std::{
 
 use tests::{
     lab::{addr, Lab, Outcome, TCP_PORT},
-    require_privileges, scenarios,
+    require_privileges,
+    scenarios::{self, Kind},
 };
 
 fn meshclass_bin() -> PathBuf {
@@ -79,6 +80,24 @@ fn example_registry_under_registry_only_with_reject() {
     );
     let rows = scenarios::run(&lab, &bin, true);
     assert_rows(&rows);
+    // The two connections rejected by name (TLS and HTTP) had reached their servers: each
+    // server got a RST too, and did not wait for its read to time out.
+    let named = rows
+        .iter()
+        .filter(|r| r.expected == "reject" && matches!(r.probe.kind, Kind::Tls(_) | Kind::Http(_)))
+        .count();
+    assert_eq!(named, 2, "{}", scenarios::table(&rows));
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    while lab.server_resets.load(Ordering::SeqCst) < named as u64
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        lab.server_resets.load(Ordering::SeqCst),
+        named as u64,
+        "servers reset"
+    );
 }
 
 /// Under REGISTRY_ONLY, connections that only a TLS SNI or HTTP Host name allows pass, and

@@ -213,7 +213,13 @@ fn blocked_name_after_handshake_resets_both_sides() {
         "same direction as the client's packet"
     );
     assert_eq!(u32::from_be_bytes(o[38..42].try_into().unwrap()), 101);
+    assert_eq!(u32::from_be_bytes(o[42..46].try_into().unwrap()), 5000);
     assert_eq!(o[47], 0x14, "RST|ACK");
+    assert_eq!(
+        &o[0..12],
+        &pkt[0..12],
+        "the packet's own Ethernet addresses"
+    );
     assert!(meshclass::packet::checksums_ok(o));
 }
 

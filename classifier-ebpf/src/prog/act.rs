@@ -253,8 +253,10 @@ fn reject_tcp(ctx: &TcContext, p: &Pkt, s: &mut Scratch, after_handshake: bool) 
             return TC_ACT_SHOT;
         }
     }
-    // The RST on to the server, at the sequence number it expects next.
-    let Some(at) = eth(ctx, p, s, false) else {
+    // The RST on to the server, at the sequence number it expects next. The frame now holds
+    // the client's RST, whose addresses are the packet's reversed: reversed again, they are
+    // the packet's own.
+    let Some(at) = eth(ctx, p, s, true) else {
         return TC_ACT_SHOT;
     };
     let (iph, pseudo) = ip(s, p, &p.key.saddr, &p.key.daddr, proto::TCP, 20);

@@ -6,19 +6,20 @@ use classifier_common::{flow_state, proto, stage, verdict, FlowKey, NO_SERVICE};
 
 use super::{
     flows,
-    maps::PKT_STATE,
-    pkt::{self, Parsed, TCP_ACK, TCP_SYN},
+    pkt::{self, Parsed, Pkt, TCP_ACK, TCP_SYN},
 };
 
 /// Stores a PASS entry for the reply key of a new inbound connection; never changes the verdict.
+///
+/// The packet is parsed on this program's stack, not into `PKT_STATE`: this program also runs
+/// inside `meshclass`, when a REJECT after a handshake sends the client's RST out of this
+/// interface with `bpf_clone_redirect` (a synchronous transmit, on the same CPU), and
+/// `meshclass` goes on to build the server's RST from the packet it holds in `PKT_STATE`.
 #[inline(always)]
 pub fn try_inbound(ctx: &TcContext) -> Result<i32, i32> {
-    let Some(st) = PKT_STATE.get_ptr_mut(0) else {
-        return Ok(TC_ACT_UNSPEC);
-    };
-    // SAFETY: per-CPU state, used by this program run only.
-    let st = unsafe { &mut *st };
-    let p = &mut st.pkt;
+    // SAFETY: `Pkt` is plain data, for which all zeros is a value; `parse` fills it.
+    let mut pkt: Pkt = unsafe { core::mem::zeroed() };
+    let p = &mut pkt;
     let Parsed::Ip = pkt::parse(ctx, p) else {
         return Ok(TC_ACT_UNSPEC);
     };
