@@ -111,7 +111,7 @@ fn names_decide_under_registry_only() {
         .collect();
     let kinds = |http: bool| {
         rows.iter()
-            .filter(|r| matches!(r.probe.kind, scenarios::Kind::Http(_)) == http)
+            .filter(|r| matches!(r.probe.kind, Kind::Http(_)) == http)
             .count()
     };
     assert!(
@@ -123,7 +123,7 @@ fn names_decide_under_registry_only() {
         .iter()
         .filter(|r| {
             let want = match r.probe.kind {
-                scenarios::Kind::Http(_) => "host",
+                Kind::Http(_) => "host",
                 _ => "sni",
             };
             !r.ok() || r.stage != want
