@@ -254,6 +254,54 @@ pub fn forwarding(ns: &NetNs) -> Result<()> {
     ns.sysctl("net.ipv6.conf.all.forwarding", "1")
 }
 
+/// Turns transmit checksum offload of `ifname` (in `ns`) off: the stack then completes the
+/// checksum of every partially checksummed packet it sends there in software, from what its
+/// checksum field holds, as a NIC does in hardware, and the receiver verifies it (a veth left
+/// as it is hands partially checksummed packets on unverified).
+pub fn software_tx_checksums(ns: &NetNs, ifname: &str) -> Result<()> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const ETHTOOL_STXCSUM: u32 = 0x17;
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; 16],
+        data: *mut EthtoolValue,
+        _pad: [u8; 16],
+    }
+    let name = ifname.as_bytes();
+    anyhow::ensure!(name.len() < 16, "interface name {ifname} too long");
+    ns.run(|| {
+        let mut v = EthtoolValue {
+            cmd: ETHTOOL_STXCSUM,
+            data: 0,
+        };
+        let mut ifr = IfReq {
+            name: [0; 16],
+            data: &mut v,
+            _pad: [0; 16],
+        };
+        ifr.name[..name.len()].copy_from_slice(name);
+        // SAFETY: a socket of our own and an ioctl on a valid, initialized request.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+            if fd < 0 {
+                bail!("socket: {}", std::io::Error::last_os_error());
+            }
+            let r = libc::ioctl(fd, SIOCETHTOOL as _, &mut ifr);
+            let err = std::io::Error::last_os_error();
+            libc::close(fd);
+            if r != 0 {
+                bail!("turning tx checksumming off on {ifname}: {err}");
+            }
+        }
+        Ok(())
+    })
+}
+
 /// Shorthand for an address literal in tests.
 pub fn ip(s: &str) -> IpAddr {
     s.parse().expect("address literal")

@@ -5,12 +5,13 @@ use core::{ffi::c_void, mem::size_of};
 
 use aya_ebpf::{
     bindings::{
-        bpf_sock, bpf_sock_tuple, BPF_F_CURRENT_NETNS, TC_ACT_OK, TC_ACT_SHOT, TC_ACT_UNSPEC,
+        bpf_sock, bpf_sock_tuple, BPF_F_CURRENT_NETNS, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT,
+        TC_ACT_UNSPEC,
     },
     helpers::{
-        bpf_clone_redirect, bpf_redirect, bpf_sk_assign, bpf_sk_lookup_tcp, bpf_sk_lookup_udp,
-        bpf_sk_release, bpf_skb_change_tail, bpf_skb_load_bytes, bpf_skb_store_bytes,
-        bpf_skc_lookup_tcp,
+        bpf_clone_redirect, bpf_l4_csum_replace, bpf_redirect, bpf_sk_assign, bpf_sk_lookup_tcp,
+        bpf_sk_lookup_udp, bpf_sk_release, bpf_skb_change_tail, bpf_skb_load_bytes,
+        bpf_skb_store_bytes, bpf_skc_lookup_tcp,
     },
     programs::TcContext,
     EbpfContext,
@@ -189,19 +190,10 @@ fn emit(ctx: &TcContext, s: &Scratch, at: usize, len: usize) -> bool {
     }
 }
 
-/// Builds a bare TCP segment (RST) at `IP_AT + iph`.
+/// Builds a bare TCP segment (RST) at `IP_AT + iph`, its checksum field 0; returns the sum of
+/// its header, for `tcp_csum` to complete the checksum with once the frame is emitted.
 #[inline(always)]
-#[expect(clippy::too_many_arguments, reason = "the fields of one TCP header")]
-fn tcp(
-    s: &mut Scratch,
-    iph: usize,
-    pseudo: u32,
-    sport: u16,
-    dport: u16,
-    seq: u32,
-    ack: u32,
-    flags: u8,
-) {
+fn tcp(s: &mut Scratch, iph: usize, sport: u16, dport: u16, seq: u32, ack: u32, flags: u8) -> u32 {
     let w = &mut s.window;
     let at = IP_AT + if iph == 20 { 20 } else { 40 };
     let t = &mut w[at..at + 20];
@@ -212,8 +204,27 @@ fn tcp(
     t[12] = 5 << 4;
     t[13] = flags;
     t[14..20].copy_from_slice(&[0; 6]);
-    let c = fold(sum_words(w, at, 20, pseudo));
-    w[at + 16..at + 18].copy_from_slice(&c.to_be_bytes());
+    sum_words(w, at, 20, 0)
+}
+
+/// Completes the TCP checksum at `off` in the emitted frame (its field 0) from the sums of the
+/// header and the pseudo-header (big-endian words), with the kernel's incremental helper,
+/// which knows how the packet is checksummed. A workload's packets reach its interface
+/// partially checksummed (CHECKSUM_PARTIAL): a device, or the stack, completes the checksum on
+/// the way out from what the field holds, which must then be the pseudo-header's sum alone
+/// (a whole checksum there comes out wrong, and the server drops the RST). Any other packet
+/// needs the whole checksum. The helper adds a header difference only to a whole checksum, and
+/// a pseudo-header one to either: from 0, the two calls leave what each case needs.
+#[inline(always)]
+fn tcp_csum(ctx: &TcContext, off: usize, header: u32, pseudo: u32) -> bool {
+    let skb = ctx.as_ptr() as *mut _;
+    // The kernel's sums are of words as loaded in host order: the folded sum byte-swapped.
+    let native = |sum: u32| (!fold(sum)).swap_bytes() as u64;
+    // SAFETY: helper calls on the program's own skb; `off` is inside the frame just emitted.
+    unsafe {
+        bpf_l4_csum_replace(skb, off as u32, 0, native(header), 0) == 0
+            && bpf_l4_csum_replace(skb, off as u32, 0, native(pseudo), BPF_F_PSEUDO_HDR as u64) == 0
+    }
 }
 
 /// TCP REJECT: a RST back to the client out of the same interface; after a handshake, a RST
@@ -238,20 +249,19 @@ fn reject_tcp(ctx: &TcContext, p: &Pkt, s: &mut Scratch, after_handshake: bool) 
         return TC_ACT_SHOT;
     };
     let (iph, pseudo) = ip(s, p, &p.key.daddr, &p.key.saddr, proto::TCP, 20);
-    tcp(s, iph, pseudo, p.key.dport, p.key.sport, seq, ack, flags);
+    let header = tcp(s, iph, p.key.dport, p.key.sport, seq, ack, flags);
+    let csum_at = (IP_AT - at) + iph + 16;
     let len = (IP_AT - at) + iph + 20;
+    if !emit(ctx, s, at, len) || !tcp_csum(ctx, csum_at, header, pseudo) {
+        return TC_ACT_SHOT;
+    }
     if !after_handshake {
-        if !emit(ctx, s, at, len) {
-            return TC_ACT_SHOT;
-        }
         // SAFETY: plain helper call.
         return unsafe { bpf_redirect(ifindex, 0) } as i32;
     }
-    // SAFETY: helper calls on the program's own skb.
-    unsafe {
-        if !emit(ctx, s, at, len) || bpf_clone_redirect(ctx.as_ptr() as *mut _, ifindex, 0) != 0 {
-            return TC_ACT_SHOT;
-        }
+    // SAFETY: a helper call on the program's own skb.
+    if unsafe { bpf_clone_redirect(ctx.as_ptr() as *mut _, ifindex, 0) } != 0 {
+        return TC_ACT_SHOT;
     }
     // The RST on to the server, at the sequence number it expects next. The frame now holds
     // the client's RST, whose addresses are the packet's reversed: reversed again, they are
@@ -260,17 +270,17 @@ fn reject_tcp(ctx: &TcContext, p: &Pkt, s: &mut Scratch, after_handshake: bool) 
         return TC_ACT_SHOT;
     };
     let (iph, pseudo) = ip(s, p, &p.key.saddr, &p.key.daddr, proto::TCP, 20);
-    tcp(
+    let header = tcp(
         s,
         iph,
-        pseudo,
         p.key.sport,
         p.key.dport,
         p.seq,
         p.ack,
         super::pkt::TCP_RST | TCP_ACK,
     );
-    if !emit(ctx, s, at, (IP_AT - at) + iph + 20) {
+    let csum_at = (IP_AT - at) + iph + 16;
+    if !emit(ctx, s, at, (IP_AT - at) + iph + 20) || !tcp_csum(ctx, csum_at, header, pseudo) {
         return TC_ACT_SHOT;
     }
     TC_ACT_UNSPEC
