@@ -427,3 +427,59 @@ fn a_big_tcp_packet_gets_its_flows_verdict() {
         assert_eq!((k.verdict, k.stage), (m.verdict, m.stage), "{dst}: {m:?}");
     }
 }
+
+/// A packet that closes its connection (FIN, RST) clears its slot's reference bit instead of
+/// setting it: when a bucket is full, the clock takes a closed connection's slot before an idle
+/// live one's, which then keeps its verdict. Kernel and model alike.
+#[test]
+fn closed_connections_are_evicted_before_idle_live_ones() {
+    use classifier_common::{flow_bucket, flow_hash, FLOW_WAYS};
+    use meshclass::{dataplane::flow_key, model::Model, packet::TcpFlow};
+
+    let mut dp = dataplane();
+    let p = plan(vec![entry(
+        exact("10.1.0.6", 8080, L4::Tcp),
+        1,
+        Verdict::Pass,
+    )]);
+    let settings = allow_any();
+    dp.apply(&p, &settings).unwrap();
+    let layout = dp.layout().unwrap();
+    let mut model = Model::with_flow_table(&p, &settings, layout.flow_mask, layout.flow_seed);
+    let conn = |sport: u16| TcpFlow::new(ip("10.0.0.1"), ip("10.1.0.6"), sport, 8080, 7000);
+    let bucket_of = |sport: u16| {
+        let k = flow_key(&conn(sport).syn().build()).unwrap();
+        flow_bucket(flow_hash(&k.words(), layout.flow_seed), layout.flow_mask)
+    };
+    let target = bucket_of(31000);
+    let sports: Vec<u16> = (31000..u16::MAX)
+        .filter(|&s| bucket_of(s) == target)
+        .take(FLOW_WAYS + 1)
+        .collect();
+    let mut send = |dp: &mut meshclass::dataplane::Dataplane, f: Vec<u8>, want: u8| {
+        let (k, m) = (run(dp, &f), model.classify(&f));
+        assert_eq!((k.verdict, k.stage), (m.verdict, m.stage), "{}", m.explain);
+        assert_eq!(k.stage, want, "stage: {}", m.explain);
+    };
+    // Four connections fill the bucket and are established; the first then idles, the other
+    // three close (a FIN from the workload, or a RST).
+    for (i, &s) in sports[..FLOW_WAYS].iter().enumerate() {
+        send(&mut dp, conn(s).syn().build(), stage::EXACT);
+        send(&mut dp, conn(s).ack().build(), stage::FLOW);
+        if i > 0 {
+            let flags = if i == 3 {
+                tcp_flags::RST
+            } else {
+                tcp_flags::FIN | tcp_flags::ACK
+            };
+            let close = Packet::tcp(ip("10.0.0.1"), ip("10.1.0.6"), s, 8080, flags)
+                .seq_ack(7001, 1)
+                .build();
+            send(&mut dp, close, stage::FLOW);
+        }
+    }
+    // A fifth connection takes a closed one's slot: the idle live one is still known.
+    send(&mut dp, conn(sports[4]).syn().build(), stage::EXACT);
+    send(&mut dp, conn(sports[0]).ack().build(), stage::FLOW);
+    assert_eq!(model.flow_evictions(), 1);
+}

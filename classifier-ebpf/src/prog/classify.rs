@@ -16,7 +16,7 @@ use super::{
     clock, cnt, exact, flows, http,
     maps::{PacketState, Scratch, CIDR, CONTROL, EVENTS, JUMP, PENDING, PKT_STATE, SCRATCH, SPLIT},
     names,
-    pkt::{self, Parsed, Pkt, TCP_ACK, TCP_SYN},
+    pkt::{self, Parsed, Pkt, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     ports, split,
     tls::{self, Hello},
 };
@@ -54,7 +54,7 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
                     && (tcp || p.key.proto == proto::UDP)
                     && !syn_only
                 {
-                    flows::get(&p.key).unwrap_or(0)
+                    flows::get(&p.key, p.tcp_flags & (TCP_FIN | TCP_RST) != 0).unwrap_or(0)
                 } else {
                     0
                 };
@@ -224,7 +224,7 @@ fn simple_flow(
     if s.syn_only() {
         return simple_syn(ctx, s, w);
     }
-    let m = flows::get_words(w).unwrap_or(0);
+    let m = flows::get_words(w, s.closing()).unwrap_or(0);
     if let Some(v) = settled(m) {
         return Err(v);
     }

@@ -58,31 +58,35 @@ fn holds(b: *mut FlowBucket, i: usize, w: &FlowWords, h: u64) -> Option<u64> {
     }
 }
 
-/// Marks slot `i` as used (the clock's reference bit), writing only when it was clear.
+/// Marks slot `i` as used (the clock's reference bit), or as not used for a packet that closes
+/// its connection (`closing`: TCP FIN or RST), so that the clock takes a closed connection's
+/// slot before an idle live one's; writes only when the bit changes.
 #[inline(always)]
-fn touch(b: *mut FlowBucket, i: usize) {
+fn touch(b: *mut FlowBucket, i: usize, closing: bool) {
+    let want = u8::from(!closing);
     // SAFETY: as in `holds`.
     unsafe {
         let r = &mut (*b).refs[i];
-        if read_volatile(r) == 0 {
-            write_volatile(r, 1);
+        if read_volatile(r) != want {
+            write_volatile(r, want);
         }
     }
 }
 
-/// The meta word of flow `k`'s entry (state in byte 0, verdict in byte 1), if it has one.
+/// The meta word of flow `k`'s entry (state in byte 0, verdict in byte 1), if it has one;
+/// `closing`: the packet is a TCP FIN or RST (`touch`).
 #[inline(always)]
-pub fn get(k: &FlowKey) -> Option<u64> {
-    get_words(&k.words())
+pub fn get(k: &FlowKey, closing: bool) -> Option<u64> {
+    get_words(&k.words(), closing)
 }
 
 /// `get` for a key in the table's form.
 #[inline(always)]
-pub fn get_words(w: &FlowWords) -> Option<u64> {
+pub fn get_words(w: &FlowWords, closing: bool) -> Option<u64> {
     let (b, h) = bucket(w)?;
     for i in 0..FLOW_WAYS {
         if let Some(m) = holds(b, i, w, h) {
-            touch(b, i);
+            touch(b, i, closing);
             return Some(m);
         }
     }

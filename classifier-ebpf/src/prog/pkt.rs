@@ -352,6 +352,12 @@ impl Simple {
         (self.words.0[0] >> 8) as u8 == proto::TCP
     }
 
+    /// A TCP packet that closes its connection (FIN or RST); UDP's flags read 0.
+    #[inline(always)]
+    pub fn closing(&self) -> bool {
+        self.tcp_flags() & (TCP_FIN | TCP_RST) != 0
+    }
+
     /// A TCP packet with SYN and not ACK: the first of a connection, never an established one.
     #[inline(always)]
     pub fn syn_only(&self) -> bool {

@@ -69,14 +69,15 @@ impl<F> FlowTable<F> {
         flow_bucket(flow_hash(&fk.words(), self.seed), self.mask)
     }
 
-    /// The entry of `k`, marking its slot as used.
-    pub fn get(&mut self, k: &Key) -> Option<&F> {
+    /// The entry of `k`, marking its slot as used, or as not used for a packet that closes its
+    /// connection (`closing`: TCP FIN or RST), which the clock then takes first.
+    pub fn get(&mut self, k: &Key, closing: bool) -> Option<&F> {
         let b = self.buckets.entry(self.index(k)).or_default();
         let i = b
             .slots
             .iter()
             .position(|s| matches!(s, Some((sk, _)) if sk == k))?;
-        b.refs[i] = true;
+        b.refs[i] = !closing;
         b.slots[i].as_ref().map(|(_, f)| f)
     }
 

@@ -24,7 +24,7 @@ use crate::{
 };
 use flows::FlowTable;
 use names::Hello;
-use parse::{Key, Parsed, ACK, L4, SYN};
+use parse::{Key, Parsed, ACK, FIN, L4, RST, SYN};
 
 /// The model's answer for one packet.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -326,7 +326,7 @@ impl Model {
         let syn_only = tcp && p.tcp_flags & (SYN | ACK) == SYN;
         // A SYN is not looked up: the decision below replaces any entry of its key.
         if syn_only {
-        } else if let Some(flow) = self.flows.get(&p.key) {
+        } else if let Some(flow) = self.flows.get(&p.key, p.tcp_flags & (FIN | RST) != 0) {
             match flow {
                 Flow::Decided {
                     verdict,

@@ -4,6 +4,8 @@ use classifier_common::{family, proto};
 
 /// TCP SYN flag.
 pub const SYN: u8 = 0x02;
+pub const FIN: u8 = 0x01;
+pub const RST: u8 = 0x04;
 /// TCP ACK flag.
 pub const ACK: u8 = 0x10;
 
