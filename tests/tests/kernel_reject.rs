@@ -175,3 +175,39 @@ fn a_plan_that_does_not_fit_is_refused_whole() {
     );
     assert_eq!(dp.fill_levels().unwrap()[0].1, 0, "nothing written");
 }
+
+/// No ICMP error answers a datagram to a multicast or the broadcast address (RFC 1122 3.2.2,
+/// RFC 4443 2.4), and no RST answers a RST (RFC 9293 3.10.7.1): REGISTRY_ONLY's REJECT drops
+/// them, and the model says so.
+#[test]
+fn reject_answers_neither_groups_nor_resets() {
+    let mut dp = dataplane();
+    let p = plan(vec![]);
+    let settings = registry_only(Blocked::Reject);
+    dp.apply(&p, &settings).unwrap();
+    let mut model = meshclass::model::Model::new(&p, &settings);
+    for (src, dst) in [
+        ("10.0.0.1", "224.0.0.251"),
+        ("10.0.0.1", "239.1.2.3"),
+        ("10.0.0.1", "255.255.255.255"),
+        ("fd00::1", "ff02::fb"),
+    ] {
+        let f = Packet::udp(ip(src), ip(dst), 5353, 5353, b"mdns").build();
+        let (d, m) = (run(&mut dp, &f), model.classify(&f));
+        expect(&d, verdict::DROP, stage::POLICY);
+        assert_eq!((d.verdict, d.stage), (m.verdict, m.stage), "{dst}: {m:?}");
+        assert_eq!(d.retval, TC_ACT_SHOT, "{dst}");
+    }
+    // A unicast datagram still gets its ICMP error.
+    let f = Packet::udp(ip("10.0.0.1"), ip("10.7.0.9"), 5353, 5353, b"x").build();
+    expect(&run(&mut dp, &f), verdict::REJECT, stage::POLICY);
+
+    let rst = Packet::tcp(ip("10.0.0.1"), ip("10.7.0.9"), 40001, 443, tcp_flags::RST)
+        .seq_ack(1000, 0)
+        .build();
+    let (d, m) = (run(&mut dp, &rst), model.classify(&rst));
+    expect(&d, verdict::REJECT, stage::POLICY);
+    assert_eq!((d.verdict, d.stage), (m.verdict, m.stage));
+    assert_eq!(d.retval, TC_ACT_SHOT, "a RST is dropped, not answered");
+    assert_eq!(d.data_out, rst, "no reply built");
+}

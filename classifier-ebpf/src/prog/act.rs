@@ -21,7 +21,7 @@ use classifier_common::{counter, family, proto, verdict, Config};
 use super::{
     cnt,
     maps::{Scratch, WINDOW},
-    pkt::{opaque, Pkt, TCP_ACK, TCP_FIN, TCP_SYN},
+    pkt::{opaque, Pkt, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
 
 /// Where the IP header is built in `Scratch::window`; the Ethernet header goes right before it.
@@ -231,10 +231,14 @@ fn tcp_csum(ctx: &TcContext, off: usize, header: u32, pseudo: u32) -> bool {
 /// on to the server as well (the packet itself becomes it and continues).
 #[inline(always)]
 fn reject_tcp(ctx: &TcContext, p: &Pkt, s: &mut Scratch, after_handshake: bool) -> i32 {
+    if p.tcp_flags & TCP_RST != 0 {
+        // A RST is never answered with one (RFC 9293 3.10.7.1): dropped.
+        return TC_ACT_SHOT;
+    }
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     // The RST to the client (RFC 9293 3.10.7.1).
     let (seq, ack, flags) = if p.tcp_flags & TCP_ACK != 0 {
-        (p.ack, 0, super::pkt::TCP_RST)
+        (p.ack, 0, TCP_RST)
     } else {
         let mut n = p.payload_len;
         if p.tcp_flags & TCP_SYN != 0 {
@@ -243,7 +247,7 @@ fn reject_tcp(ctx: &TcContext, p: &Pkt, s: &mut Scratch, after_handshake: bool) 
         if p.tcp_flags & TCP_FIN != 0 {
             n += 1;
         }
-        (0, p.seq.wrapping_add(n), super::pkt::TCP_RST | TCP_ACK)
+        (0, p.seq.wrapping_add(n), TCP_RST | TCP_ACK)
     };
     let Some(at) = eth(ctx, p, s, true) else {
         return TC_ACT_SHOT;
@@ -277,7 +281,7 @@ fn reject_tcp(ctx: &TcContext, p: &Pkt, s: &mut Scratch, after_handshake: bool) 
         p.key.dport,
         p.seq,
         p.ack,
-        super::pkt::TCP_RST | TCP_ACK,
+        TCP_RST | TCP_ACK,
     );
     let csum_at = (IP_AT - at) + iph + 16;
     if !emit(ctx, s, at, (IP_AT - at) + iph + 20) || !tcp_csum(ctx, csum_at, header, pseudo) {

@@ -505,7 +505,7 @@ fn port_or_policy(
             &Decision::entry(generation, e, stage::PORT, after, 0),
         );
     }
-    let v = blocked(cfg, false);
+    let v = blocked(cfg, to_group(p));
     decide(
         ctx,
         p,
@@ -519,6 +519,18 @@ fn port_or_policy(
             name_len: 0,
         },
     )
+}
+
+/// Whether `p` goes to a multicast or the limited broadcast address, which no ICMP error may
+/// answer (RFC 1122 3.2.2, RFC 4443 2.4): its REJECT is a DROP.
+#[inline(always)]
+fn to_group(p: &Pkt) -> bool {
+    let d = &p.key.daddr;
+    if p.key.family == family::V4 {
+        d[0] & 0xf0 == 0xe0 || d[..4] == [0xff; 4]
+    } else {
+        d[0] == 0xff
+    }
 }
 
 /// The verdict of the outbound policy; REJECT as DROP when `no_reject`.

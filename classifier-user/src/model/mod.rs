@@ -547,7 +547,7 @@ impl Model {
             }
             return self.decide(p, v, stage::PORT, Some(&h), why);
         }
-        let v = self.blocked(false);
+        let v = self.blocked(to_group(&p.key));
         let why = format!(
             "{why}nothing in the registry matched: outbound policy {}",
             self.settings.outbound_policy
@@ -620,6 +620,17 @@ impl Model {
             },
             true,
         );
+    }
+}
+
+/// Whether `k` goes to a multicast or the limited broadcast address, which no ICMP error may
+/// answer (RFC 1122 3.2.2, RFC 4443 2.4): the policy's REJECT is a DROP there.
+fn to_group(k: &Key) -> bool {
+    let d = &k.daddr;
+    if k.family == family::V4 {
+        d[0] & 0xf0 == 0xe0 || d[..4] == [0xff; 4]
+    } else {
+        d[0] == 0xff
     }
 }
 
