@@ -122,6 +122,18 @@ pub mod config_flags {
     pub const EVENTS_ALL: u32 = 1;
     /// Treat a ClientHello with Encrypted Client Hello as inspectable by its outer SNI.
     pub const ECH_OUTER_SNI: u32 = 2;
+    /// Bits 24-31: the registry's epoch, the low byte of the count of applies (`Control::
+    /// generation`, whose low bit is the generation in force), which UDP flow entries record
+    /// (docs/decision.md §3).
+    pub const EPOCH_SHIFT: u32 = 24;
+}
+
+impl Config {
+    /// The registry epoch these settings belong to ([`config_flags::EPOCH_SHIFT`]).
+    #[inline(always)]
+    pub fn epoch(&self) -> u8 {
+        (self.flags >> config_flags::EPOCH_SHIFT) as u8
+    }
 }
 
 /// Indexes into each CPU's counters (`CpuCounts::counters`, the `COUNTERS` map).
@@ -762,7 +774,8 @@ impl Config {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Control {
-    /// The generation in force (0 or 1).
+    /// The count of applies, modulo 256: its low bit is the generation in force; it is the
+    /// epoch ([`Config::epoch`]).
     pub generation: u32,
     pub _pad: u32,
     /// Each generation's settings.
@@ -929,7 +942,8 @@ pub const fn flow_bucket(h: u64, mask: u32) -> u32 {
 
 /// A slot's meta word: what the established path needs, written and read as one 8-byte word
 /// so that a verdict is never seen apart from the tag of the key it belongs to. Byte 0 state
-/// (0: empty), 1 verdict, 2 stage, 3 generation, 4-7 the tag (high half of [`flow_hash`]).
+/// (0: empty), 1 verdict, 2 stage, 3 the registry epoch ([`Config::epoch`]; the generation for
+/// a PENDING entry), 4-7 the tag (high half of [`flow_hash`]).
 #[inline(always)]
 pub const fn flow_meta(h: u64, state: u8, verdict: u8, stage: u8, generation: u8) -> u64 {
     (h & 0xffff_ffff_0000_0000)

@@ -483,3 +483,68 @@ fn closed_connections_are_evicted_before_idle_live_ones() {
     send(&mut dp, conn(sports[0]).ack().build(), stage::FLOW);
     assert_eq!(model.flow_evictions(), 1);
 }
+
+/// A UDP flow has no first packet after which its verdict is settled: a reload decides it anew
+/// at its next datagram, so registering a destination lets a socket that was blocked through,
+/// and removing it blocks one that passed. The inbound program's reply entries stay. Kernel
+/// and model alike.
+#[test]
+fn a_reload_decides_udp_flows_anew() {
+    use meshclass::model::Model;
+
+    let mut dp = dataplane();
+    let settings = registry_only(Blocked::Drop);
+    let empty = plan(vec![]);
+    let with_dns = plan(vec![entry(
+        exact("10.9.0.53", 53, L4::Udp),
+        1,
+        Verdict::Pass,
+    )]);
+    dp.apply(&empty, &settings).unwrap();
+    let mut model = Model::new(&empty, &settings);
+    let q = Packet::udp(ip("10.0.0.1"), ip("10.9.0.53"), 40053, 53, b"query").build();
+    // A reply entry: a client elsewhere sent the workload a datagram.
+    let inbound = Packet::udp(ip("10.8.0.7"), ip("10.0.0.1"), 5000, 6000, b"hi").build();
+    dp.test_run_inbound(&inbound).unwrap();
+    model.inbound(&inbound);
+    let reply = Packet::udp(ip("10.0.0.1"), ip("10.8.0.7"), 6000, 5000, b"re").build();
+    let check =
+        |dp: &mut meshclass::dataplane::Dataplane, model: &mut Model, f: &[u8], v: u8, st: u8| {
+            let (k, m) = (run(dp, f), model.classify(f));
+            assert_eq!((k.verdict, k.stage), (m.verdict, m.stage), "{}", m.explain);
+            expect(&k, v, st);
+        };
+    check(&mut dp, &mut model, &q, verdict::DROP, stage::POLICY);
+    check(&mut dp, &mut model, &q, verdict::DROP, stage::FLOW);
+    check(&mut dp, &mut model, &reply, verdict::PASS, stage::FLOW);
+    dp.apply(&with_dns, &settings).unwrap();
+    model.update(&with_dns, &settings);
+    check(&mut dp, &mut model, &q, verdict::PASS, stage::EXACT);
+    check(&mut dp, &mut model, &q, verdict::PASS, stage::FLOW);
+    check(&mut dp, &mut model, &reply, verdict::PASS, stage::FLOW);
+    dp.apply(&empty, &settings).unwrap();
+    model.update(&empty, &settings);
+    check(&mut dp, &mut model, &q, verdict::DROP, stage::POLICY);
+    // A TCP connection keeps the verdict it started with.
+    let conn = meshclass::packet::TcpFlow::new(ip("10.0.0.1"), ip("10.9.0.53"), 40054, 53, 1);
+    dp.apply(
+        &plan(vec![entry(
+            exact("10.9.0.53", 53, L4::Tcp),
+            1,
+            Verdict::Pass,
+        )]),
+        &settings,
+    )
+    .unwrap();
+    expect(
+        &run(&mut dp, &conn.syn().build()),
+        verdict::PASS,
+        stage::EXACT,
+    );
+    dp.apply(&empty, &settings).unwrap();
+    expect(
+        &run(&mut dp, &conn.ack().build()),
+        verdict::PASS,
+        stage::FLOW,
+    );
+}

@@ -54,7 +54,12 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
                     && (tcp || p.key.proto == proto::UDP)
                     && !syn_only
                 {
-                    flows::get(&p.key, p.tcp_flags & (TCP_FIN | TCP_RST) != 0).unwrap_or(0)
+                    let m = flows::get(&p.key, p.tcp_flags & (TCP_FIN | TCP_RST) != 0).unwrap_or(0);
+                    if tcp {
+                        m
+                    } else {
+                        fresh(m)
+                    }
                 } else {
                     0
                 };
@@ -121,7 +126,7 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
                 ctx,
                 p,
                 cfg,
-                &Decision::entry(generation, e, stage::EXACT, false, 0),
+                &Decision::entry(e, stage::EXACT, false, 0),
             ));
         }
     }
@@ -149,7 +154,7 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
                 ctx,
                 p,
                 cfg,
-                &Decision::entry(generation, e, stage::CIDR, false, 0),
+                &Decision::entry(e, stage::CIDR, false, 0),
             ));
         }
     }
@@ -161,7 +166,7 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
     // names: once the first payload has gone to the server, the connection cannot be moved.
     if kinds != 0 && !pending && port.has_capture == 1 && port.capture.verdict == verdict::REDIRECT
     {
-        return Ok(port_or_policy(ctx, p, cfg, port, generation, false));
+        return Ok(port_or_policy(ctx, p, cfg, port, false));
     }
     if (kinds != 0 || pending) && p.payload_len == 0 {
         if !pending {
@@ -200,7 +205,7 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
     }
 
     // §7 Port capture and policy.
-    Ok(port_or_policy(ctx, p, cfg, port, generation, kinds != 0))
+    Ok(port_or_policy(ctx, p, cfg, port, kinds != 0))
 }
 
 /// What `simple_flow` passes on besides the packet: for a SYN whose exact stage it passed,
@@ -225,6 +230,7 @@ fn simple_flow(
         return simple_syn(ctx, s, w);
     }
     let m = flows::get_words(w, s.closing()).unwrap_or(0);
+    let m = if s.tcp() { m } else { fresh(m) };
     if let Some(v) = settled(m) {
         return Err(v);
     }
@@ -241,7 +247,7 @@ fn simple_syn(
 ) -> Result<(&'static mut PacketState, u64, Pre), i32> {
     let (cfg, generation) = config_or_pass()?;
     if let Some(e) = exact::lookup(&w.exact_words(), generation) {
-        return Err(syn_exact(ctx, s, w, cfg, generation, e));
+        return Err(syn_exact(ctx, s, w, cfg, e));
     }
     Ok((stored(ctx, s)?, 0, (cfg as *const Config, generation)))
 }
@@ -249,19 +255,8 @@ fn simple_syn(
 /// A simple SYN decided by exact entry `e` (§4): recorded from its flow key's words; the
 /// packet is written to `PKT_STATE` only for the verdicts whose action needs it.
 #[inline(always)]
-fn syn_exact(
-    ctx: &TcContext,
-    s: &pkt::Simple,
-    w: &FlowWords,
-    cfg: &Config,
-    generation: u8,
-    e: EntryValue,
-) -> i32 {
-    let v = record(
-        w,
-        cfg,
-        &Decision::entry(generation, e, stage::EXACT, false, 0),
-    );
+fn syn_exact(ctx: &TcContext, s: &pkt::Simple, w: &FlowWords, cfg: &Config, e: EntryValue) -> i32 {
+    let v = record(w, cfg, &Decision::entry(e, stage::EXACT, false, 0));
     if !needs_packet(v) {
         return code(v);
     }
@@ -277,6 +272,20 @@ fn stored(ctx: &TcContext, s: &pkt::Simple) -> Result<&'static mut PacketState, 
     let st = packet_state()?;
     s.store(ctx, &mut st.pkt);
     Ok(st)
+}
+
+/// A UDP flow's meta word `m`, or 0 (no entry) when a registry applied since decided it: a
+/// UDP flow has no first packet after which its verdict is settled, so a reload decides it
+/// anew (docs/decision.md §3). The inbound program's reply entries (stage FLOW) stay.
+#[inline(always)]
+fn fresh(m: u64) -> u64 {
+    if m as u8 != flow_state::DECIDED || (m >> 16) as u8 == stage::FLOW {
+        return m;
+    }
+    match config() {
+        Some((cfg, _)) if cfg.epoch() != (m >> 24) as u8 => 0,
+        _ => m,
+    }
 }
 
 /// The TC code for a flow entry (meta word `m`) DECIDED to pass or drop, counted: the packet's
@@ -344,47 +353,47 @@ fn stage_inputs() -> Option<(
 /// (a ClientHello never reads as HTTP there), else to §7.
 #[inline(always)]
 pub fn try_names(ctx: &TcContext) -> Result<i32, i32> {
-    let Some((st, cfg, port, generation)) = stage_inputs() else {
+    let Some((st, cfg, port, _)) = stage_inputs() else {
         return Ok(only(verdict::PASS, stage::OTHER));
     };
     let p = &st.pkt;
     if port.name_kinds & name_kind::TLS != 0 && extract::<false>(ctx, p, cfg, port.name_kinds) {
         to_lookup(ctx);
-        return Ok(port_or_policy(ctx, p, cfg, port, generation, true));
+        return Ok(port_or_policy(ctx, p, cfg, port, true));
     }
     if port.name_kinds & (name_kind::HTTP | name_kind::H2) != 0 {
         // SAFETY: a tail call with the program's own context; it returns only on failure.
         unsafe { JUMP.tail_call(ctx, jump::HTTP) };
     }
-    Ok(port_or_policy(ctx, p, cfg, port, generation, true))
+    Ok(port_or_policy(ctx, p, cfg, port, true))
 }
 
 /// §6 (HTTP/1.x Host, HTTP/2 `:authority`) then §7: the `meshclass_http` program,
 /// tail-called by `meshclass_names`.
 #[inline(always)]
 pub fn try_http(ctx: &TcContext) -> Result<i32, i32> {
-    let Some((st, cfg, port, generation)) = stage_inputs() else {
+    let Some((st, cfg, port, _)) = stage_inputs() else {
         return Ok(only(verdict::PASS, stage::OTHER));
     };
     let p = &st.pkt;
     if extract::<true>(ctx, p, cfg, port.name_kinds) {
         to_lookup(ctx);
     }
-    Ok(port_or_policy(ctx, p, cfg, port, generation, true))
+    Ok(port_or_policy(ctx, p, cfg, port, true))
 }
 
 /// The name in `Scratch::name` (described in `PKT_STATE`): looked up, decided and acted on,
 /// else §7: the `meshclass_lookup` program, tail-called by the three name programs.
 #[inline(always)]
 pub fn try_lookup(ctx: &TcContext) -> Result<i32, i32> {
-    let Some((st, cfg, port, generation)) = stage_inputs() else {
+    let Some((st, cfg, port, _)) = stage_inputs() else {
         return Ok(only(verdict::PASS, stage::OTHER));
     };
     let p = &st.pkt;
     if let Some((e, n)) = look_up(port.suffix_labels) {
-        return Ok(name_hit(ctx, p, cfg, generation, e, st.name_stage, n));
+        return Ok(name_hit(ctx, p, cfg, e, st.name_stage, n));
     }
-    Ok(port_or_policy(ctx, p, cfg, port, generation, true))
+    Ok(port_or_policy(ctx, p, cfg, port, true))
 }
 
 /// Normalizes and looks up the name in `Scratch::name` described in `PKT_STATE`; returns the
@@ -442,13 +451,13 @@ pub fn try_split(ctx: &TcContext) -> Result<i32, i32> {
         // Only FOLLOWING flows look a ClientHello being followed up.
         if st.pending == flow_state::FOLLOWING {
             if let Some(pv) = PENDING.get_ptr_mut(&p.key) {
-                return Ok(continue_split(ctx, p, cfg, port, generation, pv));
+                return Ok(continue_split(ctx, p, cfg, port, pv));
             }
         }
         if port.name_kinds == 0 {
             // A first payload on a PENDING flow whose port lost its names: §7, after the
             // handshake.
-            return Ok(port_or_policy(ctx, p, cfg, port, generation, true));
+            return Ok(port_or_policy(ctx, p, cfg, port, true));
         }
     }
     let kind = if port.name_kinds & name_kind::TLS != 0 {
@@ -457,7 +466,7 @@ pub fn try_split(ctx: &TcContext) -> Result<i32, i32> {
         split::OTHER
     };
     if kind == split::TOO_LONG {
-        return Ok(port_or_policy(ctx, p, cfg, port, generation, true));
+        return Ok(port_or_policy(ctx, p, cfg, port, true));
     }
     if kind == split::SPLIT_START {
         let r = start_split(p, split::follow(ctx, p, None), generation);
@@ -470,26 +479,19 @@ pub fn try_split(ctx: &TcContext) -> Result<i32, i32> {
             if split_name(cfg) {
                 to_lookup(ctx);
             }
-            return Ok(port_or_policy(ctx, p, cfg, port, generation, true));
+            return Ok(port_or_policy(ctx, p, cfg, port, true));
         }
     }
     // SAFETY: a tail call with the program's own context; it returns only on failure.
     unsafe {
         JUMP.tail_call(ctx, jump::NAMES);
     }
-    Ok(port_or_policy(ctx, p, cfg, port, generation, true))
+    Ok(port_or_policy(ctx, p, cfg, port, true))
 }
 
 /// §7: the port's capture, else the outbound policy.
 #[inline(always)]
-fn port_or_policy(
-    ctx: &TcContext,
-    p: &Pkt,
-    cfg: &Config,
-    port: &PortValue,
-    generation: u8,
-    after: bool,
-) -> i32 {
+fn port_or_policy(ctx: &TcContext, p: &Pkt, cfg: &Config, port: &PortValue, after: bool) -> i32 {
     if port.has_capture == 1 {
         let mut e = port.capture;
         if after && e.verdict == verdict::REDIRECT {
@@ -498,12 +500,7 @@ fn port_or_policy(
             cnt::inc(counter::LATE_REDIRECT);
             e.verdict = verdict::PASS;
         }
-        return decide(
-            ctx,
-            p,
-            cfg,
-            &Decision::entry(generation, e, stage::PORT, after, 0),
-        );
+        return decide(ctx, p, cfg, &Decision::entry(e, stage::PORT, after, 0));
     }
     let v = blocked(cfg, to_group(p));
     decide(
@@ -511,7 +508,6 @@ fn port_or_policy(
         p,
         cfg,
         &Decision {
-            generation,
             verdict: v,
             stage: stage::POLICY,
             entry: None,
@@ -566,7 +562,6 @@ fn continue_split(
     p: &Pkt,
     cfg: &Config,
     port: &PortValue,
-    generation: u8,
     pv: *mut PendingValue,
 ) -> i32 {
     // SAFETY: a map value pointer, valid for this program run.
@@ -589,7 +584,7 @@ fn continue_split(
         // A gap: the hello is not inspectable.
         let _ = PENDING.remove(&p.key);
     }
-    port_or_policy(ctx, p, cfg, port, generation, true)
+    port_or_policy(ctx, p, cfg, port, true)
 }
 
 /// After the first segment of a ClientHello that continues past it: on `NEED_MORE` the
@@ -643,15 +638,7 @@ fn split_name(cfg: &Config) -> bool {
 /// A name entry decided: REDIRECT is applied as PASS (the connection already reached its
 /// server); the decision comes after the handshake.
 #[inline(always)]
-fn name_hit(
-    ctx: &TcContext,
-    p: &Pkt,
-    cfg: &Config,
-    generation: u8,
-    e: EntryValue,
-    st: u8,
-    n: usize,
-) -> i32 {
+fn name_hit(ctx: &TcContext, p: &Pkt, cfg: &Config, e: EntryValue, st: u8, n: usize) -> i32 {
     let mut v = e.verdict;
     if v == verdict::REDIRECT {
         cnt::inc(counter::LATE_REDIRECT);
@@ -662,7 +649,6 @@ fn name_hit(
         p,
         cfg,
         &Decision {
-            generation,
             verdict: v,
             stage: st,
             entry: Some(e),
@@ -742,7 +728,6 @@ fn pull(ctx: &TcContext, p: &Pkt) {
 
 /// A decision of steps 4-7.
 struct Decision {
-    generation: u8,
     verdict: u8,
     stage: u8,
     /// The decision came from a TCP payload (a handshake happened).
@@ -756,15 +741,8 @@ struct Decision {
 impl Decision {
     /// A decision by an entry.
     #[inline(always)]
-    fn entry(
-        generation: u8,
-        e: EntryValue,
-        stage: u8,
-        after_handshake: bool,
-        name_len: usize,
-    ) -> Self {
+    fn entry(e: EntryValue, stage: u8, after_handshake: bool, name_len: usize) -> Self {
         Self {
-            generation,
             verdict: e.verdict,
             stage,
             after_handshake,
@@ -789,14 +767,15 @@ fn decide(ctx: &TcContext, p: &Pkt, cfg: &Config, d: &Decision) -> i32 {
 /// its verdict.
 #[inline(always)]
 fn record(w: &FlowWords, cfg: &Config, d: &Decision) -> u8 {
-    let (generation, v, st, entry, name_len) =
-        (d.generation, d.verdict, d.stage, d.entry, d.name_len);
+    let (v, st, entry, name_len) = (d.verdict, d.stage, d.entry, d.name_len);
     let (service_id, entry_id) = match entry {
         Some(e) => (e.service_id, e.entry_id),
         None => (NO_SERVICE, 0),
     };
     let now = clock::now(cfg);
-    let head = flows::head(flow_state::DECIDED, v, st, generation, service_id);
+    // The entry records the registry's epoch: a UDP flow's is compared with the one in force
+    // (`fresh`).
+    let head = flows::head(flow_state::DECIDED, v, st, cfg.epoch(), service_id);
     flows::put_words(w, head, entry_id, now, false);
     let counts = cnt::cpu();
     if let (Some(c), true) = (counts, entry.is_some()) {

@@ -10,8 +10,9 @@ use std::{
 
 use aya::maps::{lpm_trie::Key, Array, HashMap as BpfHashMap, LpmTrie, Map, MapData, PerCpuArray};
 use classifier_common::{
-    counter, hit_parts, hit_slot, maps, stage, verdict, CidrData, Control, CpuCounts, EntryValue,
-    ExactKey, FlowBucket, FlowKey, FlowValue, Layout, NameKey, PortKey, FLOW_WAYS, LAYOUT_VERSION,
+    config_flags, counter, hit_parts, hit_slot, maps, stage, verdict, CidrData, Control, CpuCounts,
+    EntryValue, ExactKey, FlowBucket, FlowKey, FlowValue, Layout, NameKey, PortKey, FLOW_WAYS,
+    LAYOUT_VERSION,
 };
 
 use super::{
@@ -319,10 +320,13 @@ impl MapWriter {
                 p.changes.delete_rest(g);
             }
         }
-        let cfg = settings.to_config(&self.layout()?);
+        let mut cfg = settings.to_config(&self.layout()?);
         let mut control = self.control()?;
         let active = control.generation & 1;
         let next = active ^ 1;
+        // One byte, so that the flip stays a one-byte change of the element.
+        let count = control.generation.wrapping_add(1) & 0xff;
+        cfg.flags |= count << config_flags::EPOCH_SHIFT;
         let [exact, cidr, _ports, names] = p.changes.lens_after(&self.gens[next as usize]);
         for (map, needed, available) in [
             (maps::EXACT, exact, self.caps.exact),
@@ -371,7 +375,7 @@ impl MapWriter {
             .collect();
         control.config[next as usize] = cfg;
         self.set_control(control)?;
-        control.generation = next;
+        control.generation = count;
         self.set_control(control)?;
         // After the flip, the removed entries that no new one replaced have their final count.
         let gone: Vec<u32> = p

@@ -200,6 +200,8 @@ enum Flow {
         stage: u8,
         service_id: u32,
         matched: Option<Match>,
+        /// The registry epoch of the decision (a UDP flow's is decided anew after a reload).
+        epoch: u8,
     },
     Pending(Option<Stream>),
 }
@@ -211,6 +213,8 @@ pub struct Model {
     tables: Tables,
     settings: Settings,
     flows: FlowTable<Flow>,
+    /// Counts updates, as the program's `Config::epoch` counts applies.
+    epoch: u8,
 }
 
 /// What step 6 concluded.
@@ -232,6 +236,7 @@ impl Model {
             tables: Tables::build(plan),
             settings: *settings,
             flows: FlowTable::default(),
+            epoch: 0,
         }
     }
 
@@ -244,8 +249,10 @@ impl Model {
         }
     }
 
-    /// Switches to a new generation of the registry; flows are kept.
+    /// Switches to a new generation of the registry; flows are kept (UDP flows are decided
+    /// anew at their next packet).
     pub fn update(&mut self, plan: &Plan, settings: &Settings) {
+        self.epoch = self.epoch.wrapping_add(1);
         self.plan = plan.clone();
         self.tables = Tables::build(plan);
         self.settings = *settings;
@@ -324,15 +331,24 @@ impl Model {
     fn classify_l4(&mut self, p: &L4<'_>) -> ModelDecision {
         let tcp = p.key.proto == proto::TCP;
         let syn_only = tcp && p.tcp_flags & (SYN | ACK) == SYN;
+        let epoch = self.epoch;
         // A SYN is not looked up: the decision below replaces any entry of its key.
         if syn_only {
         } else if let Some(flow) = self.flows.get(&p.key, p.tcp_flags & (FIN | RST) != 0) {
             match flow {
+                // A UDP flow decided before the last reload is decided anew (the inbound
+                // program's reply entries, stage FLOW, stay).
+                Flow::Decided {
+                    stage: st,
+                    epoch: e,
+                    ..
+                } if !tcp && *st != stage::FLOW && *e != epoch => {}
                 Flow::Decided {
                     verdict,
                     stage: st,
                     service_id,
                     matched,
+                    ..
                 } => {
                     return ModelDecision {
                         verdict: *verdict,
@@ -585,6 +601,7 @@ impl Model {
                 stage: st,
                 service_id,
                 matched: matched.clone(),
+                epoch: self.epoch,
             },
             false,
         );
@@ -617,6 +634,7 @@ impl Model {
                 stage: stage::FLOW,
                 service_id: NO_SERVICE,
                 matched: None,
+                epoch: self.epoch,
             },
             true,
         );
