@@ -1033,7 +1033,8 @@ pub struct FlowValue {
     pub verdict: u8,
     /// The [`stage`] that decided it.
     pub stage: u8,
-    /// The generation the decision was made in.
+    /// The registry epoch the decision was made in ([`Config::epoch`]; for a PENDING entry, the
+    /// generation).
     pub generation: u8,
     pub service_id: u32,
     pub entry_id: u32,
