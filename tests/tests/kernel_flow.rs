@@ -114,10 +114,32 @@ fn decisions_are_timed_by_the_monotonic_clock_to_one_tick() {
 /// A full bucket makes room by the clock (docs/decision.md §3): a flow used since the hand last
 /// passed keeps its slot, an idle one goes, and a packet of the evicted flow is then looked up
 /// as new. The model, laid out like the program's table, forgets the same flows.
+/// `n` source ports from `from` whose connections (their SYN: `syn(port)`) fall into one
+/// bucket of the flow table laid out as `layout` says.
+fn same_bucket(
+    layout: &classifier_common::Layout,
+    syn: impl Fn(u16) -> Vec<u8>,
+    from: u16,
+    n: usize,
+) -> Vec<u16> {
+    use classifier_common::{flow_bucket, flow_hash};
+    let bucket_of = |sport: u16| {
+        let k = meshclass::dataplane::flow_key(&syn(sport)).unwrap();
+        flow_bucket(flow_hash(&k.words(), layout.flow_seed), layout.flow_mask)
+    };
+    let target = bucket_of(from);
+    let ports: Vec<u16> = (from..u16::MAX)
+        .filter(|&s| bucket_of(s) == target)
+        .take(n)
+        .collect();
+    assert_eq!(ports.len(), n, "{n} ports into one bucket");
+    ports
+}
+
 #[test]
 fn a_full_bucket_evicts_by_the_clock_and_the_model_forgets_the_same_flows() {
-    use classifier_common::{flow_bucket, flow_hash, FLOW_WAYS};
-    use meshclass::{dataplane::flow_key, model::Model, packet::TcpFlow};
+    use classifier_common::FLOW_WAYS;
+    use meshclass::{model::Model, packet::TcpFlow};
 
     let mut dp = dataplane();
     let p = plan(vec![entry(
@@ -131,16 +153,7 @@ fn a_full_bucket_evicts_by_the_clock_and_the_model_forgets_the_same_flows() {
     let mut model = Model::with_flow_table(&p, &settings, layout.flow_mask, layout.flow_seed);
     // Seven connections whose keys fall into one bucket.
     let conn = |sport: u16| TcpFlow::new(ip("10.0.0.1"), ip("10.1.0.5"), sport, 8080, 7000);
-    let bucket_of = |sport: u16| {
-        let k = flow_key(&conn(sport).syn().build()).unwrap();
-        flow_bucket(flow_hash(&k.words(), layout.flow_seed), layout.flow_mask)
-    };
-    let target = bucket_of(30000);
-    let sports: Vec<u16> = (30000..u16::MAX)
-        .filter(|&s| bucket_of(s) == target)
-        .take(FLOW_WAYS + 3)
-        .collect();
-    assert_eq!(sports.len(), 7, "seven ports into one bucket");
+    let sports = same_bucket(&layout, |s| conn(s).syn().build(), 30000, FLOW_WAYS + 3);
     let mut send = |dp: &mut meshclass::dataplane::Dataplane, f: Vec<u8>, want: u8| {
         let k = run(dp, &f);
         let m = model.classify(&f);
@@ -433,8 +446,8 @@ fn a_big_tcp_packet_gets_its_flows_verdict() {
 /// live one's, which then keeps its verdict. Kernel and model alike.
 #[test]
 fn closed_connections_are_evicted_before_idle_live_ones() {
-    use classifier_common::{flow_bucket, flow_hash, FLOW_WAYS};
-    use meshclass::{dataplane::flow_key, model::Model, packet::TcpFlow};
+    use classifier_common::FLOW_WAYS;
+    use meshclass::{model::Model, packet::TcpFlow};
 
     let mut dp = dataplane();
     let p = plan(vec![entry(
@@ -447,15 +460,7 @@ fn closed_connections_are_evicted_before_idle_live_ones() {
     let layout = dp.layout().unwrap();
     let mut model = Model::with_flow_table(&p, &settings, layout.flow_mask, layout.flow_seed);
     let conn = |sport: u16| TcpFlow::new(ip("10.0.0.1"), ip("10.1.0.6"), sport, 8080, 7000);
-    let bucket_of = |sport: u16| {
-        let k = flow_key(&conn(sport).syn().build()).unwrap();
-        flow_bucket(flow_hash(&k.words(), layout.flow_seed), layout.flow_mask)
-    };
-    let target = bucket_of(31000);
-    let sports: Vec<u16> = (31000..u16::MAX)
-        .filter(|&s| bucket_of(s) == target)
-        .take(FLOW_WAYS + 1)
-        .collect();
+    let sports = same_bucket(&layout, |s| conn(s).syn().build(), 31000, FLOW_WAYS + 1);
     let mut send = |dp: &mut meshclass::dataplane::Dataplane, f: Vec<u8>, want: u8| {
         let (k, m) = (run(dp, &f), model.classify(&f));
         assert_eq!((k.verdict, k.stage), (m.verdict, m.stage), "{}", m.explain);

@@ -3,7 +3,7 @@
 #[path = "kernel_common.rs"]
 mod common;
 
-use classifier_common::{counter, stage, verdict};
+use classifier_common::{counter, stage, verdict, NO_SERVICE};
 use common::*;
 use meshclass::{
     dataplane::{Dataplane, KernelDecision},
@@ -283,6 +283,20 @@ fn name_offset(h: &[u8], name: &[u8]) -> usize {
         .expect("the name is in the hello")
 }
 
+/// Runs `frame` through the program and the model; asserts that they agree on verdict, stage
+/// and, where the kernel's decision names one (not for stage FLOW), service (`what` names the
+/// case); returns the kernel's decision.
+fn agree(dp: &mut Dataplane, model: &mut Model, frame: &[u8], what: &str) -> KernelDecision {
+    let (k, m) = (run(dp, frame), model.classify(frame));
+    let service = |s: u32| (k.service_id != NO_SERVICE).then_some(s);
+    assert_eq!(
+        (k.verdict, k.stage, service(k.service_id)),
+        (m.verdict, m.stage, service(m.service_id)),
+        "{what}: kernel {k:?}, model {m:?}"
+    );
+    k
+}
+
 #[test]
 fn split_hello_every_cut_agrees_with_the_model() {
     let mut dp = dataplane();
@@ -306,13 +320,7 @@ fn split_hello_every_cut_agrees_with_the_model() {
             f.data(&h[..cut]).build(),
             f.data(&h[cut..]).build(),
         ] {
-            let k = run(&mut dp, &frame);
-            let m = model.classify(&frame);
-            assert_eq!(
-                (k.verdict, k.stage, k.service_id),
-                (m.verdict, m.stage, m.service_id),
-                "cut {cut}: kernel {k:?}, model {m:?}"
-            );
+            agree(&mut dp, &mut model, &frame, &format!("cut {cut}"));
         }
     }
     // The last decision of every cut: PASS by the wildcard, in the second segment.
@@ -339,18 +347,11 @@ fn a_split_hello_that_starts_in_the_syn_is_followed() {
         f.ack().build(),
         f.data(&h[150..]).build(),
     ];
-    let mut last = None;
-    for frame in frames {
-        let k = run(&mut dp, &frame);
-        let m = model.classify(&frame);
-        assert_eq!(
-            (k.verdict, k.stage, k.service_id),
-            (m.verdict, m.stage, m.service_id),
-            "kernel {k:?}, model {m:?}"
-        );
-        last = Some(k);
-    }
-    let d = last.unwrap();
+    let d = frames
+        .iter()
+        .map(|f| agree(&mut dp, &mut model, f, "fast open"))
+        .last()
+        .unwrap();
     expect(&d, verdict::PASS, stage::SNI);
     assert_eq!(d.service_id, 2);
 }
@@ -376,8 +377,7 @@ fn a_redirecting_capture_decides_at_the_first_packet() {
     let mut model = Model::new(&with_capture, &settings);
     let mut f = TcpFlow::new(ip("10.0.0.1"), ip("10.20.0.9"), 28002, 9000, 7);
     for frame in [f.syn().build(), f.data(&hello("api.example.com")).build()] {
-        let (k, m) = (run(&mut dp, &frame), model.classify(&frame));
-        assert_eq!((k.verdict, k.stage), (m.verdict, m.stage), "model {m:?}");
+        agree(&mut dp, &mut model, &frame, "capture");
     }
     let f2 = TcpFlow::new(ip("10.0.0.1"), ip("10.20.0.9"), 28003, 9000, 7);
     let d = run(&mut dp, &f2.syn().build());
@@ -394,9 +394,8 @@ fn a_redirecting_capture_decides_at_the_first_packet() {
     model.update(&with_capture, &settings);
     let c0 = dp.counters().unwrap();
     let data = f.data(&hello("other.example.org")).build();
-    let (k, m) = (run(&mut dp, &data), model.classify(&data));
+    let k = agree(&mut dp, &mut model, &data, "late capture");
     expect(&k, verdict::PASS, stage::PORT);
-    assert_eq!((k.verdict, k.stage), (m.verdict, m.stage), "model {m:?}");
     let c1 = dp.counters().unwrap();
     assert_eq!(
         c1[counter::LATE_REDIRECT as usize] - c0[counter::LATE_REDIRECT as usize],
@@ -694,6 +693,6 @@ fn decision_events_carry_the_flow_the_verdict_and_the_name() {
         (ev[2].verdict, ev[2].stage, ev[2].name_len),
         (verdict::DROP, stage::POLICY, 0)
     );
-    assert_eq!(ev[2].service_id, classifier_common::NO_SERVICE);
+    assert_eq!(ev[2].service_id, NO_SERVICE);
     assert!(ev[0].ts_ns <= ev[1].ts_ns && ev[1].ts_ns <= ev[2].ts_ns);
 }
