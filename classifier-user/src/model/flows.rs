@@ -116,6 +116,18 @@ impl<F> FlowTable<F> {
         b.refs[at] = true;
     }
 
+    /// Replaces the value of `k`'s entry, if it has one, leaving its slot's reference bit.
+    pub fn replace(&mut self, k: &Key, f: F) {
+        let b = self.buckets.entry(self.index(k)).or_default();
+        if let Some(s) = b
+            .slots
+            .iter_mut()
+            .find(|s| matches!(s, Some((sk, _)) if sk == k))
+        {
+            *s = Some((*k, f));
+        }
+    }
+
     /// Entries replaced to make room for another key so far.
     pub fn evictions(&self) -> u64 {
         self.evictions

@@ -438,8 +438,21 @@ impl Model {
         }
         s.bytes.extend_from_slice(p.payload);
         s.next_seq = s.next_seq.wrapping_add(p.payload.len() as u32);
-        let outcome = self.tls_outcome(p, s);
-        self.conclude(p, outcome)
+        match self.tls_outcome(p, s) {
+            // Still more to come: the parse state moves on in the flow's slot, as the program
+            // keeps it in its `PENDING` map without writing the flow table (the slot's reference
+            // bit stays as the lookup left it).
+            NameOutcome::Wait(s) => {
+                let have = s.bytes.len();
+                self.flows.replace(&p.key, Flow::Pending(Some(s)));
+                self.plain(
+                    verdict::PASS,
+                    stage::PENDING,
+                    format!("ClientHello continues past this segment ({have} bytes so far)"),
+                )
+            }
+            outcome => self.conclude(p, outcome),
+        }
     }
 
     fn first_payload(&mut self, p: &L4<'_>, kinds: u8) -> ModelDecision {
