@@ -40,15 +40,15 @@ mod kernel {
     pub struct Kernel(Dataplane);
 
     impl Kernel {
-        /// Loads the program with room for `flows` connections; fails the test loudly without
-        /// root or BPF.
-        pub fn load(flows: u32) -> Self {
+        /// Loads the program with room for `flows` connections and hash seeds from `seed`;
+        /// fails the test loudly without root or BPF.
+        pub fn load(flows: u32, seed: u64) -> Self {
             tests::require_privileges();
             let caps = Capacities {
                 flows,
                 ..Capacities::default()
             };
-            match Dataplane::load(&caps) {
+            match Dataplane::load_seeded(&caps, Some(seed)) {
                 Ok(d) => Self(d),
                 Err(e) => panic!(
                     "cannot load the classifier (this test needs root and BPF, and the eBPF \
@@ -989,7 +989,8 @@ fn differential(with_names: bool, default_packets: u64, flows: u32) {
         "differential: seed {seed:#x} ({seed}), {total} packets (MESHCLASS_DIFF_SEED / \
          MESHCLASS_DIFF_PACKETS), names {with_names}, split hellos {split}"
     );
-    let mut kernel = kernel::Kernel::load(flows);
+    // The tables' hash seeds follow the run's seed, so that a run replays exactly.
+    let mut kernel = kernel::Kernel::load(flows, seed);
     let (flow_mask, flow_seed) = kernel.flow_layout();
     let mut r = Rng(seed);
     let world = World::new(&mut r);

@@ -225,6 +225,24 @@ impl Dataplane {
     /// Loads the embedded object with `caps`, loads both programs (not attached), and stamps
     /// the layout; the registry starts empty at generation 0 with default settings.
     pub fn load(caps: &Capacities) -> Result<Self, DataplaneError> {
+        Self::load_seeded(caps, None)
+    }
+
+    /// [`Dataplane::load`] with the layout's hash seeds derived from `seed` (random when
+    /// `None`): a test that prints its seed can then be replayed exactly, flow table included.
+    pub fn load_seeded(caps: &Capacities, seed: Option<u64>) -> Result<Self, DataplaneError> {
+        let mut state = seed;
+        let mut next_seed = || match state.as_mut() {
+            // SplitMix64.
+            Some(x) => {
+                *x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = *x;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                z ^ (z >> 31)
+            }
+            None => writer::random_seed(),
+        };
         if crate::CLASSIFIER_OBJECT.is_empty() {
             return Err(DataplaneError::EmptyObject);
         }
@@ -241,13 +259,13 @@ impl Dataplane {
         let mut layout = Layout {
             version: LAYOUT_VERSION,
             flow_mask: caps.flow_buckets() - 1,
-            flow_seed: writer::random_seed(),
+            flow_seed: next_seed(),
             tick_ns: 0,
             clock_base: 0,
             exact_buckets: caps.exact_buckets(),
             name_buckets: caps.name_buckets(),
-            exact_seed: writer::random_seed(),
-            name_seed: writer::random_seed(),
+            exact_seed: next_seed(),
+            name_seed: next_seed(),
         };
         let mut loader = EbpfLoader::new();
         loader
