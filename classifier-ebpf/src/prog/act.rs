@@ -227,6 +227,14 @@ fn tcp_csum(ctx: &TcContext, off: usize, header: u32, pseudo: u32) -> bool {
     }
 }
 
+/// Replaces the packet with the RST built in the window from `at` (IP header of `iph` bytes;
+/// `header` and `pseudo`: the sums `tcp` and `ip` returned) and completes its checksum.
+#[inline(always)]
+fn emit_rst(ctx: &TcContext, s: &Scratch, at: usize, iph: usize, header: u32, pseudo: u32) -> bool {
+    let l4 = (IP_AT - at) + iph;
+    emit(ctx, s, at, l4 + 20) && tcp_csum(ctx, l4 + 16, header, pseudo)
+}
+
 /// TCP REJECT: a RST back to the client out of the same interface; after a handshake, a RST
 /// on to the server as well (the packet itself becomes it and continues).
 #[inline(always)]
@@ -254,9 +262,7 @@ fn reject_tcp(ctx: &TcContext, p: &Pkt, s: &mut Scratch, after_handshake: bool) 
     };
     let (iph, pseudo) = ip(s, p, &p.key.daddr, &p.key.saddr, proto::TCP, 20);
     let header = tcp(s, iph, p.key.dport, p.key.sport, seq, ack, flags);
-    let csum_at = (IP_AT - at) + iph + 16;
-    let len = (IP_AT - at) + iph + 20;
-    if !emit(ctx, s, at, len) || !tcp_csum(ctx, csum_at, header, pseudo) {
+    if !emit_rst(ctx, s, at, iph, header, pseudo) {
         return TC_ACT_SHOT;
     }
     if !after_handshake {
@@ -283,8 +289,7 @@ fn reject_tcp(ctx: &TcContext, p: &Pkt, s: &mut Scratch, after_handshake: bool) 
         p.ack,
         TCP_RST | TCP_ACK,
     );
-    let csum_at = (IP_AT - at) + iph + 16;
-    if !emit(ctx, s, at, (IP_AT - at) + iph + 20) || !tcp_csum(ctx, csum_at, header, pseudo) {
+    if !emit_rst(ctx, s, at, iph, header, pseudo) {
         return TC_ACT_SHOT;
     }
     TC_ACT_UNSPEC

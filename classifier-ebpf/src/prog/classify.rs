@@ -16,7 +16,7 @@ use super::{
     clock, cnt, exact, flows, http,
     maps::{PacketState, Scratch, CIDR, CONTROL, EVENTS, JUMP, PENDING, PKT_STATE, SCRATCH, SPLIT},
     names,
-    pkt::{self, Parsed, Pkt, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    pkt::{self, Parsed, Pkt, TCP_ACK, TCP_SYN},
     ports, split,
     tls::{self, Hello},
 };
@@ -54,12 +54,10 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
                     && (tcp || p.key.proto == proto::UDP)
                     && !syn_only
                 {
-                    let m = flows::get(&p.key, p.tcp_flags & (TCP_FIN | TCP_RST) != 0).unwrap_or(0);
-                    if tcp {
-                        m
-                    } else {
-                        fresh(m)
-                    }
+                    fresh(
+                        flows::get(&p.key, pkt::closing(p.tcp_flags)).unwrap_or(0),
+                        tcp,
+                    )
                 } else {
                     0
                 };
@@ -229,8 +227,7 @@ fn simple_flow(
     if s.syn_only() {
         return simple_syn(ctx, s, w);
     }
-    let m = flows::get_words(w, s.closing()).unwrap_or(0);
-    let m = if s.tcp() { m } else { fresh(m) };
+    let m = fresh(flows::get_words(w, s.closing()).unwrap_or(0), s.tcp());
     if let Some(v) = settled(m) {
         return Err(v);
     }
@@ -274,12 +271,13 @@ fn stored(ctx: &TcContext, s: &pkt::Simple) -> Result<&'static mut PacketState, 
     Ok(st)
 }
 
-/// A UDP flow's meta word `m`, or 0 (no entry) when a registry applied since decided it: a
-/// UDP flow has no first packet after which its verdict is settled, so a reload decides it
-/// anew (docs/decision.md §3). The inbound program's reply entries (stage FLOW) stay.
+/// The flow's meta word `m`, or 0 (no entry) for a UDP flow (`tcp` false) that a registry
+/// applied since decided: a UDP flow has no first packet after which its verdict is settled,
+/// so a reload decides it anew (docs/decision.md §3). TCP connections and the inbound
+/// program's reply entries (stage FLOW) keep theirs.
 #[inline(always)]
-fn fresh(m: u64) -> u64 {
-    if m as u8 != flow_state::DECIDED || (m >> 16) as u8 == stage::FLOW {
+fn fresh(m: u64, tcp: bool) -> u64 {
+    if tcp || m as u8 != flow_state::DECIDED || (m >> 16) as u8 == stage::FLOW {
         return m;
     }
     match config() {

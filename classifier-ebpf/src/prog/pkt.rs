@@ -352,10 +352,10 @@ impl Simple {
         (self.words.0[0] >> 8) as u8 == proto::TCP
     }
 
-    /// A TCP packet that closes its connection (FIN or RST); UDP's flags read 0.
+    /// A TCP packet that closes its connection ([`closing`]); UDP's flags read 0.
     #[inline(always)]
     pub fn closing(&self) -> bool {
-        self.tcp_flags() & (TCP_FIN | TCP_RST) != 0
+        closing(self.tcp_flags())
     }
 
     /// A TCP packet with SYN and not ACK: the first of a connection, never an established one.
@@ -403,6 +403,12 @@ pub fn simple(ctx: &TcContext) -> Simple {
         return s;
     }
     simple_v6(ctx)
+}
+
+/// Whether TCP flags `f` close the connection (FIN or RST), for the flow table's clock.
+#[inline(always)]
+pub fn closing(f: u8) -> bool {
+    f & (TCP_FIN | TCP_RST) != 0
 }
 
 /// Whether the packet is a GSO packet (segmented later, as a workload's TCP stack hands them
