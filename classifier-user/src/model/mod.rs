@@ -445,11 +445,7 @@ impl Model {
             NameOutcome::Wait(s) => {
                 let have = s.bytes.len();
                 self.flows.replace(&p.key, Flow::Pending(Some(s)));
-                self.plain(
-                    verdict::PASS,
-                    stage::PENDING,
-                    format!("ClientHello continues past this segment ({have} bytes so far)"),
-                )
+                self.hello_continues(have)
             }
             outcome => self.conclude(p, outcome),
         }
@@ -474,14 +470,19 @@ impl Model {
             NameOutcome::Wait(s) => {
                 let have = s.bytes.len();
                 self.flows.insert(p.key, Flow::Pending(Some(s)), false);
-                self.plain(
-                    verdict::PASS,
-                    stage::PENDING,
-                    format!("ClientHello continues past this segment ({have} bytes so far)"),
-                )
+                self.hello_continues(have)
             }
             NameOutcome::Fallthrough(why) => self.step7(p, why, true),
         }
+    }
+
+    /// The answer for a segment after which the ClientHello (`have` bytes so far) goes on.
+    fn hello_continues(&self, have: usize) -> ModelDecision {
+        self.plain(
+            verdict::PASS,
+            stage::PENDING,
+            format!("ClientHello continues past this segment ({have} bytes so far)"),
+        )
     }
 
     /// Judges the reassembled stream as a ClientHello.

@@ -4,7 +4,9 @@ use classifier_common::{family, proto};
 
 /// TCP SYN flag.
 pub const SYN: u8 = 0x02;
+/// TCP FIN flag.
 pub const FIN: u8 = 0x01;
+/// TCP RST flag.
 pub const RST: u8 = 0x04;
 /// TCP ACK flag.
 pub const ACK: u8 = 0x10;
