@@ -605,13 +605,7 @@ fn mutate(r: &mut Rng, mut f: Vec<u8>) -> Vec<u8> {
         }
         3 => {
             // IP length fields.
-            let l3 = if f.len() > 14 && f[12..14] == [0x81, 0] {
-                18
-            } else {
-                14
-            };
-            if f.len() > l3 + 6 {
-                let at = if f[l3] >> 4 == 6 { l3 + 4 } else { l3 + 2 };
+            if let Some(at) = ip_len_at(&f) {
                 let v = r.below(f.len() + 20) as u16;
                 f[at..at + 2].copy_from_slice(&v.to_be_bytes());
             }
@@ -628,16 +622,21 @@ fn mutate(r: &mut Rng, mut f: Vec<u8>) -> Vec<u8> {
 /// `f` with the IP length field (IPv4 total length, IPv6 payload length) set to 0, as a BIG
 /// TCP packet of more than 64 KiB carries it.
 fn big_tcp(mut f: Vec<u8>) -> Vec<u8> {
+    if let Some(at) = ip_len_at(&f) {
+        f[at..at + 2].fill(0);
+    }
+    f
+}
+
+/// Where frame `f`'s IP length field is (IPv4 total length, IPv6 payload length), if the
+/// frame reaches it: behind one 802.1Q tag or none.
+fn ip_len_at(f: &[u8]) -> Option<usize> {
     let l3 = if f.len() > 14 && f[12..14] == [0x81, 0] {
         18
     } else {
         14
     };
-    if f.len() > l3 + 6 {
-        let at = if f[l3] >> 4 == 6 { l3 + 4 } else { l3 + 2 };
-        f[at..at + 2].fill(0);
-    }
-    f
+    (f.len() > l3 + 6).then(|| if f[l3] >> 4 == 6 { l3 + 4 } else { l3 + 2 })
 }
 
 /// Frames a test step sends, each with its direction (`true`: toward the workload, through

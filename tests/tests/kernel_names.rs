@@ -297,13 +297,18 @@ fn agree(dp: &mut Dataplane, model: &mut Model, frame: &[u8], what: &str) -> Ker
     k
 }
 
-#[test]
-fn split_hello_every_cut_agrees_with_the_model() {
+/// A dataplane and a model, both holding `split_plan` under REGISTRY_ONLY with drop.
+fn split_pair() -> (Dataplane, Model) {
     let mut dp = dataplane();
     let p = split_plan();
     let settings = registry_only(Blocked::Drop);
     dp.apply(&p, &settings).unwrap();
-    let mut model = Model::new(&p, &settings);
+    (dp, Model::new(&p, &settings))
+}
+
+#[test]
+fn split_hello_every_cut_agrees_with_the_model() {
+    let (mut dp, mut model) = split_pair();
     let h = hello("a.b.svc.example.org");
     let mut sport = 30000u16;
     for cut in 1..h.len() {
@@ -335,11 +340,7 @@ fn split_hello_every_cut_agrees_with_the_model() {
 /// the next segment follows on at `isn + 1 + first part`, not as a gap.
 #[test]
 fn a_split_hello_that_starts_in_the_syn_is_followed() {
-    let mut dp = dataplane();
-    let p = split_plan();
-    let settings = registry_only(Blocked::Drop);
-    dp.apply(&p, &settings).unwrap();
-    let mut model = Model::new(&p, &settings);
+    let (mut dp, mut model) = split_pair();
     let h = hello("a.b.svc.example.org");
     let mut f = TcpFlow::new(ip("10.0.0.1"), ip("10.20.0.1"), 28001, 443, 4242);
     let frames = [
