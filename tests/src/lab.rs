@@ -49,6 +49,9 @@ pub mod addr {
 
 /// TCP port of the plain servers (answers `server <addr>`).
 pub const TCP_PORT: u16 = 9000;
+/// TCP port of the HTTP/2 prior-knowledge (h2c) servers (answer `server <addr> h2c
+/// authority=<value>` as the body of the first stream).
+pub const H2C_PORT: u16 = 8080;
 /// The proxy's transparent listener.
 pub const PROXY_PORT: u16 = 15001;
 /// Names the world's TLS servers have certificates for.
@@ -197,7 +200,12 @@ impl Lab {
         );
         for a in addr::WORLD {
             let a: IpAddr = a.parse()?;
-            for (port, kind) in [(443u16, "tls"), (80, "http"), (TCP_PORT, "tcp")] {
+            for (port, kind) in [
+                (443u16, "tls"),
+                (80, "http"),
+                (TCP_PORT, "tcp"),
+                (H2C_PORT, "h2c"),
+            ] {
                 let l = self
                     .world
                     .run(|| retry_bind(|| TcpListener::bind(SocketAddr::new(a, port))))
@@ -435,6 +443,42 @@ impl Lab {
         })
     }
 
+    /// An HTTP/2 prior-knowledge request by curl (a real client: nghttp2 codes the headers)
+    /// from the workload to `http://{authority}/`, the authority's host resolved to `dst`'s
+    /// address: what answered.
+    pub fn curl_h2c(&self, dst: SocketAddr, authority: &str, timeout: Duration) -> Outcome {
+        let (host, port) = authority
+            .rsplit_once(':')
+            .map_or((authority, 80), |(h, p)| (h, p.parse().unwrap_or(80)));
+        let ip = match dst.ip() {
+            IpAddr::V6(a) => format!("[{a}]"),
+            a => a.to_string(),
+        };
+        let resolve = format!("{host}:{port}:{ip}");
+        let url = format!("http://{authority}/");
+        let secs = format!("{:.1}", timeout.as_secs_f64());
+        self.workload.run(|| {
+            let start = Instant::now();
+            let out = Command::new("curl")
+                .args(["-sS", "--http2-prior-knowledge", "--max-time", &secs])
+                .args(["--resolve", &resolve, &url])
+                .output();
+            let took = start.elapsed();
+            match out {
+                Err(e) => Outcome::Error(format!("running curl: {e}")),
+                Ok(o) if o.status.success() => parse_reply(&String::from_utf8_lossy(&o.stdout)),
+                // Couldn't connect (refused, unreachable), receive failure (reset).
+                Ok(o) if matches!(o.status.code(), Some(7 | 56)) => Outcome::Rejected(took),
+                Ok(o) if o.status.code() == Some(28) => Outcome::Timeout,
+                Ok(o) => Outcome::Error(format!(
+                    "curl {}: {}",
+                    o.status,
+                    String::from_utf8_lossy(&o.stderr).trim()
+                )),
+            }
+        })
+    }
+
     /// A UDP datagram from the workload (connected socket): what answered.
     pub fn udp(&self, dst: SocketAddr, timeout: Duration) -> Outcome {
         self.workload.run(|| {
@@ -542,6 +586,106 @@ fn classify_err(e: &std::io::Error, start: Instant) -> Outcome {
     }
 }
 
+/// The `:authority` of an HTTP/2 prior-knowledge request's first HEADERS frame, decoded, as
+/// the client wrote it (port included).
+fn h2c_authority(buf: &[u8]) -> Option<String> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut off = PREFACE.len();
+    if buf.len() < off || &buf[..off] != PREFACE {
+        return None;
+    }
+    // Frames until the first HEADERS (unpadded, no priority: what curl sends).
+    while off + 9 <= buf.len() {
+        let len = usize::from(buf[off]) << 16
+            | usize::from(buf[off + 1]) << 8
+            | usize::from(buf[off + 2]);
+        let (ty, body) = (buf[off + 3], off + 9);
+        if body + len > buf.len() {
+            return None;
+        }
+        if ty == 1 {
+            return hpack_authority(&buf[body..body + len]);
+        }
+        off = body + len;
+    }
+    None
+}
+
+/// The `:authority` of an HPACK header block (first request of a connection: static table
+/// only), decoded.
+fn hpack_authority(block: &[u8]) -> Option<String> {
+    let int = |pos: &mut usize, bits: u32| -> Option<usize> {
+        let max = (1usize << bits) - 1;
+        let mut v = usize::from(*block.get(*pos)?) & max;
+        *pos += 1;
+        if v == max {
+            let mut shift = 0;
+            loop {
+                let b = *block.get(*pos)?;
+                *pos += 1;
+                v += usize::from(b & 0x7f) << shift;
+                shift += 7;
+                if b & 0x80 == 0 {
+                    break;
+                }
+            }
+        }
+        Some(v)
+    };
+    let mut pos = 0;
+    while pos < block.len() {
+        let b = block[pos];
+        if b & 0x80 != 0 {
+            int(&mut pos, 7)?;
+            continue;
+        }
+        if b & 0xe0 == 0x20 {
+            int(&mut pos, 5)?;
+            continue;
+        }
+        let index = int(&mut pos, if b & 0x40 != 0 { 6 } else { 4 })?;
+        if index == 0 {
+            let n = int(&mut pos, 7)?;
+            pos += n;
+        }
+        let huffman = *block.get(pos)? & 0x80 != 0;
+        let n = int(&mut pos, 7)?;
+        let v = block.get(pos..pos + n)?;
+        pos += n;
+        if index == 1 {
+            let v = if huffman {
+                meshclass::packet::hpack::huffman_decode(v)?
+            } else {
+                v.to_vec()
+            };
+            return Some(String::from_utf8_lossy(&v).into_owned());
+        }
+    }
+    None
+}
+
+/// An HTTP/2 server's answer to stream 1: SETTINGS, the ACK of the client's, HEADERS
+/// (`:status: 200`) and the DATA `body`, which ends the stream.
+fn h2c_response(body: &str) -> Vec<u8> {
+    let frame = |ty: u8, flags: u8, stream: u32, payload: &[u8]| {
+        let n = payload.len() as u32;
+        let mut f = n.to_be_bytes()[1..].to_vec();
+        f.extend_from_slice(&[ty, flags]);
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    };
+    [
+        frame(4, 0, 0, &[]),
+        frame(4, 1, 0, &[]),
+        // END_HEADERS; 0x88: indexed field 8, `:status: 200`.
+        frame(1, 4, 1, &[0x88]),
+        // END_STREAM.
+        frame(0, 1, 1, body.as_bytes()),
+    ]
+    .concat()
+}
+
 fn serve_tcp(
     l: TcpListener,
     kind: &'static str,
@@ -597,6 +741,32 @@ fn serve_tcp(
                             )
                             .as_bytes(),
                         );
+                        let _ = s.shutdown(Shutdown::Write);
+                    }
+                    "h2c" => {
+                        let mut buf = Vec::new();
+                        let mut chunk = [0u8; 2048];
+                        // Until the request's `:authority` has come (or the client stops).
+                        let authority = loop {
+                            match count(s.read(&mut chunk)) {
+                                0 => break None,
+                                n => buf.extend_from_slice(&chunk[..n]),
+                            }
+                            if let Some(a) = h2c_authority(&buf) {
+                                break Some(a);
+                            }
+                            if buf.len() > 8192 {
+                                break None;
+                            }
+                        };
+                        let Some(authority) = authority else {
+                            return;
+                        };
+                        let _ = s.write_all(&h2c_response(&format!(
+                            "server {me} h2c authority={authority}\n"
+                        )));
+                        // Let the client read it all before the close.
+                        std::thread::sleep(Duration::from_millis(100));
                         let _ = s.shutdown(Shutdown::Write);
                     }
                     _ => {

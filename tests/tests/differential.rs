@@ -508,7 +508,20 @@ fn payload(r: &mut Rng, reg: &Registry, hellos: &Hellos, port: u16) -> Vec<u8> {
             http::request(method, h, &o)
         }
         7..=8 => {
-            let name = client_name(r, reg, port);
+            let mut name = client_name(r, reg, port);
+            // With a port, as clients send it for a port that is not the scheme's: mostly the
+            // connection's own (stored Huffman-coded), sometimes another.
+            if r.pct(30) {
+                let p = if r.pct(80) {
+                    port
+                } else {
+                    r.range(1, 65535) as u16
+                };
+                name.extend_from_slice(format!(":{p}").as_bytes());
+            }
+            if r.pct(3) {
+                name = [b"[".as_slice(), &name, b"]:80"].concat();
+            }
             let o = h2c::H2Options {
                 representation: *r.pick(&[
                     h2c::Representation::Incremental,

@@ -12,7 +12,7 @@ use std::{
 };
 
 use tests::{
-    lab::{addr, Lab, Outcome, TCP_PORT},
+    lab::{addr, Lab, Outcome, H2C_PORT, TCP_PORT},
     require_privileges,
     scenarios::{self, Kind},
 };
@@ -555,4 +555,54 @@ fn inspect_explain_flows_and_metrics_agree_with_the_traffic() {
         body.contains("meshclass_registry_reloads_total 1"),
         "{body}"
     );
+}
+
+/// HTTP/2 with prior knowledge from a real client (curl: nghttp2 Huffman-codes the headers, and
+/// a port that is not the scheme's is part of the `:authority`), under REGISTRY_ONLY: the
+/// registered name passes to the server by the HOST stage, v4 and v6; another name is reset at
+/// once.
+#[test]
+fn h2c_by_authority_from_a_real_client() {
+    require_privileges();
+    let bin = meshclass_bin();
+    let mut lab = Lab::new("e2e-h2c", &no_progress).unwrap();
+    let dir = std::env::temp_dir().join(tests::unique_name("meshclass-e2e-h2c-", 60));
+    registry_dir(&dir, None, false);
+    std::fs::write(
+        dir.join("grpc.yaml"),
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: external-grpc\nspec:\n  hosts: [grpc.external-svc.com]\n  ports:\n  - number: {H2C_PORT}\n    name: grpc\n    protocol: GRPC\n  resolution: NONE\n  location: MESH_EXTERNAL\n"
+        ),
+    )
+    .unwrap();
+    /// Removes the registry directory however the test ends.
+    struct Cleanup(PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(dir.clone());
+    lab.start_daemon(&bin, &dir, &["--outbound-policy", "REGISTRY_ONLY"])
+        .unwrap();
+    let timeout = Duration::from_secs(2);
+    for ip in [addr::UNKNOWN, addr::UNKNOWN6] {
+        let dst = SocketAddr::new(ip.parse().unwrap(), H2C_PORT);
+        let authority = format!("grpc.external-svc.com:{H2C_PORT}");
+        let o = lab.curl_h2c(dst, &authority, timeout);
+        assert_eq!(
+            o,
+            Outcome::Server(format!("{ip} h2c authority={authority}")),
+            "{authority} to {dst}"
+        );
+        let (stage, service) = scenarios::flow_of(&lab, &bin, dst, false);
+        assert_eq!(stage, "host", "{authority} to {dst}: service {service}");
+        assert!(service.contains("external-grpc"), "{service}");
+
+        let other = format!("other.example:{H2C_PORT}");
+        match lab.curl_h2c(dst, &other, timeout) {
+            Outcome::Rejected(t) => assert!(t < Duration::from_millis(500), "{other}: {t:?}"),
+            o => panic!("{other} to {dst}: {o:?}"),
+        }
+    }
 }

@@ -261,6 +261,56 @@ fn http_host_and_h2_authority() {
     assert_eq!(d.service_id, 9);
 }
 
+/// An h2c `:authority` with a port, as curl and gRPC send it for a port that is not the
+/// scheme's: raw, its port is stripped like a Host's (wildcards apply); Huffman-coded, it
+/// matches the coding of `name:port` for the connection's own port only. The model agrees.
+#[test]
+fn h2_authority_with_port() {
+    let mut dp = dataplane();
+    let p = plan(vec![
+        entry(host("web.example.com", 8080), 9, Verdict::Pass),
+        entry(host("*.svc.example.org", 8080), 5, Verdict::Pass),
+    ]);
+    let settings = registry_only(Blocked::Drop);
+    dp.apply(&p, &settings).unwrap();
+    let mut model = Model::new(&p, &settings);
+    let cases: [(&str, bool, u8, u32); 8] = [
+        ("web.example.com:8080", true, stage::HOST, 9),
+        ("web.example.com:8080", false, stage::HOST, 9),
+        ("Web.Example.com:8080", false, stage::HOST, 9),
+        ("web.example.com", true, stage::HOST, 9),
+        ("a.svc.example.org:8080", false, stage::HOST, 5),
+        // Another port's coding, and wildcards, are not stored Huffman-coded.
+        ("web.example.com:8081", true, stage::POLICY, 0),
+        ("a.svc.example.org:8080", true, stage::POLICY, 0),
+        (":8080", false, stage::POLICY, 0),
+    ];
+    for (i, (authority, huffman, want, service)) in cases.into_iter().enumerate() {
+        let mut f = TcpFlow::new(ip("10.0.0.1"), ip("10.20.0.2"), 42100 + i as u16, 8080, 1);
+        let syn = f.syn().build();
+        run(&mut dp, &syn);
+        model.classify(&syn);
+        let data = f.data(&h2c::request(authority, huffman)).build();
+        let d = run(&mut dp, &data);
+        let v = if want == stage::HOST {
+            verdict::PASS
+        } else {
+            verdict::DROP
+        };
+        let what = format!("{authority} huffman {huffman}");
+        assert_eq!(
+            (verdict::name(d.verdict), stage::name(d.stage)),
+            (verdict::name(v), stage::name(want)),
+            "{what}"
+        );
+        if want == stage::HOST {
+            assert_eq!(d.service_id, service, "{what}");
+        }
+        let m = model.classify(&data);
+        assert_eq!((m.verdict, m.stage), (d.verdict, d.stage), "model, {what}");
+    }
+}
+
 /// Sends `segs` (consecutive, from the flow's next sequence number) after a SYN; returns the
 /// decisions of the data segments.
 fn send_split(dp: &mut Dataplane, f: &mut TcpFlow, segs: &[&[u8]]) -> Vec<KernelDecision> {

@@ -11,10 +11,11 @@ use classifier_common::{
     CIDR_FIXED_BITS, MAX_NAME_LEN, NO_SERVICE,
 };
 
+use super::http::H2;
 use super::{
     act::{act, code, needs_packet},
     clock, cnt, exact, flows, http,
-    maps::{PacketState, Scratch, CIDR, CONTROL, EVENTS, JUMP, PENDING, PKT_STATE, SCRATCH, SPLIT},
+    maps::{PacketState, CIDR, CONTROL, EVENTS, JUMP, PENDING, PKT_STATE, SCRATCH, SPLIT},
     names,
     pkt::{self, Parsed, Pkt, TCP_ACK, TCP_SYN},
     ports, split,
@@ -188,6 +189,7 @@ pub fn try_classify(ctx: &TcContext) -> Result<i32, i32> {
     if kinds != 0 || pending {
         st.generation = generation;
         st.pending = waiting;
+        st.h2_cont = 0;
         // The split-hello program only for a flow already waiting or a first payload that
         // starts a ClientHello continuing past it (or too long to follow): a whole hello goes
         // straight to the name stages (one tail call fewer; `starts` reads six header bytes).
@@ -355,7 +357,7 @@ pub fn try_names(ctx: &TcContext) -> Result<i32, i32> {
         return Ok(only(verdict::PASS, stage::OTHER));
     };
     let p = &st.pkt;
-    if port.name_kinds & name_kind::TLS != 0 && extract::<false>(ctx, p, cfg, port.name_kinds) {
+    if port.name_kinds & name_kind::TLS != 0 && extract_tls(ctx, p, cfg) {
         to_lookup(ctx);
         return Ok(port_or_policy(ctx, p, cfg, port, true));
     }
@@ -367,17 +369,126 @@ pub fn try_names(ctx: &TcContext) -> Result<i32, i32> {
 }
 
 /// §6 (HTTP/1.x Host, HTTP/2 `:authority`) then §7: the `meshclass_http` program,
-/// tail-called by `meshclass_names`.
+/// tail-called by `meshclass_names` for a first payload, and by `meshclass_split` for the
+/// next segment of an HTTP/2 stream being followed (`PacketState::h2_cont`). A stream whose
+/// segment ends before its first HEADERS frame is followed into the next (§11).
 #[inline(always)]
 pub fn try_http(ctx: &TcContext) -> Result<i32, i32> {
-    let Some((st, cfg, port, _)) = stage_inputs() else {
+    let Some((st, cfg, port, generation)) = stage_inputs() else {
         return Ok(only(verdict::PASS, stage::OTHER));
     };
     let p = &st.pkt;
-    if extract::<true>(ctx, p, cfg, port.name_kinds) {
-        to_lookup(ctx);
+    let cont = st.h2_cont != 0;
+    if cont {
+        let from = st.h2_from;
+        if from >= p.payload_len {
+            // The segment lies inside a frame before the HEADERS frame.
+            if follow_h2(p, from - p.payload_len, true, generation) {
+                return Ok(only(verdict::PASS, stage::PENDING));
+            }
+        } else {
+            match h2_name(ctx, p, Some(from as usize)) {
+                H2::Name(n, huffman) => {
+                    let _ = PENDING.remove(&p.key);
+                    if describe_name(n, name_kind_of(huffman), stage::HOST) {
+                        to_lookup(ctx);
+                    }
+                }
+                H2::More(skip) => {
+                    if follow_h2(p, skip, true, generation) {
+                        return Ok(only(verdict::PASS, stage::PENDING));
+                    }
+                }
+                H2::Not => {}
+            }
+        }
+        let _ = PENDING.remove(&p.key);
+        return Ok(port_or_policy(ctx, p, cfg, port, true));
+    }
+    match extract_http(ctx, p, port.name_kinds) {
+        H2::Name(n, huffman) => {
+            if describe_name(n, name_kind_of(huffman), stage::HOST) {
+                to_lookup(ctx);
+            }
+        }
+        H2::More(skip) => {
+            if follow_h2(p, skip, false, generation) {
+                return Ok(only(verdict::PASS, stage::PENDING));
+            }
+        }
+        H2::Not => {}
     }
     Ok(port_or_policy(ctx, p, cfg, port, true))
+}
+
+/// The name kind a Host or `:authority` value is looked up in.
+#[inline(always)]
+fn name_kind_of(huffman: bool) -> u8 {
+    if huffman {
+        name_match::HUFFMAN
+    } else {
+        name_match::EXACT
+    }
+}
+
+/// The `:authority` of a later segment of an HTTP/2 stream being followed, whose next frame
+/// starts at `from` (below the payload's length).
+#[inline(always)]
+fn h2_name(ctx: &TcContext, p: &Pkt, from: Option<usize>) -> H2 {
+    let Some(s) = SCRATCH.get_ptr_mut(0) else {
+        return H2::Not;
+    };
+    // SAFETY: per-CPU scratch, used by this program run only.
+    let s = unsafe { &mut *s };
+    let w = core::hint::black_box(http::load_window(ctx, p, s));
+    http::authority(s, w, p.payload_len as usize, from)
+}
+
+/// After a segment of an HTTP/2 stream that ends before its first HEADERS frame, whose next
+/// frame starts `skip` bytes into the next segment: the first segment (`cont` false) makes
+/// the stream's `PENDING` entry (phase `split::H2_STREAM`) and the flow FOLLOWING; a later one
+/// moves the entry on. False when the stream is followed no further (too many segments, or
+/// no room): it is not inspectable.
+#[inline(never)]
+fn follow_h2(p: &Pkt, skip: u32, cont: bool, generation: u8) -> bool {
+    // A SYN (TCP Fast Open data) takes one sequence number before its payload.
+    let syn = (p.tcp_flags & TCP_SYN != 0) as u32;
+    let next_seq = p.seq.wrapping_add(p.payload_len).wrapping_add(syn);
+    if cont {
+        let Some(pv) = PENDING.get_ptr_mut(&p.key) else {
+            return false;
+        };
+        // SAFETY: a map value pointer, valid for this program run.
+        let pv = unsafe { &mut *pv };
+        if pv.count + 1 >= split::H2_MAX_SEGMENTS {
+            return false;
+        }
+        pv.next_seq = next_seq;
+        pv.acc = skip;
+        pv.count += 1;
+        return true;
+    }
+    let Some(w) = SPLIT.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: per-CPU memory, used by this program run only.
+    let v = unsafe { &mut (*w).pv };
+    v.next_seq = next_seq;
+    v.acc = skip;
+    v.phase = split::H2_STREAM;
+    v.count = 1;
+    if PENDING.insert(&p.key, v, 0).is_err() {
+        return false;
+    }
+    let head = flows::head(
+        flow_state::FOLLOWING,
+        verdict::NONE,
+        stage::PENDING,
+        generation,
+        NO_SERVICE,
+    );
+    flows::insert(&p.key, head, 0, 0, false);
+    true
 }
 
 /// The name in `Scratch::name` (described in `PKT_STATE`): looked up, decided and acted on,
@@ -446,9 +557,13 @@ pub fn try_split(ctx: &TcContext) -> Result<i32, i32> {
     };
     let p = &st.pkt;
     if st.pending != 0 {
-        // Only FOLLOWING flows look a ClientHello being followed up.
+        // Only FOLLOWING flows look a ClientHello (or HTTP/2 stream) being followed up.
         if st.pending == flow_state::FOLLOWING {
             if let Some(pv) = PENDING.get_ptr_mut(&p.key) {
+                // SAFETY: a map value pointer, valid for this program run.
+                if unsafe { (*pv).phase } == split::H2_STREAM {
+                    return Ok(continue_h2(ctx, p, cfg, port, pv));
+                }
                 return Ok(continue_split(ctx, p, cfg, port, pv));
             }
         }
@@ -585,6 +700,39 @@ fn continue_split(
     port_or_policy(ctx, p, cfg, port, true)
 }
 
+/// A segment of a FOLLOWING flow whose HTTP/2 stream is being followed to its first HEADERS
+/// frame (`pv`: its `PENDING` entry): a retransmission waits, a gap goes to §7, the next
+/// segment goes to `meshclass_http`.
+#[inline(always)]
+fn continue_h2(
+    ctx: &TcContext,
+    p: &Pkt,
+    cfg: &Config,
+    port: &PortValue,
+    pv: *mut PendingValue,
+) -> i32 {
+    // SAFETY: a map value pointer, valid for this program run.
+    let pv = unsafe { &*pv };
+    let d = p.seq.wrapping_sub(pv.next_seq) as i32;
+    if d < 0 {
+        return only(verdict::PASS, stage::PENDING);
+    }
+    if d == 0 {
+        if let Some(st) = PKT_STATE.get_ptr_mut(0) {
+            // SAFETY: per-CPU state, used by this program run and its tail calls only.
+            unsafe {
+                (*st).h2_cont = 1;
+                (*st).h2_from = pv.acc;
+            }
+            // SAFETY: a tail call with the program's own context; it returns only on failure.
+            unsafe { JUMP.tail_call(ctx, jump::HTTP) };
+        }
+    }
+    // A gap: the stream is not inspectable.
+    let _ = PENDING.remove(&p.key);
+    port_or_policy(ctx, p, cfg, port, true)
+}
+
 /// After the first segment of a ClientHello that continues past it: on `NEED_MORE` the
 /// parse state (`SPLIT[0].pv`) becomes the flow's `PENDING` entry and the flow is FOLLOWING.
 #[inline(never)]
@@ -611,7 +759,7 @@ fn start_split(p: &Pkt, r: u8, generation: u8) -> u8 {
 }
 
 /// The server name of a complete split ClientHello (`SPLIT[0].pv`), judged as in
-/// `extract` (ECH, name present): copied into `Scratch::name` and described for
+/// `extract_tls` (ECH, name present): copied into `Scratch::name` and described for
 /// `meshclass_lookup`; false when there is no name to look up.
 #[inline(never)]
 fn split_name(cfg: &Config) -> bool {
@@ -656,62 +804,49 @@ fn name_hit(ctx: &TcContext, p: &Pkt, cfg: &Config, e: EntryValue, st: u8, n: us
     )
 }
 
-/// Extracts the TLS name (`HTTP` false) or the first HTTP name the port's kinds allow and
-/// describes it for `meshclass_lookup`; false when there is none. Inlined, like `look_up`.
+/// Extracts the TLS name and describes it for `meshclass_lookup`; false when there is none
+/// (no complete ClientHello, no name, or hidden by ECH). Inlined, like `look_up`.
 #[inline(always)]
-fn extract<const HTTP: bool>(ctx: &TcContext, p: &Pkt, cfg: &Config, kinds: u8) -> bool {
+fn extract_tls(ctx: &TcContext, p: &Pkt, cfg: &Config) -> bool {
     let Some(s) = SCRATCH.get_ptr_mut(0) else {
         return false;
     };
     // SAFETY: per-CPU scratch, used by this program run only.
     let s = unsafe { &mut *s };
-    match extract_name::<HTTP>(ctx, p, cfg, kinds, s) {
-        Some((n, name_stage, kind)) => describe_name(n, kind, name_stage),
-        None => false,
+    pull(ctx, p);
+    let Hello::Complete { name_len, ech } = tls::parse(ctx, p, s) else {
+        return false;
+    };
+    if ech {
+        cnt::inc(counter::ECH_SEEN);
     }
+    if name_len == 0 || (ech && cfg.flags & config_flags::ECH_OUTER_SNI == 0) {
+        return false;
+    }
+    describe_name(name_len, name_match::EXACT, stage::SNI)
 }
 
-/// Extracts the TLS name (`HTTP` false) or the first HTTP name the port's kinds allow into
-/// `Scratch::name`; returns its raw length, the stage it decides in, and the name kind.
+/// The HTTP/1.x Host or, failing that, the HTTP/2 `:authority` of a first payload, as the
+/// port's kinds allow, in `Scratch::name`: `H2::Name` (a Host as a raw value), or `H2::More`
+/// for an HTTP/2 stream whose first segment ends before its first HEADERS frame.
 #[inline(always)]
-fn extract_name<const HTTP: bool>(
-    ctx: &TcContext,
-    p: &Pkt,
-    cfg: &Config,
-    kinds: u8,
-    s: &mut Scratch,
-) -> Option<(usize, u8, u8)> {
-    if !HTTP {
-        pull(ctx, p);
-        if let Hello::Complete { name_len, ech } = tls::parse(ctx, p, s) {
-            if ech {
-                cnt::inc(counter::ECH_SEEN);
-            }
-            if name_len > 0 && (!ech || cfg.flags & config_flags::ECH_OUTER_SNI != 0) {
-                return Some((name_len, stage::SNI, name_match::EXACT));
-            }
-        }
-        return None;
-    }
+fn extract_http(ctx: &TcContext, p: &Pkt, kinds: u8) -> H2 {
+    let Some(s) = SCRATCH.get_ptr_mut(0) else {
+        return H2::Not;
+    };
+    // SAFETY: per-CPU scratch, used by this program run only.
+    let s = unsafe { &mut *s };
     let w = core::hint::black_box(http::load_window(ctx, p, s));
     if kinds & name_kind::HTTP != 0 {
         let n = http::host(s, w);
         if n > 0 {
-            return Some((n, stage::HOST, name_match::EXACT));
+            return H2::Name(n, false);
         }
     }
     if kinds & name_kind::H2 != 0 {
-        let (n, huffman) = http::authority(s, w);
-        if n > 0 {
-            let kind = if huffman {
-                name_match::HUFFMAN
-            } else {
-                name_match::EXACT
-            };
-            return Some((n, stage::HOST, kind));
-        }
+        return http::authority(s, w, p.payload_len as usize, None);
     }
-    None
+    H2::Not
 }
 
 /// Makes the start of the payload linear for direct access.

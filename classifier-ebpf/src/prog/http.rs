@@ -86,6 +86,9 @@ fn blank(b: u8) -> bool {
 /// `HttpLoop::done` values.
 const FOUND: u64 = 1;
 const FAILED: u64 = 2;
+/// The frame walk reached the segment's end before a HEADERS frame (the skip into the next
+/// segment in `hl.a`).
+const MORE: u64 = 3;
 
 /// The 8 window bytes at `i`, in one load (the window has 16 bytes beyond `WINDOW`).
 #[inline(always)]
@@ -252,7 +255,14 @@ pub fn host(s: &mut Scratch, n: usize) -> usize {
     if end <= start {
         return 0;
     }
-    // Strip the port: `[v6]:port` keeps what is inside the brackets, `name:port` the name.
+    copy_host(s, start, end)
+}
+
+/// Copies the host of the authority `window[start..end]` (non-empty) to `name`, its port
+/// stripped: `[v6]:port` keeps what is inside the brackets, `name:port` the name. Returns the
+/// length (0: none).
+#[inline(always)]
+fn copy_host(s: &mut Scratch, start: usize, end: usize) -> usize {
     let (start, end) = if s.window[start & WMASK] == b'[' {
         (start + 1, find(s, start + 1, end, b']', b']'))
     } else {
@@ -318,14 +328,22 @@ fn hpack_int(w: &[u8], limit: usize, pos: &mut usize, bits: u32) -> Option<usize
 }
 
 /// Turn of the frame walk: reads the frame header at `hl.pos`; a HEADERS frame leaves its
-/// header block in `hl.a..hl.b`.
+/// header block in `hl.a..hl.b`. A walk that ends with the segment (`hl.seg` bytes of
+/// payload) at a frame boundary, or in a frame other than HEADERS, ends MORE, with how far
+/// into the next segment the next frame starts in `hl.a`.
 #[inline(never)]
 extern "C" fn frame_turn(_i: u64, _ctx: *mut c_void) -> i64 {
     let Some(s) = scratch() else {
         return 1;
     };
     let n = s.hl.n as usize & (WINDOW * 2 - 1);
+    let seg = s.hl.seg as usize & 0xf_ffff;
     let off = s.hl.pos as usize & 0x1ff_ffff;
+    if off == seg {
+        s.hl.a = 0;
+        s.hl.done = MORE;
+        return 1;
+    }
     if off + 9 > n {
         s.hl.done = FAILED;
         return 1;
@@ -340,6 +358,16 @@ extern "C" fn frame_turn(_i: u64, _ctx: *mut c_void) -> i64 {
     let next = body + len;
     s.hl.pos = next as u64;
     if ty != 1 {
+        if next > seg {
+            let skip = next - seg;
+            if skip > H2_SKIP_LIMIT {
+                s.hl.done = FAILED;
+            } else {
+                s.hl.a = skip as u64;
+                s.hl.done = MORE;
+            }
+            return 1;
+        }
         return 0;
     }
     let mut start = body;
@@ -454,35 +482,70 @@ extern "C" fn field_turn(_i: u64, _ctx: *mut c_void) -> i64 {
     }
 }
 
-/// Finds the `:authority` of the first HEADERS frame after the HTTP/2 preface. Copies the value
-/// to `Scratch::name`; returns `(len, huffman)` (len 0: none).
+/// Most bytes of a frame before the first HEADERS frame that the next segment may still hold
+/// (docs/decision.md §11).
+pub const H2_SKIP_LIMIT: usize = 16384;
+
+/// What a segment of an HTTP/2 prior-knowledge stream says about its `:authority`.
+pub enum H2 {
+    /// Nothing to match: not such a stream as followed, or no `:authority`.
+    Not,
+    /// The segment ends before the first HEADERS frame, whose search goes on this many bytes
+    /// into the next segment (where the next frame starts).
+    More(u32),
+    /// The value, in `Scratch::name`: its length and whether it is Huffman-coded.
+    Name(usize, bool),
+}
+
+/// Finds the `:authority` of the first HEADERS frame of an HTTP/2 stream in a segment whose
+/// first `n` payload bytes (of `seg`) are in the window: the stream's first segment (`from`
+/// `None`: it starts with the preface) or a later one whose next frame starts at `from`
+/// (below `seg`). Copies the value to `Scratch::name`, a raw one with its port stripped as a
+/// Host's, a Huffman-coded one as it is.
 #[inline(always)]
-pub fn authority(s: &mut Scratch, n: usize) -> (usize, bool) {
-    if n < PREFACE.len() {
-        return (0, false);
-    }
-    for (i, &c) in PREFACE.iter().enumerate() {
-        if s.window[i] != c {
-            return (0, false);
+pub fn authority(s: &mut Scratch, n: usize, seg: usize, from: Option<usize>) -> H2 {
+    let start = match from {
+        Some(f) => f,
+        None => {
+            if n < PREFACE.len() {
+                return H2::Not;
+            }
+            for (i, &c) in PREFACE.iter().enumerate() {
+                if s.window[i] != c {
+                    return H2::Not;
+                }
+            }
+            PREFACE.len()
         }
-    }
+    };
     vset(&mut s.hl.n, n as u64);
-    vset(&mut s.hl.pos, PREFACE.len() as u64);
+    vset(&mut s.hl.seg, seg as u64);
+    vset(&mut s.hl.pos, start as u64);
     vset(&mut s.hl.done, 0);
     run_loop_2k(MAX_FRAMES, frame_turn);
-    if vget(&s.hl.done) != FOUND {
-        return (0, false);
+    match vget(&s.hl.done) {
+        FOUND => {}
+        MORE => return H2::More(vget(&s.hl.a) as u32),
+        _ => return H2::Not,
     }
     vset(&mut s.hl.pos, vget(&s.hl.a));
     vset(&mut s.hl.done, 0);
     run_loop_2k(MAX_FIELDS, field_turn);
     if vget(&s.hl.done) != FOUND {
-        return (0, false);
+        return H2::Not;
     }
     let start = vget(&s.hl.a) as usize & (WINDOW * 2 - 1);
     let len = vget(&s.hl.arg) as usize & 0xffff;
-    (
-        copy_to_name(s, start, start + len),
-        vget(&s.hl.huffman) == 1,
-    )
+    let (n, huffman) = if vget(&s.hl.huffman) == 1 {
+        // Matched as coded, with or without its port (user space stores both codings).
+        (copy_to_name(s, start, start + len), true)
+    } else if len == 0 {
+        (0, false)
+    } else {
+        (copy_host(s, start, start + len), false)
+    };
+    if n == 0 {
+        return H2::Not;
+    }
+    H2::Name(n, huffman)
 }

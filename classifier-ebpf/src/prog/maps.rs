@@ -157,6 +157,8 @@ pub struct HttpLoop {
     /// 1: the scan found what it looked for; 2: the input is not of the expected form.
     pub done: u64,
     pub huffman: u64,
+    /// The segment's payload length (the HTTP/2 frame walk's end).
+    pub seg: u64,
 }
 
 /// Per-CPU state of one packet (kept off the 512-byte stack).
@@ -173,7 +175,12 @@ pub struct PacketState {
     pub name_len: u16,
     pub name_kind: u8,
     pub name_stage: u8,
-    pub _pad: [u8; 2],
+    /// 1 when `meshclass_split` hands `meshclass_http` the next segment of an HTTP/2 stream
+    /// being followed, whose next frame starts `h2_from` bytes into the payload; else 0 (set
+    /// by `meshclass`).
+    pub h2_cont: u8,
+    pub _pad: u8,
+    pub h2_from: u32,
     pub cidr: Key<CidrData>,
     /// The port's `PORTS` value (or the empty one), for the tail-called name programs.
     pub port_value: PortValue,

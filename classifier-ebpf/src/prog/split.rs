@@ -70,6 +70,13 @@ const EXT: u8 = 32;
 /// Copying the server name.
 const NAME: u8 = 33;
 
+/// `PendingValue::phase` of an HTTP/2 prior-knowledge stream followed to its first HEADERS
+/// frame (http.rs, not this parser): `next_seq` as for a hello, `acc` how far into the next
+/// segment the next frame starts, `count` the segments seen.
+pub const H2_STREAM: u8 = 64;
+/// Most segments of an HTTP/2 stream that may end before its first HEADERS frame.
+pub const H2_MAX_SEGMENTS: u8 = 8;
+
 /// Most extensions read.
 const MAX_EXTENSIONS: u8 = 64;
 const EXT_SERVER_NAME: u32 = 0;

@@ -279,12 +279,24 @@ fn name_key(kind: u8, port: u16, bytes: &[u8]) -> NameKey {
     }
 }
 
-/// The Huffman element of an exact name: (key, coded bytes).
-fn huffman_key(nk: &NameKey, bytes: &[u8]) -> Option<(NameKey, Vec<u8>)> {
+/// What an HTTP/2 client may send as the `:authority` of `name` on `port` (network order):
+/// the name alone and `name:port`. A Huffman-coded value is matched as coded, so each has an
+/// element of its own.
+pub(super) fn authorities(name: &[u8], port: u16) -> [Vec<u8>; 2] {
+    let with_port = [name, format!(":{}", u16::from_be(port)).as_bytes()].concat();
+    [name.to_vec(), with_port]
+}
+
+/// The Huffman elements of an exact name ([`authorities`] coded): (key, coded bytes).
+fn huffman_keys(nk: &NameKey, bytes: &[u8]) -> Vec<(NameKey, Vec<u8>)> {
     if nk.kind != name_match::EXACT {
-        return None;
+        return Vec::new();
     }
-    huffman(bytes).map(|h| (name_key(name_match::HUFFMAN, nk.port, &h), h))
+    authorities(bytes, nk.port)
+        .iter()
+        .filter_map(|a| huffman(a))
+        .map(|h| (name_key(name_match::HUFFMAN, nk.port, &h), h))
+        .collect()
 }
 
 fn name_value(bytes: &[u8], ev: EntryValue) -> NameValue {
@@ -337,7 +349,7 @@ impl Slots {
         for (k, v) in &c.names {
             if k.kind != name_match::HUFFMAN {
                 let bytes: Box<[u8]> = v.name[..(v.len as usize).min(v.name.len())].into();
-                if let Some((hk, _)) = huffman_key(k, &bytes) {
+                for (hk, _) in huffman_keys(k, &bytes) {
                     s.huff.insert(hk, *k);
                 }
                 s.names.insert(
@@ -605,7 +617,7 @@ impl Slots {
         for k in &removed {
             if let Key::Name(nk) = k {
                 let r = &self.names[nk];
-                if let Some((hk, _)) = huffman_key(nk, &r.bytes) {
+                for (hk, _) in huffman_keys(nk, &r.bytes) {
                     if self.huff.get(&hk) == Some(nk) {
                         huff_removed.push(hk);
                     }
@@ -614,33 +626,34 @@ impl Slots {
         }
         let mut put_name = |changes: &mut Changes, nk: &NameKey, bytes: &[u8], ev, first: u32| {
             changes.names.insert(*nk, Some(name_value(bytes, ev)));
-            let Some((hk, h)) = huffman_key(nk, bytes) else {
-                return;
-            };
-            if let Some(owner) = self.huff.get(&hk).filter(|o| *o != nk) {
-                if let Some(o) = self.names.get(owner).filter(|o| o.rec.seen == pass) {
-                    let oh = huffman(&o.bytes).unwrap_or_default();
-                    let c = if o.rec.first < first {
-                        (first as usize, oh, h, nk.port)
+            // A collision names the two exact names whose codings met, not the codings.
+            for (hk, h) in huffman_keys(nk, bytes) {
+                if let Some(owner) = self.huff.get(&hk).filter(|o| *o != nk) {
+                    if let Some(o) = self.names.get(owner).filter(|o| o.rec.seen == pass) {
+                        let (on, n) = (o.bytes.to_vec(), bytes.to_vec());
+                        let c = if o.rec.first < first {
+                            (first as usize, on, n, nk.port)
+                        } else {
+                            (o.rec.first as usize, n, on, nk.port)
+                        };
+                        keep_first(&mut collision, c);
+                        continue;
+                    }
+                }
+                if let Some((of, on)) = huff_new.get(&hk) {
+                    let n = bytes.to_vec();
+                    let c = if *of < first {
+                        (first as usize, on.clone(), n, nk.port)
                     } else {
-                        (o.rec.first as usize, h, oh, nk.port)
+                        (*of as usize, n, on.clone(), nk.port)
                     };
                     keep_first(&mut collision, c);
-                    return;
+                    continue;
                 }
+                changes.names.insert(hk, Some(name_value(&h, ev)));
+                huff_added.push((hk, *nk));
+                huff_new.insert(hk, (first, bytes.to_vec()));
             }
-            if let Some((of, oh)) = huff_new.get(&hk) {
-                let c = if *of < first {
-                    (first as usize, oh.clone(), h, nk.port)
-                } else {
-                    (*of as usize, h, oh.clone(), nk.port)
-                };
-                keep_first(&mut collision, c);
-                return;
-            }
-            changes.names.insert(hk, Some(name_value(&h, ev)));
-            huff_added.push((hk, *nk));
-            huff_new.insert(hk, (first, h));
         };
 
         // The elements that change.

@@ -8,7 +8,7 @@ use classifier_common::{
     PortValue,
 };
 
-use super::desired::{cidr_key, exact_key, huffman, normalize_name};
+use super::desired::{authorities, cidr_key, exact_key, huffman, normalize_name};
 use super::DataplaneError;
 use crate::plan::{Match, Plan};
 
@@ -111,10 +111,13 @@ pub fn build(plan: &Plan, ids: &mut Ids) -> Result<Desired, DataplaneError> {
                     k.0 |= name_kind::HTTP | name_kind::H2;
                 }
                 // Names are per port, whatever stage asks (decision.md §11): an HTTP/2
-                // `:authority` sent Huffman-coded matches every exact name of the port.
+                // `:authority` sent Huffman-coded, with or without the port, matches every
+                // exact name of the port.
                 if kind == name_match::EXACT {
-                    if let Some(h) = huffman(&bytes) {
-                        extra.push((i, name_match::HUFFMAN, pk, h));
+                    for a in authorities(&bytes, pk) {
+                        if let Some(h) = huffman(&a) {
+                            extra.push((i, name_match::HUFFMAN, pk, h));
+                        }
                     }
                 }
                 if kind == name_match::SUFFIX {

@@ -156,9 +156,14 @@ impl Tables {
                                 .or_insert(hit);
                         }
                     } else if !lower.is_empty() && lower.len() < names::NAME_LIMIT {
-                        let huff = hpack::huffman_encode(&lower);
-                        if huff.len() < names::NAME_LIMIT {
-                            t.names.entry((*port, HUFFMAN, huff)).or_insert(hit.clone());
+                        // A Huffman-coded `:authority` is matched as coded: the name alone
+                        // or with this port, as clients send it.
+                        let with_port = [&lower[..], format!(":{port}").as_bytes()].concat();
+                        for coded in [&lower, &with_port] {
+                            let huff = hpack::huffman_encode(coded);
+                            if huff.len() < names::NAME_LIMIT {
+                                t.names.entry((*port, HUFFMAN, huff)).or_insert(hit.clone());
+                            }
                         }
                         t.names.entry((*port, EXACT, lower)).or_insert(hit);
                     }
@@ -187,10 +192,21 @@ impl Tables {
 }
 
 /// The client stream of a connection whose ClientHello spans segments.
+/// A stream followed across segments: a ClientHello (its bytes so far), or an HTTP/2
+/// prior-knowledge stream before its first HEADERS frame (`h2`: how far into the next segment
+/// the next frame starts, and the segments seen).
 #[derive(Clone, Debug)]
 struct Stream {
     next_seq: u32,
     bytes: Vec<u8>,
+    h2: Option<(usize, u8)>,
+}
+
+/// The sequence number after the payload of `p` (a SYN, with TCP Fast Open data, takes one).
+fn next_seq(p: &L4<'_>) -> u32 {
+    p.seq
+        .wrapping_add(p.payload.len() as u32)
+        .wrapping_add(u32::from(p.tcp_flags & SYN != 0))
 }
 
 #[derive(Clone, Debug)]
@@ -434,7 +450,34 @@ impl Model {
             return self.plain(verdict::PASS, stage::PENDING, "retransmitted segment");
         }
         if d > 0 {
-            return self.step7(p, "gap in the ClientHello: not inspectable; ".into(), true);
+            return self.step7(
+                p,
+                "gap in the stream followed: not inspectable; ".into(),
+                true,
+            );
+        }
+        if let Some((skip, count)) = s.h2 {
+            let len = p.payload.len();
+            let seg = if skip >= len {
+                names::H2::More(skip - len)
+            } else {
+                names::h2_segment(p.payload, Some(skip))
+            };
+            return match self.h2_outcome(p, seg, count + 1) {
+                // The stream's state moves on in place, as the program's `PENDING` entry.
+                Some(NameOutcome::Wait(s)) => {
+                    self.flows.replace(&p.key, Flow::Pending(Some(s)));
+                    self.h2_continues()
+                }
+                Some(o) => self.conclude(p, o),
+                None => self.step7(
+                    p,
+                    "HTTP/2 stream without a registered `:authority` in its first HEADERS \
+                     frame as followed; "
+                        .into(),
+                    true,
+                ),
+            };
         }
         s.bytes.extend_from_slice(p.payload);
         s.next_seq = s.next_seq.wrapping_add(p.payload.len() as u32);
@@ -469,11 +512,25 @@ impl Model {
             }
             NameOutcome::Wait(s) => {
                 let have = s.bytes.len();
+                let h2 = s.h2.is_some();
                 self.flows.insert(p.key, Flow::Pending(Some(s)), false);
-                self.hello_continues(have)
+                if h2 {
+                    self.h2_continues()
+                } else {
+                    self.hello_continues(have)
+                }
             }
             NameOutcome::Fallthrough(why) => self.step7(p, why, true),
         }
+    }
+
+    /// The answer for a segment of an HTTP/2 stream that ends before its first HEADERS frame.
+    fn h2_continues(&self) -> ModelDecision {
+        self.plain(
+            verdict::PASS,
+            stage::PENDING,
+            "HTTP/2 stream: no HEADERS frame yet, following it into the next segment",
+        )
     }
 
     /// The answer for a segment after which the ClientHello (`have` bytes so far) goes on.
@@ -519,12 +576,9 @@ impl Model {
             match names::client_hello(p.payload) {
                 Hello::NeedMore => {
                     return NameOutcome::Wait(Stream {
-                        // A SYN (TCP Fast Open data) takes one sequence number.
-                        next_seq: p
-                            .seq
-                            .wrapping_add(p.payload.len() as u32)
-                            .wrapping_add(u32::from(p.tcp_flags & SYN != 0)),
+                        next_seq: next_seq(p),
                         bytes: p.payload.to_vec(),
+                        h2: None,
                     });
                 }
                 Hello::Complete { name, ech } => return self.hello_name(p, name, ech),
@@ -545,25 +599,44 @@ impl Model {
             }
         }
         if kinds & name_kind::H2 != 0 {
-            if let Some((value, huffman)) = names::h2_authority(p.payload) {
-                let hit = if huffman {
-                    self.tables
-                        .names
-                        .get(&(p.key.dport, HUFFMAN, value.to_vec()))
-                        .map(|h| {
-                            let shown = hpack::huffman_decode(value).unwrap_or_default();
-                            (h.clone(), shown)
-                        })
-                } else {
-                    names::normalize(value)
-                        .and_then(|n| Some((self.tables.name(p.key.dport, &n)?.clone(), n)))
-                };
-                if let Some((h, n)) = hit {
-                    return NameOutcome::Hit(stage::HOST, h, n);
-                }
+            let seg = names::h2_segment(p.payload, None);
+            if let Some(o) = self.h2_outcome(p, seg, 1) {
+                return o;
             }
         }
         NameOutcome::Fallthrough("no registered name in the first payload; ".into())
+    }
+
+    /// What segment `seg` of an HTTP/2 stream (the `count`th) concludes: its `:authority`
+    /// registered (a hit), the stream going on into the next segment (wait), or `None` when
+    /// neither.
+    fn h2_outcome(&self, p: &L4<'_>, seg: names::H2<'_>, count: u8) -> Option<NameOutcome> {
+        let (value, huffman) = match seg {
+            names::H2::Authority(v, huffman) => (v, huffman),
+            names::H2::More(skip) => {
+                return (count < names::H2_MAX_SEGMENTS).then(|| {
+                    NameOutcome::Wait(Stream {
+                        next_seq: next_seq(p),
+                        bytes: Vec::new(),
+                        h2: Some((skip, count)),
+                    })
+                });
+            }
+            names::H2::Not => return None,
+        };
+        let (h, n) = if huffman {
+            let h = self
+                .tables
+                .names
+                .get(&(p.key.dport, HUFFMAN, value.to_vec()))?;
+            let decoded = hpack::huffman_decode(value).unwrap_or_default();
+            let shown = names::host_of(&decoded).unwrap_or_default().to_vec();
+            (h.clone(), shown)
+        } else {
+            let n = names::normalize(value)?;
+            (self.tables.name(p.key.dport, &n)?.clone(), n)
+        };
+        Some(NameOutcome::Hit(stage::HOST, h, n))
     }
 
     /// §7 port capture and policy; `after`: a payload has gone by (the connection reached its

@@ -152,18 +152,17 @@ pub fn http_host(payload: &[u8]) -> Option<&[u8]> {
     if end <= start {
         return None;
     }
-    if w[start] == b'[' {
-        start += 1;
-        let close = w[start..end]
-            .iter()
-            .position(|&c| c == b']')
-            .map_or(end, |p| start + p);
-        end = close;
-    } else if let Some(p) = w[start..end].iter().position(|&c| c == b':') {
-        end = start + p;
-    }
-    let len = end.saturating_sub(start);
-    (len > 0 && len < NAME_LIMIT).then(|| &w[start..end])
+    host_of(&w[start..end])
+}
+
+/// The host of an authority (`Host`, or a raw `:authority`), its port stripped: `[v6]:port`
+/// gives what is inside the brackets, `name:port` the name. `None` when empty or too long.
+pub fn host_of(a: &[u8]) -> Option<&[u8]> {
+    let h = match a.split_first() {
+        Some((b'[', rest)) => rest.split(|&c| c == b']').next().unwrap_or(rest),
+        _ => a.split(|&c| c == b':').next().unwrap_or(a),
+    };
+    (!h.is_empty() && h.len() < NAME_LIMIT).then_some(h)
 }
 
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -195,19 +194,54 @@ fn hpack_int(w: &[u8], limit: usize, pos: &mut usize, bits: u32) -> Option<usize
     None
 }
 
-/// The `:authority` value of the first HEADERS frame of an h2c stream and whether it is
-/// Huffman-coded.
+/// Most bytes of a frame before the first HEADERS frame that the next segment may still hold.
+pub const H2_SKIP_LIMIT: usize = 16384;
+/// Most segments of an HTTP/2 stream that may end before its first HEADERS frame.
+pub const H2_MAX_SEGMENTS: u8 = 8;
+
+/// What a segment of an HTTP/2 prior-knowledge (h2c) stream says about its `:authority`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum H2<'a> {
+    /// Nothing to match: not such a stream as followed, or no `:authority`.
+    Not,
+    /// The segment ends before the first HEADERS frame, whose search goes on this many bytes
+    /// into the next segment (where the next frame starts).
+    More(usize),
+    /// The `:authority` value and whether it is Huffman-coded: a raw value with its port
+    /// stripped (as a Host), a coded one as it is.
+    Authority(&'a [u8], bool),
+}
+
+/// The `:authority` of the first HEADERS frame of an h2c stream and whether it is
+/// Huffman-coded (see [`h2_segment`]), in a first payload that holds it.
 pub fn h2_authority(payload: &[u8]) -> Option<(&[u8], bool)> {
-    let w = &payload[..payload.len().min(WINDOW)];
-    let n = w.len();
-    if n < PREFACE.len() || &w[..PREFACE.len()] != PREFACE {
-        return None;
+    match h2_segment(payload, None) {
+        H2::Authority(v, huffman) => Some((v, huffman)),
+        _ => None,
     }
-    let mut off = PREFACE.len();
+}
+
+/// Reads a segment of an h2c stream: its first (`from` `None`: the preface, then frames) or a
+/// later one whose next frame starts `from` bytes into it (`from` below its length). Frame
+/// headers must lie in the first [`WINDOW`] bytes; at most 8 frames are read. A walk that
+/// reaches the segment's end at a frame boundary, or ends inside a frame other than HEADERS,
+/// says how far into the next segment the next frame starts.
+pub fn h2_segment(payload: &[u8], from: Option<usize>) -> H2<'_> {
+    let seg = payload.len();
+    let w = &payload[..seg.min(WINDOW)];
+    let n = w.len();
+    let mut off = match from {
+        Some(f) => f,
+        None if n < PREFACE.len() || &w[..PREFACE.len()] != PREFACE => return H2::Not,
+        None => PREFACE.len(),
+    };
     let mut block = None;
     for _ in 0..8 {
+        if off == seg {
+            return H2::More(0);
+        }
         if off + 9 > n {
-            return None;
+            return H2::Not;
         }
         let len =
             (usize::from(w[off]) << 16) | (usize::from(w[off + 1]) << 8) | usize::from(w[off + 2]);
@@ -215,64 +249,84 @@ pub fn h2_authority(payload: &[u8]) -> Option<(&[u8], bool)> {
         let flags = w[off + 4];
         let body = off + 9;
         off = body + len;
-        if ty == 1 {
-            let mut start = body;
-            let mut end = off;
-            if flags & 0x08 != 0 {
-                if start >= n {
-                    return None;
-                }
-                let pad = usize::from(w[start]);
-                start += 1;
-                if end < start || pad > end - start {
-                    return None;
-                }
-                end -= pad;
+        if ty != 1 {
+            if off > seg {
+                let skip = off - seg;
+                return if skip > H2_SKIP_LIMIT {
+                    H2::Not
+                } else {
+                    H2::More(skip)
+                };
             }
-            if flags & 0x20 != 0 {
-                start += 5;
-            }
-            block = Some((start, end.min(n)));
-            break;
+            continue;
         }
+        let mut start = body;
+        let mut end = off;
+        if flags & 0x08 != 0 {
+            if start >= n {
+                return H2::Not;
+            }
+            let pad = usize::from(w[start]);
+            start += 1;
+            if end < start || pad > end - start {
+                return H2::Not;
+            }
+            end -= pad;
+        }
+        if flags & 0x20 != 0 {
+            start += 5;
+        }
+        block = Some((start, end.min(n)));
+        break;
     }
-    let (mut pos, block_end) = block?;
-    for _ in 0..16 {
-        if pos >= block_end {
-            return None;
-        }
-        let b = w[pos];
-        let bits = if b & 0x80 != 0 {
-            hpack_int(w, block_end, &mut pos, 7)?;
-            continue;
-        } else if b & 0xc0 == 0x40 {
-            6
-        } else if b & 0xe0 == 0x20 {
-            hpack_int(w, block_end, &mut pos, 5)?;
-            continue;
-        } else {
-            4
-        };
-        let index = hpack_int(w, block_end, &mut pos, bits)?;
-        if index == 0 {
-            let nl = hpack_int(w, block_end, &mut pos, 7)?;
-            pos += nl;
-        }
-        if pos >= block_end {
-            return None;
-        }
-        let huffman = w[pos] & 0x80 != 0;
-        let vl = hpack_int(w, block_end, &mut pos, 7)?;
-        if index == 1 {
-            if pos + vl > block_end {
+    let Some((mut pos, block_end)) = block else {
+        return H2::Not;
+    };
+    let mut field = || -> Option<(&[u8], bool)> {
+        for _ in 0..16 {
+            if pos >= block_end {
                 return None;
             }
-            let v = &w[pos..pos + vl];
-            return (!v.is_empty() && v.len() < NAME_LIMIT).then_some((v, huffman));
+            let b = w[pos];
+            let bits = if b & 0x80 != 0 {
+                hpack_int(w, block_end, &mut pos, 7)?;
+                continue;
+            } else if b & 0xc0 == 0x40 {
+                6
+            } else if b & 0xe0 == 0x20 {
+                hpack_int(w, block_end, &mut pos, 5)?;
+                continue;
+            } else {
+                4
+            };
+            let index = hpack_int(w, block_end, &mut pos, bits)?;
+            if index == 0 {
+                let nl = hpack_int(w, block_end, &mut pos, 7)?;
+                pos += nl;
+            }
+            if pos >= block_end {
+                return None;
+            }
+            let huffman = w[pos] & 0x80 != 0;
+            let vl = hpack_int(w, block_end, &mut pos, 7)?;
+            if index == 1 {
+                if pos + vl > block_end {
+                    return None;
+                }
+                let v = &w[pos..pos + vl];
+                if !huffman {
+                    return host_of(v).map(|h| (h, false));
+                }
+                return (!v.is_empty() && v.len() < NAME_LIMIT).then_some((v, huffman));
+            }
+            pos += vl;
         }
-        pos += vl;
+        None
+    };
+    match field() {
+        Some((v, huffman)) => H2::Authority(v, huffman),
+        None => H2::Not,
     }
-    None
 }
 
 /// Lower-cases a name (ASCII) and removes one trailing dot; `None` when nothing is left.

@@ -310,6 +310,37 @@ fn h2_raw_and_huffman_authority() {
     }
 }
 
+/// An `:authority` with a port, as HTTP/2 clients send it for a port that is not the scheme's
+/// (curl, gRPC): raw, the port is stripped as a Host's; Huffman-coded, it matches the coding of
+/// `name:port` for the connection's own port only.
+#[test]
+fn h2_authority_with_port() {
+    let mut m = Model::new(&plan(), &registry_only());
+    let cases = [
+        ("customers.com:8080", false, stage::HOST),
+        ("customers.com:8080", true, stage::HOST),
+        ("Customers.com:9", false, stage::HOST),
+        ("customers.com:9", true, stage::POLICY),
+        (":8080", false, stage::POLICY),
+        ("[customers.com]:8080", false, stage::HOST),
+    ];
+    for (i, (authority, huffman, want)) in cases.into_iter().enumerate() {
+        let req = h2c::request(authority, huffman);
+        let pkt = TcpFlow::new(ip("10.0.0.1"), ip("1.1.1.1"), 10 + i as u16, 8080, 1)
+            .data(&req)
+            .build();
+        let d = m.classify(&pkt);
+        assert_eq!(
+            d.stage, want,
+            "{authority} huffman {huffman}: {}",
+            d.explain
+        );
+        if want == stage::HOST {
+            assert_eq!(d.service_id, 7);
+        }
+    }
+}
+
 #[test]
 fn port_capture_and_policy() {
     let mut m = Model::new(&plan(), &registry_only());
