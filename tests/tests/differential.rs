@@ -664,6 +664,27 @@ fn tcp(c: &Conn, flags: u8, seq: u32, data: &[u8]) -> Packet {
         .payload(data)
 }
 
+/// Where the frames of an HTTP/2 prior-knowledge stream `data` begin (the end of the preface,
+/// then each frame's end), or nothing for other data.
+fn h2_frame_bounds(data: &[u8]) -> Vec<usize> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    if !data.starts_with(PREFACE) {
+        return Vec::new();
+    }
+    let mut at = vec![PREFACE.len()];
+    let mut off = PREFACE.len();
+    while off + 9 <= data.len() {
+        let len = usize::from(data[off]) << 16
+            | usize::from(data[off + 1]) << 8
+            | usize::from(data[off + 2]);
+        off += 9 + len;
+        if off <= data.len() {
+            at.push(off);
+        }
+    }
+    at
+}
+
 /// Generates the frames of one step of the run.
 fn step(r: &mut Rng, reg: &Registry, conns: &mut [Conn], hellos: &Hellos, split: bool) -> Frames {
     let ci = r.below(conns.len());
@@ -679,7 +700,13 @@ fn step(r: &mut Rng, reg: &Registry, conns: &mut [Conn], hellos: &Hellos, split:
             } else {
                 r.range(2, 5)
             };
-            let cuts: Vec<usize> = (1..pieces).map(|_| r.below(data.len() + 1)).collect();
+            let bounds = h2_frame_bounds(&data);
+            let cuts: Vec<usize> = if !bounds.is_empty() && r.pct(50) {
+                // An HTTP/2 stream cut where clients cut it: between preface and frames.
+                (1..pieces).map(|_| *r.pick(&bounds)).collect()
+            } else {
+                (1..pieces).map(|_| r.below(data.len() + 1)).collect()
+            };
             let mut segs = meshclass::packet::split_at(&data, &cuts);
             // TCP Fast Open: the SYN carries the first segment, whose bytes follow the SYN's
             // sequence number.

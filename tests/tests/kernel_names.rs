@@ -747,3 +747,164 @@ fn decision_events_carry_the_flow_the_verdict_and_the_name() {
     assert_eq!(ev[2].service_id, NO_SERVICE);
     assert!(ev[0].ts_ns <= ev[1].ts_ns && ev[1].ts_ns <= ev[2].ts_ns);
 }
+
+/// One segment of a followed HTTP/2 stream: the bytes, and whether they are sent at the flow's
+/// next sequence number (`Next`), again at the previous segment's (`Again`), or past a gap.
+enum Seg {
+    Next(Vec<u8>),
+    Again,
+    Gap(Vec<u8>),
+}
+
+/// HTTP/2 prior-knowledge streams whose HEADERS frame comes in a later segment than the
+/// preface, as curl (preface and SETTINGS, then HEADERS), Go and gRPC (preface, SETTINGS,
+/// HEADERS) write them: the stream is followed to its first HEADERS frame, each segment before
+/// it PASS at stage PENDING. A segment ending inside a frame, a retransmission, a gap, and more
+/// segments than are followed; kernel and model agree at every packet.
+#[test]
+fn h2_stream_followed_to_its_headers_frame() {
+    let mut dp = dataplane();
+    let p = plan(vec![entry(host("web.example.com", 8080), 9, Verdict::Pass)]);
+    let settings = registry_only(Blocked::Reject);
+    dp.apply(&p, &settings).unwrap();
+    let mut model = Model::new(&p, &settings);
+
+    let frame = |ty: u8, flags: u8, stream: u32, payload: &[u8]| {
+        let mut v = Vec::new();
+        h2c::frame(&mut v, ty, flags, stream, payload);
+        v
+    };
+    let settings_frame = frame(h2c::frame_type::SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 100]);
+    let window_update = frame(h2c::frame_type::WINDOW_UPDATE, 0, 0, &[0, 0xef, 0, 1]);
+    let headers = |authority: &str| {
+        let block = h2c::header_block(authority.as_bytes(), true, &Default::default());
+        frame(h2c::frame_type::HEADERS, 0x4, 1, &block)
+    };
+    let preface = h2c::PREFACE.to_vec();
+    let good = headers("web.example.com:8080");
+    let cat = |parts: &[&[u8]]| parts.concat();
+    use Seg::*;
+    let pending = (verdict::PASS, stage::PENDING);
+    let host_pass = (verdict::PASS, stage::HOST);
+    let rejected = (verdict::REJECT, stage::POLICY);
+    let cases: Vec<(&str, Vec<Seg>, Vec<(u8, u8)>)> = vec![
+        (
+            "curl: preface and SETTINGS, then HEADERS",
+            vec![
+                Next(cat(&[&preface, &settings_frame, &window_update])),
+                Next(good.clone()),
+            ],
+            vec![pending, host_pass],
+        ),
+        (
+            "gRPC: preface, SETTINGS, HEADERS",
+            vec![
+                Next(preface.clone()),
+                Next(cat(&[&settings_frame, &window_update])),
+                Next(good.clone()),
+            ],
+            vec![pending, pending, host_pass],
+        ),
+        (
+            "a segment ending inside SETTINGS",
+            vec![
+                Next(cat(&[&preface, &settings_frame[..11]])),
+                Next(cat(&[&settings_frame[11..], &good])),
+            ],
+            vec![pending, host_pass],
+        ),
+        (
+            "a segment inside SETTINGS as a whole",
+            vec![
+                Next(cat(&[&preface, &settings_frame[..10]])),
+                Next(settings_frame[10..12].to_vec()),
+                Next(cat(&[&settings_frame[12..], &good])),
+            ],
+            vec![pending, pending, host_pass],
+        ),
+        (
+            "a retransmission waits",
+            vec![
+                Next(preface.clone()),
+                Again,
+                Next(cat(&[&settings_frame, &good])),
+            ],
+            vec![pending, pending, host_pass],
+        ),
+        (
+            "an unregistered name is rejected after the handshake",
+            vec![
+                Next(cat(&[&preface, &settings_frame])),
+                Next(headers("other.example:8080")),
+            ],
+            vec![pending, rejected],
+        ),
+        (
+            "a gap is not inspectable",
+            vec![Next(preface.clone()), Gap(good.clone())],
+            vec![pending, rejected],
+        ),
+        (
+            "a frame header split between segments is not inspectable",
+            vec![
+                Next(cat(&[&preface, &settings_frame[..4]])),
+                Next(cat(&[&settings_frame[4..], &good])),
+            ],
+            vec![rejected, (verdict::REJECT, stage::FLOW)],
+        ),
+        (
+            "seven segments before HEADERS are followed",
+            std::iter::once(Next(preface.clone()))
+                .chain((0..6).map(|_| Next(window_update.clone())))
+                .chain(std::iter::once(Next(good.clone())))
+                .collect(),
+            [vec![pending; 7], vec![host_pass]].concat(),
+        ),
+        (
+            "the eighth that ends before HEADERS is not",
+            std::iter::once(Next(preface.clone()))
+                .chain((0..7).map(|_| Next(window_update.clone())))
+                .chain(std::iter::once(Next(good.clone())))
+                .collect(),
+            [
+                vec![pending; 7],
+                vec![rejected, (verdict::REJECT, stage::FLOW)],
+            ]
+            .concat(),
+        ),
+    ];
+    for (i, (what, segs, want)) in cases.into_iter().enumerate() {
+        let mut f = TcpFlow::new(ip("10.0.0.1"), ip("10.20.0.2"), 43000 + i as u16, 8080, 1);
+        let syn = f.syn().build();
+        expect(&run(&mut dp, &syn), verdict::PASS, stage::PENDING);
+        model.classify(&syn);
+        let mut last = Vec::new();
+        for (j, (seg, want)) in segs.into_iter().zip(want).enumerate() {
+            let frame = match seg {
+                Next(b) => {
+                    last = f.data(&b).build();
+                    last.clone()
+                }
+                Again => last.clone(),
+                Gap(b) => f.data_at(f.next_seq.wrapping_add(7), &b).build(),
+            };
+            let d = run(&mut dp, &frame);
+            let m = model.classify(&frame);
+            let got = (verdict::name(d.verdict), stage::name(d.stage));
+            assert_eq!(
+                got,
+                (verdict::name(want.0), stage::name(want.1)),
+                "{what}, segment {j}"
+            );
+            assert_eq!(
+                (m.verdict, m.stage),
+                (d.verdict, d.stage),
+                "{what}, segment {j}: model: {}",
+                m.explain
+            );
+            if want == host_pass {
+                assert_eq!(d.service_id, 9, "{what}");
+            }
+        }
+    }
+}

@@ -19,6 +19,7 @@ pub const NIGHTLY: &str = "nightly";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian packages used by the tests, the demo and the benchmarks.
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
+    ("curl", "curl"),
     ("ip", "iproute2"),
     ("iperf3", "iperf3"),
     ("iptables", "iptables"),
