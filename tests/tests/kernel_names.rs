@@ -787,7 +787,9 @@ fn h2_stream_followed_to_its_headers_frame() {
     let pending = (verdict::PASS, stage::PENDING);
     let host_pass = (verdict::PASS, stage::HOST);
     let rejected = (verdict::REJECT, stage::POLICY);
-    let cases: Vec<(&str, Vec<Seg>, Vec<(u8, u8)>)> = vec![
+    /// What a case is, its segments, and the (verdict, stage) of each.
+    type Case = (&'static str, Vec<Seg>, Vec<(u8, u8)>);
+    let cases: Vec<Case> = vec![
         (
             "curl: preface and SETTINGS, then HEADERS",
             vec![
