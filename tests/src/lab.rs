@@ -49,8 +49,9 @@ pub mod addr {
 
 /// TCP port of the plain servers (answers `server <addr>`).
 pub const TCP_PORT: u16 = 9000;
-/// TCP port of the HTTP/2 prior-knowledge (h2c) servers (answer `server <addr> h2c
-/// authority=<value>` as the body of the first stream).
+/// A second port of the HTTP servers, which answer HTTP/1.x (`server <addr> http host=..`)
+/// and HTTP/2 with prior knowledge (`server <addr> h2c authority=..`, the body of the first
+/// stream) on it as on port 80.
 pub const H2C_PORT: u16 = 8080;
 /// The proxy's transparent listener.
 pub const PROXY_PORT: u16 = 15001;
@@ -204,7 +205,7 @@ impl Lab {
                 (443u16, "tls"),
                 (80, "http"),
                 (TCP_PORT, "tcp"),
-                (H2C_PORT, "h2c"),
+                (H2C_PORT, "http"),
             ] {
                 let l = self
                     .world
@@ -443,19 +444,21 @@ impl Lab {
         })
     }
 
-    /// An HTTP/2 prior-knowledge request by curl (a real client: nghttp2 codes the headers)
-    /// from the workload to `http://{authority}/`, the authority's host resolved to `dst`'s
-    /// address: what answered.
-    pub fn curl_h2c(&self, dst: SocketAddr, authority: &str, timeout: Duration) -> Outcome {
-        let (host, port) = authority
-            .rsplit_once(':')
-            .map_or((authority, 80), |(h, p)| (h, p.parse().unwrap_or(80)));
+    /// An HTTP/2 prior-knowledge request by curl (a real client: nghttp2 Huffman-codes the
+    /// headers) from the workload to `http://{host}:{port of dst}/`, `host` resolved to `dst`'s
+    /// address: what answered. Its `:authority` is `host`, with `:port` unless port 80.
+    pub fn curl_h2c(&self, dst: SocketAddr, host: &str, timeout: Duration) -> Outcome {
+        let port = dst.port();
         let ip = match dst.ip() {
             IpAddr::V6(a) => format!("[{a}]"),
             a => a.to_string(),
         };
         let resolve = format!("{host}:{port}:{ip}");
-        let url = format!("http://{authority}/");
+        let url = if port == 80 {
+            format!("http://{host}/")
+        } else {
+            format!("http://{host}:{port}/")
+        };
         let secs = format!("{:.1}", timeout.as_secs_f64());
         self.workload.run(|| {
             let start = Instant::now();
@@ -727,6 +730,31 @@ fn serve_tcp(
                     "http" => {
                         let mut buf = [0u8; 2048];
                         let n = count(s.read(&mut buf));
+                        if buf[..n].starts_with(b"PRI * HTTP/2.0") {
+                            // HTTP/2 with prior knowledge: until the request's `:authority`
+                            // has come (or the client stops).
+                            let mut got = buf[..n].to_vec();
+                            let authority = loop {
+                                if let Some(a) = h2c_authority(&got) {
+                                    break Some(a);
+                                }
+                                match count(s.read(&mut buf)) {
+                                    0 => break None,
+                                    n if got.len() < 8192 => got.extend_from_slice(&buf[..n]),
+                                    _ => break None,
+                                }
+                            };
+                            let Some(authority) = authority else {
+                                return;
+                            };
+                            let _ = s.write_all(&h2c_response(&format!(
+                                "server {me} h2c authority={authority}\n"
+                            )));
+                            // Let the client read it all before the close.
+                            std::thread::sleep(Duration::from_millis(100));
+                            let _ = s.shutdown(Shutdown::Write);
+                            return;
+                        }
                         let req = String::from_utf8_lossy(&buf[..n]);
                         let host = req
                             .lines()
@@ -741,32 +769,6 @@ fn serve_tcp(
                             )
                             .as_bytes(),
                         );
-                        let _ = s.shutdown(Shutdown::Write);
-                    }
-                    "h2c" => {
-                        let mut buf = Vec::new();
-                        let mut chunk = [0u8; 2048];
-                        // Until the request's `:authority` has come (or the client stops).
-                        let authority = loop {
-                            match count(s.read(&mut chunk)) {
-                                0 => break None,
-                                n => buf.extend_from_slice(&chunk[..n]),
-                            }
-                            if let Some(a) = h2c_authority(&buf) {
-                                break Some(a);
-                            }
-                            if buf.len() > 8192 {
-                                break None;
-                            }
-                        };
-                        let Some(authority) = authority else {
-                            return;
-                        };
-                        let _ = s.write_all(&h2c_response(&format!(
-                            "server {me} h2c authority={authority}\n"
-                        )));
-                        // Let the client read it all before the close.
-                        std::thread::sleep(Duration::from_millis(100));
                         let _ = s.shutdown(Shutdown::Write);
                     }
                     _ => {

@@ -15,6 +15,8 @@ pub enum Kind {
     Tcp,
     Tls(&'static str),
     Http(&'static str),
+    /// HTTP/2 with prior knowledge by curl, with this authority.
+    H2c(&'static str),
     Udp,
 }
 
@@ -122,6 +124,20 @@ pub fn probes() -> Vec<Probe> {
             registry_only: "reject",
         },
         Probe {
+            what: "api.external-svc.com by h2c, other IP",
+            dst: sa(addr::UNKNOWN, 80),
+            kind: H2c("api.external-svc.com"),
+            allow_any: "pass",
+            registry_only: "pass",
+        },
+        Probe {
+            what: "unknown host (h2c, curl)",
+            dst: sa(addr::UNKNOWN, 80),
+            kind: H2c("unknown.example"),
+            allow_any: "pass",
+            registry_only: "reject",
+        },
+        Probe {
             what: "unknown IP (TCP)",
             dst: sa(addr::UNKNOWN, TCP_PORT),
             kind: Tcp,
@@ -158,7 +174,7 @@ pub fn needs_names(p: &Probe, registry_only: bool) -> bool {
         .iter()
         .any(|a| a.parse::<std::net::IpAddr>().ok() == Some(p.dst.ip()));
     registry_only
-        && matches!(p.kind, Kind::Tls(_) | Kind::Http(_))
+        && matches!(p.kind, Kind::Tls(_) | Kind::Http(_) | Kind::H2c(_))
         && p.registry_only == "pass"
         && !exact_by_dns
 }
@@ -200,6 +216,7 @@ pub fn run(lab: &Lab, meshclass: &Path, registry_only: bool) -> Vec<Row> {
             Kind::Tcp => lab.tcp(p.dst, timeout),
             Kind::Tls(sni) => lab.tls(p.dst, sni, timeout),
             Kind::Http(host) => lab.http(p.dst, host, timeout),
+            Kind::H2c(authority) => lab.curl_h2c(p.dst, authority, timeout),
             Kind::Udp => lab.udp(p.dst, timeout),
         };
         let took = start.elapsed();

@@ -80,13 +80,16 @@ fn example_registry_under_registry_only_with_reject() {
     );
     let rows = scenarios::run(&lab, &bin, true);
     assert_rows(&rows);
-    // The two connections rejected by name (TLS and HTTP) had reached their servers: each
-    // server got a RST too, and did not wait for its read to time out.
+    // The three connections rejected by name (TLS, HTTP and h2c) had reached their servers:
+    // each server got a RST too, and did not wait for its read to time out.
     let named = rows
         .iter()
-        .filter(|r| r.expected == "reject" && matches!(r.probe.kind, Kind::Tls(_) | Kind::Http(_)))
+        .filter(|r| {
+            r.expected == "reject"
+                && matches!(r.probe.kind, Kind::Tls(_) | Kind::Http(_) | Kind::H2c(_))
+        })
         .count();
-    assert_eq!(named, 2, "{}", scenarios::table(&rows));
+    assert_eq!(named, 3, "{}", scenarios::table(&rows));
     let deadline = std::time::Instant::now() + Duration::from_secs(1);
     while lab.server_resets.load(Ordering::SeqCst) < named as u64
         && std::time::Instant::now() < deadline
@@ -111,7 +114,7 @@ fn names_decide_under_registry_only() {
         .collect();
     let kinds = |http: bool| {
         rows.iter()
-            .filter(|r| matches!(r.probe.kind, Kind::Http(_)) == http)
+            .filter(|r| matches!(r.probe.kind, Kind::Http(_) | Kind::H2c(_)) == http)
             .count()
     };
     assert!(
@@ -123,7 +126,7 @@ fn names_decide_under_registry_only() {
         .iter()
         .filter(|r| {
             let want = match r.probe.kind {
-                Kind::Http(_) => "host",
+                Kind::Http(_) | Kind::H2c(_) => "host",
                 _ => "sni",
             };
             !r.ok() || r.stage != want
@@ -589,7 +592,7 @@ fn h2c_by_authority_from_a_real_client() {
     for ip in [addr::UNKNOWN, addr::UNKNOWN6] {
         let dst = SocketAddr::new(ip.parse().unwrap(), H2C_PORT);
         let authority = format!("grpc.external-svc.com:{H2C_PORT}");
-        let o = lab.curl_h2c(dst, &authority, timeout);
+        let o = lab.curl_h2c(dst, "grpc.external-svc.com", timeout);
         assert_eq!(
             o,
             Outcome::Server(format!("{ip} h2c authority={authority}")),
@@ -599,8 +602,8 @@ fn h2c_by_authority_from_a_real_client() {
         assert_eq!(stage, "host", "{authority} to {dst}: service {service}");
         assert!(service.contains("external-grpc"), "{service}");
 
-        let other = format!("other.example:{H2C_PORT}");
-        match lab.curl_h2c(dst, &other, timeout) {
+        let other = "other.example";
+        match lab.curl_h2c(dst, other, timeout) {
             Outcome::Rejected(t) => assert!(t < Duration::from_millis(500), "{other}: {t:?}"),
             o => panic!("{other} to {dst}: {o:?}"),
         }
