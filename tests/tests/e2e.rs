@@ -522,6 +522,38 @@ fn inspect_explain_flows_and_metrics_agree_with_the_traffic() {
         (Some("pass"), Some("host"), Some(true), Some("host")),
         "{v}"
     );
+    // And an h2c request by its `:authority` (with the port, Huffman-coded), in two segments:
+    // the first waits, the second decides.
+    let out = lab
+        .meshclass(
+            &bin,
+            &[
+                "explain",
+                "--dst",
+                &SocketAddr::new(addr::UNKNOWN.parse().unwrap(), 80).to_string(),
+                "--h2c",
+                "api.external-svc.com:80",
+                "--json",
+                "--pin-dir",
+                &pin,
+            ],
+        )
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let stages: Vec<&str> = v["packets"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .filter_map(|p| p["kernel"]["stage"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(stages, ["pending", "pending", "host"], "{v}");
+    assert_eq!(
+        (v["verdict"].as_str(), v["agree"].as_bool()),
+        (Some("pass"), Some(true)),
+        "{v}"
+    );
 
     // flows: the two connections are there with their verdicts.
     let out = lab

@@ -75,11 +75,15 @@ enum Command {
         #[arg(long, default_value = "tcp", value_parser = ["tcp", "udp"])]
         proto: String,
         /// Send a TLS ClientHello with this server name.
-        #[arg(long, conflicts_with = "host")]
+        #[arg(long, conflicts_with_all = ["host", "h2c"])]
         sni: Option<String>,
         /// Send an HTTP/1.1 request with this Host.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "h2c")]
         host: Option<String>,
+        /// Send an HTTP/2 prior-knowledge request with this `:authority` (Huffman-coded), as
+        /// curl does: the preface and SETTINGS in one segment, HEADERS in the next.
+        #[arg(long)]
+        h2c: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -145,6 +149,7 @@ fn main() -> ExitCode {
             proto,
             sni,
             host,
+            h2c,
             json,
             pin_dir,
         } => commands::explain::run(&commands::explain::ExplainArgs {
@@ -157,6 +162,7 @@ fn main() -> ExitCode {
             },
             sni,
             host,
+            h2c,
             json,
             pin_dir,
         }),

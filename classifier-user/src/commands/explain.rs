@@ -24,6 +24,7 @@ pub struct ExplainArgs {
     pub proto: L4,
     pub sni: Option<String>,
     pub host: Option<String>,
+    pub h2c: Option<String>,
     pub json: bool,
     pub pin_dir: std::path::PathBuf,
 }
@@ -115,6 +116,13 @@ fn explain(args: &ExplainArgs) -> Result<i32, String> {
             } else if let Some(host) = &args.host {
                 let req = packet::http::request("GET", Some(host.as_bytes()), &Default::default());
                 frames.push((format!("HTTP request host={host}"), flow.data(&req).build()));
+            } else if let Some(authority) = &args.h2c {
+                let [start, headers] = packet::h2c::request_in_two(authority.as_bytes());
+                frames.push(("h2c preface, SETTINGS".into(), flow.data(&start).build()));
+                frames.push((
+                    format!("h2c HEADERS :authority={authority}"),
+                    flow.data(&headers).build(),
+                ));
             }
         }
     }

@@ -113,9 +113,41 @@ pub fn request_with(authority: &[u8], huffman: bool, options: &H2Options) -> Vec
     out
 }
 
+/// A request as curl writes it: the preface, SETTINGS and WINDOW_UPDATE in one segment, the
+/// HEADERS frame (`:authority` Huffman-coded) in the next.
+pub fn request_in_two(authority: &[u8]) -> [Vec<u8>; 2] {
+    let o = H2Options {
+        window_update: true,
+        ..H2Options::default()
+    };
+    let mut whole = request_with(authority, true, &o);
+    // Preface, SETTINGS (9 + 6), WINDOW_UPDATE (9 + 4).
+    let headers = whole.split_off(PREFACE.len() + 15 + 13);
+    [whole, headers]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_in_two_splits_before_headers() {
+        let [first, second] = request_in_two(b"a.example:8080");
+        assert_eq!(
+            [first, second].concat(),
+            request_with(
+                b"a.example:8080",
+                true,
+                &H2Options {
+                    window_update: true,
+                    ..H2Options::default()
+                }
+            )
+        );
+        let [first, second] = request_in_two(b"a.example");
+        assert_eq!(first.len(), 52);
+        assert_eq!(second[3], frame_type::HEADERS);
+    }
 
     #[test]
     fn request_layout() {

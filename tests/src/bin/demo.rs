@@ -126,6 +126,18 @@ fn main() -> ExitCode {
                     "api.external-svc.com",
                 ],
             );
+            show(
+                &lab,
+                &bin,
+                "explain",
+                &[
+                    "explain",
+                    "--dst",
+                    "10.77.160.66:80",
+                    "--h2c",
+                    "api.external-svc.com",
+                ],
+            );
         }
         let _ = lab.stop_daemon(false);
         let pin = lab.pin_dir.display().to_string();
