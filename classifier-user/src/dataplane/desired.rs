@@ -349,8 +349,11 @@ impl Slots {
         for (k, v) in &c.names {
             if k.kind != name_match::HUFFMAN {
                 let bytes: Box<[u8]> = v.name[..(v.len as usize).min(v.name.len())].into();
+                // Only the codings the maps hold: names of ports with HTTP/2 names.
                 for (hk, _) in huffman_keys(k, &bytes) {
-                    s.huff.insert(hk, *k);
+                    if c.names.contains_key(&hk) {
+                        s.huff.insert(hk, *k);
+                    }
                 }
                 s.names.insert(
                     *k,
@@ -608,7 +611,11 @@ impl Slots {
             entry_ids[i] = new[j].value.entry_id;
         }
 
-        // Huffman-coded names: one per exact name, owned by it.
+        // Huffman-coded names: each exact name of a port with HTTP/2 names (the only stage that
+        // looks them up) has its codings (`huffman_keys`), owned by it.
+        let h2 = |kinds: &FastMap<u16, (u8, u64)>, port: u16| {
+            kinds.get(&port).is_some_and(|k| k.0 & name_kind::H2 != 0)
+        };
         let mut changes = Changes::default();
         let mut huff_removed = Vec::new();
         let mut huff_added = Vec::new();
@@ -624,8 +631,13 @@ impl Slots {
                 }
             }
         }
-        let mut put_name = |changes: &mut Changes, nk: &NameKey, bytes: &[u8], ev, first: u32| {
-            changes.names.insert(*nk, Some(name_value(bytes, ev)));
+        // A port that loses its HTTP/2 names loses every coding.
+        for (hk, _) in &self.huff {
+            if h2(&self.port_names, hk.port) && !h2(&kinds, hk.port) {
+                huff_removed.push(*hk);
+            }
+        }
+        let mut put_huff = |changes: &mut Changes, nk: &NameKey, bytes: &[u8], ev, first: u32| {
             // A collision names the two exact names whose codings met, not the codings.
             for (hk, h) in huffman_keys(nk, bytes) {
                 if let Some(owner) = self.huff.get(&hk).filter(|o| *o != nk) {
@@ -641,6 +653,10 @@ impl Slots {
                     }
                 }
                 if let Some((of, on)) = huff_new.get(&hk) {
+                    if on.as_slice() == bytes {
+                        // This name's, put already.
+                        continue;
+                    }
                     let n = bytes.to_vec();
                     let c = if *of < first {
                         (first as usize, on.clone(), n, nk.port)
@@ -653,6 +669,12 @@ impl Slots {
                 changes.names.insert(hk, Some(name_value(&h, ev)));
                 huff_added.push((hk, *nk));
                 huff_new.insert(hk, (first, bytes.to_vec()));
+            }
+        };
+        let mut put_name = |changes: &mut Changes, nk: &NameKey, bytes: &[u8], ev, first: u32| {
+            changes.names.insert(*nk, Some(name_value(bytes, ev)));
+            if h2(&kinds, nk.port) {
+                put_huff(changes, nk, bytes, ev, first);
             }
         };
 
@@ -701,6 +723,20 @@ impl Slots {
                 Key::Port(pk) => {
                     capture.insert(*pk, v);
                     touched_ports.push(*pk);
+                }
+            }
+        }
+        // A port that gains HTTP/2 names gains the codings of the names it kept (those that
+        // changed have theirs already).
+        let gained: Vec<u16> = kinds
+            .keys()
+            .filter(|p| h2(&kinds, **p) && !h2(&self.port_names, **p))
+            .copied()
+            .collect();
+        if !gained.is_empty() {
+            for (nk, r) in &self.names {
+                if r.rec.seen == pass && gained.contains(&nk.port) {
+                    put_huff(&mut changes, nk, &r.bytes, r.rec.value, r.rec.first);
                 }
             }
         }
@@ -1048,6 +1084,75 @@ mod tests {
         ]));
         assert_eq!(&now[1..], &ids[..]);
         assert_eq!(changed, ids);
+    }
+
+    /// The Huffman codings of a port's exact names (of `name` and `name:port`) are stored while
+    /// the port has HTTP/2 names (a Host entry), the only stage that looks them up: a TLS-only
+    /// port's names take one element each. A port gaining or losing its Host entry gains or
+    /// loses the codings of the names it keeps; a restarted daemon's table (rebuilt from the
+    /// maps) knows which are there.
+    #[test]
+    fn huffman_codings_only_on_http2_ports() {
+        let entry = |matcher: Match| Entry {
+            matcher,
+            service_id: 0,
+            service: "ns/svc/h".into(),
+            verdict: Verdict::Pass,
+        };
+        let sni = entry(Match::Sni {
+            name: "a.example.com".into(),
+            port: 443,
+        });
+        let host = entry(Match::Host {
+            name: "b.example.com".into(),
+            port: 443,
+        });
+        let coded = |c: &Content| {
+            let mut v: Vec<Vec<u8>> = c
+                .names
+                .iter()
+                .filter(|(k, _)| k.kind == name_match::HUFFMAN)
+                .map(|(_, v)| v.name[..v.len as usize].to_vec())
+                .collect();
+            v.sort();
+            v
+        };
+        let codings = |names: &[&str]| {
+            let mut v: Vec<Vec<u8>> = names
+                .iter()
+                .flat_map(|n| authorities(n.as_bytes(), 443u16.to_be()))
+                .filter_map(|a| huffman(&a))
+                .collect();
+            v.sort();
+            v
+        };
+        let (mut slots, mut have) = (Slots::default(), Content::default());
+        let mut apply = |entries: Vec<Entry>| {
+            let p = Plan {
+                entries,
+                ..Plan::default()
+            };
+            let planned = slots.plan(&p, false).expect("plan");
+            write(&mut have, &planned.changes);
+            slots.commit(planned);
+            have.clone()
+        };
+        let tls_only = apply(vec![sni.clone()]);
+        assert_eq!((tls_only.names.len(), coded(&tls_only)), (1, vec![]));
+        let both = apply(vec![sni.clone(), host.clone()]);
+        assert_eq!(both.names.len(), 6);
+        assert_eq!(coded(&both), codings(&["a.example.com", "b.example.com"]));
+        let mut adopted = Slots::from_content(&both);
+        let again = adopted.plan(
+            &Plan {
+                entries: vec![sni.clone(), host.clone()],
+                ..Plan::default()
+            },
+            false,
+        );
+        assert!(again.expect("plan").changes.names.is_empty());
+        let back = apply(vec![sni.clone()]);
+        assert_eq!(back.names, tls_only.names);
     }
 
     /// Plan after plan, the incremental writer leaves the maps, entry ids and warnings exactly

@@ -214,9 +214,12 @@ pub fn build(plan: &Plan, ids: &mut Ids) -> Result<Desired, DataplaneError> {
             }
         }
     }
+    // Huffman codings only on ports with HTTP/2 names (the only stage that looks them up).
     for (i, kind, port, bytes) in extra {
-        let ev = value(i, entry_ids[i]);
-        put_name(&mut content, kind, port, &bytes, ev)?;
+        if kinds.get(&port).is_some_and(|k| k.0 & name_kind::H2 != 0) {
+            let ev = value(i, entry_ids[i]);
+            put_name(&mut content, kind, port, &bytes, ev)?;
+        }
     }
     let cidr_ports: Vec<PortKey> = content
         .cidr
