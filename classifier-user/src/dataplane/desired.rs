@@ -632,10 +632,14 @@ impl Slots {
             }
         }
         // A port that loses its HTTP/2 names loses every coding.
-        for (hk, _) in &self.huff {
-            if h2(&self.port_names, hk.port) && !h2(&kinds, hk.port) {
-                huff_removed.push(*hk);
-            }
+        let lost: Vec<u16> = self
+            .port_names
+            .keys()
+            .filter(|p| h2(&self.port_names, **p) && !h2(&kinds, **p))
+            .copied()
+            .collect();
+        if !lost.is_empty() {
+            huff_removed.extend(self.huff.keys().filter(|hk| lost.contains(&hk.port)));
         }
         let mut put_huff = |changes: &mut Changes, nk: &NameKey, bytes: &[u8], ev, first: u32| {
             // A collision names the two exact names whose codings met, not the codings.
