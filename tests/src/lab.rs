@@ -462,16 +462,21 @@ impl Lab {
         let secs = format!("{:.1}", timeout.as_secs_f64());
         self.workload.run(|| {
             let start = Instant::now();
+            // `-q`: no ~/.curlrc; no proxy from the environment (the lab's addresses only).
             let out = Command::new("curl")
-                .args(["-sS", "--http2-prior-knowledge", "--max-time", &secs])
-                .args(["--resolve", &resolve, &url])
+                .args(["-q", "-sS", "--noproxy", "*", "--http2-prior-knowledge"])
+                .args(["--max-time", &secs, "--resolve", &resolve, &url])
+                .env_remove("http_proxy")
+                .env_remove("HTTP_PROXY")
+                .env_remove("all_proxy")
+                .env_remove("ALL_PROXY")
                 .output();
             let took = start.elapsed();
             match out {
                 Err(e) => Outcome::Error(format!("running curl: {e}")),
                 Ok(o) if o.status.success() => parse_reply(&String::from_utf8_lossy(&o.stdout)),
-                // Couldn't connect (refused, unreachable), receive failure (reset).
-                Ok(o) if matches!(o.status.code(), Some(7 | 56)) => Outcome::Rejected(took),
+                // Couldn't connect (refused, unreachable), send or receive failure (reset).
+                Ok(o) if matches!(o.status.code(), Some(7 | 55 | 56)) => Outcome::Rejected(took),
                 Ok(o) if o.status.code() == Some(28) => Outcome::Timeout,
                 Ok(o) => Outcome::Error(format!(
                     "curl {}: {}",

@@ -594,8 +594,8 @@ fn inspect_explain_flows_and_metrics_agree_with_the_traffic() {
 
 /// HTTP/2 with prior knowledge from a real client (curl: nghttp2 Huffman-codes the headers, and
 /// a port that is not the scheme's is part of the `:authority`), under REGISTRY_ONLY: the
-/// registered name passes to the server by the HOST stage, v4 and v6; another name is reset at
-/// once.
+/// registered name passes to the server by the HOST stage, v4 and v6; another name is reset in
+/// well under a second (curl's own start included).
 #[test]
 fn h2c_by_authority_from_a_real_client() {
     require_privileges();
@@ -636,7 +636,7 @@ fn h2c_by_authority_from_a_real_client() {
 
         let other = "other.example";
         match lab.curl_h2c(dst, other, timeout) {
-            Outcome::Rejected(t) => assert!(t < Duration::from_millis(500), "{other}: {t:?}"),
+            Outcome::Rejected(t) => assert!(t < Duration::from_secs(1), "{other}: {t:?}"),
             o => panic!("{other} to {dst}: {o:?}"),
         }
     }

@@ -910,3 +910,55 @@ fn h2_stream_followed_to_its_headers_frame() {
         }
     }
 }
+
+/// A reload while an h2c stream is followed: the port keeps its name but loses its Host
+/// entries (the name becomes a TLS one), so the HTTP/2 stage's Huffman codings of the port go.
+/// The stream's HEADERS frame, Huffman-coded, then matches nothing, in the kernel as in the
+/// model; with a Host entry kept, it matches in both.
+#[test]
+fn h2_stream_followed_across_a_reload() {
+    for keep_host in [false, true] {
+        let mut dp = dataplane();
+        let before = plan(vec![
+            entry(host("a.example.com", 8080), 1, Verdict::Pass),
+            entry(sni("b.example.com", 8080), 2, Verdict::Pass),
+        ]);
+        let mut after = vec![entry(sni("b.example.com", 8080), 2, Verdict::Pass)];
+        if keep_host {
+            after.push(entry(host("a.example.com", 8080), 1, Verdict::Pass));
+        }
+        let after = plan(after);
+        let settings = registry_only(Blocked::Drop);
+        dp.apply(&before, &settings).unwrap();
+        let mut model = Model::new(&before, &settings);
+        let [start, headers] = h2c::request_in_two(b"b.example.com:8080");
+        let mut f = TcpFlow::new(ip("10.0.0.1"), ip("10.20.0.2"), 44000, 8080, 1);
+        let frames = [f.syn().build(), f.data(&start).build()];
+        for fr in &frames {
+            let d = run(&mut dp, fr);
+            expect(&d, verdict::PASS, stage::PENDING);
+            model.classify(fr);
+        }
+        dp.apply(&after, &settings).unwrap();
+        model.update(&after, &settings);
+        let last = f.data(&headers).build();
+        let d = run(&mut dp, &last);
+        let m = model.classify(&last);
+        let want = if keep_host {
+            (verdict::PASS, stage::HOST)
+        } else {
+            (verdict::DROP, stage::POLICY)
+        };
+        assert_eq!(
+            (verdict::name(d.verdict), stage::name(d.stage)),
+            (verdict::name(want.0), stage::name(want.1)),
+            "keep_host {keep_host}"
+        );
+        assert_eq!(
+            (m.verdict, m.stage),
+            (d.verdict, d.stage),
+            "keep_host {keep_host}: model: {}",
+            m.explain
+        );
+    }
+}

@@ -99,6 +99,7 @@ fn masked(mut a: [u8; 16], len: u8) -> [u8; 16] {
 impl Tables {
     fn build(plan: &Plan) -> Self {
         let mut t = Tables::default();
+        let mut coded_names: Vec<(u16, Vec<u8>, Hit)> = Vec::new();
         for (index, e) in plan.entries.iter().enumerate() {
             let hit = Hit {
                 index,
@@ -157,17 +158,29 @@ impl Tables {
                         }
                     } else if !lower.is_empty() && lower.len() < names::NAME_LIMIT {
                         // A Huffman-coded `:authority` is matched as coded: the name alone
-                        // or with this port, as clients send it.
+                        // or with this port, as clients send it (kept below for the ports
+                        // with HTTP/2 names).
                         let with_port = [&lower[..], format!(":{port}").as_bytes()].concat();
                         for coded in [&lower, &with_port] {
                             let huff = hpack::huffman_encode(coded);
                             if huff.len() < names::NAME_LIMIT {
-                                t.names.entry((*port, HUFFMAN, huff)).or_insert(hit.clone());
+                                coded_names.push((*port, huff, hit.clone()));
                             }
                         }
                         t.names.entry((*port, EXACT, lower)).or_insert(hit);
                     }
                 }
+            }
+        }
+        // The codings are stored for the ports whose names the HTTP/2 stage reads only: a
+        // stream followed across a reload that took a port's Host entries finds none.
+        for (port, huff, hit) in coded_names {
+            let h2 = t
+                .ports
+                .get(&(proto::TCP, port))
+                .is_some_and(|p| p.kinds & name_kind::H2 != 0);
+            if h2 {
+                t.names.entry((port, HUFFMAN, huff)).or_insert(hit);
             }
         }
         t
