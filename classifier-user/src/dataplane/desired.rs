@@ -349,9 +349,19 @@ impl Slots {
         for (k, v) in &c.names {
             if k.kind != name_match::HUFFMAN {
                 let bytes: Box<[u8]> = v.name[..(v.len as usize).min(v.name.len())].into();
-                // Only the codings the maps hold: names of ports with HTTP/2 names.
+                // Only the codings the maps hold for ports with HTTP/2 names (maps written
+                // before codings were kept to those ports may hold others: the next full
+                // apply deletes them).
+                let h2 = c
+                    .ports
+                    .get(&PortKey {
+                        generation: 0,
+                        proto: proto::TCP,
+                        port: k.port,
+                    })
+                    .is_some_and(|v| v.name_kinds & name_kind::H2 != 0);
                 for (hk, _) in huffman_keys(k, &bytes) {
-                    if c.names.contains_key(&hk) {
+                    if h2 && c.names.contains_key(&hk) {
                         s.huff.insert(hk, *k);
                     }
                 }
