@@ -165,6 +165,9 @@ pub mod counter {
     pub const REDIRECT_NO_SOCKET: u32 = 31;
     /// Name hits on entries whose verdict is REDIRECT, applied as PASS (too late to redirect).
     pub const LATE_REDIRECT: u32 = 32;
+    /// HTTP/2 prior-knowledge streams followed across segments whose `:authority` came in a
+    /// later segment than the preface (looked up, hit or not).
+    pub const SPLIT_H2: u32 = 33;
     /// Packets by verdict and deciding stage, the one counter the program increments for
     /// every packet: `DECIDED + (verdict << 4) + stage`. One increment instead of three.
     pub const DECIDED: u32 = 64;

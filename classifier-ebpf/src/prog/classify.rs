@@ -389,6 +389,7 @@ pub fn try_http(ctx: &TcContext) -> Result<i32, i32> {
         } else {
             match h2_name(ctx, p, Some(from as usize)) {
                 H2::Name(n, huffman) => {
+                    cnt::inc(counter::SPLIT_H2);
                     let _ = PENDING.remove(&p.key);
                     if describe_name(n, name_kind_of(huffman), stage::HOST) {
                         to_lookup(ctx);

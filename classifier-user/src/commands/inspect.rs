@@ -261,7 +261,7 @@ pub fn run(pin_dir: &Path, what: What, json_out: bool) -> i32 {
             let other = json!({
                 "packets": get(counter::PACKETS), "new_flows": get(counter::NEW_FLOWS),
                 "malformed": get(counter::MALFORMED), "fragments": get(counter::FRAGMENTS),
-                "ech_seen": get(counter::ECH_SEEN), "split_hellos": get(counter::SPLIT_HELLOS),
+                "ech_seen": get(counter::ECH_SEEN), "split_hellos": get(counter::SPLIT_HELLOS), "split_h2": get(counter::SPLIT_H2),
                 "redirect_no_socket": get(counter::REDIRECT_NO_SOCKET), "late_redirect": get(counter::LATE_REDIRECT),
                 "events_lost": get(counter::EVENTS_LOST)});
             if json_out {
