@@ -399,6 +399,42 @@ mod tests {
         assert_eq!(h2_authority(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), None);
     }
 
+    /// A segment of an h2c stream that ends before the HEADERS frame says where the next frame
+    /// starts in the next segment; the next segment is read from there.
+    #[test]
+    fn h2_segments_before_the_headers_frame() {
+        let [start, headers] = h2c::request_in_two(b"a.example:8080");
+        let whole = [&start[..], &headers[..]].concat();
+        let coded = hpack::huffman_encode(b"a.example:8080");
+        // The preface alone, the preface and SETTINGS: the next frame starts the next segment.
+        assert_eq!(h2_segment(&whole[..24], None), H2::More(0));
+        assert_eq!(h2_segment(&start, None), H2::More(0));
+        // Ending inside SETTINGS' body (9 + 6 bytes from 24): the rest is skipped next time.
+        assert_eq!(h2_segment(&whole[..35], None), H2::More(4));
+        assert_eq!(
+            h2_segment(&whole[35..], Some(4)),
+            H2::Authority(&coded[..], true)
+        );
+        // A frame header cut by the segment's end: not inspectable.
+        assert_eq!(h2_segment(&whole[..28], None), H2::Not);
+        // A later segment read from the next frame; a raw value loses its port.
+        assert_eq!(
+            h2_segment(&headers, Some(0)),
+            H2::Authority(&coded[..], true)
+        );
+        let raw = h2c::request("b.example:8080", false);
+        assert_eq!(
+            h2_segment(&raw[39..], Some(0)),
+            H2::Authority(&b"b.example"[..], false)
+        );
+        // A frame that goes on more than 16 KiB into the next segment: not inspectable.
+        let mut big = h2c::PREFACE.to_vec();
+        big.extend_from_slice(&[0, 0x50, 0, 8, 0, 0, 0, 0, 0]);
+        assert_eq!(h2_segment(&big, None), H2::Not);
+        big[25] = 0x40;
+        assert_eq!(h2_segment(&big, None), H2::More(0x4000));
+    }
+
     #[test]
     fn client_hello_rules() {
         let h = tls::client_hello(Some("a.example"), &tls::HelloOptions::default()).unwrap();
