@@ -379,45 +379,33 @@ pub fn try_http(ctx: &TcContext) -> Result<i32, i32> {
     };
     let p = &st.pkt;
     let cont = st.h2_cont != 0;
-    if cont {
-        let from = st.h2_from;
-        if from >= p.payload_len {
-            // The segment lies inside a frame before the HEADERS frame.
-            if follow_h2(p, from - p.payload_len, true, generation) {
-                return Ok(only(verdict::PASS, stage::PENDING));
-            }
-        } else {
-            match h2_name(ctx, p, Some(from as usize)) {
-                H2::Name(n, huffman) => {
-                    cnt::inc(counter::SPLIT_H2);
-                    let _ = PENDING.remove(&p.key);
-                    if describe_name(n, name_kind_of(huffman), stage::HOST) {
-                        to_lookup(ctx);
-                    }
-                }
-                H2::More(skip) => {
-                    if follow_h2(p, skip, true, generation) {
-                        return Ok(only(verdict::PASS, stage::PENDING));
-                    }
-                }
-                H2::Not => {}
-            }
-        }
-        let _ = PENDING.remove(&p.key);
-        return Ok(port_or_policy(ctx, p, cfg, port, true));
-    }
-    match extract_http(ctx, p, port.name_kinds) {
+    let seen = if !cont {
+        extract_http(ctx, p, port.name_kinds, None)
+    } else if st.h2_from >= p.payload_len {
+        // The segment lies inside a frame before the HEADERS frame.
+        H2::More(st.h2_from - p.payload_len)
+    } else {
+        extract_http(ctx, p, port.name_kinds, Some(st.h2_from as usize))
+    };
+    match seen {
         H2::Name(n, huffman) => {
+            if cont {
+                cnt::inc(counter::SPLIT_H2);
+                let _ = PENDING.remove(&p.key);
+            }
             if describe_name(n, name_kind_of(huffman), stage::HOST) {
                 to_lookup(ctx);
             }
         }
         H2::More(skip) => {
-            if follow_h2(p, skip, false, generation) {
+            if follow_h2(p, skip, cont, generation) {
                 return Ok(only(verdict::PASS, stage::PENDING));
             }
         }
         H2::Not => {}
+    }
+    if cont {
+        let _ = PENDING.remove(&p.key);
     }
     Ok(port_or_policy(ctx, p, cfg, port, true))
 }
@@ -430,19 +418,6 @@ fn name_kind_of(huffman: bool) -> u8 {
     } else {
         name_match::EXACT
     }
-}
-
-/// The `:authority` of a later segment of an HTTP/2 stream being followed, whose next frame
-/// starts at `from` (below the payload's length).
-#[inline(always)]
-fn h2_name(ctx: &TcContext, p: &Pkt, from: Option<usize>) -> H2 {
-    let Some(s) = SCRATCH.get_ptr_mut(0) else {
-        return H2::Not;
-    };
-    // SAFETY: per-CPU scratch, used by this program run only.
-    let s = unsafe { &mut *s };
-    let w = core::hint::black_box(http::load_window(ctx, p, s));
-    http::authority(s, w, p.payload_len as usize, from)
 }
 
 /// After a segment of an HTTP/2 stream that ends before its first HEADERS frame, whose next
@@ -827,25 +802,27 @@ fn extract_tls(ctx: &TcContext, p: &Pkt, cfg: &Config) -> bool {
     describe_name(name_len, name_match::EXACT, stage::SNI)
 }
 
-/// The HTTP/1.x Host or, failing that, the HTTP/2 `:authority` of a first payload, as the
-/// port's kinds allow, in `Scratch::name`: `H2::Name` (a Host as a raw value), or `H2::More`
-/// for an HTTP/2 stream whose first segment ends before its first HEADERS frame.
+/// The HTTP/1.x Host or, failing that, the HTTP/2 `:authority` of a first payload (`from`
+/// `None`), as the port's kinds allow; or the `:authority` of a later segment of an HTTP/2
+/// stream being followed, whose next frame starts at `from` (below the payload's length),
+/// whatever the kinds have become. In `Scratch::name`: `H2::Name` (a Host as a raw value), or
+/// `H2::More` for a segment that ends before the stream's first HEADERS frame.
 #[inline(always)]
-fn extract_http(ctx: &TcContext, p: &Pkt, kinds: u8) -> H2 {
+fn extract_http(ctx: &TcContext, p: &Pkt, kinds: u8, from: Option<usize>) -> H2 {
     let Some(s) = SCRATCH.get_ptr_mut(0) else {
         return H2::Not;
     };
     // SAFETY: per-CPU scratch, used by this program run only.
     let s = unsafe { &mut *s };
     let w = core::hint::black_box(http::load_window(ctx, p, s));
-    if kinds & name_kind::HTTP != 0 {
+    if from.is_none() && kinds & name_kind::HTTP != 0 {
         let n = http::host(s, w);
         if n > 0 {
             return H2::Name(n, false);
         }
     }
-    if kinds & name_kind::H2 != 0 {
-        return http::authority(s, w, p.payload_len as usize, None);
+    if from.is_some() || kinds & name_kind::H2 != 0 {
+        return http::authority(s, w, p.payload_len as usize, from);
     }
     H2::Not
 }
