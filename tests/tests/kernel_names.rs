@@ -287,17 +287,15 @@ fn h2_authority_with_port() {
     ];
     for (i, (authority, huffman, want, service)) in cases.into_iter().enumerate() {
         let mut f = TcpFlow::new(ip("10.0.0.1"), ip("10.20.0.2"), 42100 + i as u16, 8080, 1);
-        let syn = f.syn().build();
-        run(&mut dp, &syn);
-        model.classify(&syn);
+        let what = format!("{authority} huffman {huffman}");
+        agree(&mut dp, &mut model, &f.syn().build(), &what);
         let data = f.data(&h2c::request(authority, huffman)).build();
-        let d = run(&mut dp, &data);
+        let d = agree(&mut dp, &mut model, &data, &what);
         let v = if want == stage::HOST {
             verdict::PASS
         } else {
             verdict::DROP
         };
-        let what = format!("{authority} huffman {huffman}");
         assert_eq!(
             (verdict::name(d.verdict), stage::name(d.stage)),
             (verdict::name(v), stage::name(want)),
@@ -306,8 +304,6 @@ fn h2_authority_with_port() {
         if want == stage::HOST {
             assert_eq!(d.service_id, service, "{what}");
         }
-        let m = model.classify(&data);
-        assert_eq!((m.verdict, m.stage), (d.verdict, d.stage), "model, {what}");
     }
 }
 
@@ -882,9 +878,8 @@ fn h2_stream_followed_to_its_headers_frame() {
     let looked_up = cases.len() as u64 - 3;
     for (i, (what, segs, want)) in cases.into_iter().enumerate() {
         let mut f = TcpFlow::new(ip("10.0.0.1"), ip("10.20.0.2"), 43000 + i as u16, 8080, 1);
-        let syn = f.syn().build();
-        expect(&run(&mut dp, &syn), verdict::PASS, stage::PENDING);
-        model.classify(&syn);
+        let syn = agree(&mut dp, &mut model, &f.syn().build(), what);
+        expect(&syn, verdict::PASS, stage::PENDING);
         let mut last = Vec::new();
         for (j, (seg, want)) in segs.into_iter().zip(want).enumerate() {
             let frame = match seg {
@@ -895,19 +890,11 @@ fn h2_stream_followed_to_its_headers_frame() {
                 Again => last.clone(),
                 Gap(b) => f.data_at(f.next_seq.wrapping_add(7), &b).build(),
             };
-            let d = run(&mut dp, &frame);
-            let m = model.classify(&frame);
-            let got = (verdict::name(d.verdict), stage::name(d.stage));
+            let d = agree(&mut dp, &mut model, &frame, &format!("{what}, segment {j}"));
             assert_eq!(
-                got,
+                (verdict::name(d.verdict), stage::name(d.stage)),
                 (verdict::name(want.0), stage::name(want.1)),
                 "{what}, segment {j}"
-            );
-            assert_eq!(
-                (m.verdict, m.stage),
-                (d.verdict, d.stage),
-                "{what}, segment {j}: model: {}",
-                m.explain
             );
             if want == host_pass {
                 assert_eq!(d.service_id, 9, "{what}");
@@ -939,17 +926,15 @@ fn h2_stream_followed_across_a_reload() {
         let mut model = Model::new(&before, &settings);
         let [start, headers] = h2c::request_in_two(b"b.example.com:8080");
         let mut f = TcpFlow::new(ip("10.0.0.1"), ip("10.20.0.2"), 44000, 8080, 1);
+        let what = format!("keep_host {keep_host}");
         let frames = [f.syn().build(), f.data(&start).build()];
         for fr in &frames {
-            let d = run(&mut dp, fr);
+            let d = agree(&mut dp, &mut model, fr, &what);
             expect(&d, verdict::PASS, stage::PENDING);
-            model.classify(fr);
         }
         dp.apply(&after, &settings).unwrap();
         model.update(&after, &settings);
-        let last = f.data(&headers).build();
-        let d = run(&mut dp, &last);
-        let m = model.classify(&last);
+        let d = agree(&mut dp, &mut model, &f.data(&headers).build(), &what);
         let want = if keep_host {
             (verdict::PASS, stage::HOST)
         } else {
@@ -958,13 +943,7 @@ fn h2_stream_followed_across_a_reload() {
         assert_eq!(
             (verdict::name(d.verdict), stage::name(d.stage)),
             (verdict::name(want.0), stage::name(want.1)),
-            "keep_host {keep_host}"
-        );
-        assert_eq!(
-            (m.verdict, m.stage),
-            (d.verdict, d.stage),
-            "keep_host {keep_host}: model: {}",
-            m.explain
+            "{what}"
         );
     }
 }
