@@ -322,6 +322,15 @@ fn inspect_json(lab: &Lab, bin: &Path, what: &str) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `meshclass explain ARGS --json` against the lab's pins (null when it printed no JSON, for
+/// the caller's assertion to show).
+fn explain_json(lab: &Lab, bin: &Path, args: &[&str]) -> serde_json::Value {
+    let pin = lab.pin_dir.display().to_string();
+    let args = [&["explain"], args, &["--json", "--pin-dir", &pin]].concat();
+    let out = lab.meshclass(bin, &args).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
 /// The daemon's metrics page, scraped at `addr` from inside the node namespace.
 fn metrics(lab: &Lab, addr: &str) -> String {
     lab.node.run(|| {
@@ -451,13 +460,7 @@ fn inspect_explain_flows_and_metrics_agree_with_the_traffic() {
         (vm1.to_string(), "redirect"),
         (unknown.to_string(), "reject"),
     ] {
-        let out = lab
-            .meshclass(
-                &bin,
-                &["explain", "--dst", &dst, "--json", "--pin-dir", &pin],
-            )
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let v = explain_json(&lab, &bin, &["--dst", &dst]);
         assert_eq!(v["verdict"].as_str(), Some(want), "explain {dst}: {v}");
         assert_eq!(
             v["agree"].as_bool(),
@@ -465,22 +468,16 @@ fn inspect_explain_flows_and_metrics_agree_with_the_traffic() {
             "kernel and model agree on {dst}: {v}"
         );
     }
-    let out = lab
-        .meshclass(
-            &bin,
-            &[
-                "explain",
-                "--dst",
-                &format!("{}:443", addr::UNKNOWN),
-                "--sni",
-                "api.external-svc.com",
-                "--json",
-                "--pin-dir",
-                &pin,
-            ],
-        )
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let v = explain_json(
+        &lab,
+        &bin,
+        &[
+            "--dst",
+            &format!("{}:443", addr::UNKNOWN),
+            "--sni",
+            "api.external-svc.com",
+        ],
+    );
     assert_eq!(
         v["model"]["stage"].as_str(),
         Some("sni"),
@@ -496,22 +493,12 @@ fn inspect_explain_flows_and_metrics_agree_with_the_traffic() {
         "{v}"
     );
     // The same for an HTTP request by its Host header, port stripped and case folded.
-    let out = lab
-        .meshclass(
-            &bin,
-            &[
-                "explain",
-                "--dst",
-                &SocketAddr::new(addr::UNKNOWN.parse().unwrap(), 80).to_string(),
-                "--host",
-                "API.External-Svc.com:80",
-                "--json",
-                "--pin-dir",
-                &pin,
-            ],
-        )
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let unknown80 = SocketAddr::new(addr::UNKNOWN.parse().unwrap(), 80).to_string();
+    let v = explain_json(
+        &lab,
+        &bin,
+        &["--dst", &unknown80, "--host", "API.External-Svc.com:80"],
+    );
     assert_eq!(
         (
             v["verdict"].as_str(),
@@ -524,22 +511,11 @@ fn inspect_explain_flows_and_metrics_agree_with_the_traffic() {
     );
     // And an h2c request by its `:authority` (with the port, Huffman-coded), in two segments:
     // the first waits, the second decides.
-    let out = lab
-        .meshclass(
-            &bin,
-            &[
-                "explain",
-                "--dst",
-                &SocketAddr::new(addr::UNKNOWN.parse().unwrap(), 80).to_string(),
-                "--h2c",
-                "api.external-svc.com:80",
-                "--json",
-                "--pin-dir",
-                &pin,
-            ],
-        )
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let v = explain_json(
+        &lab,
+        &bin,
+        &["--dst", &unknown80, "--h2c", "api.external-svc.com:80"],
+    );
     let stages: Vec<&str> = v["packets"]
         .as_array()
         .map(|ps| {

@@ -84,60 +84,17 @@ fn main() -> ExitCode {
         if registry_only {
             show(&lab, &bin, "inspect", &["inspect", "entries"]);
             // The live program and the reference model, side by side.
-            show(
-                &lab,
-                &bin,
-                "explain",
-                &["explain", "--dst", "10.77.130.11:80"],
-            );
-            show(
-                &lab,
-                &bin,
-                "explain",
-                &["explain", "--dst", "10.77.160.66:9000"],
-            );
-            show(
-                &lab,
-                &bin,
-                "explain",
-                &["explain", "--dst", "10.77.160.66:53", "--proto", "udp"],
-            );
-            show(
-                &lab,
-                &bin,
-                "explain",
-                &[
-                    "explain",
-                    "--dst",
-                    "10.77.160.66:443",
-                    "--sni",
-                    "api.external-svc.com",
-                ],
-            );
-            show(
-                &lab,
-                &bin,
-                "explain",
-                &[
-                    "explain",
-                    "--dst",
-                    "10.77.160.66:80",
-                    "--host",
-                    "api.external-svc.com",
-                ],
-            );
-            show(
-                &lab,
-                &bin,
-                "explain",
-                &[
-                    "explain",
-                    "--dst",
-                    "10.77.160.66:80",
-                    "--h2c",
-                    "api.external-svc.com",
-                ],
-            );
+            let explains: [&[&str]; 6] = [
+                &["--dst", "10.77.130.11:80"],
+                &["--dst", "10.77.160.66:9000"],
+                &["--dst", "10.77.160.66:53", "--proto", "udp"],
+                &["--dst", "10.77.160.66:443", "--sni", "api.external-svc.com"],
+                &["--dst", "10.77.160.66:80", "--host", "api.external-svc.com"],
+                &["--dst", "10.77.160.66:80", "--h2c", "api.external-svc.com"],
+            ];
+            for args in explains {
+                show(&lab, &bin, "explain", &[&["explain"], args].concat());
+            }
         }
         let _ = lab.stop_daemon(false);
         let pin = lab.pin_dir.display().to_string();
