@@ -597,7 +597,7 @@ fn classify_err(e: &std::io::Error, start: Instant) -> Outcome {
 /// The `:authority` of an HTTP/2 prior-knowledge request's first HEADERS frame, decoded, as
 /// the client wrote it (port included).
 fn h2c_authority(buf: &[u8]) -> Option<String> {
-    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    use meshclass::packet::h2c::PREFACE;
     let mut off = PREFACE.len();
     if buf.len() < off || &buf[..off] != PREFACE {
         return None;
@@ -675,23 +675,16 @@ fn hpack_authority(block: &[u8]) -> Option<String> {
 /// An HTTP/2 server's answer to stream 1: SETTINGS, the ACK of the client's, HEADERS
 /// (`:status: 200`) and the DATA `body`, which ends the stream.
 fn h2c_response(body: &str) -> Vec<u8> {
-    let frame = |ty: u8, flags: u8, stream: u32, payload: &[u8]| {
-        let n = payload.len() as u32;
-        let mut f = n.to_be_bytes()[1..].to_vec();
-        f.extend_from_slice(&[ty, flags]);
-        f.extend_from_slice(&stream.to_be_bytes());
-        f.extend_from_slice(payload);
-        f
-    };
-    [
-        frame(4, 0, 0, &[]),
-        frame(4, 1, 0, &[]),
-        // END_HEADERS; 0x88: indexed field 8, `:status: 200`.
-        frame(1, 4, 1, &[0x88]),
-        // END_STREAM.
-        frame(0, 1, 1, body.as_bytes()),
-    ]
-    .concat()
+    use meshclass::packet::h2c::{frame, frame_type};
+    let mut out = Vec::new();
+    frame(&mut out, frame_type::SETTINGS, 0, 0, &[]);
+    // ACK.
+    frame(&mut out, frame_type::SETTINGS, 1, 0, &[]);
+    // END_HEADERS; 0x88: indexed field 8, `:status: 200`.
+    frame(&mut out, frame_type::HEADERS, 4, 1, &[0x88]);
+    // END_STREAM.
+    frame(&mut out, frame_type::DATA, 1, 1, body.as_bytes());
+    out
 }
 
 fn serve_tcp(
@@ -735,7 +728,7 @@ fn serve_tcp(
                     "http" => {
                         let mut buf = [0u8; 2048];
                         let n = count(s.read(&mut buf));
-                        if buf[..n].starts_with(b"PRI * HTTP/2.0") {
+                        if buf[..n].starts_with(&meshclass::packet::h2c::PREFACE[..14]) {
                             // HTTP/2 with prior knowledge: until the request's `:authority`
                             // has come (or the client stops).
                             let mut got = buf[..n].to_vec();

@@ -667,7 +667,7 @@ fn tcp(c: &Conn, flags: u8, seq: u32, data: &[u8]) -> Packet {
 /// Where the frames of an HTTP/2 prior-knowledge stream `data` begin (the end of the preface,
 /// then each frame's end), or nothing for other data.
 fn h2_frame_bounds(data: &[u8]) -> Vec<usize> {
-    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    use h2c::PREFACE;
     if !data.starts_with(PREFACE) {
         return Vec::new();
     }
