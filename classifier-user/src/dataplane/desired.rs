@@ -313,6 +313,16 @@ fn name_value(bytes: &[u8], ev: EntryValue) -> NameValue {
 /// port in network order). The one met first in plan order is reported.
 type Collision = (usize, Vec<u8>, Vec<u8>, u16);
 
+/// The collision of name `n` (its entry first met at `first`) with `other` (at `other_first`)
+/// on `port`: met at the later of the two, the earlier name first.
+fn collision_of(first: u32, n: &[u8], other_first: u32, other: &[u8], port: u16) -> Collision {
+    if other_first < first {
+        (first as usize, other.to_vec(), n.to_vec(), port)
+    } else {
+        (other_first as usize, n.to_vec(), other.to_vec(), port)
+    }
+}
+
 fn keep_first(c: &mut Option<Collision>, new: Collision) {
     if c.as_ref().is_none_or(|o| new.0 < o.0) {
         *c = Some(new);
@@ -556,12 +566,8 @@ impl Slots {
         for s in &new {
             if let (Key::Name(k), Some(b)) = (&s.key, &s.bytes) {
                 if let Some(r) = self.names.get(k).filter(|r| r.rec.seen == pass) {
-                    let (first, a, b) = if r.rec.first < s.first {
-                        (s.first, r.bytes.to_vec(), b.to_vec())
-                    } else {
-                        (r.rec.first, b.to_vec(), r.bytes.to_vec())
-                    };
-                    keep_first(&mut collision, (first as usize, a, b, k.port));
+                    let c = collision_of(s.first, b, r.rec.first, &r.bytes, k.port);
+                    keep_first(&mut collision, c);
                 }
             }
         }
@@ -656,28 +662,16 @@ impl Slots {
             for (hk, h) in huffman_keys(nk, bytes) {
                 if let Some(owner) = self.huff.get(&hk).filter(|o| *o != nk) {
                     if let Some(o) = self.names.get(owner).filter(|o| o.rec.seen == pass) {
-                        let (on, n) = (o.bytes.to_vec(), bytes.to_vec());
-                        let c = if o.rec.first < first {
-                            (first as usize, on, n, nk.port)
-                        } else {
-                            (o.rec.first as usize, n, on, nk.port)
-                        };
+                        let c = collision_of(first, bytes, o.rec.first, &o.bytes, nk.port);
                         keep_first(&mut collision, c);
                         continue;
                     }
                 }
                 if let Some((of, on)) = huff_new.get(&hk) {
-                    if on.as_slice() == bytes {
-                        // This name's, put already.
-                        continue;
+                    if on.as_slice() != bytes {
+                        keep_first(&mut collision, collision_of(first, bytes, *of, on, nk.port));
                     }
-                    let n = bytes.to_vec();
-                    let c = if *of < first {
-                        (first as usize, on.clone(), n, nk.port)
-                    } else {
-                        (*of as usize, n, on.clone(), nk.port)
-                    };
-                    keep_first(&mut collision, c);
+                    // Else this name's, put already.
                     continue;
                 }
                 changes.names.insert(hk, Some(name_value(&h, ev)));
