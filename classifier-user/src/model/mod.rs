@@ -204,7 +204,6 @@ impl Tables {
     }
 }
 
-/// The client stream of a connection whose ClientHello spans segments.
 /// A stream followed across segments: a ClientHello (its bytes so far), or an HTTP/2
 /// prior-knowledge stream before its first HEADERS frame (`h2`: how far into the next segment
 /// the next frame starts, and the segments seen).
