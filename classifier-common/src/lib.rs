@@ -7,6 +7,8 @@
 //! four with the rest zero.
 #![no_std]
 
+pub mod hpack;
+
 /// Verdict codes: what happens to a packet.
 pub mod verdict {
     /// No verdict (a stage that did not decide).
@@ -112,8 +114,6 @@ pub mod name_match {
     pub const EXACT: u8 = 0;
     /// A `*.` wildcard, stored as its suffix with the leading dot (`.example.com`).
     pub const SUFFIX: u8 = 1;
-    /// The HPACK Huffman coding of a whole name (HTTP/2 `:authority`).
-    pub const HUFFMAN: u8 = 2;
 }
 
 /// Bits in [`Config::flags`].
@@ -338,7 +338,7 @@ pub const fn hit_parts(v: u64) -> Option<(u32, u32)> {
 
 /// Layout version of every map type in this file. A pinned map set with another version is
 /// never adopted by a program built with this one.
-pub const LAYOUT_VERSION: u32 = 11;
+pub const LAYOUT_VERSION: u32 = 12;
 
 /// What an entry decides when it matches.
 #[repr(C)]

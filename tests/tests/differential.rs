@@ -510,7 +510,7 @@ fn payload(r: &mut Rng, reg: &Registry, hellos: &Hellos, port: u16) -> Vec<u8> {
         7..=8 => {
             let mut name = client_name(r, reg, port);
             // With a port, as clients send it for a port that is not the scheme's: mostly the
-            // connection's own (stored Huffman-coded), sometimes another.
+            // connection's own, sometimes another.
             if r.pct(30) {
                 let p = if r.pct(80) {
                     port
@@ -522,6 +522,32 @@ fn payload(r: &mut Rng, reg: &Registry, hellos: &Hellos, port: u16) -> Vec<u8> {
             if r.pct(3) {
                 name = [b"[".as_slice(), &name, b"]:80"].concat();
             }
+            if r.pct(3) {
+                // Any byte: symbols with the code's longest codes.
+                let at = r.below(name.len() + 1);
+                name.insert(at, r.below(256) as u8);
+            }
+            let huffman = r.pct(50);
+            // A coding that is not the encoder's: a bit flipped (another symbol, or EOS), a
+            // byte of ones more (padding too long), a byte less, bytes more.
+            let coded = (huffman && r.pct(15)).then(|| {
+                let mut c = hpack::huffman_encode(&name);
+                match r.below(4) {
+                    0 if !c.is_empty() => {
+                        let bit = r.below(c.len() * 8);
+                        c[bit / 8] ^= 0x80 >> (bit % 8);
+                    }
+                    1 => c.push(0xff),
+                    2 => {
+                        c.pop();
+                    }
+                    _ => {
+                        let n = r.range(1, 5);
+                        c.extend(r.bytes(n));
+                    }
+                }
+                c
+            });
             let o = h2c::H2Options {
                 representation: *r.pick(&[
                     h2c::Representation::Incremental,
@@ -541,8 +567,9 @@ fn payload(r: &mut Rng, reg: &Registry, hellos: &Hellos, port: u16) -> Vec<u8> {
                 } else {
                     Vec::new()
                 },
+                coded,
             };
-            let mut p = h2c::request_with(&name, r.pct(50), &o);
+            let mut p = h2c::request_with(&name, huffman, &o);
             if r.pct(5) {
                 // A Huffman value written by hand, maybe not canonical.
                 let coded = hpack::huffman_encode(&name);

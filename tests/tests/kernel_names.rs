@@ -8,7 +8,7 @@ use common::*;
 use meshclass::{
     dataplane::{Dataplane, KernelDecision},
     model::Model,
-    packet::{h2c, http, tls, TcpFlow},
+    packet::{h2c, hpack, http, tls, TcpFlow},
     plan::{Match, Verdict, L4},
     settings::Blocked,
 };
@@ -262,35 +262,41 @@ fn http_host_and_h2_authority() {
 }
 
 /// An h2c `:authority` with a port, as curl and gRPC send it for a port that is not the
-/// scheme's: raw, its port is stripped like a Host's (wildcards apply); Huffman-coded, it
-/// matches the coding of `name:port` for the connection's own port only. The model agrees.
+/// scheme's, raw or Huffman-coded (as clients send it): the kernel decodes a coded value, so
+/// both lose their port as a Host does and match as names do, case-insensitively and by `*.`
+/// wildcard. A coding that is not valid up to the host's end (EOS, a padding of a zero bit or of
+/// eight bits) gives no name. The model agrees on every one.
 #[test]
 fn h2_authority_with_port() {
     let mut dp = dataplane();
     let p = plan(vec![
         entry(host("web.example.com", 8080), 9, Verdict::Pass),
         entry(host("*.svc.example.org", 8080), 5, Verdict::Pass),
+        entry(host("fd00::7", 8080), 6, Verdict::Pass),
     ]);
     let settings = registry_only(Blocked::Drop);
     dp.apply(&p, &settings).unwrap();
     let mut model = Model::new(&p, &settings);
-    let cases: [(&str, bool, u8, u32); 8] = [
-        ("web.example.com:8080", true, stage::HOST, 9),
-        ("web.example.com:8080", false, stage::HOST, 9),
-        ("Web.Example.com:8080", false, stage::HOST, 9),
-        ("web.example.com", true, stage::HOST, 9),
-        ("a.svc.example.org:8080", false, stage::HOST, 5),
-        // Another port's coding, and wildcards, are not stored Huffman-coded.
-        ("web.example.com:8081", true, stage::POLICY, 0),
-        ("a.svc.example.org:8080", true, stage::POLICY, 0),
-        (":8080", false, stage::POLICY, 0),
+    let cases: [(&str, u8, u32); 10] = [
+        ("web.example.com:8080", stage::HOST, 9),
+        ("web.example.com", stage::HOST, 9),
+        ("Web.Example.COM.:8081", stage::HOST, 9),
+        ("a.svc.example.org:8080", stage::HOST, 5),
+        ("B.a.Svc.example.org", stage::HOST, 5),
+        ("[fd00::7]:8080", stage::HOST, 6),
+        ("svc.example.org:8080", stage::POLICY, 0),
+        ("web.example.co:8080", stage::POLICY, 0),
+        (":8080", stage::POLICY, 0),
+        ("[:8080", stage::POLICY, 0),
     ];
-    for (i, (authority, huffman, want, service)) in cases.into_iter().enumerate() {
-        let mut f = TcpFlow::new(ip("10.0.0.1"), ip("10.20.0.2"), 42100 + i as u16, 8080, 1);
-        let what = format!("{authority} huffman {huffman}");
+    let mut port = 42100;
+    let mut check = |o: &h2c::H2Options, authority: &str, huffman: bool, want: u8, service: u32| {
+        let mut f = TcpFlow::new(ip("10.0.0.1"), ip("10.20.0.2"), port, 8080, 1);
+        port += 1;
+        let what = format!("{authority} huffman {huffman} coded {:02x?}", o.coded);
         agree(&mut dp, &mut model, &f.syn().build(), &what);
-        let data = f.data(&h2c::request(authority, huffman)).build();
-        let d = agree(&mut dp, &mut model, &data, &what);
+        let req = h2c::request_with(authority.as_bytes(), huffman, o);
+        let d = agree(&mut dp, &mut model, &f.data(&req).build(), &what);
         let v = if want == stage::HOST {
             verdict::PASS
         } else {
@@ -304,7 +310,39 @@ fn h2_authority_with_port() {
         if want == stage::HOST {
             assert_eq!(d.service_id, service, "{what}");
         }
+    };
+    let plain = h2c::H2Options::default();
+    for (authority, want, service) in cases {
+        for huffman in [false, true] {
+            check(&plain, authority, huffman, want, service);
+        }
     }
+    let coded = |c: Vec<u8>| h2c::H2Options {
+        coded: Some(c),
+        ..h2c::H2Options::default()
+    };
+    let code = |s: &str| hpack::huffman_encode(s.as_bytes());
+    // A byte of ones more: padding of more than seven bits, no name; after a port it is not read.
+    let mut c = code("web.example.com");
+    c.push(0xff);
+    check(&coded(c), "", true, stage::POLICY, 0);
+    let mut c = code("web.example.com:8080");
+    c.push(0xff);
+    check(&coded(c), "", true, stage::HOST, 9);
+    // EOS (thirty ones) inside the host.
+    let mut c = code("web");
+    c.extend([0xff; 4]);
+    c.extend(code(".example.com"));
+    check(&coded(c), "", true, stage::POLICY, 0);
+    // A padding with a zero bit: "web.example.com" takes 86 bits, 2 of padding.
+    let mut c = code("web.example.com");
+    *c.last_mut().unwrap() &= 0xfe;
+    check(&coded(c), "", true, stage::POLICY, 0);
+    // 255 bytes decoded pass, 256 do not.
+    let long = |n: usize| format!("{}.svc.example.org", "a".repeat(n - 16));
+    check(&plain, &long(255), true, stage::HOST, 5);
+    check(&plain, &format!("{}:8080", long(255)), true, stage::HOST, 5);
+    check(&plain, &long(256), true, stage::POLICY, 0);
 }
 
 /// Sends `segs` (consecutive, from the flow's next sequence number) after a SYN; returns the
@@ -904,29 +942,31 @@ fn h2_stream_followed_to_its_headers_frame() {
     assert_eq!(split_h2(&dp) - c0, looked_up, "SPLIT_H2");
 }
 
-/// A reload while an h2c stream is followed: the port keeps its name but loses its Host
-/// entries (the name becomes a TLS one), so the HTTP/2 stage's Huffman codings of the port go.
-/// The stream's HEADERS frame, Huffman-coded, then matches nothing, in the kernel as in the
-/// model; with a Host entry kept, it matches in both.
+/// A reload while an h2c stream is followed that takes every Host entry of its port: the
+/// stream is followed to its end all the same, and its HEADERS frame's `:authority`
+/// (Huffman-coded, decoded in the kernel) is matched against the port's names in force then
+/// (names are per port): a TLS name of the port matches, a name the reload removed does not.
+/// The kernel and the model agree.
 #[test]
 fn h2_stream_followed_across_a_reload() {
-    for keep_host in [false, true] {
+    for keep_name in [false, true] {
         let mut dp = dataplane();
         let before = plan(vec![
             entry(host("a.example.com", 8080), 1, Verdict::Pass),
             entry(sni("b.example.com", 8080), 2, Verdict::Pass),
         ]);
-        let mut after = vec![entry(sni("b.example.com", 8080), 2, Verdict::Pass)];
-        if keep_host {
-            after.push(entry(host("a.example.com", 8080), 1, Verdict::Pass));
-        }
-        let after = plan(after);
+        let kept = if keep_name { "b" } else { "c" };
+        let after = plan(vec![entry(
+            sni(&format!("{kept}.example.com"), 8080),
+            2,
+            Verdict::Pass,
+        )]);
         let settings = registry_only(Blocked::Drop);
         dp.apply(&before, &settings).unwrap();
         let mut model = Model::new(&before, &settings);
         let [start, headers] = h2c::request_in_two(b"b.example.com:8080");
         let mut f = TcpFlow::new(ip("10.0.0.1"), ip("10.20.0.2"), 44000, 8080, 1);
-        let what = format!("keep_host {keep_host}");
+        let what = format!("keep_name {keep_name}");
         let frames = [f.syn().build(), f.data(&start).build()];
         for fr in &frames {
             let d = agree(&mut dp, &mut model, fr, &what);
@@ -935,7 +975,7 @@ fn h2_stream_followed_across_a_reload() {
         dp.apply(&after, &settings).unwrap();
         model.update(&after, &settings);
         let d = agree(&mut dp, &mut model, &f.data(&headers).build(), &what);
-        let want = if keep_host {
+        let want = if keep_name {
             (verdict::PASS, stage::HOST)
         } else {
             (verdict::DROP, stage::POLICY)

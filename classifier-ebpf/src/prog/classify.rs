@@ -6,9 +6,9 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use classifier_common::{
-    config_flags, counter, family, flow_state, jump, name_kind, name_match, policy, proto, stage,
-    verdict, CidrData, Config, EntryValue, Event, FlowWords, PendingValue, PortValue,
-    CIDR_FIXED_BITS, MAX_NAME_LEN, NO_SERVICE,
+    config_flags, counter, family, flow_state, jump, name_kind, policy, proto, stage, verdict,
+    CidrData, Config, EntryValue, Event, FlowWords, PendingValue, PortValue, CIDR_FIXED_BITS,
+    MAX_NAME_LEN, NO_SERVICE,
 };
 
 use super::http::H2;
@@ -388,12 +388,12 @@ pub fn try_http(ctx: &TcContext) -> Result<i32, i32> {
         extract_http(ctx, p, port.name_kinds, Some(st.h2_from as usize))
     };
     match seen {
-        H2::Name(n, huffman) => {
+        H2::Name(n) => {
             if cont {
                 cnt::inc(counter::SPLIT_H2);
                 let _ = PENDING.remove(&p.key);
             }
-            if describe_name(n, name_kind_of(huffman), stage::HOST) {
+            if describe_name(n, stage::HOST) {
                 to_lookup(ctx);
             }
         }
@@ -408,16 +408,6 @@ pub fn try_http(ctx: &TcContext) -> Result<i32, i32> {
         let _ = PENDING.remove(&p.key);
     }
     Ok(port_or_policy(ctx, p, cfg, port, true))
-}
-
-/// The name kind a Host or `:authority` value is looked up in.
-#[inline(always)]
-fn name_kind_of(huffman: bool) -> u8 {
-    if huffman {
-        name_match::HUFFMAN
-    } else {
-        name_match::EXACT
-    }
 }
 
 /// After a segment of an HTTP/2 stream that ends before its first HEADERS frame, whose next
@@ -490,10 +480,10 @@ fn look_up(suffix_labels: u64) -> Option<(EntryValue, usize)> {
     let (st, s) = (PKT_STATE.get_ptr(0)?, SCRATCH.get_ptr_mut(0)?);
     // SAFETY: per-CPU memory, used by this program run only.
     let (st, s) = unsafe { (&*st, &mut *s) };
-    let (n, kind) = (st.name_len as usize, st.name_kind);
+    let n = st.name_len as usize;
     let (generation, dport) = (st.generation & 1, st.pkt.key.dport);
-    let n = names::normalize(s, n, kind == name_match::HUFFMAN);
-    let e = names::lookup(s, n, generation, kind, dport, suffix_labels)?;
+    let n = names::normalize(s, n);
+    let e = names::lookup(s, n, generation, dport, suffix_labels)?;
     Some((e, n))
 }
 
@@ -507,14 +497,13 @@ fn to_lookup(ctx: &TcContext) {
 
 /// Records the name just extracted (`n` raw bytes in `Scratch::name`) for `meshclass_lookup`.
 #[inline(always)]
-fn describe_name(n: usize, kind: u8, name_stage: u8) -> bool {
+fn describe_name(n: usize, name_stage: u8) -> bool {
     let Some(st) = PKT_STATE.get_ptr_mut(0) else {
         return false;
     };
     // SAFETY: per-CPU state, used by this program run and its tail calls only.
     unsafe {
         (*st).name_len = n as u16;
-        (*st).name_kind = kind;
         (*st).name_stage = name_stage;
     }
     true
@@ -754,7 +743,7 @@ fn split_name(cfg: &Config) -> bool {
     }
     cnt::inc(counter::SPLIT_HELLOS);
     s.name[..MAX_NAME_LEN].copy_from_slice(&v.name);
-    describe_name(n, name_match::EXACT, stage::SNI)
+    describe_name(n, stage::SNI)
 }
 
 /// A name entry decided: REDIRECT is applied as PASS (the connection already reached its
@@ -799,13 +788,13 @@ fn extract_tls(ctx: &TcContext, p: &Pkt, cfg: &Config) -> bool {
     if name_len == 0 || (ech && cfg.flags & config_flags::ECH_OUTER_SNI == 0) {
         return false;
     }
-    describe_name(name_len, name_match::EXACT, stage::SNI)
+    describe_name(name_len, stage::SNI)
 }
 
 /// The HTTP/1.x Host or, failing that, the HTTP/2 `:authority` of a first payload (`from`
 /// `None`), as the port's kinds allow; or the `:authority` of a later segment of an HTTP/2
 /// stream being followed, whose next frame starts at `from` (below the payload's length),
-/// whatever the kinds have become. In `Scratch::name`: `H2::Name` (a Host as a raw value), or
+/// whatever the kinds have become. In `Scratch::name`: `H2::Name` (the host), or
 /// `H2::More` for a segment that ends before the stream's first HEADERS frame.
 #[inline(always)]
 fn extract_http(ctx: &TcContext, p: &Pkt, kinds: u8, from: Option<usize>) -> H2 {
@@ -818,7 +807,7 @@ fn extract_http(ctx: &TcContext, p: &Pkt, kinds: u8, from: Option<usize>) -> H2 
     if from.is_none() && kinds & name_kind::HTTP != 0 {
         let n = http::host(s, w);
         if n > 0 {
-            return H2::Name(n, false);
+            return H2::Name(n);
         }
     }
     if from.is_some() || kinds & name_kind::H2 != 0 {

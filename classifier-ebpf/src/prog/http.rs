@@ -8,7 +8,10 @@
 use core::{ffi::c_void, hint::black_box, ptr::read_unaligned};
 
 use aya_ebpf::{helpers::bpf_skb_load_bytes, programs::TcContext, EbpfContext};
-use classifier_common::MAX_NAME_LEN;
+use classifier_common::{
+    hpack::{DFA_ACCEPT, DFA_EMIT, DFA_FAIL, DFA_STATE, HUFFMAN_DFA},
+    MAX_NAME_LEN,
+};
 
 use super::{
     maps::{vget, vset, Scratch, WINDOW},
@@ -493,15 +496,15 @@ pub enum H2 {
     /// The segment ends before the first HEADERS frame, whose search goes on this many bytes
     /// into the next segment (where the next frame starts).
     More(u32),
-    /// The value, in `Scratch::name`: its length and whether it is Huffman-coded.
-    Name(usize, bool),
+    /// The value's host, in `Scratch::name` (decoded when Huffman-coded): its length.
+    Name(usize),
 }
 
 /// Finds the `:authority` of the first HEADERS frame of an HTTP/2 stream in a segment whose
 /// first `n` payload bytes (of `seg`) are in the window: the stream's first segment (`from`
 /// `None`: it starts with the preface) or a later one whose next frame starts at `from`
-/// (below `seg`). Copies the value to `Scratch::name`, a raw one with its port stripped as a
-/// Host's, a Huffman-coded one as it is.
+/// (below `seg`). Copies the value's host to `Scratch::name`, its port stripped as a Host's,
+/// decoding a Huffman-coded value first (`huffman_turn`).
 #[inline(always)]
 pub fn authority(s: &mut Scratch, n: usize, seg: usize, from: Option<usize>) -> H2 {
     let start = match from {
@@ -536,16 +539,95 @@ pub fn authority(s: &mut Scratch, n: usize, seg: usize, from: Option<usize>) -> 
     }
     let start = vget(&s.hl.a) as usize & (WINDOW * 2 - 1);
     let len = vget(&s.hl.arg) as usize & 0xffff;
-    let (n, huffman) = if vget(&s.hl.huffman) == 1 {
-        // Matched as coded, with or without its port (user space stores both codings).
-        (copy_to_name(s, start, start + len), true)
+    let n = if vget(&s.hl.huffman) == 1 {
+        decode_host(s, start, len)
     } else if len == 0 {
-        (0, false)
+        0
     } else {
-        (copy_host(s, start, start + len), false)
+        copy_host(s, start, start + len)
     };
     if n == 0 {
         return H2::Not;
     }
-    H2::Name(n, huffman)
+    H2::Name(n)
+}
+
+/// Decodes the Huffman-coded value `window[start..start + len]` into `Scratch::name` up to the
+/// end of its host (`huffman_turn`); returns the host's length, 0 when empty, too long, or the
+/// coding is invalid before the host's end (EOS) or at the value's end (padding).
+#[inline(always)]
+fn decode_host(s: &mut Scratch, start: usize, len: usize) -> usize {
+    vset(&mut s.hl.pos, start as u64);
+    vset(&mut s.hl.arg, (start + len) as u64);
+    vset(&mut s.hl.a, 0);
+    vset(&mut s.hl.b, 0);
+    vset(&mut s.hl.mode, 0);
+    vset(&mut s.hl.accept, 1);
+    vset(&mut s.hl.done, 0);
+    run_loop_2k(len, huffman_turn);
+    let found = match vget(&s.hl.done) {
+        FOUND => true,
+        // The value's end: a valid padding, or the coding is not valid.
+        0 => vget(&s.hl.accept) == 1,
+        _ => false,
+    };
+    if found {
+        vget(&s.hl.b) as usize
+    } else {
+        0
+    }
+}
+
+/// Turn of the Huffman decode of the `:authority` value `hl.pos..hl.arg`: one coded byte, two
+/// nibbles through the decoder (`classifier_common::hpack::HUFFMAN_DFA`, state in `hl.a`),
+/// each symbol going to `Scratch::name` (length `hl.b`) as a Host's value would: a value whose
+/// first symbol is `[` keeps what follows up to `]`, any other is cut at its first `:`. Ends
+/// FOUND at that cut (what follows is not read), FAILED on EOS or a host of `MAX_NAME_LEN`
+/// bytes or more; at the value's end the caller checks the padding (`hl.accept`).
+#[inline(never)]
+extern "C" fn huffman_turn(_i: u64, _ctx: *mut c_void) -> i64 {
+    let Some(s) = scratch() else {
+        return 1;
+    };
+    let pos = s.hl.pos as usize;
+    if pos >= s.hl.arg as usize {
+        return 1;
+    }
+    let byte = s.window[pos & WMASK] as u32;
+    let mut state = s.hl.a as u32;
+    let mut out = s.hl.b as usize;
+    for nibble in [byte >> 4, byte & 15] {
+        let e = HUFFMAN_DFA[((state << 4) | nibble) as usize & (HUFFMAN_DFA.len() - 1)];
+        if e & DFA_FAIL != 0 {
+            s.hl.done = FAILED;
+            return 1;
+        }
+        state = e & DFA_STATE;
+        s.hl.accept = u64::from(e & DFA_ACCEPT != 0);
+        if e & DFA_EMIT == 0 {
+            continue;
+        }
+        let c = (e >> 8) as u8;
+        if s.hl.mode == 0 {
+            s.hl.mode = if c == b'[' { 2 } else { 1 };
+            if c == b'[' {
+                continue;
+            }
+        }
+        if c == if s.hl.mode == 2 { b']' } else { b':' } {
+            s.hl.b = out as u64;
+            s.hl.done = FOUND;
+            return 1;
+        }
+        if out >= MAX_NAME_LEN - 1 {
+            s.hl.done = FAILED;
+            return 1;
+        }
+        s.name[out & (MAX_NAME_LEN - 1)] = c;
+        out += 1;
+    }
+    s.hl.pos = pos as u64 + 1;
+    s.hl.a = state as u64;
+    s.hl.b = out as u64;
+    0
 }

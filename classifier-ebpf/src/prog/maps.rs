@@ -156,7 +156,12 @@ pub struct HttpLoop {
     pub b: u64,
     /// 1: the scan found what it looked for; 2: the input is not of the expected form.
     pub done: u64,
+    /// The `:authority` value is Huffman-coded.
     pub huffman: u64,
+    /// Its decode (`http::huffman_turn`): 0 before the first symbol, then 1 for a plain host,
+    /// 2 for a bracketed one; whether the bits read so far may end the string (1) or not.
+    pub mode: u64,
+    pub accept: u64,
     /// The segment's payload length (the HTTP/2 frame walk's end).
     pub seg: u64,
 }
@@ -170,11 +175,11 @@ pub struct PacketState {
     /// The state of the packet's flow when found PENDING or FOLLOWING, else 0 (set by
     /// `meshclass`).
     pub pending: u8,
-    /// The name handed to `meshclass_lookup`: its raw length in `Scratch::name`, its
-    /// `name_match` kind (EXACT or HUFFMAN) and the stage it decides in (SNI or HOST).
+    /// The name handed to `meshclass_lookup`: its raw length in `Scratch::name` and the
+    /// stage it decides in (SNI or HOST).
     pub name_len: u16,
-    pub name_kind: u8,
     pub name_stage: u8,
+    pub _pad0: u8,
     /// 1 when `meshclass_split` hands `meshclass_http` the next segment of an HTTP/2 stream
     /// being followed, whose next frame starts `h2_from` bytes into the payload; else 0 (set
     /// by `meshclass`).

@@ -56,20 +56,16 @@ pub(super) unsafe fn load64(p: *const u8) -> u64 {
     unsafe { super::pkt::ld64::<0>(p as usize) }
 }
 
-/// Lower-cases the ASCII letters of 8 bytes at once (bytes >= 0x80 unchanged) when `on` is
-/// [`LOWER`]; `on` 0 leaves `x` as it is (a Huffman-coded name is matched raw).
+/// Lower-cases the ASCII letters of 8 bytes at once (bytes >= 0x80 unchanged).
 #[inline(always)]
-fn lower8(x: u64, on: u64) -> u64 {
+fn lower8(x: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     let h = x & (0x7f * ONES);
     let ge_a = h + (0x80 - b'A' as u64) * ONES;
     let gt_z = h + (0x80 - b'Z' as u64 - 1) * ONES;
     let upper = ge_a & !gt_z & !x & (0x80 * ONES);
-    x | ((upper >> 2) & on)
+    x | (upper >> 2)
 }
-
-/// [`lower8`]'s `on` that lower-cases.
-const LOWER: u64 = 0x2020_2020_2020_2020;
 
 /// Stores 8 bytes at `p` with one BPF instruction, aligned or not. The caller guarantees
 /// `[p, p + 8)` lies inside one map value.
@@ -82,16 +78,16 @@ unsafe fn store64(p: *mut u8, v: u64) {
     }
 }
 
-/// Removes one trailing dot from `s.name[..len]` unless `raw`, zeroes the 8 bytes after the
+/// Removes one trailing dot from `s.name[..len]`, zeroes the 8 bytes after the
 /// end, and returns the new length (0: no name). The letters are lower-cased by the hash
 /// pass (`lookup`), which reads every word of the name anyway.
 #[inline(always)]
-pub fn normalize(s: &mut Scratch, len: usize, raw: bool) -> usize {
+pub fn normalize(s: &mut Scratch, len: usize) -> usize {
     let mut len = launder(s, 0, len, NAME_BUF_MASK);
     if len == 0 || len >= MAX_NAME_LEN {
         return 0;
     }
-    if !raw && vget(&s.name[opaque(len.wrapping_sub(1)) & MASK]) == b'.' {
+    if vget(&s.name[opaque(len.wrapping_sub(1)) & MASK]) == b'.' {
         len -= 1;
     }
     let end = opaque(len) & MASK;
@@ -182,11 +178,11 @@ fn list_dots(s: &mut Scratch, x: u64, off: usize, labels: u64) {
 }
 
 /// The hash pass (`classifier_common::name_hash`), 8 bytes a step from the end: lower-cases
-/// each word in place (`lower`: [`lower8`]'s `on`) and keeps the hash state after each step in
+/// each word in place and keeps the hash state after each step in
 /// `chunk_h`. The letters' work is off the hash's chain of multiplies, which it overlaps; a
 /// pass of its own before cost a tenth of the lookup program.
 #[inline(always)]
-fn hash_pass(s: &mut Scratch, len: usize, lower: u64) {
+fn hash_pass(s: &mut Scratch, len: usize) {
     let mut h = NAME_HASH_INIT;
     s.chunk_h[0] = h;
     for k in 0..MAX_NAME_LEN / 8 {
@@ -195,7 +191,7 @@ fn hash_pass(s: &mut Scratch, len: usize, lower: u64) {
         }
         let off = word_from_end(len, k);
         // SAFETY: off + 8 <= len < MAX_NAME_LEN, inside the buffer.
-        let x = unsafe { lower8(load64(s.name.as_ptr().add(off)), lower) };
+        let x = unsafe { lower8(load64(s.name.as_ptr().add(off))) };
         // SAFETY: as the load.
         unsafe { store64(s.name.as_mut_ptr().add(off), x) };
         h = name_hash_mix(h, x);
@@ -206,7 +202,7 @@ fn hash_pass(s: &mut Scratch, len: usize, lower: u64) {
         // zeros past the end (`normalize`): lower-casing again leaves them.
         let w = s.name.as_mut_ptr() as *mut u64;
         // SAFETY: the buffer's first word, 8-aligned.
-        unsafe { *w = lower8(*w, lower) };
+        unsafe { *w = lower8(*w) };
     }
 }
 
@@ -308,14 +304,13 @@ fn in_bucket(b: *const NameBucket, hash: u64, mk: u64) -> Option<u64> {
 }
 
 /// Looks up `s.name[..len]` (`normalize`d; its letters are lower-cased here, in the hash
-/// pass, unless `kind` is HUFFMAN): the whole name in `kind` (EXACT or HUFFMAN), then, if
-/// `suffix_labels` allows, its `*.` suffixes in SUFFIX, longest first.
+/// pass): the whole name in EXACT, then, if `suffix_labels` allows, its `*.` suffixes in
+/// SUFFIX, longest first.
 #[inline(always)]
 pub fn lookup(
     s: &mut Scratch,
     len: usize,
     generation: u8,
-    kind: u8,
     port: u16,
     suffix_labels: u64,
 ) -> Option<EntryValue> {
@@ -323,21 +318,21 @@ pub fn lookup(
     if len == 0 || len >= MAX_NAME_LEN {
         return None;
     }
-    let lower = if kind == name_match::HUFFMAN {
-        0
-    } else {
-        LOWER
-    };
-    hash_pass(s, len, lower);
+    hash_pass(s, len);
     // The length as the verifier knew it before the pass: each turn of the pass's loop learns
     // a bound of its own, and carried on they would make the rest be verified once for each.
     let len = launder(s, 0, len, NAME_BUF_MASK);
     let h = hash_from(s, 0, len);
-    if let Some(e) = find(s, h, name_meta_key(generation, kind, port), 0, len) {
+    if let Some(e) = find(
+        s,
+        h,
+        name_meta_key(generation, name_match::EXACT, port),
+        0,
+        len,
+    ) {
         return Some(e);
     }
-    // Wildcards match names that are not Huffman-coded.
-    if kind != name_match::EXACT || suffix_labels == 0 {
+    if suffix_labels == 0 {
         return None;
     }
     dots_pass(s, len, suffix_labels);

@@ -111,8 +111,6 @@ pub struct Slots {
     cidr: FastMap<(u32, CidrData), Rec>,
     names: FastMap<NameKey, NameRec>,
     ports: FastMap<PortKey, Rec>,
-    /// Key of a Huffman-coded name element -> key of the exact name it codes.
-    huff: FastMap<NameKey, NameKey>,
     /// Name kinds and wildcard label bits per port (network order).
     port_names: FastMap<u16, (u8, u64)>,
     /// (protocol, port in network order) of every CIDR entry: `PortValue::has_cidr`.
@@ -156,8 +154,6 @@ pub struct Planned {
     new: Vec<NewSlot>,
     updated: Vec<(Key, EntryValue)>,
     removed: Vec<Key>,
-    huff_removed: Vec<NameKey>,
-    huff_added: Vec<(NameKey, NameKey)>,
     port_names: FastMap<u16, (u8, u64)>,
     cidr_ports: FastMap<(u8, u16), ()>,
     free: Vec<u32>,
@@ -263,12 +259,6 @@ pub fn normalize_name(name: &str) -> Result<(u8, Vec<u8>), DataplaneError> {
     Ok((kind, buf[..len].to_vec()))
 }
 
-/// The HPACK Huffman coding of a name, when an encoder is available.
-pub(super) fn huffman(name: &[u8]) -> Option<Vec<u8>> {
-    let h = crate::packet::hpack::huffman_encode(name);
-    (!h.is_empty() && h.len() < MAX_NAME_LEN).then_some(h)
-}
-
 fn name_key(kind: u8, port: u16, bytes: &[u8]) -> NameKey {
     NameKey {
         hash: name_hash(bytes),
@@ -277,26 +267,6 @@ fn name_key(kind: u8, port: u16, bytes: &[u8]) -> NameKey {
         port,
         _pad: 0,
     }
-}
-
-/// What an HTTP/2 client may send as the `:authority` of `name` on `port` (network order):
-/// the name alone and `name:port`. A Huffman-coded value is matched as coded, so each has an
-/// element of its own.
-pub(super) fn authorities(name: &[u8], port: u16) -> [Vec<u8>; 2] {
-    let with_port = [name, format!(":{}", u16::from_be(port)).as_bytes()].concat();
-    [name.to_vec(), with_port]
-}
-
-/// The Huffman elements of an exact name ([`authorities`] coded): (key, coded bytes).
-fn huffman_keys(nk: &NameKey, bytes: &[u8]) -> Vec<(NameKey, Vec<u8>)> {
-    if nk.kind != name_match::EXACT {
-        return Vec::new();
-    }
-    authorities(bytes, nk.port)
-        .iter()
-        .filter_map(|a| huffman(a))
-        .map(|h| (name_key(name_match::HUFFMAN, nk.port, &h), h))
-        .collect()
 }
 
 fn name_value(bytes: &[u8], ev: EntryValue) -> NameValue {
@@ -357,33 +327,15 @@ impl Slots {
             used.push(v.entry_id);
         }
         for (k, v) in &c.names {
-            if k.kind != name_match::HUFFMAN {
-                let bytes: Box<[u8]> = v.name[..(v.len as usize).min(v.name.len())].into();
-                // Only the codings the maps hold for ports with HTTP/2 names (maps written
-                // before codings were kept to those ports may hold others: the next full
-                // apply deletes them).
-                let h2 = c
-                    .ports
-                    .get(&PortKey {
-                        generation: 0,
-                        proto: proto::TCP,
-                        port: k.port,
-                    })
-                    .is_some_and(|v| v.name_kinds & name_kind::H2 != 0);
-                for (hk, _) in huffman_keys(k, &bytes) {
-                    if h2 && c.names.contains_key(&hk) {
-                        s.huff.insert(hk, *k);
-                    }
-                }
-                s.names.insert(
-                    *k,
-                    NameRec {
-                        rec: rec(v.entry),
-                        bytes,
-                    },
-                );
-                used.push(v.entry.entry_id);
-            }
+            let bytes: Box<[u8]> = v.name[..(v.len as usize).min(v.name.len())].into();
+            s.names.insert(
+                *k,
+                NameRec {
+                    rec: rec(v.entry),
+                    bytes,
+                },
+            );
+            used.push(v.entry.entry_id);
         }
         for (k, v) in &c.ports {
             if v.has_capture == 1 {
@@ -627,64 +579,7 @@ impl Slots {
             entry_ids[i] = new[j].value.entry_id;
         }
 
-        // Huffman-coded names: each exact name of a port with HTTP/2 names (the only stage that
-        // looks them up) has its codings (`huffman_keys`), owned by it.
-        let h2 = |kinds: &FastMap<u16, (u8, u64)>, port: u16| {
-            kinds.get(&port).is_some_and(|k| k.0 & name_kind::H2 != 0)
-        };
         let mut changes = Changes::default();
-        let mut huff_removed = Vec::new();
-        let mut huff_added = Vec::new();
-        let mut huff_new: FastMap<NameKey, (u32, Vec<u8>)> = FastMap::default();
-        let mut collision: Option<Collision> = None;
-        for k in &removed {
-            if let Key::Name(nk) = k {
-                let r = &self.names[nk];
-                for (hk, _) in huffman_keys(nk, &r.bytes) {
-                    if self.huff.get(&hk) == Some(nk) {
-                        huff_removed.push(hk);
-                    }
-                }
-            }
-        }
-        // A port that loses its HTTP/2 names loses every coding.
-        let lost: Vec<u16> = self
-            .port_names
-            .keys()
-            .filter(|p| h2(&self.port_names, **p) && !h2(&kinds, **p))
-            .copied()
-            .collect();
-        if !lost.is_empty() {
-            huff_removed.extend(self.huff.keys().filter(|hk| lost.contains(&hk.port)));
-        }
-        let mut put_huff = |changes: &mut Changes, nk: &NameKey, bytes: &[u8], ev, first: u32| {
-            // A collision names the two exact names whose codings met, not the codings.
-            for (hk, h) in huffman_keys(nk, bytes) {
-                if let Some(owner) = self.huff.get(&hk).filter(|o| *o != nk) {
-                    if let Some(o) = self.names.get(owner).filter(|o| o.rec.seen == pass) {
-                        let c = collision_of(first, bytes, o.rec.first, &o.bytes, nk.port);
-                        keep_first(&mut collision, c);
-                        continue;
-                    }
-                }
-                if let Some((of, on)) = huff_new.get(&hk) {
-                    if on.as_slice() != bytes {
-                        keep_first(&mut collision, collision_of(first, bytes, *of, on, nk.port));
-                    }
-                    // Else this name's, put already.
-                    continue;
-                }
-                changes.names.insert(hk, Some(name_value(&h, ev)));
-                huff_added.push((hk, *nk));
-                huff_new.insert(hk, (first, bytes.to_vec()));
-            }
-        };
-        let mut put_name = |changes: &mut Changes, nk: &NameKey, bytes: &[u8], ev, first: u32| {
-            changes.names.insert(*nk, Some(name_value(bytes, ev)));
-            if h2(&kinds, nk.port) {
-                put_huff(changes, nk, bytes, ev, first);
-            }
-        };
 
         // The elements that change.
         for k in &removed {
@@ -701,9 +596,6 @@ impl Slots {
                 Key::Port(_) => {}
             }
         }
-        for hk in &huff_removed {
-            changes.names.insert(*hk, None);
-        }
         let mut touched_ports: Vec<PortKey> = Vec::new();
         let mut capture: FastMap<PortKey, EntryValue> = FastMap::default();
         let slots = updated
@@ -719,37 +611,17 @@ impl Slots {
                     changes.cidr.insert((*l, *d), Some(v));
                 }
                 Key::Name(nk) => {
-                    let (bytes, first) = match s {
-                        Some(s) => (s.bytes.as_deref().unwrap_or_default(), s.first),
-                        None => {
-                            let r = &self.names[nk];
-                            (&*r.bytes, r.rec.first)
-                        }
+                    let bytes = match s {
+                        Some(s) => s.bytes.as_deref().unwrap_or_default(),
+                        None => &*self.names[nk].bytes,
                     };
-                    put_name(&mut changes, nk, bytes, v, first);
+                    changes.names.insert(*nk, Some(name_value(bytes, v)));
                 }
                 Key::Port(pk) => {
                     capture.insert(*pk, v);
                     touched_ports.push(*pk);
                 }
             }
-        }
-        // A port that gains HTTP/2 names gains the codings of the names it kept (those that
-        // changed have theirs already).
-        let gained: Vec<u16> = kinds
-            .keys()
-            .filter(|p| h2(&kinds, **p) && !h2(&self.port_names, **p))
-            .copied()
-            .collect();
-        if !gained.is_empty() {
-            for (nk, r) in &self.names {
-                if r.rec.seen == pass && gained.contains(&nk.port) {
-                    put_huff(&mut changes, nk, &r.bytes, r.rec.value, r.rec.first);
-                }
-            }
-        }
-        if let Some(c) = collision {
-            return Err(collision_error(c));
         }
 
         // Ports: capture and name kinds of every port whose either changes.
@@ -832,8 +704,6 @@ impl Slots {
             new,
             updated,
             removed,
-            huff_removed,
-            huff_added,
             port_names: kinds,
             cidr_ports,
             free,
@@ -862,9 +732,6 @@ impl Slots {
                     self.ports.remove(&k);
                 }
             }
-        }
-        for hk in p.huff_removed {
-            self.huff.remove(&hk);
         }
         for (k, v) in p.updated {
             match k {
@@ -895,9 +762,6 @@ impl Slots {
                     self.ports.insert(k, rec);
                 }
             }
-        }
-        for (hk, nk) in p.huff_added {
-            self.huff.insert(hk, nk);
         }
         self.port_names = p.port_names;
         self.cidr_ports = p.cidr_ports;
@@ -1092,75 +956,6 @@ mod tests {
         ]));
         assert_eq!(&now[1..], &ids[..]);
         assert_eq!(changed, ids);
-    }
-
-    /// The Huffman codings of a port's exact names (of `name` and `name:port`) are stored while
-    /// the port has HTTP/2 names (a Host entry), the only stage that looks them up: a TLS-only
-    /// port's names take one element each. A port gaining or losing its Host entry gains or
-    /// loses the codings of the names it keeps; a restarted daemon's table (rebuilt from the
-    /// maps) knows which are there.
-    #[test]
-    fn huffman_codings_only_on_http2_ports() {
-        let entry = |matcher: Match| Entry {
-            matcher,
-            service_id: 0,
-            service: "ns/svc/h".into(),
-            verdict: Verdict::Pass,
-        };
-        let sni = entry(Match::Sni {
-            name: "a.example.com".into(),
-            port: 443,
-        });
-        let host = entry(Match::Host {
-            name: "b.example.com".into(),
-            port: 443,
-        });
-        let coded = |c: &Content| {
-            let mut v: Vec<Vec<u8>> = c
-                .names
-                .iter()
-                .filter(|(k, _)| k.kind == name_match::HUFFMAN)
-                .map(|(_, v)| v.name[..v.len as usize].to_vec())
-                .collect();
-            v.sort();
-            v
-        };
-        let codings = |names: &[&str]| {
-            let mut v: Vec<Vec<u8>> = names
-                .iter()
-                .flat_map(|n| authorities(n.as_bytes(), 443u16.to_be()))
-                .filter_map(|a| huffman(&a))
-                .collect();
-            v.sort();
-            v
-        };
-        let (mut slots, mut have) = (Slots::default(), Content::default());
-        let mut apply = |entries: Vec<Entry>| {
-            let p = Plan {
-                entries,
-                ..Plan::default()
-            };
-            let planned = slots.plan(&p, false).expect("plan");
-            write(&mut have, &planned.changes);
-            slots.commit(planned);
-            have.clone()
-        };
-        let tls_only = apply(vec![sni.clone()]);
-        assert_eq!((tls_only.names.len(), coded(&tls_only)), (1, vec![]));
-        let both = apply(vec![sni.clone(), host.clone()]);
-        assert_eq!(both.names.len(), 6);
-        assert_eq!(coded(&both), codings(&["a.example.com", "b.example.com"]));
-        let mut adopted = Slots::from_content(&both);
-        let again = adopted.plan(
-            &Plan {
-                entries: vec![sni.clone(), host.clone()],
-                ..Plan::default()
-            },
-            false,
-        );
-        assert!(again.expect("plan").changes.names.is_empty());
-        let back = apply(vec![sni.clone()]);
-        assert_eq!(back.names, tls_only.names);
     }
 
     /// Plan after plan, the incremental writer leaves the maps, entry ids and warnings exactly

@@ -8,7 +8,7 @@ use classifier_common::{
     PortValue,
 };
 
-use super::desired::{authorities, cidr_key, exact_key, huffman, normalize_name};
+use super::desired::{cidr_key, exact_key, normalize_name};
 use super::DataplaneError;
 use crate::plan::{Match, Plan};
 
@@ -84,7 +84,6 @@ pub fn build(plan: &Plan, ids: &mut Ids) -> Result<Desired, DataplaneError> {
     let mut slots: Vec<Slot> = Vec::with_capacity(plan.entries.len());
     let mut first: HashMap<Slot, usize> = HashMap::new();
     let mut entry_slot: Vec<Slot> = Vec::with_capacity(plan.entries.len());
-    let mut extra: Vec<(usize, u8, u16, Vec<u8>)> = Vec::new();
     let mut kinds: HashMap<u16, (u8, u64)> = HashMap::new();
     for (i, e) in plan.entries.iter().enumerate() {
         let slot = match &e.matcher {
@@ -109,16 +108,6 @@ pub fn build(plan: &Plan, ids: &mut Ids) -> Result<Desired, DataplaneError> {
                     k.0 |= name_kind::TLS;
                 } else {
                     k.0 |= name_kind::HTTP | name_kind::H2;
-                }
-                // Names are per port, whatever stage asks (decision.md §11): an HTTP/2
-                // `:authority` sent Huffman-coded, with or without the port, matches every
-                // exact name of the port.
-                if kind == name_match::EXACT {
-                    for a in authorities(&bytes, pk) {
-                        if let Some(h) = huffman(&a) {
-                            extra.push((i, name_match::HUFFMAN, pk, h));
-                        }
-                    }
                 }
                 if kind == name_match::SUFFIX {
                     let labels = bytes.iter().filter(|&&b| b == b'.').count();
@@ -212,13 +201,6 @@ pub fn build(plan: &Plan, ids: &mut Ids) -> Result<Desired, DataplaneError> {
                 pv.capture = ev;
                 pv.has_capture = 1;
             }
-        }
-    }
-    // Huffman codings only on ports with HTTP/2 names (the only stage that looks them up).
-    for (i, kind, port, bytes) in extra {
-        if kinds.get(&port).is_some_and(|k| k.0 & name_kind::H2 != 0) {
-            let ev = value(i, entry_ids[i]);
-            put_name(&mut content, kind, port, &bytes, ev)?;
         }
     }
     let cidr_ports: Vec<PortKey> = content

@@ -18,7 +18,6 @@ use std::{
 use classifier_common::{family, name_kind, proto, stage, verdict, NO_SERVICE};
 
 use crate::{
-    packet::hpack,
     plan::{Match, Plan},
     settings::{Blocked, OutboundPolicy, Settings},
 };
@@ -59,7 +58,6 @@ struct PortInfo {
 /// Name table kinds (as `classifier_common::name_match`).
 const EXACT: u8 = 0;
 const SUFFIX: u8 = 1;
-const HUFFMAN: u8 = 2;
 
 /// Longest wildcard (in labels) that can be matched: `PortValue::suffix_labels` has 64 bits.
 const MAX_SUFFIX_LABELS: usize = 63;
@@ -99,7 +97,6 @@ fn masked(mut a: [u8; 16], len: u8) -> [u8; 16] {
 impl Tables {
     fn build(plan: &Plan) -> Self {
         let mut t = Tables::default();
-        let mut coded_names: Vec<(u16, Vec<u8>, Hit)> = Vec::new();
         for (index, e) in plan.entries.iter().enumerate() {
             let hit = Hit {
                 index,
@@ -157,30 +154,9 @@ impl Tables {
                                 .or_insert(hit);
                         }
                     } else if !lower.is_empty() && lower.len() < names::NAME_LIMIT {
-                        // A Huffman-coded `:authority` is matched as coded: the name alone
-                        // or with this port, as clients send it (kept below for the ports
-                        // with HTTP/2 names).
-                        let with_port = [&lower[..], format!(":{port}").as_bytes()].concat();
-                        for coded in [&lower, &with_port] {
-                            let huff = hpack::huffman_encode(coded);
-                            if huff.len() < names::NAME_LIMIT {
-                                coded_names.push((*port, huff, hit.clone()));
-                            }
-                        }
                         t.names.entry((*port, EXACT, lower)).or_insert(hit);
                     }
                 }
-            }
-        }
-        // The codings are stored for the ports whose names the HTTP/2 stage reads only: a
-        // stream followed across a reload that took a port's Host entries finds none.
-        for (port, huff, hit) in coded_names {
-            let h2 = t
-                .ports
-                .get(&(proto::TCP, port))
-                .is_some_and(|p| p.kinds & name_kind::H2 != 0);
-            if h2 {
-                t.names.entry((port, HUFFMAN, huff)).or_insert(hit);
             }
         }
         t
@@ -623,8 +599,8 @@ impl Model {
     /// registered (a hit), the stream going on into the next segment (wait), or `None` when
     /// neither.
     fn h2_outcome(&self, p: &L4<'_>, seg: names::H2<'_>, count: u8) -> Option<NameOutcome> {
-        let (value, huffman) = match seg {
-            names::H2::Authority(v, huffman) => (v, huffman),
+        let host = match seg {
+            names::H2::Authority(host) => host,
             names::H2::More(skip) => {
                 return (count < names::H2_MAX_SEGMENTS).then(|| {
                     NameOutcome::Wait(Stream {
@@ -636,18 +612,8 @@ impl Model {
             }
             names::H2::Not => return None,
         };
-        let (h, n) = if huffman {
-            let h = self
-                .tables
-                .names
-                .get(&(p.key.dport, HUFFMAN, value.to_vec()))?;
-            let decoded = hpack::huffman_decode(value).unwrap_or_default();
-            let shown = names::host_of(&decoded).unwrap_or_default().to_vec();
-            (h.clone(), shown)
-        } else {
-            let n = names::normalize(value)?;
-            (self.tables.name(p.key.dport, &n)?.clone(), n)
-        };
+        let n = names::normalize(&host)?;
+        let h = self.tables.name(p.key.dport, &n)?.clone();
         Some(NameOutcome::Hit(stage::HOST, h, n))
     }
 

@@ -1,5 +1,9 @@
 //! Name extraction from first payloads: TLS ClientHello, HTTP/1.x Host, HTTP/2 `:authority`.
 
+use std::borrow::Cow;
+
+use crate::packet::hpack;
+
 /// Longest name matched plus one (names of this length or more are no names).
 pub const NAME_LIMIT: usize = 256;
 /// Most bytes of a ClientHello followed across segments.
@@ -207,18 +211,49 @@ pub enum H2<'a> {
     /// The segment ends before the first HEADERS frame, whose search goes on this many bytes
     /// into the next segment (where the next frame starts).
     More(usize),
-    /// The `:authority` value and whether it is Huffman-coded: a raw value with its port
-    /// stripped (as a Host), a coded one as it is.
-    Authority(&'a [u8], bool),
+    /// The host of the `:authority` value (its port stripped as a Host's), decoded when the
+    /// value is Huffman-coded ([`huffman_host`]).
+    Authority(Cow<'a, [u8]>),
 }
 
-/// The `:authority` of the first HEADERS frame of an h2c stream and whether it is
-/// Huffman-coded (see [`h2_segment`]), in a first payload that holds it.
-pub fn h2_authority(payload: &[u8]) -> Option<(&[u8], bool)> {
+/// The host of the `:authority` of the first HEADERS frame of an h2c stream (see
+/// [`h2_segment`]), in a first payload that holds it.
+pub fn h2_authority(payload: &[u8]) -> Option<Cow<'_, [u8]>> {
     match h2_segment(payload, None) {
-        H2::Authority(v, huffman) => Some((v, huffman)),
+        H2::Authority(host) => Some(host),
         _ => None,
     }
+}
+
+/// The host of a Huffman-coded `:authority` value, decoded symbol by symbol as a Host's value
+/// is read: a value whose first symbol is `[` keeps what follows up to `]`, any other is cut at
+/// its first `:`, and what follows the cut is not decoded. `None` when the coding is invalid
+/// before the cut (EOS) or, without a cut, at its end (padding), or when the host is empty or
+/// too long.
+pub fn huffman_host(coded: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut bracketed = None;
+    for sym in hpack::huffman_symbols(coded) {
+        let c = sym.ok()?;
+        let b = match bracketed {
+            Some(b) => b,
+            None => {
+                bracketed = Some(c == b'[');
+                if c == b'[' {
+                    continue;
+                }
+                false
+            }
+        };
+        if c == if b { b']' } else { b':' } {
+            break;
+        }
+        out.push(c);
+        if out.len() >= NAME_LIMIT {
+            return None;
+        }
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// Reads a segment of an h2c stream: its first (`from` `None`: the preface, then frames) or a
@@ -282,7 +317,7 @@ pub fn h2_segment(payload: &[u8], from: Option<usize>) -> H2<'_> {
     let Some((mut pos, block_end)) = block else {
         return H2::Not;
     };
-    let mut field = || -> Option<(&[u8], bool)> {
+    let mut field = || -> Option<Cow<'_, [u8]>> {
         for _ in 0..16 {
             if pos >= block_end {
                 return None;
@@ -314,17 +349,17 @@ pub fn h2_segment(payload: &[u8], from: Option<usize>) -> H2<'_> {
                     return None;
                 }
                 let v = &w[pos..pos + vl];
-                if !huffman {
-                    return host_of(v).map(|h| (h, false));
+                if huffman {
+                    return huffman_host(v).map(Cow::Owned);
                 }
-                return (!v.is_empty() && v.len() < NAME_LIMIT).then_some((v, huffman));
+                return host_of(v).map(Cow::Borrowed);
             }
             pos += vl;
         }
         None
     };
     match field() {
-        Some((v, huffman)) => H2::Authority(v, huffman),
+        Some(host) => H2::Authority(host),
         None => H2::Not,
     }
 }
@@ -377,9 +412,7 @@ mod tests {
     #[test]
     fn h2_authority_rules() {
         let r = h2c::request("www.example.com", true);
-        let (v, huff) = h2_authority(&r).unwrap();
-        assert!(huff);
-        assert_eq!(v, &hpack::huffman_encode(b"www.example.com")[..]);
+        assert_eq!(h2_authority(&r).as_deref(), Some(&b"www.example.com"[..]));
         let o = h2c::H2Options {
             representation: h2c::Representation::NeverIndexed,
             pseudo_first: true,
@@ -387,9 +420,10 @@ mod tests {
             padding: Some(7),
             priority: true,
             before: vec![(b":authority".to_vec(), b"literal-name.example".to_vec())],
+            coded: None,
         };
         let r = h2c::request_with(b"a.example", false, &o);
-        assert_eq!(h2_authority(&r), Some((&b"a.example"[..], false)));
+        assert_eq!(h2_authority(&r).as_deref(), Some(&b"a.example"[..]));
         // Padding longer than the frame: no name.
         let mut bad = h2c::request("a", false);
         let at = 24 + 15; // SETTINGS frame is 9 + 6 bytes
@@ -399,33 +433,56 @@ mod tests {
         assert_eq!(h2_authority(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), None);
     }
 
+    /// A Huffman-coded `:authority` is decoded up to the end of its host, as a Host's value is
+    /// cut; the coding must be valid up to there, and to its end when there is no port.
+    #[test]
+    fn huffman_coded_authority_hosts() {
+        let host = |v: &[u8]| huffman_host(&hpack::huffman_encode(v));
+        assert_eq!(host(b"Api.Example.com"), Some(b"Api.Example.com".to_vec()));
+        assert_eq!(host(b"a.example:8080"), Some(b"a.example".to_vec()));
+        assert_eq!(host(b"[fd00::1]:443"), Some(b"fd00::1".to_vec()));
+        assert_eq!(host(b"[fd00::1"), Some(b"fd00::1".to_vec()));
+        assert_eq!(host(b":8080"), None);
+        assert_eq!(host(b"["), None);
+        assert_eq!(host(&[b'a'; 255]), Some(vec![b'a'; 255]));
+        assert_eq!(host(&[b'a'; 256]), None);
+        let mut long = vec![b'a'; 255];
+        long.extend_from_slice(b":1");
+        assert_eq!(host(&long), Some(vec![b'a'; 255]));
+        // Bad padding after the cut is never read; without a cut it makes no name.
+        let mut coded = hpack::huffman_encode(b"a.example:80");
+        coded.push(0xff);
+        assert_eq!(huffman_host(&coded), Some(b"a.example".to_vec()));
+        let mut coded = hpack::huffman_encode(b"a.example");
+        coded.push(0xff);
+        assert_eq!(huffman_host(&coded), None);
+        // EOS before the cut: the padding's ones and 32 more.
+        let mut coded = hpack::huffman_encode(b"ab");
+        coded.extend([0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(huffman_host(&coded), None);
+    }
+
     /// A segment of an h2c stream that ends before the HEADERS frame says where the next frame
     /// starts in the next segment; the next segment is read from there.
     #[test]
     fn h2_segments_before_the_headers_frame() {
         let [start, headers] = h2c::request_in_two(b"a.example:8080");
         let whole = [&start[..], &headers[..]].concat();
-        let coded = hpack::huffman_encode(b"a.example:8080");
+        let host = H2::Authority(Cow::Borrowed(&b"a.example"[..]));
         // The preface alone, the preface and SETTINGS: the next frame starts the next segment.
         assert_eq!(h2_segment(&whole[..24], None), H2::More(0));
         assert_eq!(h2_segment(&start, None), H2::More(0));
         // Ending inside SETTINGS' body (9 + 6 bytes from 24): the rest is skipped next time.
         assert_eq!(h2_segment(&whole[..35], None), H2::More(4));
-        assert_eq!(
-            h2_segment(&whole[35..], Some(4)),
-            H2::Authority(&coded[..], true)
-        );
+        assert_eq!(h2_segment(&whole[35..], Some(4)), host);
         // A frame header cut by the segment's end: not inspectable.
         assert_eq!(h2_segment(&whole[..28], None), H2::Not);
-        // A later segment read from the next frame; a raw value loses its port.
-        assert_eq!(
-            h2_segment(&headers, Some(0)),
-            H2::Authority(&coded[..], true)
-        );
+        // A later segment read from the next frame; a value loses its port, raw or coded.
+        assert_eq!(h2_segment(&headers, Some(0)), host);
         let raw = h2c::request("b.example:8080", false);
         assert_eq!(
             h2_segment(&raw[39..], Some(0)),
-            H2::Authority(&b"b.example"[..], false)
+            H2::Authority(Cow::Borrowed(&b"b.example"[..]))
         );
         // A frame that goes on more than 16 KiB into the next segment: not inspectable.
         let mut big = h2c::PREFACE.to_vec();

@@ -42,6 +42,9 @@ pub struct H2Options {
     pub priority: bool,
     /// Header fields before `:authority`: (name, value) literals without indexing.
     pub before: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Bytes sent as the Huffman-coded `:authority` value in place of the coding of the
+    /// authority given (a coding that is not valid, or not the encoder's).
+    pub coded: Option<Vec<u8>>,
 }
 
 /// Appends one frame.
@@ -75,7 +78,13 @@ pub fn header_block(authority: &[u8], huffman: bool, options: &H2Options) -> Vec
         Representation::NeverIndexed => (0x10, 4),
     };
     hpack::encode_int(&mut block, first, prefix, 1);
-    hpack::encode_string(&mut block, authority, huffman);
+    match &options.coded {
+        Some(coded) => {
+            hpack::encode_int(&mut block, 0x80, 7, coded.len());
+            block.extend_from_slice(coded);
+        }
+        None => hpack::encode_string(&mut block, authority, huffman),
+    }
     if !options.pseudo_first {
         pseudo(&mut block);
     }

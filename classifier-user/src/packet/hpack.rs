@@ -1,51 +1,17 @@
 //! HPACK (RFC 7541) pieces: the static Huffman code of Appendix B and integer/string literals.
 
-/// Code length in bits of every symbol (0..=255, then EOS at 256), from RFC 7541 Appendix B.
-///
-/// The code is canonical: codes of one length are consecutive in symbol order, and each length
-/// starts where the previous one ended, shifted left; [`code`] rebuilds the codes from this.
-const LENGTHS: [u8; 257] = [
-    13, 23, 28, 28, 28, 28, 28, 28, 28, 24, 30, 28, 28, 30, 28, 28, // 0..16
-    28, 28, 28, 28, 28, 28, 30, 28, 28, 28, 28, 28, 28, 28, 28, 28, // 16..32
-    6, 10, 10, 12, 13, 6, 8, 11, 10, 10, 8, 11, 8, 6, 6, 6, // ' '..'/'
-    5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 7, 8, 15, 6, 12, 10, // '0'..'?'
-    13, 6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, // '@'..'O'
-    7, 7, 7, 7, 7, 7, 7, 7, 8, 7, 8, 13, 19, 13, 14, 6, // 'P'..'_'
-    15, 5, 6, 5, 6, 5, 6, 6, 6, 5, 7, 7, 6, 6, 6, 5, // '`'..'o'
-    6, 7, 6, 5, 5, 6, 7, 7, 7, 7, 7, 15, 11, 14, 13, 28, // 'p'..127
-    20, 22, 20, 20, 22, 22, 22, 23, 22, 23, 23, 23, 23, 23, 24, 23, // 128..144
-    24, 24, 22, 23, 24, 23, 23, 23, 23, 21, 22, 23, 22, 23, 23, 24, // 144..160
-    22, 21, 20, 22, 22, 23, 23, 21, 23, 22, 22, 24, 21, 22, 23, 23, // 160..176
-    21, 21, 22, 21, 23, 22, 23, 23, 20, 22, 22, 22, 23, 22, 22, 23, // 176..192
-    26, 26, 20, 19, 22, 23, 22, 25, 26, 26, 26, 27, 27, 26, 24, 25, // 192..208
-    19, 21, 26, 27, 27, 26, 27, 24, 21, 21, 26, 26, 28, 27, 27, 27, // 208..224
-    20, 24, 20, 21, 22, 21, 21, 23, 22, 22, 25, 25, 24, 24, 26, 23, // 224..240
-    26, 27, 26, 26, 27, 27, 27, 27, 27, 28, 27, 27, 27, 27, 27, 26, // 240..256
-    30, // EOS
-];
+use classifier_common::hpack::{huffman_codes, HUFFMAN_EOS, HUFFMAN_LENGTHS};
 
-/// The (code, length) table, built once from [`LENGTHS`].
-fn table() -> &'static [(u32, u8); 257] {
-    static TABLE: std::sync::OnceLock<[(u32, u8); 257]> = std::sync::OnceLock::new();
-    TABLE.get_or_init(|| {
-        let mut table = [(0u32, 0u8); 257];
-        let mut next: u32 = 0;
-        for len in 1..=30u8 {
-            for (sym, &l) in LENGTHS.iter().enumerate() {
-                if l == len {
-                    table[sym] = (next, len);
-                    next += 1;
-                }
-            }
-            next <<= 1;
-        }
-        table
-    })
+/// The code of every symbol, built once from the lengths of the canonical code.
+fn codes() -> &'static [u32; 257] {
+    static CODES: std::sync::OnceLock<[u32; 257]> = std::sync::OnceLock::new();
+    CODES.get_or_init(huffman_codes)
 }
 
 /// The Huffman code and its length in bits of a symbol (256 is EOS).
 pub fn code(symbol: u16) -> (u32, u8) {
-    table()[usize::from(symbol)]
+    let s = usize::from(symbol);
+    (codes()[s], HUFFMAN_LENGTHS[s])
 }
 
 /// Encodes bytes with the HPACK static Huffman code, padded with the EOS prefix (ones).
@@ -81,38 +47,83 @@ pub fn huffman_len(input: &[u8]) -> usize {
 
 /// Decodes an HPACK Huffman string; `None` when it is not a valid coding (EOS, bad padding).
 pub fn huffman_decode(input: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(input.len() * 8 / 5);
-    let mut acc: u32 = 0;
-    let mut bits: u8 = 0;
-    for &byte in input {
-        for i in (0..8).rev() {
-            acc = (acc << 1) | u32::from((byte >> i) & 1);
+    huffman_symbols(input).collect::<Result<Vec<u8>, _>>().ok()
+}
+
+/// The symbols of an HPACK Huffman string one by one, read bit by bit: each `Ok(symbol)` in
+/// turn, then, at the end of the input, an `Err` if the string holds EOS or its padding is not
+/// at most seven ones (a prefix of EOS), else nothing more. A reader may stop early, before the
+/// coding is known to be valid to its end.
+pub fn huffman_symbols(input: &[u8]) -> HuffmanSymbols<'_> {
+    HuffmanSymbols {
+        input,
+        bit: 0,
+        failed: false,
+    }
+}
+
+/// See [`huffman_symbols`].
+pub struct HuffmanSymbols<'a> {
+    input: &'a [u8],
+    bit: usize,
+    failed: bool,
+}
+
+impl Iterator for HuffmanSymbols<'_> {
+    type Item = Result<u8, ()>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        let total = self.input.len() * 8;
+        let (mut acc, mut bits) = (0u32, 0u8);
+        while self.bit < total {
+            let b = self.input[self.bit / 8] >> (7 - self.bit % 8) & 1;
+            self.bit += 1;
+            acc = acc << 1 | u32::from(b);
             bits += 1;
-            if bits > 30 {
-                return None;
-            }
             if let Some(sym) = lookup(acc, bits) {
-                if sym == 256 {
-                    return None;
+                if sym == HUFFMAN_EOS {
+                    self.failed = true;
+                    return Some(Err(()));
                 }
-                out.push(sym as u8);
-                acc = 0;
-                bits = 0;
+                return Some(Ok(sym as u8));
             }
         }
+        // The end: what is left must be a valid padding.
+        if bits > 7 || acc != (1u32 << bits) - 1 {
+            self.failed = true;
+            return Some(Err(()));
+        }
+        None
     }
-    // Padding: at most 7 bits, all ones (a prefix of EOS).
-    if bits > 7 || acc != (1u32 << bits) - 1 {
-        return None;
-    }
-    Some(out)
 }
 
 /// The symbol whose code is `acc` of `bits` bits, if any.
 fn lookup(acc: u32, bits: u8) -> Option<u16> {
-    // Canonical code: the codes of one length form a consecutive range.
-    let t = table();
-    (0..257u16).find(|&s| t[usize::from(s)] == (acc, bits))
+    // Canonical code: the codes of one length are consecutive, in symbol order, from the
+    // first code of that length.
+    struct Lengths {
+        /// By length: its first code, and where its symbols start in `symbols`.
+        first: [(u32, usize); 31],
+        /// The symbols ordered by (length, symbol).
+        symbols: Vec<u16>,
+    }
+    static LENGTHS: std::sync::OnceLock<Lengths> = std::sync::OnceLock::new();
+    let t = LENGTHS.get_or_init(|| {
+        let mut symbols: Vec<u16> = (0..257).collect();
+        symbols.sort_by_key(|&s| (HUFFMAN_LENGTHS[usize::from(s)], s));
+        let mut first = [(u32::MAX, 0); 31];
+        for (i, &s) in symbols.iter().enumerate().rev() {
+            first[usize::from(HUFFMAN_LENGTHS[usize::from(s)])] = (codes()[usize::from(s)], i);
+        }
+        Lengths { first, symbols }
+    });
+    let (code, at) = *t.first.get(usize::from(bits))?;
+    let i = at + acc.checked_sub(code)? as usize;
+    let sym = *t.symbols.get(i)?;
+    (HUFFMAN_LENGTHS[usize::from(sym)] == bits).then_some(sym)
 }
 
 /// Appends an HPACK integer with an `n`-bit prefix; `first` holds the bits above the prefix.
@@ -171,13 +182,6 @@ mod tests {
     }
 
     #[test]
-    fn the_code_is_prefix_free_and_complete() {
-        // Kraft sum of a complete prefix code is exactly 1.
-        let sum: u64 = LENGTHS.iter().map(|&l| 1u64 << (30 - l)).sum();
-        assert_eq!(sum, 1 << 30);
-    }
-
-    #[test]
     fn rfc_7541_examples_encode() {
         // C.4.1, C.4.2, C.4.3 and C.6.1.
         assert_eq!(
@@ -214,8 +218,16 @@ mod tests {
             );
             assert_eq!(huffman_len(&one), huffman_encode(&one).len());
         }
-        // Padding of zeros is not valid.
+        // Padding of zeros is not valid, nor EOS, nor eight bits of padding.
         assert_eq!(huffman_decode(&[0x00]), None);
+        assert_eq!(huffman_decode(&[0xff, 0xff, 0xff, 0xfc]), None);
+        assert_eq!(huffman_decode(&[0x1f]).as_deref(), Some(&b"a"[..]));
+        assert_eq!(huffman_decode(&[0x1f, 0xff]), None);
+        // A reader that stops early never sees what follows.
+        let mut coded = huffman_encode(b"ab:");
+        coded.extend([0xff, 0xff, 0xff, 0xfc]);
+        let head: Vec<_> = huffman_symbols(&coded).take(3).collect();
+        assert_eq!(head, [Ok(b'a'), Ok(b'b'), Ok(b':')]);
     }
 
     #[test]

@@ -444,13 +444,12 @@ fn per_packet(o: &Opts) -> Result<(String, serde_json::Value)> {
         eprintln!("bench: registry of {n} entries");
         let plan = plan_of(n);
         // The default maps hold 65,536 CIDRs and 262,144 names per generation: the largest
-        // synthetic plan (10% CIDRs, 40% names plus the two Huffman codings, of `name` and
-        // `name:port`, of its 10% exact Host names) needs more.
+        // synthetic plan (10% CIDRs, 40% names) needs more.
         let d = Capacities::default();
         let fit = |need: usize, have: u32| have.max((need as u32 + 64).next_power_of_two());
         let caps = Capacities {
             cidr: fit(n / 10, d.cidr),
-            names: fit(n * 6 / 10, d.names),
+            names: fit(n * 4 / 10, d.names),
             ..d
         };
         let mut dp = Dataplane::load(&caps).context("loading the classifier")?;
