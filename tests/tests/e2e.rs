@@ -570,8 +570,9 @@ fn inspect_explain_flows_and_metrics_agree_with_the_traffic() {
 
 /// HTTP/2 with prior knowledge from a real client (curl: nghttp2 Huffman-codes the headers, and
 /// a port that is not the scheme's is part of the `:authority`), under REGISTRY_ONLY: the
-/// registered name passes to the server by the HOST stage, v4 and v6; another name is reset in
-/// well under a second (curl's own start included).
+/// registered name, and a name under a registered `*.` wildcard (in capitals: the kernel decodes
+/// the coded value and matches it as a Host), pass to the server by the HOST stage, v4 and v6;
+/// another name is reset in well under a second (curl's own start included).
 #[test]
 fn h2c_by_authority_from_a_real_client() {
     require_privileges();
@@ -582,7 +583,7 @@ fn h2c_by_authority_from_a_real_client() {
     std::fs::write(
         dir.join("grpc.yaml"),
         format!(
-            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: external-grpc\nspec:\n  hosts: [grpc.external-svc.com]\n  ports:\n  - number: {H2C_PORT}\n    name: grpc\n    protocol: GRPC\n  resolution: NONE\n  location: MESH_EXTERNAL\n"
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: external-grpc\nspec:\n  hosts: [grpc.external-svc.com, \"*.wild.external-svc.com\"]\n  ports:\n  - number: {H2C_PORT}\n    name: grpc\n    protocol: GRPC\n  resolution: NONE\n  location: MESH_EXTERNAL\n"
         ),
     )
     .unwrap();
@@ -599,16 +600,27 @@ fn h2c_by_authority_from_a_real_client() {
     let timeout = Duration::from_secs(2);
     for ip in [addr::UNKNOWN, addr::UNKNOWN6] {
         let dst = SocketAddr::new(ip.parse().unwrap(), H2C_PORT);
-        let authority = format!("grpc.external-svc.com:{H2C_PORT}");
-        let o = lab.curl_h2c(dst, "grpc.external-svc.com", timeout);
-        assert_eq!(
-            o,
-            Outcome::Server(format!("{ip} h2c authority={authority}")),
-            "{authority} to {dst}"
-        );
-        let (stage, service) = scenarios::flow_of(&lab, &bin, dst, false);
-        assert_eq!(stage, "host", "{authority} to {dst}: service {service}");
-        assert!(service.contains("external-grpc"), "{service}");
+        for name in ["grpc.external-svc.com", "Api.Wild.External-Svc.com"] {
+            let authority = format!("{name}:{H2C_PORT}");
+            let o = lab.curl_h2c(dst, name, timeout);
+            // What the server was sent, as curl wrote it (it may lower-case the host).
+            let sent = match &o {
+                Outcome::Server(s) => s.rsplit("authority=").next().unwrap_or_default(),
+                _ => "",
+            };
+            assert!(
+                sent.eq_ignore_ascii_case(&authority),
+                "{authority} to {dst}: {o:?}"
+            );
+            assert_eq!(
+                o,
+                Outcome::Server(format!("{ip} h2c authority={sent}")),
+                "{authority} to {dst}"
+            );
+            let (stage, service) = scenarios::flow_of(&lab, &bin, dst, false);
+            assert_eq!(stage, "host", "{authority} to {dst}: service {service}");
+            assert!(service.contains("external-grpc"), "{service}");
+        }
 
         let other = "other.example";
         match lab.curl_h2c(dst, other, timeout) {
