@@ -19,6 +19,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
+use classifier_common::stage;
 use meshclass::{
     dataplane::{Capacities, Dataplane},
     packet::{self, tls::HelloOptions, Packet, TcpFlow},
@@ -239,8 +240,9 @@ enum Run {
 }
 
 /// A measured path: its name, frames run once before, the frames measured (one, or one per
-/// CPU for `Run::EveryCpu`), and how.
-type BenchPath = (&'static str, Vec<Vec<u8>>, Vec<Vec<u8>>, Run);
+/// CPU for `Run::EveryCpu`), how, and the stage that decides them (checked before measuring,
+/// so that a path measures what its name says).
+type BenchPath = (&'static str, Vec<Vec<u8>>, Vec<Vec<u8>>, Run, u8);
 
 fn paths() -> Vec<BenchPath> {
     let s4 = IpAddr::V4(SRC4);
@@ -251,31 +253,35 @@ fn paths() -> Vec<BenchPath> {
     let miss = IpAddr::V4(Ipv4Addr::new(10, 202, 0, 9));
     let ext = IpAddr::V4(Ipv4Addr::new(10, 203, 0, 5));
     let syn = |s: IpAddr, d: IpAddr, port: u16| TcpFlow::new(s, d, 40000, port, 1000).syn().build();
-    let mut v: Vec<BenchPath> = Vec::with_capacity(12);
+    let mut v: Vec<BenchPath> = Vec::with_capacity(16);
     // A SYN always starts a new classification, so repeating it measures the new-flow path.
     v.push((
         "new connection, exact IP (v4)",
         vec![],
         vec![syn(s4, exact4, 8080)],
         Run::Repeat,
+        stage::EXACT,
     ));
     v.push((
         "new connection, exact IP (v6)",
         vec![],
         vec![syn(s6, exact6, 8080)],
         Run::Repeat,
+        stage::EXACT,
     ));
     v.push((
         "new connection, CIDR",
         vec![],
         vec![syn(s4, cidr, 8080)],
         Run::Repeat,
+        stage::CIDR,
     ));
     v.push((
         "new connection, policy miss",
         vec![],
         vec![syn(s4, miss, 8081)],
         Run::Repeat,
+        stage::POLICY,
     ));
     let flow = TcpFlow::new(s4, exact4, 40001, 8080, 5000);
     v.push((
@@ -283,6 +289,7 @@ fn paths() -> Vec<BenchPath> {
         vec![flow.syn().build()],
         vec![flow.ack().build()],
         Run::Repeat,
+        stage::FLOW,
     ));
     // Every CPU at once, one connection each, to the same entry: what they share (the
     // entry's hit count) costs what it costs a busy node.
@@ -294,12 +301,14 @@ fn paths() -> Vec<BenchPath> {
         vec![],
         per_cpu(41000).map(|f| f.syn().build()).collect(),
         Run::EveryCpu,
+        stage::EXACT,
     ));
     v.push((
         "established flow, every CPU at once",
         per_cpu(42000).map(|f| f.syn().build()).collect(),
         per_cpu(42000).map(|f| f.ack().build()).collect(),
         Run::EveryCpu,
+        stage::FLOW,
     ));
     let hello_flow = |len: usize| {
         let hello = packet::tls::client_hello(Some(&name_of_len(len)), &HelloOptions::default())
@@ -326,23 +335,39 @@ fn paths() -> Vec<BenchPath> {
             vec![],
             vec![hello_flow(len)],
             Run::Repeat,
+            stage::SNI,
         ));
     }
-    let req = packet::http::request("GET", Some(b"api.bench.lab"), &Default::default());
-    v.push((
-        "HTTP request by Host",
-        vec![],
-        vec![Packet::tcp(
+    // SYN+data on port 80, like the ClientHellos: a new classification every run.
+    let first_payload = |sport: u16, payload: &[u8]| {
+        Packet::tcp(
             s4,
             ext,
-            40003,
+            sport,
             80,
             packet::tcp_flags::SYN | packet::tcp_flags::PSH,
         )
         .seq_ack(9000, 0)
-        .payload(&req)
-        .build()],
+        .payload(payload)
+        .build()
+    };
+    let req = packet::http::request("GET", Some(b"api.bench.lab"), &Default::default());
+    v.push((
+        "HTTP request by Host",
+        vec![],
+        vec![first_payload(40003, &req)],
         Run::Repeat,
+        stage::HOST,
+    ));
+    // The preface, SETTINGS and HEADERS in one payload, the `:authority` Huffman-coded with
+    // the port, as curl and gRPC write it: decoded in the kernel.
+    let req = packet::h2c::request("api.bench.lab:80", true);
+    v.push((
+        "HTTP/2 request by :authority (Huffman-coded)",
+        vec![],
+        vec![first_payload(40005, &req)],
+        Run::Repeat,
+        stage::HOST,
     ));
     // Split ClientHello: the second segment is measured once per round (it changes state).
     let hello =
@@ -356,6 +381,7 @@ fn paths() -> Vec<BenchPath> {
         first,
         vec![second],
         Run::Once,
+        stage::SNI,
     ));
     v
 }
@@ -470,7 +496,7 @@ fn per_packet(o: &Opts) -> Result<(String, serde_json::Value)> {
     // Per repeated sample: the clock around the call minus the kernel's whole-ns figure. The
     // kernel rounds down, so agreement is 0 to 1 ns.
     let mut agreement: Vec<f64> = Vec::new();
-    for (name, setup, frames, run) in paths() {
+    for (name, setup, frames, run, want) in paths() {
         if o.path.as_deref().is_some_and(|p| !name.contains(p)) {
             continue;
         }
@@ -486,6 +512,19 @@ fn per_packet(o: &Opts) -> Result<(String, serde_json::Value)> {
             }
             Ok(())
         };
+        // The path decides as its name says, at every size.
+        for (n, dp) in dps.iter_mut() {
+            fresh(dp)?;
+            for f in &frames {
+                let d = dp.test_run(f)?;
+                anyhow::ensure!(
+                    d.stage == want,
+                    "{name} at {n} entries: decided by stage {}, not {}",
+                    stage::name(d.stage),
+                    stage::name(want)
+                );
+            }
+        }
         for _ in 0..reps {
             for ((_, dp), (ours, base)) in dps.iter_mut().zip(samples.iter_mut()) {
                 match run {
