@@ -336,8 +336,9 @@ pub const fn hit_parts(v: u64) -> Option<(u32, u32)> {
     }
 }
 
-/// Layout version of every map type in this file. A pinned map set with another version is
-/// never adopted by a program built with this one.
+/// Layout version of the map set: of every map type in this file and of what the maps hold
+/// (12: no HPACK Huffman codings among the names, which the program now decodes). A pinned map
+/// set with another version is never adopted by a program built with this one.
 pub const LAYOUT_VERSION: u32 = 12;
 
 /// What an entry decides when it matches.

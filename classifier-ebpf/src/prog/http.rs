@@ -567,8 +567,8 @@ fn decode_host(s: &mut Scratch, start: usize, len: usize) -> usize {
     run_loop_2k(len, huffman_turn);
     let found = match vget(&s.hl.done) {
         FOUND => true,
-        // The value's end: a valid padding, or the coding is not valid.
-        0 => vget(&s.hl.accept) == 1,
+        // The value's end (all of it read): a valid padding, or the coding is not valid.
+        0 => vget(&s.hl.pos) == (start + len) as u64 && vget(&s.hl.accept) == 1,
         _ => false,
     };
     if found {
@@ -623,7 +623,9 @@ extern "C" fn huffman_turn(_i: u64, _ctx: *mut c_void) -> i64 {
             s.hl.done = FAILED;
             return 1;
         }
-        s.name[out & (MAX_NAME_LEN - 1)] = c;
+        // Masked behind `opaque`: LLVM knows `out < 255` and would drop a plain mask, leaving
+        // the verifier a bound it must carry through a stack reload.
+        s.name[opaque(out) & (MAX_NAME_LEN - 1)] = c;
         out += 1;
     }
     s.hl.pos = pos as u64 + 1;

@@ -159,8 +159,9 @@ pub struct HttpLoop {
     /// The `:authority` value is Huffman-coded.
     pub huffman: u64,
     /// Its decode (`http::huffman_turn`): 0 before the first symbol, then 1 for a plain host,
-    /// 2 for a bracketed one; whether the bits read so far may end the string (1) or not.
+    /// 2 for a bracketed one.
     pub mode: u64,
+    /// 1 when the bits decoded so far may end the coded string (a valid padding), else 0.
     pub accept: u64,
     /// The segment's payload length (the HTTP/2 frame walk's end).
     pub seg: u64,
