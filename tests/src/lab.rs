@@ -379,6 +379,31 @@ impl Lab {
         })
     }
 
+    /// A TCP connection from the workload whose packets carry IPv4 options (three NOPs and an
+    /// end of list) or an IPv6 hop-by-hop header (a PadN option), sending `request` if any:
+    /// what answered.
+    pub fn tcp_with_ip_options(
+        &self,
+        dst: SocketAddr,
+        request: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Outcome {
+        self.workload.run(|| {
+            let start = Instant::now();
+            match connect_with_ip_options(dst, timeout) {
+                Ok(mut s) => {
+                    if let Some(r) = request {
+                        if let Err(e) = s.write_all(r) {
+                            return classify_err(&e, start);
+                        }
+                    }
+                    read_reply(&mut s, start, timeout)
+                }
+                Err(e) => classify_err(&e, start),
+            }
+        })
+    }
+
     /// An HTTP/1.1 request with `host` from the workload: what answered.
     pub fn http(&self, dst: SocketAddr, host: &str, timeout: Duration) -> Outcome {
         self.workload.run(|| {
@@ -580,6 +605,80 @@ fn parse_reply(text: &str) -> Outcome {
         Outcome::Error("closed without a reply".into())
     } else {
         Outcome::Server(text.lines().last().unwrap_or_default().to_string())
+    }
+}
+
+/// Connects a TCP socket to `dst` whose packets carry IP options (see
+/// [`Lab::tcp_with_ip_options`]); a connect that takes longer than `timeout` is `TimedOut`.
+fn connect_with_ip_options(dst: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    use std::os::fd::{FromRawFd as _, OwnedFd};
+    let err = std::io::Error::last_os_error;
+    let (domain, level, name, opts): (i32, i32, i32, &[u8]) = match dst {
+        SocketAddr::V4(_) => (
+            libc::AF_INET,
+            libc::IPPROTO_IP,
+            libc::IP_OPTIONS,
+            &[1, 1, 1, 0],
+        ),
+        // Next header (filled in by the kernel), length 0 (8 bytes), PadN of 4 bytes.
+        SocketAddr::V6(_) => (
+            libc::AF_INET6,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_HOPOPTS,
+            &[0, 0, 1, 4, 0, 0, 0, 0],
+        ),
+    };
+    // SAFETY: plain socket calls on a descriptor this function owns, with buffers that
+    // outlive them.
+    unsafe {
+        let fd = libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(err());
+        }
+        let sock = OwnedFd::from_raw_fd(fd);
+        if libc::setsockopt(fd, level, name, opts.as_ptr().cast(), opts.len() as u32) != 0 {
+            return Err(err());
+        }
+        // A blocking connect gives up after the send timeout.
+        let tv = libc::timeval {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+        };
+        let tvp = (&tv as *const libc::timeval).cast();
+        let tvl = size_of::<libc::timeval>() as u32;
+        if libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, tvp, tvl) != 0 {
+            return Err(err());
+        }
+        let mut ss: libc::sockaddr_storage = std::mem::zeroed();
+        let len = match dst {
+            SocketAddr::V4(a) => {
+                let sin =
+                    &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>();
+                sin.sin_family = libc::AF_INET as libc::sa_family_t;
+                sin.sin_port = a.port().to_be();
+                sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+                size_of::<libc::sockaddr_in>()
+            }
+            SocketAddr::V6(a) => {
+                let sin6 =
+                    &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>();
+                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sin6.sin6_port = a.port().to_be();
+                sin6.sin6_addr.s6_addr = a.ip().octets();
+                size_of::<libc::sockaddr_in6>()
+            }
+        };
+        let sa = (&ss as *const libc::sockaddr_storage).cast();
+        if libc::connect(fd, sa, len as u32) != 0 {
+            let e = err();
+            return Err(match e.raw_os_error() {
+                Some(libc::EINPROGRESS) | Some(libc::EAGAIN) => {
+                    std::io::Error::from(std::io::ErrorKind::TimedOut)
+                }
+                _ => e,
+            });
+        }
+        Ok(TcpStream::from(sock))
     }
 }
 

@@ -424,6 +424,46 @@ fn kill_9_and_restart_change_no_verdict() {
     assert_rows(&rows);
 }
 
+/// REJECT of packets whose IP header carries options (IPv4) or extension headers (IPv6), as a
+/// workload's stack sends them (checksum left to the device): the client still learns at once,
+/// for a SYN to an unknown address and for an HTTP request by an unknown Host (the server then
+/// gets its RST too).
+#[test]
+fn reject_with_ip_options_and_extension_headers() {
+    let (lab, _bin) = example_lab(
+        "e2e-ipopt",
+        &["--outbound-policy", "REGISTRY_ONLY", "--blocked", "reject"],
+    );
+    let timeout = Duration::from_secs(3);
+    for ip in [addr::UNKNOWN, addr::UNKNOWN6] {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        let syn = SocketAddr::new(ip, TCP_PORT);
+        match lab.tcp_with_ip_options(syn, None, timeout) {
+            Outcome::Rejected(t) => assert!(t < Duration::from_secs(1), "{syn}: {t:?}"),
+            o => panic!("a SYN with IP options to {syn}: {o:?}"),
+        }
+        let http = SocketAddr::new(ip, 80);
+        let req = b"GET / HTTP/1.1\r\nHost: unknown.example\r\nConnection: close\r\n\r\n";
+        let resets = lab.server_resets.load(Ordering::SeqCst);
+        match lab.tcp_with_ip_options(http, Some(req), timeout) {
+            Outcome::Rejected(t) => assert!(t < Duration::from_secs(1), "{http}: {t:?}"),
+            o => panic!("an HTTP request with IP options to {http}: {o:?}"),
+        }
+        // The server's RST, its checksum valid (the lab's servers verify them).
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while lab.server_resets.load(Ordering::SeqCst) == resets
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            lab.server_resets.load(Ordering::SeqCst),
+            resets + 1,
+            "the server of {http} got its RST"
+        );
+    }
+}
+
 #[test]
 fn inspect_explain_flows_and_metrics_agree_with_the_traffic() {
     let (lab, bin) = example_lab(

@@ -7,7 +7,7 @@ mod common;
 use classifier_common::{counter, stage, verdict};
 use common::*;
 use meshclass::{
-    packet::{checksums_ok, tcp_flags, Packet},
+    packet::{checksums_ok, tcp_flags, ExtHeader, Packet},
     settings::Blocked,
 };
 
@@ -38,6 +38,41 @@ fn registry_only_reject_answers_a_syn_with_a_rst() {
     );
     assert_eq!(o[47], tcp_flags::RST | tcp_flags::ACK);
     assert!(checksums_ok(o), "checksums of {o:02x?}");
+}
+
+/// A packet with IPv4 options or IPv6 extension headers becomes the same bare RST as one
+/// without (the program removes them first: in real traffic, a partially checksummed packet
+/// could not be cut short of its checksum field otherwise; see the e2e test).
+#[test]
+fn reject_of_a_packet_with_ip_options_or_extension_headers() {
+    let mut dp = dataplane();
+    dp.apply(&plan(vec![]), &registry_only(Blocked::Reject))
+        .unwrap();
+    for (src, dst) in [("10.0.0.1", "10.7.0.9"), ("fd00::1", "fd00::9")] {
+        let plain = Packet::tcp(ip(src), ip(dst), 40000, 443, tcp_flags::SYN).seq_ack(1000, 0);
+        let dressed = if src.contains(':') {
+            plain
+                .clone()
+                .ext(ExtHeader::HopByHop(vec![1, 2, 0, 0]))
+                .ext(ExtHeader::DestOpts(vec![
+                    1, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                ]))
+        } else {
+            plain
+                .clone()
+                .ipv4_options(&[1, 1, 1, 1, 7, 7, 4, 0, 0, 0, 0, 0])
+        };
+        let want = run(&mut dp, &plain.build());
+        let d = run(&mut dp, &dressed.build());
+        expect(&d, verdict::REJECT, stage::POLICY);
+        assert_eq!(d.retval, TC_ACT_REDIRECT, "{dst}");
+        assert_eq!(d.data_out, want.data_out, "{dst}");
+        assert!(
+            checksums_ok(&d.data_out),
+            "checksums of {:02x?}",
+            d.data_out
+        );
+    }
 }
 
 #[test]

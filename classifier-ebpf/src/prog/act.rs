@@ -10,8 +10,8 @@ use aya_ebpf::{
     },
     helpers::{
         bpf_clone_redirect, bpf_l4_csum_replace, bpf_redirect, bpf_sk_assign, bpf_sk_lookup_tcp,
-        bpf_sk_lookup_udp, bpf_sk_release, bpf_skb_change_tail, bpf_skb_load_bytes,
-        bpf_skb_store_bytes, bpf_skc_lookup_tcp,
+        bpf_sk_lookup_udp, bpf_sk_release, bpf_skb_adjust_room, bpf_skb_change_tail,
+        bpf_skb_load_bytes, bpf_skb_store_bytes, bpf_skc_lookup_tcp,
     },
     programs::TcContext,
     EbpfContext,
@@ -257,6 +257,9 @@ fn reject_tcp(ctx: &TcContext, p: &Pkt, s: &mut Scratch, after_handshake: bool) 
         }
         (0, p.seq.wrapping_add(n), TCP_RST | TCP_ACK)
     };
+    if !drop_ip_options(ctx, p) {
+        return TC_ACT_SHOT;
+    }
     let Some(at) = eth(ctx, p, s, true) else {
         return TC_ACT_SHOT;
     };
@@ -293,6 +296,22 @@ fn reject_tcp(ctx: &TcContext, p: &Pkt, s: &mut Scratch, after_handshake: bool) 
         return TC_ACT_SHOT;
     }
     TC_ACT_UNSPEC
+}
+
+/// Removes the packet's IPv4 options or IPv6 extension headers (the bytes between the fixed IP
+/// header and TCP), so that it can become a RST: a packet the workload's stack left to be
+/// checksummed by the device (CHECKSUM_PARTIAL) cannot be cut short of its checksum field,
+/// which they put past the end of a bare RST. The layer-4 header stays where it was, and the
+/// packet's checksum start with it. False when the kernel refuses (the packet is then dropped).
+#[inline(always)]
+fn drop_ip_options(ctx: &TcContext, p: &Pkt) -> bool {
+    let base = if p.key.family == family::V4 { 20 } else { 40 };
+    let extra = (p.l4_off - p.l3_off) as i32 - base;
+    if extra <= 0 {
+        return true;
+    }
+    // SAFETY: a helper call on the program's own skb (mode 0: BPF_ADJ_ROOM_NET).
+    unsafe { bpf_skb_adjust_room(ctx.as_ptr() as *mut _, -extra, 0, 0) == 0 }
 }
 
 /// UDP REJECT: ICMP / ICMPv6 port unreachable quoting the packet's IP and UDP headers.
