@@ -424,6 +424,56 @@ fn kill_9_and_restart_change_no_verdict() {
     assert_rows(&rows);
 }
 
+/// The daemon sizes its maps as asked (`--max-flows 8`: two buckets of four slots), and
+/// `explain`, whose connection takes a flow slot while it runs, takes a free one: with one
+/// bucket full, live flows all stay through explains that would otherwise have replaced one
+/// about every other time.
+#[test]
+fn explain_takes_no_live_flows_slot() {
+    let (lab, bin) = example_lab(
+        "e2e-slots",
+        &["--outbound-policy", "allow_any", "--max-flows", "8"],
+    );
+    let dst = SocketAddr::new(addr::UNKNOWN.parse().unwrap(), TCP_PORT);
+    let live = || -> Vec<String> {
+        let mut v: Vec<String> = inspect_json(&lab, &bin, "flows")
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["src"].as_str().unwrap_or_default().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    // Connections until the table holds 7 flows: one bucket full, the other with a free slot.
+    let mut tries = 0;
+    while live().len() < 7 {
+        tries += 1;
+        assert!(
+            tries <= 60,
+            "the flow table never held 7 flows: {:?}",
+            live()
+        );
+        let o = lab.tcp(dst, Duration::from_secs(1));
+        assert!(matches!(o, Outcome::Server(_)), "{o:?}");
+    }
+    let before = live();
+    assert_eq!(before.len(), 7, "{before:?}");
+    for i in 0..8 {
+        let v = explain_json(&lab, &bin, &["--dst", &dst.to_string()]);
+        assert_eq!(v["agree"].as_bool(), Some(true), "{v}");
+        assert_eq!(live(), before, "explain {i} replaced a live flow");
+    }
+    // And the table holds no more than it was sized for.
+    for _ in 0..4 {
+        assert!(matches!(
+            lab.tcp(dst, Duration::from_secs(1)),
+            Outcome::Server(_)
+        ));
+    }
+    assert_eq!(live().len(), 8);
+}
+
 /// REJECT of packets whose IP header carries options (IPv4) or extension headers (IPv6), as a
 /// workload's stack sends them (checksum left to the device): the client still learns at once,
 /// for a SYN to an unknown address and for an HTTP request by an unknown Host (the server then

@@ -27,6 +27,13 @@ const VALUE_KEYS: &[&str] = &[
     "dns-server",
     "attach",
     "poll-ms",
+    "max-exact",
+    "max-cidr",
+    "max-names",
+    "max-flows",
+    "max-pending",
+    "max-entry-ids",
+    "events-bytes",
 ];
 /// Keys that are switches.
 const SWITCH_KEYS: &[&str] = &["events-all", "ech-outer-sni", "json-logs"];

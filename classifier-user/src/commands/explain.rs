@@ -37,6 +37,9 @@ struct Answer {
     service: u32,
 }
 
+/// Source ports tried for one whose flow bucket has a free slot.
+const EXPLAIN_PORT_TRIES: u32 = 256;
+
 fn flow_key(src: SocketAddr, dst: SocketAddr, proto: u8) -> FlowKey {
     let mut k = FlowKey {
         family: if dst.is_ipv4() {
@@ -89,8 +92,28 @@ fn explain(args: &ExplainArgs) -> Result<i32, String> {
     if src_ip.is_ipv4() != args.dst.is_ipv4() {
         return Err("--src and --dst must be of the same address family".into());
     }
-    // A source port of its own, so the connection never meets a real one in the flow table.
-    let sport = 40000 + (std::process::id() % 20000) as u16;
+    let proto = match args.proto {
+        L4::Tcp => classifier_common::proto::TCP,
+        L4::Udp => classifier_common::proto::UDP,
+    };
+    let mut flows = PinnedFlows::open(|name| pins.map(name))?;
+    // A source port of its own, so that the connection never meets a real one in the flow
+    // table, and one whose bucket has a free slot, so that its entry replaces no live flow.
+    let ports =
+        (0..EXPLAIN_PORT_TRIES).map(|i| 40000 + ((std::process::id() + i * 7919) % 20000) as u16);
+    let roomy = ports
+        .clone()
+        .find(|&p| flows.has_room(&flow_key(SocketAddr::new(src_ip, p), args.dst, proto)));
+    let sport = match roomy {
+        Some(p) => p,
+        None => {
+            eprintln!(
+                "warning: the flow table's buckets tried are full: the explained connection's \
+                 entry replaces a flow, as a new connection would"
+            );
+            ports.clone().next().unwrap_or(40000)
+        }
+    };
     let src = SocketAddr::new(src_ip, sport);
 
     let mut frames: Vec<(String, Vec<u8>)> = Vec::new();
@@ -126,15 +149,10 @@ fn explain(args: &ExplainArgs) -> Result<i32, String> {
             }
         }
     }
-    let proto = match args.proto {
-        L4::Tcp => classifier_common::proto::TCP,
-        L4::Udp => classifier_common::proto::UDP,
-    };
     let key = flow_key(src, args.dst, proto);
 
     let prog = SchedClassifier::from_pin(pins.program(CLASSIFY_PROGRAM))
         .map_err(|e| format!("opening the pinned program: {e}"))?;
-    let mut flows = PinnedFlows::open(|name| pins.map(name))?;
     flows.remove(&key);
 
     let mut model = Model::new(&state.plan, &settings);

@@ -61,6 +61,29 @@ pub struct RunArgs {
     /// DNS server for names with resolution DNS (default: the first in /etc/resolv.conf).
     #[arg(long)]
     pub dns_server: Option<SocketAddr>,
+    /// Exact (address, port, protocol) entries the maps hold per generation. The sizes (this
+    /// and the next `--max-*` and `--events-bytes`) are set when the dataplane is loaded; a
+    /// daemon that re-adopts pinned maps keeps theirs (`meshclass detach` first to change them).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_exact: Option<u32>,
+    /// CIDR entries per generation.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_cidr: Option<u32>,
+    /// Name entries (TLS SNI, HTTP Host; exact and `*.` wildcard) per generation.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_names: Option<u32>,
+    /// Connections tracked in the flow table (rounded up: buckets of four, a power of two).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(4..=1 << 30))]
+    pub max_flows: Option<u32>,
+    /// ClientHellos and HTTP/2 streams followed across segments at once.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_pending: Option<u32>,
+    /// Entry ids (each registry entry's hit counter), both generations together.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_entry_ids: Option<u32>,
+    /// Bytes of the decision event ring buffer: a power of two, 4096 or more.
+    #[arg(long, value_name = "BYTES", value_parser = parse_ring_bytes)]
+    pub events_bytes: Option<u32>,
     /// A YAML file with the same settings (keys are the flag names); flags given here win.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -78,6 +101,41 @@ fn parse_mark(s: &str) -> Result<u32, String> {
     r.map_err(|e| format!("{s:?} is not a 32-bit mark (decimal or 0x hexadecimal): {e}"))
 }
 
+/// A ring buffer's size: a power of two of at least a page.
+fn parse_ring_bytes(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if n < 4096 || !n.is_power_of_two() {
+        return Err(format!("{n} is not a power of two of 4096 or more"));
+    }
+    Ok(n)
+}
+
+/// The map sizes the flags ask for, the defaults for those not given; and whether any was.
+fn capacities(args: &RunArgs) -> (Capacities, bool) {
+    let d = Capacities::default();
+    let given = [
+        args.max_exact,
+        args.max_cidr,
+        args.max_names,
+        args.max_flows,
+        args.max_pending,
+        args.max_entry_ids,
+        args.events_bytes,
+    ]
+    .iter()
+    .any(Option::is_some);
+    let caps = Capacities {
+        exact: args.max_exact.unwrap_or(d.exact),
+        cidr: args.max_cidr.unwrap_or(d.cidr),
+        names: args.max_names.unwrap_or(d.names),
+        flows: args.max_flows.unwrap_or(d.flows),
+        pending: args.max_pending.unwrap_or(d.pending),
+        entry_ids: args.max_entry_ids.unwrap_or(d.entry_ids),
+        events_bytes: args.events_bytes.unwrap_or(d.events_bytes),
+    };
+    (caps, given)
+}
+
 /// Runs the daemon: 0 after a clean stop, 1 when it could not start.
 pub fn run(args: RunArgs) -> i32 {
     init_logging(args.json_logs);
@@ -88,6 +146,7 @@ pub fn run(args: RunArgs) -> i32 {
         );
         return 1;
     }
+    let (capacities, sizes_given) = capacities(&args);
     let opts = RunOptions {
         registry: args.registry,
         ifaces: args.ifaces,
@@ -113,7 +172,8 @@ pub fn run(args: RunArgs) -> i32 {
         },
         route_table: args.route_table,
         poll_interval: Duration::from_millis(args.poll_ms.max(50)),
-        capacities: Capacities::default(),
+        capacities,
+        sizes_given,
         dns_server: args.dns_server,
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -171,5 +231,39 @@ mod tests {
         assert_eq!(parse_mark("19779"), Ok(0x4d43));
         assert!(parse_mark("0x1_0000_0000").is_err());
         assert!(parse_mark("mark").unwrap_err().contains("\"mark\""));
+    }
+
+    /// The map sizes: the flags given, the defaults for the others; the ring buffer a power
+    /// of two of a page or more.
+    #[test]
+    fn map_sizes_from_the_flags() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let parse = |extra: &[&str]| {
+            let argv = [&["run", "--registry", "r", "--iface", "i"], extra].concat();
+            Cli::try_parse_from(argv).map(|c| capacities(&c.run))
+        };
+        let (caps, given) = parse(&[]).unwrap();
+        assert_eq!((caps, given), (Capacities::default(), false));
+        let (caps, given) = parse(&["--max-flows", "8", "--max-names", "1000"]).unwrap();
+        assert!(given);
+        assert_eq!((caps.flows, caps.names), (8, 1000));
+        assert_eq!(caps.exact, Capacities::default().exact);
+        assert_eq!(
+            parse(&["--events-bytes", "65536"]).unwrap().0.events_bytes,
+            65536
+        );
+        for bad in [
+            &["--events-bytes", "5000"][..],
+            &["--events-bytes", "2048"],
+            &["--max-flows", "2"],
+            &["--max-names", "0"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 }

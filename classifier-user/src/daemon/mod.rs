@@ -45,6 +45,9 @@ pub struct RunOptions {
     pub route_table: u32,
     pub poll_interval: Duration,
     pub capacities: Capacities,
+    /// Whether the sizes were asked for (not all defaults): a daemon that re-adopts pinned
+    /// maps, which keep their sizes, says so.
+    pub sizes_given: bool,
     /// DNS server for names with resolution DNS; `None` reads /etc/resolv.conf.
     pub dns_server: Option<SocketAddr>,
 }
@@ -141,6 +144,12 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
 
     let mut dataplane = if adopting {
         info!(pin_dir = %pins.dir.display(), "re-adopting the pinned dataplane");
+        if opts.sizes_given {
+            warn!(
+                "the pinned maps keep the sizes they were loaded with: --max-* and \
+                 --events-bytes apply when the dataplane is loaded (`meshclass detach` first)"
+            );
+        }
         Dataplane::from_pins(&pins.maps())?
     } else {
         let mut dp = Dataplane::load(&opts.capacities)?;

@@ -41,7 +41,9 @@ pub enum DataplaneError {
     },
     /// The plan needs more entries than a map holds; nothing was written.
     #[error(
-        "the plan does not fit: map `{map}` needs {needed} entries per generation, has {available}"
+        "the plan does not fit: map `{map}` needs {needed} entries per generation, has {available} \
+         (`meshclass run {}` sets it when the dataplane is loaded)",
+        size_flag(map)
     )]
     Capacity {
         map: &'static str,
@@ -97,5 +99,16 @@ impl DataplaneError {
             map,
             source: Box::new(source),
         }
+    }
+}
+
+/// The `meshclass run` flag that sizes map `map`.
+fn size_flag(map: &str) -> &'static str {
+    use classifier_common::maps;
+    match map {
+        maps::EXACT => "--max-exact",
+        maps::CIDR => "--max-cidr",
+        maps::ENTRY_HITS => "--max-entry-ids",
+        _ => "--max-names",
     }
 }

@@ -103,6 +103,19 @@ impl PinnedFlows {
         b.slots[at].entry().map(|(_, v)| v)
     }
 
+    /// Whether flow `k` would take no other flow's slot: its bucket holds it or has an empty
+    /// slot (or cannot be read: nothing to spare then).
+    pub fn has_room(&self, k: &FlowKey) -> bool {
+        let h = flow_hash(&k.words(), self.layout.flow_seed);
+        match self.table.get(&flow_bucket(h, self.layout.flow_mask), 0) {
+            Ok(b) => b
+                .slots
+                .iter()
+                .any(|s| s.meta as u8 == 0 || (flow_meta_is(s.meta, h) && s.key == k.words())),
+            Err(_) => true,
+        }
+    }
+
     /// Forgets flow `k` (absent is fine). The bucket is written back whole: a flow the
     /// program stores in the same bucket at that moment may be lost (and is then looked up as
     /// new, docs/decision.md §3).
