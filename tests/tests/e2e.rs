@@ -424,6 +424,50 @@ fn kill_9_and_restart_change_no_verdict() {
     assert_rows(&rows);
 }
 
+/// `inspect flows` names a connection's service as the registry it was decided under
+/// numbered it: a reload that adds a ServiceEntry ahead of the others in the registry's order
+/// renumbers every service after it, and a connection decided before keeps its name.
+#[test]
+fn flows_keep_their_service_through_a_renumbering_reload() {
+    require_privileges();
+    let bin = meshclass_bin();
+    let mut lab = Lab::new("e2e-renum", &no_progress).unwrap();
+    let dir = std::env::temp_dir().join(tests::unique_name("meshclass-e2e-renum-", 60));
+    registry_dir(&dir, Some(TCP_PORT), false);
+    /// Removes the registry directory however the test ends.
+    struct Cleanup(PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(dir.clone());
+    lab.start_daemon(&bin, &dir, &["--outbound-policy", "REGISTRY_ONLY"])
+        .unwrap();
+    let dst = SocketAddr::new(addr::UNKNOWN.parse().unwrap(), TCP_PORT);
+    let o = lab.tcp(dst, Duration::from_secs(1));
+    assert!(matches!(o, Outcome::Server(_)), "{o:?}");
+    let (_, before) = scenarios::flow_of(&lab, &bin, dst, false);
+    assert!(before.contains("now-known"), "{before}");
+    // A ServiceEntry whose name sorts first: every other service's id moves up by one.
+    std::fs::write(
+        dir.join("aaa.yaml"),
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: aaa-first\nspec:\n  hosts: [aaa-first.lab]\n  addresses: [192.0.2.77]\n  ports:\n  - number: 7\n    name: tcp\n    protocol: TCP\n  resolution: STATIC\n  location: MESH_EXTERNAL\n  endpoints:\n  - address: 192.0.2.77\n",
+    )
+    .unwrap();
+    lab_wait(&lab, "reloading the registry", 1);
+    lab_wait_after(&lab, "reloading the registry", "registry applied");
+    let v = inspect_json(&lab, &bin, "services");
+    assert!(v.to_string().contains("aaa-first"), "the reload took: {v}");
+    let (_, after) = scenarios::flow_of(&lab, &bin, dst, false);
+    assert_eq!(after, before, "the connection decided before the reload");
+    // A connection decided after it, by the new numbering.
+    let o = lab.tcp(dst, Duration::from_secs(1));
+    assert!(matches!(o, Outcome::Server(_)), "{o:?}");
+    let (_, new) = scenarios::flow_of(&lab, &bin, dst, false);
+    assert_eq!(new, before, "the connection decided after the reload");
+}
+
 /// The daemon sizes its maps as asked (`--max-flows 8`: two buckets of four slots), and
 /// `explain`, whose connection takes a flow slot while it runs, takes a free one: with one
 /// bucket full, live flows all stay through explains that would otherwise have replaced one

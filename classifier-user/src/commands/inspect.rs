@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, io::Write as _, path::Path};
 
-use classifier_common::{counter, stage, verdict, NO_SERVICE};
+use classifier_common::{counter, stage, verdict};
 use serde_json::json;
 
 use crate::{
@@ -76,20 +76,6 @@ pub fn run(pin_dir: &Path, what: What, json_out: bool) -> i32 {
     let raw_hits = dp.entry_hits().unwrap_or_default();
     let hits = state.entry_hits(&raw_hits);
     let shadowed = state.shadowed();
-    let service_name = |id: u32| {
-        state
-            .plan
-            .services
-            .get(id as usize)
-            .map(|s| s.key())
-            .unwrap_or_else(|| {
-                if id == NO_SERVICE {
-                    "-".into()
-                } else {
-                    format!("#{id}")
-                }
-            })
-    };
     let mut out = std::io::stdout().lock();
     let r = match what {
         What::Services => {
@@ -194,6 +180,12 @@ pub fn run(pin_dir: &Path, what: What, json_out: bool) -> i32 {
                 ))
             });
             let now = super::flows::monotonic_ns();
+            // A flow is labelled with the service ids of the registry it was decided under
+            // (a reload may have renumbered them since).
+            let epoch = dp.writer().epoch().unwrap_or(0);
+            let flow_service = |f: &classifier_common::FlowValue| {
+                state.service_label(f.service_id, f.generation, epoch)
+            };
             let age_ms = |f: &classifier_common::FlowValue| {
                 (f.state == classifier_common::flow_state::DECIDED)
                     .then(|| now.saturating_sub(f.decided_ns) / 1_000_000)
@@ -206,7 +198,7 @@ pub fn run(pin_dir: &Path, what: What, json_out: bool) -> i32 {
                         "dst": format!("{}", std::net::SocketAddr::new(addr_of(k.family, &k.daddr), u16::from_be(k.dport))),
                         "protocol": if k.proto == classifier_common::proto::TCP { "tcp" } else { "udp" },
                         "verdict": verdict::name(f.verdict), "stage": stage::name(f.stage),
-                        "service": service_name(f.service_id), "age_ms": age_ms(f)}))
+                        "service": flow_service(f), "age_ms": age_ms(f)}))
                     .collect();
                 writeln!(
                     out,
@@ -242,7 +234,7 @@ pub fn run(pin_dir: &Path, what: What, json_out: bool) -> i32 {
                         verdict::name(f.verdict),
                         stage::name(f.stage),
                         age_ms(f).map_or("-".to_string(), |ms| format!("{:.1}s", ms as f64 / 1e3)),
-                        service_name(f.service_id)
+                        flow_service(f)
                     );
                 }
                 r

@@ -45,6 +45,15 @@ pub struct State {
     /// counts by service never go down. Only labels of the plan in force are kept.
     #[serde(default)]
     pub retired_hits: Vec<RetiredHits>,
+    /// The registry epoch (count of applies modulo 256) since which the services have had the
+    /// ids they have in `plan`: flows decided since are labelled with `plan.services`.
+    #[serde(default)]
+    pub services_epoch: u8,
+    /// The services' keys by id as they were before that, and the epoch since which they had
+    /// been: the labels of flows decided then (a reload that adds a service before others
+    /// renumbers them).
+    #[serde(default)]
+    pub previous_services: Option<(u8, Vec<String>)>,
 }
 
 /// Hits of entries gone from the plan, for one (service, verdict).
@@ -168,6 +177,46 @@ impl State {
         self.entry_ids = entry_ids;
     }
 
+    /// Before `plan` replaces the plan in force, applied as registry epoch `epoch`: when its
+    /// services are numbered otherwise, the current numbering becomes the previous one.
+    pub fn note_services(&mut self, plan: &Plan, epoch: u8) {
+        let same = self.plan.services.len() == plan.services.len()
+            && self
+                .plan
+                .services
+                .iter()
+                .zip(&plan.services)
+                .all(|(a, b)| a.key() == b.key());
+        if same {
+            return;
+        }
+        let keys = self.plan.services.iter().map(|s| s.key()).collect();
+        self.previous_services = Some((self.services_epoch, keys));
+        self.services_epoch = epoch;
+    }
+
+    /// The label of service `id` for a flow decided in registry epoch `decided` while epoch
+    /// `now` is in force: its key in the numbering of that time if known, else `#id`.
+    pub fn service_label(&self, id: u32, decided: u8, now: u8) -> String {
+        if id == classifier_common::NO_SERVICE {
+            return "-".into();
+        }
+        // Applies since the decision, and since each numbering began (modulo 256: a flow
+        // older than 256 applies is taken for a recent one).
+        let ago = now.wrapping_sub(decided);
+        let name = if ago <= now.wrapping_sub(self.services_epoch) {
+            self.plan.services.get(id as usize).map(|s| s.key())
+        } else {
+            match &self.previous_services {
+                Some((since, keys)) if ago <= now.wrapping_sub(*since) => {
+                    keys.get(id as usize).cloned()
+                }
+                _ => None,
+            }
+        };
+        name.unwrap_or_else(|| format!("#{id}"))
+    }
+
     /// Writes the state file atomically (write a temporary file, then rename).
     pub fn write(&self, path: &Path) -> io::Result<()> {
         if let Some(dir) = path.parent() {
@@ -211,6 +260,51 @@ mod tests {
             .into_iter()
             .map(|((service, v), n)| (service, v, n))
             .collect()
+    }
+
+    /// A flow is labelled with the service numbering of the registry it was decided under: a
+    /// reload that adds a service before the others renumbers them, and the flows decided
+    /// before keep their names; an apply that changes no service keeps the numbering.
+    #[test]
+    fn flows_are_labelled_by_the_numbering_they_were_decided_under() {
+        let services = |names: &[&str]| Plan {
+            services: names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| crate::plan::Service {
+                    id: i as u32,
+                    kind: crate::plan::ServiceKind::ServiceEntry,
+                    namespace: "ns".into(),
+                    name: n.to_string(),
+                    host: format!("{n}.lab"),
+                    location: crate::plan::Location::MeshExternal,
+                    resolution: "STATIC".into(),
+                    ports: vec![],
+                    addresses: vec![],
+                })
+                .collect(),
+            ..Plan::default()
+        };
+        let put = |s: &mut State, p: Plan, epoch: u8| {
+            s.note_services(&p, epoch);
+            s.replace_plan(p, vec![], &[]);
+        };
+        let mut s = State::default();
+        put(&mut s, services(&["b", "c"]), 1);
+        put(&mut s, services(&["b", "c"]), 2);
+        assert_eq!(s.service_label(1, 1, 2), "ns/c/c.lab");
+        put(&mut s, services(&["a", "b", "c"]), 3);
+        // Decided in epochs 1 and 2: the old numbering; in 3, the new one.
+        assert_eq!(s.service_label(1, 1, 3), "ns/c/c.lab");
+        assert_eq!(s.service_label(1, 2, 3), "ns/c/c.lab");
+        assert_eq!(s.service_label(1, 3, 3), "ns/b/b.lab");
+        assert_eq!(s.service_label(classifier_common::NO_SERVICE, 3, 3), "-");
+        // Across the epoch's wrap (256 applies), and two renumberings back: the id alone.
+        put(&mut s, services(&["a", "b", "c"]), 255);
+        put(&mut s, services(&["a", "c"]), 0);
+        assert_eq!(s.service_label(1, 254, 0), "ns/b/b.lab");
+        assert_eq!(s.service_label(1, 0, 0), "ns/c/c.lab");
+        assert_eq!(s.service_label(1, 2, 0), "#1");
     }
 
     /// An entry shadowed by an earlier one (the same id) is credited no hit: the slot's hits

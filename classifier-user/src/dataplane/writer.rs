@@ -278,6 +278,12 @@ impl MapWriter {
         Ok(self.control()?.generation & 1)
     }
 
+    /// The registry epoch in force: the count of applies modulo 256, which every flow entry
+    /// records beside its decision (`FlowValue::generation`).
+    pub fn epoch(&self) -> Result<u8, DataplaneError> {
+        Ok(self.control()?.generation as u8)
+    }
+
     /// `CONTROL[0]`: the generation in force and both generations' settings.
     fn control(&self) -> Result<Control, DataplaneError> {
         self.array_get(maps::CONTROL, 0)
