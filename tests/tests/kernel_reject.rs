@@ -7,7 +7,7 @@ mod common;
 use classifier_common::{counter, stage, verdict};
 use common::*;
 use meshclass::{
-    packet::{checksums_ok, tcp_flags, ExtHeader, Packet},
+    packet::{checksums_ok, ether_type, tcp_flags, ExtHeader, Packet},
     settings::Blocked,
 };
 
@@ -48,8 +48,17 @@ fn reject_of_a_packet_with_ip_options_or_extension_headers() {
     let mut dp = dataplane();
     dp.apply(&plan(vec![]), &registry_only(Blocked::Reject))
         .unwrap();
-    for (src, dst) in [("10.0.0.1", "10.7.0.9"), ("fd00::1", "fd00::9")] {
-        let plain = Packet::tcp(ip(src), ip(dst), 40000, 443, tcp_flags::SYN).seq_ack(1000, 0);
+    for (src, dst, vlan) in [
+        ("10.0.0.1", "10.7.0.9", false),
+        ("fd00::1", "fd00::9", false),
+        // A VLAN tag in the frame: the kernel keeps the options (it removes them only from
+        // untagged IP), and the RST is built all the same.
+        ("10.0.0.1", "10.7.0.9", true),
+    ] {
+        let mut plain = Packet::tcp(ip(src), ip(dst), 40000, 443, tcp_flags::SYN).seq_ack(1000, 0);
+        if vlan {
+            plain = plain.vlan(ether_type::VLAN, 5);
+        }
         let dressed = if src.contains(':') {
             plain
                 .clone()

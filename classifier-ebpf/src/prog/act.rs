@@ -257,9 +257,7 @@ fn reject_tcp(ctx: &TcContext, p: &Pkt, s: &mut Scratch, after_handshake: bool) 
         }
         (0, p.seq.wrapping_add(n), TCP_RST | TCP_ACK)
     };
-    if !drop_ip_options(ctx, p) {
-        return TC_ACT_SHOT;
-    }
+    drop_ip_options(ctx, p);
     let Some(at) = eth(ctx, p, s, true) else {
         return TC_ACT_SHOT;
     };
@@ -302,16 +300,17 @@ fn reject_tcp(ctx: &TcContext, p: &Pkt, s: &mut Scratch, after_handshake: bool) 
 /// header and TCP), so that it can become a RST: a packet the workload's stack left to be
 /// checksummed by the device (CHECKSUM_PARTIAL) cannot be cut short of its checksum field,
 /// which they put past the end of a bare RST. The layer-4 header stays where it was, and the
-/// packet's checksum start with it. False when the kernel refuses (the packet is then dropped).
+/// packet's checksum start with it. When the kernel refuses (a VLAN tag still in the frame,
+/// more than 4 KiB of extension headers), the packet goes on as it is: cutting it short then
+/// fails only if it is partially checksummed (the REJECT becomes a DROP).
 #[inline(always)]
-fn drop_ip_options(ctx: &TcContext, p: &Pkt) -> bool {
+fn drop_ip_options(ctx: &TcContext, p: &Pkt) {
     let base = if p.key.family == family::V4 { 20 } else { 40 };
     let extra = (p.l4_off - p.l3_off) as i32 - base;
-    if extra <= 0 {
-        return true;
+    if extra > 0 {
+        // SAFETY: a helper call on the program's own skb (mode 0: BPF_ADJ_ROOM_NET).
+        unsafe { bpf_skb_adjust_room(ctx.as_ptr() as *mut _, -extra, 0, 0) };
     }
-    // SAFETY: a helper call on the program's own skb (mode 0: BPF_ADJ_ROOM_NET).
-    unsafe { bpf_skb_adjust_room(ctx.as_ptr() as *mut _, -extra, 0, 0) == 0 }
 }
 
 /// UDP REJECT: ICMP / ICMPv6 port unreachable quoting the packet's IP and UDP headers.

@@ -64,22 +64,22 @@ pub struct RunArgs {
     /// Exact (address, port, protocol) entries the maps hold per generation. The sizes (this
     /// and the next `--max-*` and `--events-bytes`) are set when the dataplane is loaded; a
     /// daemon that re-adopts pinned maps keeps theirs (`meshclass detach` first to change them).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_SIZE))]
     pub max_exact: Option<u32>,
     /// CIDR entries per generation.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_SIZE))]
     pub max_cidr: Option<u32>,
     /// Name entries (TLS SNI, HTTP Host; exact and `*.` wildcard) per generation.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_SIZE))]
     pub max_names: Option<u32>,
     /// Connections tracked in the flow table (rounded up: buckets of four, a power of two).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(4..=1 << 30))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(4..=MAX_SIZE))]
     pub max_flows: Option<u32>,
     /// ClientHellos and HTTP/2 streams followed across segments at once.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_SIZE))]
     pub max_pending: Option<u32>,
     /// Entry ids (each registry entry's hit counter), both generations together.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_SIZE))]
     pub max_entry_ids: Option<u32>,
     /// Bytes of the decision event ring buffer: a power of two, 4096 or more.
     #[arg(long, value_name = "BYTES", value_parser = parse_ring_bytes)]
@@ -101,11 +101,14 @@ fn parse_mark(s: &str) -> Result<u32, String> {
     r.map_err(|e| format!("{s:?} is not a 32-bit mark (decimal or 0x hexadecimal): {e}"))
 }
 
+/// The largest map size a flag takes (the CIDR trie is created twice as large).
+const MAX_SIZE: i64 = 1 << 30;
+
 /// A ring buffer's size: a power of two of at least a page.
 fn parse_ring_bytes(s: &str) -> Result<u32, String> {
     let n: u32 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
-    if n < 4096 || !n.is_power_of_two() {
-        return Err(format!("{n} is not a power of two of 4096 or more"));
+    if n < 4096 || !n.is_power_of_two() || i64::from(n) > MAX_SIZE {
+        return Err(format!("{n} is not a power of two from 4096 to 2^30"));
     }
     Ok(n)
 }
@@ -262,6 +265,7 @@ mod tests {
             &["--events-bytes", "2048"],
             &["--max-flows", "2"],
             &["--max-names", "0"],
+            &["--max-cidr", "2147483649"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }

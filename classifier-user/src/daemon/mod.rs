@@ -46,7 +46,7 @@ pub struct RunOptions {
     pub poll_interval: Duration,
     pub capacities: Capacities,
     /// Whether the sizes were asked for (not all defaults): a daemon that re-adopts pinned
-    /// maps, which keep their sizes, says so.
+    /// maps of other sizes, which they keep, says so.
     pub sizes_given: bool,
     /// DNS server for names with resolution DNS; `None` reads /etc/resolv.conf.
     pub dns_server: Option<SocketAddr>,
@@ -144,13 +144,17 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
 
     let mut dataplane = if adopting {
         info!(pin_dir = %pins.dir.display(), "re-adopting the pinned dataplane");
-        if opts.sizes_given {
+        let dp = Dataplane::from_pins(&pins.maps())?;
+        let (pinned, asked) = (dp.capacities(), opts.capacities.as_loaded());
+        if opts.sizes_given && pinned != asked {
             warn!(
+                ?pinned,
+                ?asked,
                 "the pinned maps keep the sizes they were loaded with: --max-* and \
                  --events-bytes apply when the dataplane is loaded (`meshclass detach` first)"
             );
         }
-        Dataplane::from_pins(&pins.maps())?
+        dp
     } else {
         let mut dp = Dataplane::load(&opts.capacities)?;
         pin_fresh(&mut dp, &pins)?;
@@ -161,8 +165,10 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     if adopting {
         dataplane.writer_mut().adopt_services(&state.plan.services);
     } else {
-        // Fresh maps count from 0: a previous run's totals would no longer add up.
+        // Fresh maps count from 0: a previous run's totals would no longer add up, and hold
+        // none of its flows.
         state.retired_hits.clear();
+        state.forget_numberings();
     }
     state.registry = opts
         .registry
@@ -362,7 +368,7 @@ fn apply(
         "registry applied"
     );
     let ids = dp.entry_ids(&plan);
-    state.note_services(&plan, dp.writer().epoch()?);
+    state.note_services(&plan);
     state.replace_plan(plan, ids, &retired);
     state.settings = Some(*settings);
     state.applied_at = now_unix();

@@ -45,15 +45,19 @@ pub struct State {
     /// counts by service never go down. Only labels of the plan in force are kept.
     #[serde(default)]
     pub retired_hits: Vec<RetiredHits>,
-    /// The registry epoch (count of applies modulo 256) since which the services have had the
-    /// ids they have in `plan`: flows decided since are labelled with `plan.services`.
+    /// Applies recorded in this state (the kernel counts them too, modulo 256, in every flow
+    /// entry's registry epoch).
     #[serde(default)]
-    pub services_epoch: u8,
-    /// The services' keys by id as they were before that, and the epoch since which they had
-    /// been: the labels of flows decided then (a reload that adds a service before others
-    /// renumbers them).
+    pub applies: u64,
+    /// The apply (its count in `applies`) from which the services have had the ids they have
+    /// in `plan`; `None`: since before any flow the maps hold.
     #[serde(default)]
-    pub previous_services: Option<(u8, Vec<String>)>,
+    pub services_since: Option<u64>,
+    /// The services' keys by id as they were before that, and the apply they had been since:
+    /// the labels of flows decided then (a reload that adds a service ahead of others renumbers
+    /// them).
+    #[serde(default)]
+    pub previous_services: Option<(Option<u64>, Vec<String>)>,
 }
 
 /// Hits of entries gone from the plan, for one (service, verdict).
@@ -177,9 +181,10 @@ impl State {
         self.entry_ids = entry_ids;
     }
 
-    /// Before `plan` replaces the plan in force, applied as registry epoch `epoch`: when its
-    /// services are numbered otherwise, the current numbering becomes the previous one.
-    pub fn note_services(&mut self, plan: &Plan, epoch: u8) {
+    /// Counts an apply of `plan`, before it replaces the plan in force: when its services are
+    /// numbered otherwise, the current numbering becomes the previous one.
+    pub fn note_services(&mut self, plan: &Plan) {
+        self.applies += 1;
         let same = self.plan.services.len() == plan.services.len()
             && self
                 .plan
@@ -191,26 +196,33 @@ impl State {
             return;
         }
         let keys = self.plan.services.iter().map(|s| s.key()).collect();
-        self.previous_services = Some((self.services_epoch, keys));
-        self.services_epoch = epoch;
+        self.previous_services = Some((self.services_since, keys));
+        self.services_since = Some(self.applies);
+    }
+
+    /// Forgets the numberings of maps that are gone (a fresh dataplane holds no flow of theirs).
+    pub fn forget_numberings(&mut self) {
+        self.services_since = None;
+        self.previous_services = None;
     }
 
     /// The label of service `id` for a flow decided in registry epoch `decided` while epoch
-    /// `now` is in force: its key in the numbering of that time if known, else `#id`.
+    /// `now` is in force (epochs count applies modulo 256): its key in the numbering of that
+    /// time, or `#id` when that numbering is no longer known.
     pub fn service_label(&self, id: u32, decided: u8, now: u8) -> String {
         if id == classifier_common::NO_SERVICE {
             return "-".into();
         }
-        // Applies since the decision, and since each numbering began (modulo 256: a flow
-        // older than 256 applies is taken for a recent one).
-        let ago = now.wrapping_sub(decided);
-        let name = if ago <= now.wrapping_sub(self.services_epoch) {
+        // Applies since the decision (a flow older than 256 applies is taken for a younger
+        // one); a numbering covers the flows decided since it began.
+        let ago = u64::from(now.wrapping_sub(decided));
+        let covers =
+            |since: Option<u64>| since.is_none_or(|s| ago <= self.applies.saturating_sub(s));
+        let name = if covers(self.services_since) {
             self.plan.services.get(id as usize).map(|s| s.key())
         } else {
             match &self.previous_services {
-                Some((since, keys)) if ago <= now.wrapping_sub(*since) => {
-                    keys.get(id as usize).cloned()
-                }
+                Some((since, keys)) if covers(*since) => keys.get(id as usize).cloned(),
                 _ => None,
             }
         };
@@ -285,26 +297,48 @@ mod tests {
                 .collect(),
             ..Plan::default()
         };
-        let put = |s: &mut State, p: Plan, epoch: u8| {
-            s.note_services(&p, epoch);
+        // Applies and the kernel's epochs (their count modulo 256) alike.
+        let put = |s: &mut State, p: Plan| {
+            s.note_services(&p);
             s.replace_plan(p, vec![], &[]);
+            s.applies as u8
         };
+        // A first plan: flows from before it (none, in fresh maps) are of no known numbering.
         let mut s = State::default();
-        put(&mut s, services(&["b", "c"]), 1);
-        put(&mut s, services(&["b", "c"]), 2);
+        assert_eq!(put(&mut s, services(&["b", "c"])), 1);
+        assert_eq!(s.service_label(1, 200, 1), "#1");
+        // A state file from before the numberings were kept, its plan in force: that numbering
+        // covers every flow the maps hold.
+        let mut s = State {
+            plan: services(&["b", "c"]),
+            ..State::default()
+        };
+        assert_eq!(put(&mut s, services(&["b", "c"])), 1);
+        assert_eq!(s.service_label(1, 200, 1), "ns/c/c.lab");
+        assert_eq!(put(&mut s, services(&["b", "c"])), 2);
         assert_eq!(s.service_label(1, 1, 2), "ns/c/c.lab");
-        put(&mut s, services(&["a", "b", "c"]), 3);
+        assert_eq!(put(&mut s, services(&["a", "b", "c"])), 3);
         // Decided in epochs 1 and 2: the old numbering; in 3, the new one.
         assert_eq!(s.service_label(1, 1, 3), "ns/c/c.lab");
         assert_eq!(s.service_label(1, 2, 3), "ns/c/c.lab");
         assert_eq!(s.service_label(1, 3, 3), "ns/b/b.lab");
         assert_eq!(s.service_label(classifier_common::NO_SERVICE, 3, 3), "-");
-        // Across the epoch's wrap (256 applies), and two renumberings back: the id alone.
-        put(&mut s, services(&["a", "b", "c"]), 255);
-        put(&mut s, services(&["a", "c"]), 0);
-        assert_eq!(s.service_label(1, 254, 0), "ns/b/b.lab");
-        assert_eq!(s.service_label(1, 0, 0), "ns/c/c.lab");
-        assert_eq!(s.service_label(1, 2, 0), "#1");
+        // 300 applies that keep the numbering: every flow is of the current one.
+        for _ in 0..300 {
+            put(&mut s, services(&["a", "b", "c"]));
+        }
+        let now = s.applies as u8;
+        assert_eq!(s.service_label(1, now.wrapping_sub(40), now), "ns/b/b.lab");
+        assert_eq!(s.service_label(1, now.wrapping_sub(255), now), "ns/b/b.lab");
+        // A renumbering: flows before it, the previous numbering (which had covered 303 applies,
+        // all of an epoch's range); two renumberings back, the id alone.
+        let now = put(&mut s, services(&["a", "c"]));
+        assert_eq!(s.service_label(1, now.wrapping_sub(1), now), "ns/b/b.lab");
+        assert_eq!(s.service_label(1, now.wrapping_sub(200), now), "ns/b/b.lab");
+        assert_eq!(s.service_label(1, now, now), "ns/c/c.lab");
+        let now = put(&mut s, services(&["c"]));
+        assert_eq!(s.service_label(0, now.wrapping_sub(1), now), "ns/a/a.lab");
+        assert_eq!(s.service_label(0, now.wrapping_sub(2), now), "#0");
     }
 
     /// An entry shadowed by an earlier one (the same id) is credited no hit: the slot's hits

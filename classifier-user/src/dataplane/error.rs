@@ -41,7 +41,7 @@ pub enum DataplaneError {
     },
     /// The plan needs more entries than a map holds; nothing was written.
     #[error(
-        "the plan does not fit: map `{map}` needs {needed} entries per generation, has {available} \
+        "the plan does not fit: map `{map}` needs {needed} entries, has {available} \
          (`meshclass run {}` sets it when the dataplane is loaded)",
         size_flag(map)
     )]
@@ -109,6 +109,7 @@ fn size_flag(map: &str) -> &'static str {
         maps::EXACT => "--max-exact",
         maps::CIDR => "--max-cidr",
         maps::ENTRY_HITS => "--max-entry-ids",
-        _ => "--max-names",
+        maps::NAMES | maps::NAME_INDEX => "--max-names",
+        _ => "--max-* (see meshclass run --help)",
     }
 }

@@ -103,15 +103,19 @@ impl PinnedFlows {
         b.slots[at].entry().map(|(_, v)| v)
     }
 
-    /// Whether flow `k` would take no other flow's slot: its bucket holds it or has an empty
-    /// slot (or cannot be read: nothing to spare then).
+    /// Whether flow `k` would take no other flow's slot: its bucket has an empty slot and does
+    /// not hold `k` (a live connection of that key, when the source is a real one) — or cannot
+    /// be read (nothing to spare then).
     pub fn has_room(&self, k: &FlowKey) -> bool {
         let h = flow_hash(&k.words(), self.layout.flow_seed);
         match self.table.get(&flow_bucket(h, self.layout.flow_mask), 0) {
-            Ok(b) => b
-                .slots
-                .iter()
-                .any(|s| s.meta as u8 == 0 || (flow_meta_is(s.meta, h) && s.key == k.words())),
+            Ok(b) => {
+                let held = b
+                    .slots
+                    .iter()
+                    .any(|s| flow_meta_is(s.meta, h) && s.key == k.words());
+                !held && b.slots.iter().any(|s| s.meta as u8 == 0)
+            }
             Err(_) => true,
         }
     }

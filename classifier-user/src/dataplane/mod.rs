@@ -99,6 +99,17 @@ impl Capacities {
             .max(1)
             .next_power_of_two()
     }
+
+    /// These sizes as a dataplane loaded with them reports them ([`Dataplane::capacities`]):
+    /// rounded as its maps are.
+    pub fn as_loaded(&self) -> Capacities {
+        Capacities {
+            exact: cuckoo::capacity_of(self.exact_buckets()),
+            names: Capacities::names_of(self.name_records()),
+            flows: self.flow_buckets() * classifier_common::FLOW_WAYS as u32,
+            ..*self
+        }
+    }
 }
 
 /// Spare records of `NAMES` ([`Capacities::name_records`]).
@@ -248,7 +259,8 @@ impl Dataplane {
         }
         if caps.name_records() > classifier_common::NAME_VALUES_MAX {
             return Err(DataplaneError::Names(format!(
-                "a names capacity of {} needs {} records; the index addresses at most {}",
+                "a names capacity of {} needs {} records; the index addresses at most {} \
+                 (--max-names)",
                 caps.names,
                 caps.name_records(),
                 classifier_common::NAME_VALUES_MAX
