@@ -140,7 +140,7 @@ impl ExactTable {
         let i = cuckoo::make_room(self, a, b).ok_or_else(|| {
             DataplaneError::Exact(format!(
                 "no room for {k:?} within {} moves: the table is too full for this plan \
-                 (raise the exact capacity)",
+                 (raise it with meshclass run --max-exact)",
                 cuckoo::MAX_MOVES
             ))
         })?;

@@ -160,7 +160,7 @@ impl NameTable {
     fn take_record(&mut self) -> Result<u32, DataplaneError> {
         self.free.pop_front().ok_or_else(|| {
             DataplaneError::Names(format!(
-                "all {} records in use (raise the names capacity)",
+                "all {} records in use (raise it with meshclass run --max-names)",
                 self.nrecords
             ))
         })
@@ -191,7 +191,7 @@ impl NameTable {
                         self.free.push_front(r);
                         return Err(DataplaneError::Names(format!(
                             "no room for {k:?} within {} moves: the index is too full for \
-                             this plan (raise the names capacity)",
+                             this plan (raise it with meshclass run --max-names)",
                             cuckoo::MAX_MOVES
                         )));
                     }
