@@ -135,6 +135,15 @@ fn names_decide_under_registry_only() {
     assert!(bad.is_empty(), "{}", scenarios::table(&rows));
 }
 
+/// Removes a test's registry directory however the test ends.
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Writes a registry directory with the example plus, optionally, a service that makes the
 /// unknown host a registered external one on port `unknown_port`.
 fn registry_dir(dir: &Path, unknown_port: Option<u16>, broken: bool) {
@@ -434,14 +443,7 @@ fn flows_keep_their_service_through_a_renumbering_reload() {
     let mut lab = Lab::new("e2e-renum", &no_progress).unwrap();
     let dir = std::env::temp_dir().join(tests::unique_name("meshclass-e2e-renum-", 60));
     registry_dir(&dir, Some(TCP_PORT), false);
-    /// Removes the registry directory however the test ends.
-    struct Cleanup(PathBuf);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _cleanup = Cleanup(dir.clone());
+    let _cleanup = RemoveDir(dir.clone());
     lab.start_daemon(&bin, &dir, &["--outbound-policy", "REGISTRY_ONLY"])
         .unwrap();
     let dst = SocketAddr::new(addr::UNKNOWN.parse().unwrap(), TCP_PORT);
@@ -489,18 +491,22 @@ fn explain_takes_no_live_flows_slot() {
         v.sort();
         v
     };
-    // Connections until the table holds 7 flows: one bucket full, the other with a free slot.
-    let mut tries = 0;
-    while live().len() < 7 {
-        tries += 1;
-        assert!(
-            tries <= 60,
-            "the flow table never held 7 flows: {:?}",
-            live()
-        );
-        let o = lab.tcp(dst, Duration::from_secs(1));
-        assert!(matches!(o, Outcome::Server(_)), "{o:?}");
-    }
+    // Connections until the table holds `n` flows (a connection to a full bucket replaces one).
+    let fill = |n: usize| {
+        let mut tries = 0;
+        while live().len() < n {
+            tries += 1;
+            assert!(
+                tries <= 60,
+                "the flow table never held {n} flows: {:?}",
+                live()
+            );
+            let o = lab.tcp(dst, Duration::from_secs(1));
+            assert!(matches!(o, Outcome::Server(_)), "{o:?}");
+        }
+    };
+    // 7: one bucket full, the other with a free slot.
+    fill(7);
     let before = live();
     assert_eq!(before.len(), 7, "{before:?}");
     for i in 0..8 {
@@ -510,19 +516,7 @@ fn explain_takes_no_live_flows_slot() {
     }
     // And the table holds no more than it was sized for: connections fill the last slot, and
     // more replace flows.
-    let mut tries = 0;
-    while live().len() < 8 {
-        tries += 1;
-        assert!(
-            tries <= 60,
-            "the flow table never held 8 flows: {:?}",
-            live()
-        );
-        assert!(matches!(
-            lab.tcp(dst, Duration::from_secs(1)),
-            Outcome::Server(_)
-        ));
-    }
+    fill(8);
     for _ in 0..4 {
         assert!(matches!(
             lab.tcp(dst, Duration::from_secs(1)),
@@ -735,14 +729,7 @@ fn h2c_by_authority_from_a_real_client() {
         ),
     )
     .unwrap();
-    /// Removes the registry directory however the test ends.
-    struct Cleanup(PathBuf);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _cleanup = Cleanup(dir.clone());
+    let _cleanup = RemoveDir(dir.clone());
     lab.start_daemon(&bin, &dir, &["--outbound-policy", "REGISTRY_ONLY"])
         .unwrap();
     let timeout = Duration::from_secs(2);
