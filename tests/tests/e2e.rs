@@ -526,6 +526,30 @@ fn explain_takes_no_live_flows_slot() {
     assert_eq!(live().len(), 8);
 }
 
+/// Map sizes the kernel cannot give: the daemon stops before pinning anything, and says which
+/// sizes it was asked for and which flag is out of reach.
+#[test]
+fn sizes_out_of_reach_are_refused_with_their_flag() {
+    require_privileges();
+    let bin = meshclass_bin();
+    let pin = Path::new("/sys/fs/bpf").join(tests::unique_name("meshclass-sizes-", 40));
+    let out = std::process::Command::new(&bin)
+        .args(["run", "--registry"])
+        .arg(example_registry())
+        .args(["--iface", "nonexistent0", "--pin-dir"])
+        .arg(&pin)
+        .args(["--max-names", "8388605"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("map sizes asked for") && err.contains("--max-names"),
+        "{err}"
+    );
+    assert!(!pin.exists(), "nothing pinned at {}", pin.display());
+}
+
 /// REJECT of packets whose IP header carries options (IPv4) or extension headers (IPv6), as a
 /// workload's stack sends them (checksum left to the device): the client still learns at once,
 /// for a SYN to an unknown address and for an HTTP request by an unknown Host (the server then

@@ -71,6 +71,16 @@ pub enum DaemonError {
     },
     #[error("program `{0}` is not in the embedded object")]
     NoProgram(&'static str),
+    /// Loading with map sizes that were asked for failed (memory, the kernel's limits).
+    #[error(
+        "the dataplane could not be loaded with the map sizes asked for ({caps:?}; smaller \
+         --max-* / --events-bytes, or none for the defaults)"
+    )]
+    Sizes {
+        caps: Capacities,
+        #[source]
+        source: DataplaneError,
+    },
     #[error("{0}")]
     Program(#[from] aya::programs::ProgramError),
     #[error("link: {0}")]
@@ -156,7 +166,16 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
         }
         dp
     } else {
-        let mut dp = Dataplane::load(&opts.capacities)?;
+        let mut dp = Dataplane::load(&opts.capacities).map_err(|e| {
+            if opts.sizes_given {
+                DaemonError::Sizes {
+                    caps: opts.capacities,
+                    source: e,
+                }
+            } else {
+                e.into()
+            }
+        })?;
         pin_fresh(&mut dp, &pins)?;
         dp
     };
