@@ -144,6 +144,28 @@ impl Drop for RemoveDir {
     }
 }
 
+/// A lab whose daemon (started with `args`) enforces a registry directory of the test's own:
+/// `registry_dir(dir, unknown_port, false)` plus the `extra` files (name, contents). The guard
+/// removes the directory however the test ends; its `.0` is the directory.
+fn registry_dir_lab(
+    name: &str,
+    unknown_port: Option<u16>,
+    extra: &[(&str, &str)],
+    args: &[&str],
+) -> (Lab, PathBuf, RemoveDir) {
+    require_privileges();
+    let bin = meshclass_bin();
+    let mut lab = Lab::new(name, &no_progress).unwrap();
+    let dir = std::env::temp_dir().join(tests::unique_name(&format!("meshclass-{name}-"), 60));
+    let guard = RemoveDir(dir.clone());
+    registry_dir(&dir, unknown_port, false);
+    for (file, text) in extra {
+        std::fs::write(dir.join(file), text).unwrap();
+    }
+    lab.start_daemon(&bin, &dir, args).unwrap();
+    (lab, bin, guard)
+}
+
 /// Writes a registry directory with the example plus, optionally, a service that makes the
 /// unknown host a registered external one on port `unknown_port`.
 fn registry_dir(dir: &Path, unknown_port: Option<u16>, broken: bool) {
@@ -209,28 +231,24 @@ fn stream_while(lab: &Lab, during: impl FnOnce()) -> Vec<Outcome> {
 
 #[test]
 fn reloads_are_atomic_and_bad_input_changes_nothing() {
-    require_privileges();
-    let bin = meshclass_bin();
-    let mut lab = Lab::new("e2e-reload", &no_progress).unwrap();
-    let dir = std::env::temp_dir().join(tests::unique_name("meshclass-e2e-reload-", 60));
-    registry_dir(&dir, None, false);
-    lab.start_daemon(
-        &bin,
-        &dir,
+    let (lab, bin, guard) = registry_dir_lab(
+        "e2e-reload",
+        None,
+        &[],
         &[
             "--outbound-policy",
             "REGISTRY_ONLY",
             "--metrics-addr",
             "127.0.0.1:9465",
         ],
-    )
-    .unwrap();
+    );
+    let dir = &guard.0;
 
     // Old registry: the unknown host is rejected; the new one registers it: pass. Every
     // connection gets one or the other, and once the new one is seen, never the old again.
     let outcomes = stream_while(&lab, || {
         std::thread::sleep(Duration::from_millis(300));
-        registry_dir(&dir, Some(TCP_PORT), false);
+        registry_dir(dir, Some(TCP_PORT), false);
         // The reload's own apply: DNS answers also apply the registry, so counting
         // `registry applied` lines could end the wait before the reload.
         lab_wait(&lab, "reloading the registry", 1);
@@ -255,7 +273,7 @@ fn reloads_are_atomic_and_bad_input_changes_nothing() {
 
     // An invalid change under traffic: nothing changes, and the error is visible.
     let outcomes = stream_while(&lab, || {
-        registry_dir(&dir, Some(TCP_PORT), true);
+        registry_dir(dir, Some(TCP_PORT), true);
         lab_wait(&lab, "registry refused", 1);
     });
     assert!(
@@ -286,7 +304,7 @@ fn reloads_are_atomic_and_bad_input_changes_nothing() {
             .count()
     };
     let n = reloads(&lab);
-    registry_dir(&dir, Some(TCP_PORT + 1), false);
+    registry_dir(dir, Some(TCP_PORT + 1), false);
     lab_wait(&lab, "reloading the registry", n + 1);
     lab_wait_after(&lab, "reloading the registry", "registry applied");
     let pass = lab.tcp(
@@ -319,7 +337,6 @@ fn reloads_are_atomic_and_bad_input_changes_nothing() {
         Some(before),
         "inspect agrees: {known}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `meshclass inspect <what> --json` on the lab's pins, parsed.
@@ -438,14 +455,13 @@ fn kill_9_and_restart_change_no_verdict() {
 /// renumbers every service after it, and a connection decided before keeps its name.
 #[test]
 fn flows_keep_their_service_through_a_renumbering_reload() {
-    require_privileges();
-    let bin = meshclass_bin();
-    let mut lab = Lab::new("e2e-renum", &no_progress).unwrap();
-    let dir = std::env::temp_dir().join(tests::unique_name("meshclass-e2e-renum-", 60));
-    registry_dir(&dir, Some(TCP_PORT), false);
-    let _cleanup = RemoveDir(dir.clone());
-    lab.start_daemon(&bin, &dir, &["--outbound-policy", "REGISTRY_ONLY"])
-        .unwrap();
+    let (lab, bin, guard) = registry_dir_lab(
+        "e2e-renum",
+        Some(TCP_PORT),
+        &[],
+        &["--outbound-policy", "REGISTRY_ONLY"],
+    );
+    let dir = &guard.0;
     let dst = SocketAddr::new(addr::UNKNOWN.parse().unwrap(), TCP_PORT);
     let o = lab.tcp(dst, Duration::from_secs(1));
     assert!(matches!(o, Outcome::Server(_)), "{o:?}");
@@ -741,21 +757,15 @@ fn inspect_explain_flows_and_metrics_agree_with_the_traffic() {
 /// another name is reset in well under a second (curl's own start included).
 #[test]
 fn h2c_by_authority_from_a_real_client() {
-    require_privileges();
-    let bin = meshclass_bin();
-    let mut lab = Lab::new("e2e-h2c", &no_progress).unwrap();
-    let dir = std::env::temp_dir().join(tests::unique_name("meshclass-e2e-h2c-", 60));
-    registry_dir(&dir, None, false);
-    std::fs::write(
-        dir.join("grpc.yaml"),
-        format!(
-            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: external-grpc\nspec:\n  hosts: [grpc.external-svc.com, \"*.wild.external-svc.com\"]\n  ports:\n  - number: {H2C_PORT}\n    name: grpc\n    protocol: GRPC\n  resolution: NONE\n  location: MESH_EXTERNAL\n"
-        ),
-    )
-    .unwrap();
-    let _cleanup = RemoveDir(dir.clone());
-    lab.start_daemon(&bin, &dir, &["--outbound-policy", "REGISTRY_ONLY"])
-        .unwrap();
+    let grpc = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: external-grpc\nspec:\n  hosts: [grpc.external-svc.com, \"*.wild.external-svc.com\"]\n  ports:\n  - number: {H2C_PORT}\n    name: grpc\n    protocol: GRPC\n  resolution: NONE\n  location: MESH_EXTERNAL\n"
+    );
+    let (lab, bin, _guard) = registry_dir_lab(
+        "e2e-h2c",
+        None,
+        &[("grpc.yaml", &grpc)],
+        &["--outbound-policy", "REGISTRY_ONLY"],
+    );
     let timeout = Duration::from_secs(2);
     for ip in [addr::UNKNOWN, addr::UNKNOWN6] {
         let dst = SocketAddr::new(ip.parse().unwrap(), H2C_PORT);
