@@ -387,7 +387,6 @@ fn apply(
         "registry applied"
     );
     let ids = dp.entry_ids(&plan);
-    state.note_services(&plan);
     state.replace_plan(plan, ids, &retired);
     state.settings = Some(*settings);
     state.applied_at = now_unix();

@@ -142,8 +142,23 @@ impl State {
     /// Replaces the plan in force with `plan` (entry ids `entry_ids`), keeping the hits of the
     /// entries that leave: `retired` ((entry id, hits) in the plan being replaced, from
     /// `ApplyReport::retired`) goes to the service and verdict its id decided for. Retired
-    /// hits of a (service, verdict) that `plan` no longer has are dropped with it.
+    /// hits of a (service, verdict) that `plan` no longer has are dropped with it. Counts the
+    /// apply; when `plan` numbers its services otherwise, the current numbering becomes the
+    /// previous one (`service_label`).
     pub fn replace_plan(&mut self, plan: Plan, entry_ids: Vec<u32>, retired: &[(u32, u64)]) {
+        self.applies += 1;
+        let renumbered = self.plan.services.len() != plan.services.len()
+            || self
+                .plan
+                .services
+                .iter()
+                .zip(&plan.services)
+                .any(|(a, b)| a.key() != b.key());
+        if renumbered {
+            let keys = self.plan.services.iter().map(|s| s.key()).collect();
+            self.previous_services = Some((self.services_since, keys));
+            self.services_since = Some(self.applies);
+        }
         let mut totals: BTreeMap<(String, Verdict), u64> = self
             .retired_hits
             .drain(..)
@@ -179,25 +194,6 @@ impl State {
             .collect();
         self.plan = plan;
         self.entry_ids = entry_ids;
-    }
-
-    /// Counts an apply of `plan`, before it replaces the plan in force: when its services are
-    /// numbered otherwise, the current numbering becomes the previous one.
-    pub fn note_services(&mut self, plan: &Plan) {
-        self.applies += 1;
-        let same = self.plan.services.len() == plan.services.len()
-            && self
-                .plan
-                .services
-                .iter()
-                .zip(&plan.services)
-                .all(|(a, b)| a.key() == b.key());
-        if same {
-            return;
-        }
-        let keys = self.plan.services.iter().map(|s| s.key()).collect();
-        self.previous_services = Some((self.services_since, keys));
-        self.services_since = Some(self.applies);
     }
 
     /// Forgets the numberings of maps that are gone (a fresh dataplane holds no flow of theirs).
@@ -299,7 +295,6 @@ mod tests {
         };
         // Applies and the kernel's epochs (their count modulo 256) alike.
         let put = |s: &mut State, p: Plan| {
-            s.note_services(&p);
             s.replace_plan(p, vec![], &[]);
             s.applies as u8
         };

@@ -49,9 +49,6 @@ pub(crate) const MAP_NAMES: [&str; 14] = [
 pub struct ApplyReport {
     /// The generation now in force.
     pub generation: u32,
-    /// The registry epoch now in force (the count of applies modulo 256, which flow entries
-    /// record beside their decisions).
-    pub epoch: u8,
     /// Map elements written or deleted in the generation made active.
     pub written: usize,
     /// Map elements written or deleted to bring the other generation up to date.
@@ -409,7 +406,6 @@ impl MapWriter {
         let c = &self.gens[next as usize];
         Ok(ApplyReport {
             generation: next,
-            epoch: count as u8,
             written,
             synced,
             exact: c.exact.len(),
