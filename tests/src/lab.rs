@@ -404,6 +404,26 @@ impl Lab {
         })
     }
 
+    /// A TCP connection from the workload's source port `sport` (which a connection just
+    /// closed may have used): what answered, and how long the connect took.
+    pub fn tcp_from_port(
+        &self,
+        dst: SocketAddr,
+        sport: u16,
+        timeout: Duration,
+    ) -> (Outcome, Duration) {
+        self.workload.run(|| {
+            let start = Instant::now();
+            match connect_from_port(dst, sport, timeout) {
+                Ok(mut s) => {
+                    let took = start.elapsed();
+                    (read_reply(&mut s, start, timeout), took)
+                }
+                Err(e) => (classify_err(&e, start), start.elapsed()),
+            }
+        })
+    }
+
     /// An HTTP/1.1 request with `host` from the workload: what answered.
     pub fn http(&self, dst: SocketAddr, host: &str, timeout: Duration) -> Outcome {
         self.workload.run(|| {
@@ -611,46 +631,57 @@ fn parse_reply(text: &str) -> Outcome {
 /// Connects a TCP socket to `dst` whose packets carry IP options (see
 /// [`Lab::tcp_with_ip_options`]); a connect that takes longer than `timeout` is `TimedOut`.
 fn connect_with_ip_options(dst: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
-    use std::os::fd::{FromRawFd as _, OwnedFd};
-    let err = std::io::Error::last_os_error;
-    let (domain, level, name, opts): (i32, i32, i32, &[u8]) = match dst {
-        SocketAddr::V4(_) => (
-            libc::AF_INET,
-            libc::IPPROTO_IP,
-            libc::IP_OPTIONS,
-            &[1, 1, 1, 0],
-        ),
+    let (level, name, opts): (i32, i32, &[u8]) = match dst {
+        SocketAddr::V4(_) => (libc::IPPROTO_IP, libc::IP_OPTIONS, &[1, 1, 1, 0]),
         // Next header (filled in by the kernel), length 0 (8 bytes), PadN of 4 bytes.
         SocketAddr::V6(_) => (
-            libc::AF_INET6,
             libc::IPPROTO_IPV6,
             libc::IPV6_HOPOPTS,
             &[0, 0, 1, 4, 0, 0, 0, 0],
         ),
     };
-    // SAFETY: plain socket calls on a descriptor this function owns, with buffers that
-    // outlive them.
-    unsafe {
-        let fd = libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(err());
-        }
-        let sock = OwnedFd::from_raw_fd(fd);
-        if libc::setsockopt(fd, level, name, opts.as_ptr().cast(), opts.len() as u32) != 0 {
-            return Err(err());
-        }
-        // A blocking connect gives up after the send timeout.
-        let tv = libc::timeval {
-            tv_sec: timeout.as_secs() as libc::time_t,
-            tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    connect_prepared(dst, timeout, |fd| setsockopt(fd, level, name, opts))
+}
+
+/// Connects a TCP socket to `dst` from source port `sport` (`SO_REUSEADDR`: the port of a
+/// connection just closed); a connect that takes longer than `timeout` is `TimedOut`.
+fn connect_from_port(dst: SocketAddr, sport: u16, timeout: Duration) -> std::io::Result<TcpStream> {
+    connect_prepared(dst, timeout, |fd| {
+        setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            &1i32.to_ne_bytes(),
+        )?;
+        let any = match dst {
+            SocketAddr::V4(_) => SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), sport),
+            SocketAddr::V6(_) => SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), sport),
         };
-        let tvp = (&tv as *const libc::timeval).cast();
-        let tvl = size_of::<libc::timeval>() as u32;
-        if libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, tvp, tvl) != 0 {
-            return Err(err());
+        let (ss, len) = sockaddr(any);
+        // SAFETY: `ss` holds a socket address of `len` bytes.
+        if unsafe { libc::bind(fd, (&ss as *const libc::sockaddr_storage).cast(), len) } != 0 {
+            return Err(std::io::Error::last_os_error());
         }
+        Ok(())
+    })
+}
+
+fn setsockopt(fd: i32, level: i32, name: i32, value: &[u8]) -> std::io::Result<()> {
+    // SAFETY: `value` outlives the call, which reads `value.len()` bytes of it.
+    let r = unsafe { libc::setsockopt(fd, level, name, value.as_ptr().cast(), value.len() as u32) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `a` as a `sockaddr_storage` and its length.
+fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero bytes are a valid `sockaddr_storage`, and it is large and aligned
+    // enough for either family's address.
+    unsafe {
         let mut ss: libc::sockaddr_storage = std::mem::zeroed();
-        let len = match dst {
+        let len = match a {
             SocketAddr::V4(a) => {
                 let sin =
                     &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>();
@@ -668,18 +699,55 @@ fn connect_with_ip_options(dst: SocketAddr, timeout: Duration) -> std::io::Resul
                 size_of::<libc::sockaddr_in6>()
             }
         };
-        let sa = (&ss as *const libc::sockaddr_storage).cast();
-        if libc::connect(fd, sa, len as u32) != 0 {
-            let e = err();
-            return Err(match e.raw_os_error() {
-                Some(libc::EINPROGRESS) | Some(libc::EAGAIN) => {
-                    std::io::Error::from(std::io::ErrorKind::TimedOut)
-                }
-                _ => e,
-            });
-        }
-        Ok(TcpStream::from(sock))
+        (ss, len as libc::socklen_t)
     }
+}
+
+/// A TCP socket for `dst`'s family, set up by `prepare`, connected to `dst` (blocking, giving
+/// up after `timeout` as `TimedOut`).
+fn connect_prepared(
+    dst: SocketAddr,
+    timeout: Duration,
+    prepare: impl FnOnce(i32) -> std::io::Result<()>,
+) -> std::io::Result<TcpStream> {
+    use std::os::fd::{FromRawFd as _, OwnedFd};
+    let domain = match dst {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    };
+    // SAFETY: a plain socket call; the descriptor is owned from here on.
+    let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a new descriptor nothing else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    prepare(fd)?;
+    // A blocking connect gives up after the send timeout.
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: `tv` is a `timeval`, read during the call.
+    let tv = unsafe {
+        std::slice::from_raw_parts(
+            (&tv as *const libc::timeval).cast::<u8>(),
+            size_of::<libc::timeval>(),
+        )
+    };
+    setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, tv)?;
+    let (ss, len) = sockaddr(dst);
+    // SAFETY: `ss` holds a socket address of `len` bytes.
+    if unsafe { libc::connect(fd, (&ss as *const libc::sockaddr_storage).cast(), len) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::EINPROGRESS) | Some(libc::EAGAIN) => {
+                std::io::Error::from(std::io::ErrorKind::TimedOut)
+            }
+            _ => e,
+        });
+    }
+    Ok(TcpStream::from(sock))
 }
 
 fn classify_err(e: &std::io::Error, start: Instant) -> Outcome {

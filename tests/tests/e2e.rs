@@ -542,6 +542,67 @@ fn explain_takes_no_live_flows_slot() {
     assert_eq!(live().len(), 8);
 }
 
+/// A client that reuses the source port of a connection the proxy closed first (the proxy's
+/// socket of it is in TIME_WAIT) reaches the proxy again, with its original destination, in
+/// well under a second (docs/decision.md §9: the TIME_WAIT socket gets the SYN and the
+/// client's RST; assigning the SYN to the listener instead made this connect time out).
+#[test]
+fn a_reused_port_reaches_the_proxy_past_its_time_wait_socket() {
+    let inside6 = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: inside6\nspec:\n  hosts: [inside6.lab]\n  addresses: [\"{ip}\"]\n  ports:\n  - number: {TCP_PORT}\n    name: tcp\n    protocol: TCP\n  resolution: STATIC\n  location: MESH_INTERNAL\n  endpoints:\n  - address: \"{ip}\"\n",
+        ip = addr::UNKNOWN6
+    );
+    let (lab, _bin, _dir) =
+        registry_dir_lab("e2e-tw", None, &[("inside6.yaml", inside6.as_str())], &[]);
+    let sport = 45_001;
+    for dst in [
+        SocketAddr::new(addr::VM1.parse().unwrap(), 80),
+        SocketAddr::new(addr::UNKNOWN6.parse().unwrap(), TCP_PORT),
+    ] {
+        let timeout = Duration::from_secs(3);
+        let (o, _) = lab.tcp_from_port(dst, sport, timeout);
+        assert_eq!(o, Outcome::Proxy(dst), "the first connection to {dst}");
+        // The proxy wrote and closed first: its socket waits in TIME_WAIT.
+        let client = SocketAddr::new(
+            match dst {
+                SocketAddr::V4(_) => addr::WORKLOAD,
+                SocketAddr::V6(_) => addr::WORKLOAD6,
+            }
+            .parse()
+            .unwrap(),
+            sport,
+        );
+        let waiting = || {
+            let out = lab.node.run(|| {
+                std::process::Command::new("ss")
+                    .args(["-Htan", "state", "time-wait"])
+                    .output()
+                    .expect("running ss in the node namespace")
+            });
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            text.lines().any(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                cols.contains(&dst.to_string().as_str())
+                    && cols.contains(&client.to_string().as_str())
+            })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while !waiting() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no TIME_WAIT socket {dst} <- {client} in the node namespace"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (o, took) = lab.tcp_from_port(dst, sport, timeout);
+        assert_eq!(o, Outcome::Proxy(dst), "the second connection to {dst}");
+        assert!(
+            took < Duration::from_millis(500),
+            "the second connection to {dst} from port {sport} took {took:?}"
+        );
+    }
+}
+
 /// Map sizes the kernel cannot give: the daemon stops before pinning anything, and says which
 /// sizes it was asked for and which flag is out of reach.
 #[test]
