@@ -89,3 +89,47 @@ pub fn attach(
             source,
         })
 }
+
+/// The interface index of the TCX link pinned at `path`: 0 once the device it was attached to
+/// is gone (a pinned link outlives its device); `None` when the pin cannot be read as a TCX
+/// link.
+pub fn pinned_link_ifindex(path: &std::path::Path) -> Option<u32> {
+    use std::os::{
+        fd::{FromRawFd as _, OwnedFd},
+        unix::ffi::OsStrExt as _,
+    };
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    const BPF_LINK_TYPE_TCX: u32 = 11;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // `union bpf_attr` for BPF_OBJ_GET: pathname (u64), bpf_fd, file_flags, path_fd.
+    let mut attr = [0u64; 16];
+    attr[0] = c_path.as_ptr() as u64;
+    // SAFETY: the bpf syscall reads `attr` (128 bytes) and the path it points to, both live.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, attr.as_ptr(), 128usize) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a new descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // `struct bpf_link_info`: type, id, prog_id, then (8-aligned) the union; for TCX its first
+    // two words are ifindex and attach_type.
+    let mut info = [0u64; 32];
+    let mut attr = [0u64; 16];
+    use std::os::fd::AsRawFd as _;
+    attr[0] = fd.as_raw_fd() as u32 as u64 | (size_of_val(&info) as u64) << 32;
+    attr[1] = info.as_mut_ptr() as u64;
+    // SAFETY: the kernel writes at most `info_len` bytes to `info`, which is that large.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            attr.as_ptr(),
+            128usize,
+        )
+    };
+    if r != 0 || info[0] as u32 != BPF_LINK_TYPE_TCX {
+        return None;
+    }
+    Some(info[2] as u32)
+}

@@ -82,6 +82,33 @@ impl Netlink {
             .unwrap_or_default())
     }
 
+    /// Every interface of this namespace: its name and index.
+    pub async fn links(&self) -> Result<Vec<(String, u32)>, NetlinkError> {
+        let mut dump = self.handle.link().get().execute();
+        let mut out = Vec::new();
+        while let Some(l) = dump.try_next().await.map_err(req("listing interfaces"))? {
+            let name = l.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n.clone()),
+                _ => None,
+            });
+            if let Some(name) = name {
+                out.push((name, l.header.index));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes interface `name` (a veth takes its peer with it).
+    pub async fn del_link(&self, name: &str) -> Result<(), NetlinkError> {
+        let index = self.link_index(name).await?;
+        self.handle
+            .link()
+            .del(index)
+            .execute()
+            .await
+            .map_err(req(format!("removing {name}")))
+    }
+
     /// Creates a veth pair `name` <-> `peer` in this namespace.
     pub async fn add_veth(&self, name: &str, peer: &str) -> Result<(), NetlinkError> {
         self.handle
@@ -291,5 +318,40 @@ fn ignore_exists(r: Result<(), rtnetlink::Error>) -> Result<(), rtnetlink::Error
     match r {
         Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
         other => other,
+    }
+}
+
+/// The kernel's link notifications (interfaces appearing, changing, going) in the namespace of
+/// the thread that made it: `next` returns at each one.
+pub struct LinkChanges {
+    messages: std::pin::Pin<Box<dyn futures_util::Stream<Item = ()> + Send>>,
+    // The connection runs while a handle to it lives.
+    _handle: Handle,
+}
+
+impl LinkChanges {
+    /// Subscribes to link notifications; the connection's task runs on the current tokio
+    /// runtime.
+    pub fn subscribe() -> Result<Self, NetlinkError> {
+        let (mut conn, handle, messages) =
+            rtnetlink::new_connection().map_err(NetlinkError::Connect)?;
+        let groups = rtnetlink::sys::SocketAddr::new(0, rtnetlink::constants::RTMGRP_LINK);
+        use rtnetlink::sys::AsyncSocket as _;
+        conn.socket_mut()
+            .socket_mut()
+            .bind(&groups)
+            .map_err(NetlinkError::Connect)?;
+        tokio::spawn(conn);
+        use futures_util::StreamExt as _;
+        Ok(Self {
+            messages: Box::pin(messages.map(|_| ())),
+            _handle: handle,
+        })
+    }
+
+    /// The next notification; `None` once the connection has ended.
+    pub async fn next(&mut self) -> Option<()> {
+        use futures_util::StreamExt as _;
+        self.messages.next().await
     }
 }

@@ -26,7 +26,7 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::{forwarding, ip, link, route, unique_name, NetNs};
+use crate::{forwarding, ip, link, link_named, route, unique_name, NetNs};
 
 /// Lab addresses.
 pub mod addr {
@@ -57,6 +57,28 @@ pub const H2C_PORT: u16 = 8080;
 pub const PROXY_PORT: u16 = 15001;
 /// Names the world's TLS servers have certificates for.
 pub const TLS_NAMES: &[&str] = &["api.external-svc.com", "unknown.example", "evil.example"];
+
+/// The addresses of the workload's link: its end, and the node's.
+const WORKLOAD_END: &[(IpAddr, u8)] = &[
+    (IpAddr::V4(std::net::Ipv4Addr::new(10, 77, 1, 2)), 24),
+    (
+        IpAddr::V6(std::net::Ipv6Addr::new(0xfd77, 1, 0, 0, 0, 0, 0, 2)),
+        64,
+    ),
+];
+const NODE_END: &[(IpAddr, u8)] = &[
+    (IpAddr::V4(std::net::Ipv4Addr::new(10, 77, 1, 1)), 24),
+    (
+        IpAddr::V6(std::net::Ipv6Addr::new(0xfd77, 1, 0, 0, 0, 0, 0, 1)),
+        64,
+    ),
+];
+
+/// The workload's default routes, through the node.
+fn workload_routes(workload: &NetNs) -> Result<()> {
+    route(workload, ip("0.0.0.0"), 0, ip("10.77.1.1"))?;
+    route(workload, ip("::"), 0, ip("fd77:1::1"))
+}
 
 /// What a connection attempt saw.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,12 +149,7 @@ impl Lab {
         let node = NetNs::new(&format!("{tag}-node"))?;
         let world = NetNs::new(&format!("{tag}-world"))?;
         progress("links");
-        let (_w_end, n_end) = link(
-            &workload,
-            &[(ip(addr::WORKLOAD), 24), (ip(addr::WORKLOAD6), 64)],
-            &node,
-            &[(ip("10.77.1.1"), 24), (ip("fd77:1::1"), 64)],
-        )?;
+        let (_w_end, n_end) = link(&workload, WORKLOAD_END, &node, NODE_END)?;
         let (n2, world_end) = link(
             &node,
             &[(ip("10.77.0.1"), 24), (ip("fd77::1"), 64)],
@@ -144,8 +161,7 @@ impl Lab {
         crate::software_tx_checksums(&node, &n2.ifname)?;
         progress("routes");
         forwarding(&node)?;
-        route(&workload, ip("0.0.0.0"), 0, ip("10.77.1.1"))?;
-        route(&workload, ip("::"), 0, ip("fd77:1::1"))?;
+        workload_routes(&workload)?;
         route(&node, ip("10.77.128.0"), 17, ip("10.77.0.2"))?;
         route(&node, ip("fd77:100::"), 24, ip("fd77::2"))?;
         route(&world, ip("0.0.0.0"), 0, ip("10.77.0.1"))?;
@@ -177,6 +193,29 @@ impl Lab {
         progress("servers");
         lab.start_servers()?;
         Ok(lab)
+    }
+
+    /// Replaces the workload's link by a new one (another device: a pod that restarts) whose
+    /// node-side end is named `node_if` (the old name, or another), addresses and routes as
+    /// before.
+    pub fn relink_workload(&mut self, node_if: &str) -> Result<()> {
+        let old = self.node_if.clone();
+        self.node.block_on(|nl| async move {
+            nl.del_link(&old).await?;
+            Ok(())
+        })?;
+        let w_if = unique_name("va", 15);
+        link_named(
+            &self.workload,
+            &w_if,
+            WORKLOAD_END,
+            &self.node,
+            node_if,
+            NODE_END,
+        )?;
+        workload_routes(&self.workload)?;
+        self.node_if = node_if.to_string();
+        Ok(())
     }
 
     fn start_servers(&mut self) -> Result<()> {

@@ -198,8 +198,26 @@ pub fn link(
     b: &NetNs,
     b_addrs: &[(IpAddr, u8)],
 ) -> Result<(End, End)> {
-    let an = unique_name("va", 15);
-    let bn = unique_name("vb", 15);
+    link_named(
+        a,
+        &unique_name("va", 15),
+        a_addrs,
+        b,
+        &unique_name("vb", 15),
+        b_addrs,
+    )
+}
+
+/// `link` with the ends named `an` (in `a`) and `bn` (in `b`).
+pub fn link_named(
+    a: &NetNs,
+    an: &str,
+    a_addrs: &[(IpAddr, u8)],
+    b: &NetNs,
+    bn: &str,
+    b_addrs: &[(IpAddr, u8)],
+) -> Result<(End, End)> {
+    let (an, bn) = (an.to_string(), bn.to_string());
     let b_fd = b.fd();
     {
         let (an, bn) = (an.clone(), bn.clone());

@@ -542,6 +542,86 @@ fn explain_takes_no_live_flows_slot() {
     assert_eq!(live().len(), 8);
 }
 
+/// A workload whose interface comes back as another device (a restarted pod, a new pod under a
+/// pattern) is classified again: `--iface` names and patterns are followed while the daemon
+/// runs, and a daemon that starts after the device changed replaces the pinned links of the
+/// device gone. Without that the new device carried the workload's traffic unclassified.
+#[test]
+fn workload_interfaces_that_come_back_are_classified_again() {
+    let pattern = "mcnew*";
+    let args = [
+        "--outbound-policy",
+        "REGISTRY_ONLY",
+        "--blocked",
+        "reject",
+        "--iface",
+        pattern,
+    ];
+    let (mut lab, bin) = example_lab("e2e-relink", &args);
+    let original = lab.node_if.clone();
+    let unknown = SocketAddr::new(addr::UNKNOWN.parse().unwrap(), TCP_PORT);
+    let vm = SocketAddr::new(addr::VM1.parse().unwrap(), 80);
+    let classified = |lab: &Lab, when: &str| {
+        let o = lab.tcp(unknown, Duration::from_secs(2));
+        assert!(
+            matches!(o, Outcome::Rejected(_)),
+            "{when}: {unknown} gave {o:?}"
+        );
+        let o = lab.tcp(vm, Duration::from_secs(2));
+        assert_eq!(o, Outcome::Proxy(vm), "{when}: {vm}");
+    };
+    classified(&lab, "at start");
+    let links = |lab: &Lab| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(lab.pin_dir.join("links"))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+
+    // A new device under a name the pattern matches; the named one is gone.
+    let renamed = tests::unique_name("mcnew", 15);
+    lab.relink_workload(&renamed).unwrap();
+    lab_wait(&lab, "interface gone", 1);
+    lab_wait(&lab, "attached", 2);
+    classified(&lab, "under the pattern");
+    assert_eq!(
+        links(&lab),
+        vec![format!("egress:{renamed}"), format!("ingress:{renamed}")]
+    );
+
+    // Back under the name given, as another device again.
+    lab.relink_workload(&original).unwrap();
+    lab_wait(&lab, "interface gone", 2);
+    lab_wait(&lab, "attached", 3);
+    classified(&lab, "back under its name");
+    assert_eq!(
+        links(&lab),
+        vec![format!("egress:{original}"), format!("ingress:{original}")]
+    );
+
+    // The device changes while no daemon runs: the pinned links hold a device gone, and the
+    // next daemon replaces them.
+    lab.stop_daemon(false).unwrap();
+    lab.relink_workload(&original).unwrap();
+    let o = lab.tcp(unknown, Duration::from_secs(2));
+    assert!(
+        matches!(o, Outcome::Server(_)),
+        "no daemon and a new device: nothing classifies it ({o:?})"
+    );
+    lab.start_daemon(&bin, &example_registry(), &args).unwrap();
+    let log = std::fs::read_to_string(lab.log_path()).unwrap_or_default();
+    assert!(
+        log.contains("the pinned links are of a device gone"),
+        "{log}"
+    );
+    classified(&lab, "after a restart");
+}
+
 /// A client that reuses the source port of a connection the proxy closed first (the proxy's
 /// socket of it is in TIME_WAIT) reaches the proxy again, with its original destination, in
 /// well under a second (docs/decision.md §9: the TIME_WAIT socket gets the SYN and the

@@ -16,7 +16,9 @@ pub struct RunArgs {
     /// Registry files or directories (*.yaml, *.yml, recursively), watched for changes.
     #[arg(long = "registry", required = true, num_args = 1..)]
     pub registry: Vec<PathBuf>,
-    /// Interfaces to classify: the node-side ends of the workloads' links.
+    /// Interfaces to classify: the node-side ends of the workloads' links, by name or by
+    /// pattern (`*`, `?`: `lxc*`), followed while the daemon runs (a pod's new interface is
+    /// attached as it appears).
     #[arg(long = "iface", required = true, num_args = 1..)]
     pub ifaces: Vec<String>,
     /// What unknown destinations get (Istio's spellings, any case).

@@ -2,12 +2,14 @@
 //! keep applying it as it changes. The dataplane never depends on the daemon being up.
 
 pub mod dns;
+pub mod ifaces;
 pub mod metrics;
 pub mod pins;
 pub mod source;
 pub mod state;
 
 use std::{
+    collections::BTreeMap,
     net::SocketAddr,
     path::PathBuf,
     sync::{Arc, Mutex},
@@ -19,9 +21,12 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
 use crate::{
-    attach::{attach, AttachError, AttachMode, Attached, CLASSIFY_PROGRAM, INBOUND_PROGRAM},
+    attach::{
+        attach, pinned_link_ifindex, AttachError, AttachMode, Attached, CLASSIFY_PROGRAM,
+        INBOUND_PROGRAM,
+    },
     dataplane::{Capacities, Dataplane, DataplaneError},
-    netlink::{Netlink, NetlinkError},
+    netlink::{LinkChanges, Netlink, NetlinkError},
     plan::{CompileOptions, Verdict},
     settings::Settings,
 };
@@ -195,24 +200,34 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
         .map(|p| p.display().to_string())
         .collect();
 
-    for iface in &opts.ifaces {
-        let mode = attach_iface(&pins, iface, opts.attach_mode)?;
-        if let Some(mode) = mode {
-            info!(%iface, ?mode, "attached");
-            state.interfaces.retain(|(i, _)| i != iface);
-            state.interfaces.push((
-                iface.clone(),
-                match mode {
-                    Attached::Tcx => "tcx".into(),
-                    Attached::Clsact => "clsact".into(),
-                },
-            ));
-        } else {
-            info!(%iface, "already attached (pinned link)");
+    let nl = Netlink::connect()?;
+    // Link notifications: an interface that appears (or comes back) is attached at once.
+    // Subscribed before the first look, so that none falls between the two.
+    let mut link_changes = match LinkChanges::subscribe() {
+        Ok(l) => Some(l),
+        Err(e) => {
+            warn!(error = %e, "no link notifications: interfaces are looked at every --poll-ms");
+            None
+        }
+    };
+    let links = nl.links().await?;
+    // A name (not a pattern) must be there at start: a mistyped one would classify nothing.
+    for spec in opts.ifaces.iter().filter(|s| !ifaces::is_pattern(s)) {
+        if !links.iter().any(|(n, _)| n == spec) {
+            return Err(NetlinkError::NoSuchLink(spec.clone()).into());
         }
     }
-
-    let nl = Netlink::connect()?;
+    let mut attachments = Attachments::default();
+    // At start an attach that fails stops the daemon, as any other setup error does.
+    sync_interfaces(
+        &pins,
+        opts.ifaces.as_slice(),
+        opts.attach_mode,
+        &links,
+        &mut attachments,
+        &mut state,
+        true,
+    )?;
     for v6 in [false, true] {
         nl.install_redirect_routing(opts.settings.proxy_mark, opts.route_table, v6)
             .await?;
@@ -271,7 +286,12 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
             _ = hup.recv() => "SIGHUP",
             _ = term.recv() => break,
             _ = int.recv() => break,
+            _ = next_link_change(&mut link_changes) => {
+                watch_interfaces(&shared, &nl, &opts, &mut attachments).await;
+                continue;
+            }
             _ = tick.tick() => {
+                watch_interfaces(&shared, &nl, &opts, &mut attachments).await;
                 if let Some(server) = dns_server {
                     let s = shared.clone();
                     let settings = opts.settings;
@@ -411,16 +431,141 @@ fn pin_fresh(dp: &mut Dataplane, pins: &Pins) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// Attaches both programs to `iface` unless pinned links already hold them there. Returns the
-/// mode used, or `None` when it was attached already.
+/// Interfaces attached (name to index), and those whose attach failed at an index (said once,
+/// tried again at each look).
+#[derive(Default)]
+struct Attachments {
+    known: BTreeMap<String, u32>,
+    failed: BTreeMap<String, u32>,
+}
+
+/// The next link notification; never, without them.
+async fn next_link_change(changes: &mut Option<LinkChanges>) {
+    match changes {
+        Some(c) => {
+            if c.next().await.is_none() {
+                warn!("link notifications ended: interfaces are looked at every --poll-ms");
+                *changes = None;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Looks at the namespace's interfaces and brings the attachments in step (`sync_interfaces`).
+async fn watch_interfaces(shared: &Shared, nl: &Netlink, opts: &RunOptions, at: &mut Attachments) {
+    let links = match nl.links().await {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(error = %e, "listing interfaces");
+            return;
+        }
+    };
+    let mut state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+    match sync_interfaces(
+        &shared.pins,
+        &opts.ifaces,
+        opts.attach_mode,
+        &links,
+        at,
+        &mut state,
+        false,
+    ) {
+        Ok(false) => {}
+        Ok(true) => {
+            if let Err(e) = state.write(&shared.pins.state_file()) {
+                warn!(error = %e, "writing the state file");
+            }
+        }
+        Err(e) => error!(error = %e, "keeping the interfaces attached"),
+    }
+}
+
+/// Attaches to the interfaces of `links` that `specs` name or match and that are not attached
+/// at their index yet, and forgets those gone, their link pins removed (docs in `ifaces`).
+/// Returns whether anything changed; an attach that fails is the error if `strict`, else said
+/// (once per index) and tried again at the next look.
+fn sync_interfaces(
+    pins: &Pins,
+    specs: &[String],
+    mode: AttachMode,
+    links: &[(String, u32)],
+    at: &mut Attachments,
+    state: &mut State,
+    strict: bool,
+) -> Result<bool, DaemonError> {
+    let now = ifaces::wanted(specs, links);
+    let changes = ifaces::changes(&at.known, &now);
+    let mut changed = false;
+    for iface in changes.gone {
+        at.known.remove(&iface);
+        remove_link_pins(pins, &iface)?;
+        state.interfaces.retain(|(i, _)| *i != iface);
+        changed = true;
+        info!(%iface, "interface gone; its links are removed");
+    }
+    at.failed.retain(|name, _| now.contains_key(name));
+    for (iface, index) in changes.attach {
+        match attach_iface(pins, &iface, index, mode) {
+            Ok(used) => {
+                at.known.insert(iface.clone(), index);
+                at.failed.remove(&iface);
+                if let Some(used) = used {
+                    info!(%iface, ifindex = index, mode = ?used, "attached");
+                    state.interfaces.retain(|(i, _)| *i != iface);
+                    state.interfaces.push((
+                        iface.clone(),
+                        match used {
+                            Attached::Tcx => "tcx".into(),
+                            Attached::Clsact => "clsact".into(),
+                        },
+                    ));
+                    changed = true;
+                } else {
+                    info!(%iface, ifindex = index, "already attached (pinned link)");
+                }
+            }
+            Err(e) if strict => return Err(e),
+            Err(e) => {
+                if at.failed.insert(iface.clone(), index) != Some(index) {
+                    error!(%iface, ifindex = index, error = %e, "attaching failed; trying again at the next look");
+                }
+            }
+        }
+    }
+    Ok(changed)
+}
+
+/// Removes the link pins of `iface` (not there: nothing to do).
+fn remove_link_pins(pins: &Pins, iface: &str) -> Result<(), DaemonError> {
+    for dir in ["ingress", "egress"] {
+        let p = pins.link(iface, dir);
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(format!("removing {}", p.display()))(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Attaches both programs to `iface` (index `ifindex`) unless pinned links already hold them
+/// there. Links pinned for a device gone (or another that had the name) are replaced. Returns
+/// the mode used, or `None` when it was attached already.
 fn attach_iface(
     pins: &Pins,
     iface: &str,
+    ifindex: u32,
     mode: AttachMode,
 ) -> Result<Option<Attached>, DaemonError> {
     let ingress_pin = pins.link(iface, "ingress");
     if ingress_pin.exists() {
-        return Ok(None);
+        let pinned = pinned_link_ifindex(&ingress_pin);
+        if pinned == Some(ifindex) {
+            return Ok(None);
+        }
+        info!(%iface, ifindex, pinned_ifindex = ?pinned, "the pinned links are of a device gone; attaching anew");
+        remove_link_pins(pins, iface)?;
     }
     let mut used = Attached::Tcx;
     for (name, kind, dir) in [
