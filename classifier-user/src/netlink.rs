@@ -349,9 +349,12 @@ impl LinkChanges {
         })
     }
 
-    /// The next notification; `None` once the connection has ended.
+    /// The next notification, with those that came meanwhile (one look serves them all);
+    /// `None` once the connection has ended.
     pub async fn next(&mut self) -> Option<()> {
-        use futures_util::StreamExt as _;
-        self.messages.next().await
+        use futures_util::{FutureExt as _, StreamExt as _};
+        self.messages.next().await?;
+        while let Some(Some(())) = self.messages.next().now_or_never() {}
+        Some(())
     }
 }

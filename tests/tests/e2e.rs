@@ -587,7 +587,7 @@ fn workload_interfaces_that_come_back_are_classified_again() {
     let renamed = tests::unique_name("mcnew", 15);
     lab.relink_workload(&renamed).unwrap();
     lab_wait(&lab, "interface gone", 1);
-    lab_wait(&lab, "attached", 2);
+    lab_wait(&lab, "daemon: attached", 2);
     classified(&lab, "under the pattern");
     assert_eq!(
         links(&lab),
@@ -597,7 +597,7 @@ fn workload_interfaces_that_come_back_are_classified_again() {
     // Back under the name given, as another device again.
     lab.relink_workload(&original).unwrap();
     lab_wait(&lab, "interface gone", 2);
-    lab_wait(&lab, "attached", 3);
+    lab_wait(&lab, "daemon: attached", 3);
     classified(&lab, "back under its name");
     assert_eq!(
         links(&lab),
@@ -616,10 +616,24 @@ fn workload_interfaces_that_come_back_are_classified_again() {
     lab.start_daemon(&bin, &example_registry(), &args).unwrap();
     let log = std::fs::read_to_string(lab.log_path()).unwrap_or_default();
     assert!(
-        log.contains("the pinned links are of a device gone"),
+        log.contains("the pinned links are not both of this device"),
         "{log}"
     );
     classified(&lab, "after a restart");
+
+    // The interface goes while no daemon runs, and the workload comes back under another
+    // name: the next daemon removes the links of the one gone.
+    lab.stop_daemon(false).unwrap();
+    let again = tests::unique_name("mcnew", 15);
+    lab.relink_workload(&again).unwrap();
+    lab.start_daemon(&bin, &example_registry(), &args).unwrap();
+    let log = std::fs::read_to_string(lab.log_path()).unwrap_or_default();
+    assert!(log.contains("interface gone while no daemon ran"), "{log}");
+    classified(&lab, "under a new name after a restart");
+    assert_eq!(
+        links(&lab),
+        vec![format!("egress:{again}"), format!("ingress:{again}")]
+    );
 }
 
 /// A client that reuses the source port of a connection the proxy closed first (the proxy's

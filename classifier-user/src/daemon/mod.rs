@@ -203,7 +203,7 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     let nl = Netlink::connect()?;
     // Link notifications: an interface that appears (or comes back) is attached at once.
     // Subscribed before the first look, so that none falls between the two.
-    let mut link_changes = match LinkChanges::subscribe() {
+    let link_changes = match LinkChanges::subscribe() {
         Ok(l) => Some(l),
         Err(e) => {
             warn!(error = %e, "no link notifications: interfaces are looked at every --poll-ms");
@@ -217,8 +217,10 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
             return Err(NetlinkError::NoSuchLink(spec.clone()).into());
         }
     }
+    forget_gone_pins(&pins, &links, &mut state);
     let mut attachments = Attachments::default();
-    // At start an attach that fails stops the daemon, as any other setup error does.
+    // At start an attach that fails for an interface given by name stops the daemon, as any
+    // other setup error does (one a pattern matched may be going away: it is tried again).
     sync_interfaces(
         &pins,
         opts.ifaces.as_slice(),
@@ -276,6 +278,17 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
         info!(%addr, "metrics endpoint up");
     }
 
+    // Interfaces are followed by a task of their own: a slow reload or DNS answer does not
+    // hold up attaching a new one.
+    tokio::spawn(follow_interfaces(
+        shared.clone(),
+        nl,
+        opts.ifaces.clone(),
+        opts.attach_mode,
+        opts.poll_interval,
+        attachments,
+        link_changes,
+    ));
     let mut hup = signal(SignalKind::hangup()).map_err(io("SIGHUP handler"))?;
     let mut term = signal(SignalKind::terminate()).map_err(io("SIGTERM handler"))?;
     let mut int = signal(SignalKind::interrupt()).map_err(io("SIGINT handler"))?;
@@ -286,12 +299,7 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
             _ = hup.recv() => "SIGHUP",
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = next_link_change(&mut link_changes) => {
-                watch_interfaces(&shared, &nl, &opts, &mut attachments).await;
-                continue;
-            }
             _ = tick.tick() => {
-                watch_interfaces(&shared, &nl, &opts, &mut attachments).await;
                 if let Some(server) = dns_server {
                     let s = shared.clone();
                     let settings = opts.settings;
@@ -452,32 +460,70 @@ async fn next_link_change(changes: &mut Option<LinkChanges>) {
     }
 }
 
-/// Looks at the namespace's interfaces and brings the attachments in step (`sync_interfaces`).
-async fn watch_interfaces(shared: &Shared, nl: &Netlink, opts: &RunOptions, at: &mut Attachments) {
-    let links = match nl.links().await {
-        Ok(l) => l,
-        Err(e) => {
-            warn!(error = %e, "listing interfaces");
-            return;
+/// Keeps the attachments in step with the namespace's interfaces (`sync_interfaces`): at each
+/// link notification (those that came meanwhile taken as one) and each `poll`.
+async fn follow_interfaces(
+    shared: Arc<Shared>,
+    nl: Netlink,
+    specs: Vec<String>,
+    mode: AttachMode,
+    poll: Duration,
+    mut at: Attachments,
+    mut changes: Option<LinkChanges>,
+) {
+    let mut tick = tokio::time::interval(poll);
+    loop {
+        tokio::select! {
+            _ = next_link_change(&mut changes) => {}
+            _ = tick.tick() => {}
         }
-    };
-    let mut state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
-    match sync_interfaces(
-        &shared.pins,
-        &opts.ifaces,
-        opts.attach_mode,
-        &links,
-        at,
-        &mut state,
-        false,
-    ) {
-        Ok(false) => {}
-        Ok(true) => {
-            if let Err(e) = state.write(&shared.pins.state_file()) {
-                warn!(error = %e, "writing the state file");
+        let links = match nl.links().await {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(error = %e, "listing interfaces");
+                continue;
             }
+        };
+        let mut state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        match sync_interfaces(
+            &shared.pins,
+            &specs,
+            mode,
+            &links,
+            &mut at,
+            &mut state,
+            false,
+        ) {
+            Ok(false) => {}
+            Ok(true) => {
+                if let Err(e) = state.write(&shared.pins.state_file()) {
+                    warn!(error = %e, "writing the state file");
+                }
+            }
+            Err(e) => error!(error = %e, "keeping the interfaces attached"),
         }
-        Err(e) => error!(error = %e, "keeping the interfaces attached"),
+    }
+}
+
+/// At start: removes the link pins of interfaces gone while no daemon ran (their device is
+/// gone: the pinned link holds index 0, or none can be read, and no interface has the name).
+fn forget_gone_pins(pins: &Pins, links: &[(String, u32)], state: &mut State) {
+    for iface in pins.linked_ifaces() {
+        if links.iter().any(|(n, _)| *n == iface) {
+            continue;
+        }
+        let held = pinned_link_ifindex(&pins.link(&iface, "ingress"));
+        if matches!(held, Some(i) if i != 0) && links.iter().any(|(_, i)| Some(*i) == held) {
+            // The device is there under another name: its link stays, as it did before.
+            continue;
+        }
+        match remove_link_pins(pins, &iface) {
+            Ok(()) => {
+                state.interfaces.retain(|(i, _)| *i != iface);
+                info!(%iface, "interface gone while no daemon ran; its links are removed");
+            }
+            Err(e) => warn!(%iface, error = %e, "removing the links of an interface gone"),
+        }
     }
 }
 
@@ -498,11 +544,28 @@ fn sync_interfaces(
     let changes = ifaces::changes(&at.known, &now);
     let mut changed = false;
     for iface in changes.gone {
+        // No interface has the name now. Its device is there under another name (renamed: it
+        // is ours no longer, or, if the new name is wanted, attached anew as itself), or gone,
+        // or the dump missed it: then its pinned link still holds a live index, and it stays.
+        let index = at.known[&iface];
+        let renamed = links.iter().any(|(_, i)| *i == index);
+        if !renamed
+            && matches!(pinned_link_ifindex(&pins.link(&iface, "ingress")), Some(i) if i != 0)
+        {
+            continue;
+        }
+        if let Err(e) = remove_link_pins(pins, &iface) {
+            warn!(%iface, error = %e, "removing the links of an interface gone; trying again");
+            continue;
+        }
         at.known.remove(&iface);
-        remove_link_pins(pins, &iface)?;
         state.interfaces.retain(|(i, _)| *i != iface);
         changed = true;
-        info!(%iface, "interface gone; its links are removed");
+        if renamed {
+            info!(%iface, "interface renamed; its links are removed");
+        } else {
+            info!(%iface, "interface gone; its links are removed");
+        }
     }
     at.failed.retain(|name, _| now.contains_key(name));
     for (iface, index) in changes.attach {
@@ -525,7 +588,7 @@ fn sync_interfaces(
                     info!(%iface, ifindex = index, "already attached (pinned link)");
                 }
             }
-            Err(e) if strict => return Err(e),
+            Err(e) if strict && specs.contains(&iface) => return Err(e),
             Err(e) => {
                 if at.failed.insert(iface.clone(), index) != Some(index) {
                     error!(%iface, ifindex = index, error = %e, "attaching failed; trying again at the next look");
@@ -550,41 +613,67 @@ fn remove_link_pins(pins: &Pins, iface: &str) -> Result<(), DaemonError> {
 }
 
 /// Attaches both programs to `iface` (index `ifindex`) unless pinned links already hold them
-/// there. Links pinned for a device gone (or another that had the name) are replaced. Returns
-/// the mode used, or `None` when it was attached already.
+/// there. Links pinned for a device gone (or another that had the name), or for one direction
+/// only, are replaced. If the second program cannot be attached the first is detached again,
+/// so that the next try starts clean. Returns the mode used, or `None` when it was attached
+/// already.
 fn attach_iface(
     pins: &Pins,
     iface: &str,
     ifindex: u32,
     mode: AttachMode,
 ) -> Result<Option<Attached>, DaemonError> {
-    let ingress_pin = pins.link(iface, "ingress");
-    if ingress_pin.exists() {
-        let pinned = pinned_link_ifindex(&ingress_pin);
-        if pinned == Some(ifindex) {
+    let (ingress, egress) = (pins.link(iface, "ingress"), pins.link(iface, "egress"));
+    if ingress.exists() || egress.exists() {
+        let held = (pinned_link_ifindex(&ingress), pinned_link_ifindex(&egress));
+        if held == (Some(ifindex), Some(ifindex)) {
             return Ok(None);
         }
-        info!(%iface, ifindex, pinned_ifindex = ?pinned, "the pinned links are of a device gone; attaching anew");
+        info!(%iface, ifindex, pinned = ?held, "the pinned links are not both of this device; attaching anew");
         remove_link_pins(pins, iface)?;
     }
-    let mut used = Attached::Tcx;
-    for (name, kind, dir) in [
-        (CLASSIFY_PROGRAM, TcAttachType::Ingress, "ingress"),
-        (INBOUND_PROGRAM, TcAttachType::Egress, "egress"),
-    ] {
-        let mut prog = SchedClassifier::from_pin(pins.program(name))?;
-        let (id, m) = attach(&mut prog, iface, kind, mode)?;
-        used = m;
-        let link = prog.take_link(id)?;
-        match m {
+    let used = attach_one(pins, iface, CLASSIFY_PROGRAM, TcAttachType::Ingress, mode)?;
+    if let Err(e) = attach_one(pins, iface, INBOUND_PROGRAM, TcAttachType::Egress, mode) {
+        match used {
             Attached::Tcx => {
-                let fd: aya::programs::links::FdLink = link.try_into()?;
-                fd.pin(pins.link(iface, dir))
-                    .map_err(|e| DaemonError::PinAt(pins.link(iface, dir), e))?;
+                let _ = remove_link_pins(pins, iface);
             }
-            // A clsact filter stays in the kernel until removed; `detach` removes it.
-            Attached::Clsact => std::mem::forget(link),
+            Attached::Clsact => {
+                let _ = aya::programs::tc::qdisc_detach_program(
+                    iface,
+                    TcAttachType::Ingress,
+                    CLASSIFY_PROGRAM,
+                );
+            }
         }
+        return Err(e);
     }
     Ok(Some(used))
+}
+
+/// Attaches program `name` to `iface` in direction `kind`; a TCX link is pinned.
+fn attach_one(
+    pins: &Pins,
+    iface: &str,
+    name: &'static str,
+    kind: TcAttachType,
+    mode: AttachMode,
+) -> Result<Attached, DaemonError> {
+    let dir = match kind {
+        TcAttachType::Ingress => "ingress",
+        _ => "egress",
+    };
+    let mut prog = SchedClassifier::from_pin(pins.program(name))?;
+    let (id, used) = attach(&mut prog, iface, kind, mode)?;
+    let link = prog.take_link(id)?;
+    match used {
+        Attached::Tcx => {
+            let fd: aya::programs::links::FdLink = link.try_into()?;
+            fd.pin(pins.link(iface, dir))
+                .map_err(|e| DaemonError::PinAt(pins.link(iface, dir), e))?;
+        }
+        // A clsact filter stays in the kernel until removed; `detach` removes it.
+        Attached::Clsact => std::mem::forget(link),
+    }
+    Ok(used)
 }

@@ -51,6 +51,24 @@ impl Pins {
         self.links().join(format!("{direction}:{iface}"))
     }
 
+    /// The interfaces that have a link pinned (either direction), by name.
+    pub fn linked_ifaces(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.links())
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| {
+                        let f = e.file_name().to_string_lossy().into_owned();
+                        let (_, iface) = f.split_once(':')?;
+                        Some(unescape(iface))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v.dedup();
+        v
+    }
+
     /// Whether a dataplane is pinned here.
     pub fn exists(&self) -> bool {
         self.map(classifier_common::maps::LAYOUT).exists()
@@ -77,5 +95,47 @@ impl Pins {
     /// The state file.
     pub fn state_file(&self) -> PathBuf {
         self.state_dir().join("state.json")
+    }
+}
+
+/// An interface name from its escaped form in a link pin's name (`Pins::link`).
+fn unescape(s: &str) -> String {
+    let mut out = Vec::with_capacity(s.len());
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_pins_give_back_their_interface_names() {
+        let dir = std::env::temp_dir().join(format!("meshclass-pins-test-{}", std::process::id()));
+        let pins = Pins::new(&dir);
+        std::fs::create_dir_all(pins.links()).unwrap();
+        let names = ["eth0", "vlan.10", "a%2e", "x%", "lxc.1.2"];
+        for n in names {
+            for d in ["ingress", "egress"] {
+                std::fs::write(pins.link(n, d), b"").unwrap();
+            }
+        }
+        let mut want: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        assert_eq!(pins.linked_ifaces(), want);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
