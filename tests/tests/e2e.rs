@@ -556,9 +556,17 @@ fn workload_interfaces_that_come_back_are_classified_again() {
         "reject",
         "--iface",
         pattern,
+        "--metrics-addr",
+        "127.0.0.1:19465",
     ];
     let (mut lab, bin) = example_lab("e2e-relink", &args);
     let original = lab.node_if.clone();
+    let attached = |lab: &Lab, n: usize| {
+        // The metrics endpoint of the first daemon.
+        let m = metrics(lab, "127.0.0.1:19465");
+        assert!(m.contains(&format!("meshclass_interfaces {n}\n")), "{m}");
+        assert!(m.contains("meshclass_interfaces_unattached 0\n"), "{m}");
+    };
     let unknown = SocketAddr::new(addr::UNKNOWN.parse().unwrap(), TCP_PORT);
     let vm = SocketAddr::new(addr::VM1.parse().unwrap(), 80);
     let classified = |lab: &Lab, when: &str| {
@@ -589,6 +597,7 @@ fn workload_interfaces_that_come_back_are_classified_again() {
     lab_wait(&lab, "interface gone", 1);
     lab_wait(&lab, "daemon: attached", 2);
     classified(&lab, "under the pattern");
+    attached(&lab, 1);
     assert_eq!(
         links(&lab),
         vec![format!("egress:{renamed}"), format!("ingress:{renamed}")]

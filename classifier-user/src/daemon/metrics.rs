@@ -52,6 +52,9 @@ pub fn render(shared: &Shared) -> String {
     let events_lost = Counter::<u64>::default();
     let dns_ok = Counter::<u64>::default();
     let dns_failed = Counter::<u64>::default();
+    let interfaces = Gauge::<i64>::default();
+    let unattached = Gauge::<i64>::default();
+    let attach_failures = Counter::<u64>::default();
     {
         let dp = shared.dataplane.lock().unwrap_or_else(|p| p.into_inner());
         let state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -93,6 +96,9 @@ pub fn render(shared: &Shared) -> String {
                 fill.get_or_create(&MapLabel { map: name }).set(used as i64);
             }
         }
+        interfaces.set(state.interfaces.len() as i64);
+        unattached.set(state.unattached.len() as i64);
+        attach_failures.inc_by(state.attach_failures);
         dns_ok.inc_by(state.dns_resolutions);
         dns_failed.inc_by(state.dns_failures);
         reloads.inc_by(state.reloads);
@@ -129,6 +135,21 @@ pub fn render(shared: &Shared) -> String {
     reg.register("dns_resolutions", "DNS names resolved", dns_ok);
     reg.register("dns_failures", "DNS resolutions that failed", dns_failed);
     reg.register("map_entries", "Entries held in each map", fill);
+    reg.register(
+        "interfaces",
+        "Interfaces the classifier is attached to",
+        interfaces,
+    );
+    reg.register(
+        "interfaces_unattached",
+        "Interfaces named or matched by --iface that could not be attached (not classified)",
+        unattached,
+    );
+    reg.register(
+        "interface_attach_failures",
+        "Attaches that failed (each interface and index once)",
+        attach_failures,
+    );
     reg.register("registry_reloads", "Registry reloads applied", reloads);
     reg.register("registry_errors", "Registry reloads refused", reload_errors);
     reg.register(

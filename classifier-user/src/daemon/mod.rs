@@ -591,10 +591,17 @@ fn sync_interfaces(
             Err(e) if strict && specs.contains(&iface) => return Err(e),
             Err(e) => {
                 if at.failed.insert(iface.clone(), index) != Some(index) {
+                    state.attach_failures += 1;
+                    changed = true;
                     error!(%iface, ifindex = index, error = %e, "attaching failed; trying again at the next look");
                 }
             }
         }
+    }
+    let unattached: Vec<String> = at.failed.keys().cloned().collect();
+    if state.unattached != unattached {
+        state.unattached = unattached;
+        changed = true;
     }
     Ok(changed)
 }

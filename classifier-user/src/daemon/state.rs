@@ -58,6 +58,13 @@ pub struct State {
     /// them).
     #[serde(default)]
     pub previous_services: Option<(Option<u64>, Vec<String>)>,
+    /// Interfaces that `--iface` names or matches but that could not be attached (tried again
+    /// at each look): their workloads' traffic is not classified.
+    #[serde(default)]
+    pub unattached: Vec<String>,
+    /// Attaches that failed since the daemon started (each interface and index counted once).
+    #[serde(default)]
+    pub attach_failures: u64,
 }
 
 /// Hits of entries gone from the plan, for one (service, verdict).
