@@ -98,6 +98,28 @@ impl Netlink {
         Ok(out)
     }
 
+    /// Renames interface `name` to `new` (down while it is renamed, as the kernel requires, and
+    /// up again).
+    pub async fn rename(&self, name: &str, new: &str) -> Result<(), NetlinkError> {
+        let index = self.link_index(name).await?;
+        for (what, msg) in [
+            ("down", LinkUnspec::new_with_index(index).down().build()),
+            (
+                "renamed",
+                LinkUnspec::new_with_index(index).name(new).build(),
+            ),
+            ("up", LinkUnspec::new_with_index(index).up().build()),
+        ] {
+            self.handle
+                .link()
+                .set(msg)
+                .execute()
+                .await
+                .map_err(req(format!("setting {name} {what}")))?;
+        }
+        Ok(())
+    }
+
     /// Removes interface `name` (a veth takes its peer with it).
     pub async fn del_link(&self, name: &str) -> Result<(), NetlinkError> {
         let index = self.link_index(name).await?;

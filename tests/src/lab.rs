@@ -218,6 +218,17 @@ impl Lab {
         Ok(())
     }
 
+    /// Renames the node-side end of the workload's link to `new` (the same device).
+    pub fn rename_node_if(&mut self, new: &str) -> Result<()> {
+        let (old, new2) = (self.node_if.clone(), new.to_string());
+        self.node.block_on(|nl| async move {
+            nl.rename(&old, &new2).await?;
+            Ok(())
+        })?;
+        self.node_if = new.to_string();
+        Ok(())
+    }
+
     fn start_servers(&mut self) -> Result<()> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();

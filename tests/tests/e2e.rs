@@ -598,6 +598,22 @@ fn workload_interfaces_that_come_back_are_classified_again() {
     lab_wait(&lab, "daemon: attached", 2);
     classified(&lab, "under the pattern");
     attached(&lab, 1);
+
+    // The same device renamed: out of the pattern it is no longer classified (its links go),
+    // and back under it, it is again.
+    let other = tests::unique_name("mcout", 15);
+    lab.rename_node_if(&other).unwrap();
+    lab_wait(&lab, "interface renamed", 1);
+    assert!(links(&lab).is_empty(), "{:?}", links(&lab));
+    let o = lab.tcp(unknown, Duration::from_secs(2));
+    assert!(
+        matches!(o, Outcome::Server(_)),
+        "renamed out of --iface: {o:?}"
+    );
+    lab.rename_node_if(&renamed).unwrap();
+    lab_wait(&lab, "daemon: attached", 3);
+    classified(&lab, "renamed back under the pattern");
+    attached(&lab, 1);
     assert_eq!(
         links(&lab),
         vec![format!("egress:{renamed}"), format!("ingress:{renamed}")]
@@ -606,7 +622,7 @@ fn workload_interfaces_that_come_back_are_classified_again() {
     // Back under the name given, as another device again.
     lab.relink_workload(&original).unwrap();
     lab_wait(&lab, "interface gone", 2);
-    lab_wait(&lab, "daemon: attached", 3);
+    lab_wait(&lab, "daemon: attached", 4);
     classified(&lab, "back under its name");
     assert_eq!(
         links(&lab),
