@@ -1,7 +1,7 @@
 //! Attaching the classifier to interfaces: TCX where the kernel has it, clsact otherwise.
 
 use aya::programs::{
-    tc::{self, NlOptions, TcAttachOptions, TcAttachType},
+    tc::{self, NlOptions, TcAttachOptions, TcAttachType, TcError, TcHandle},
     LinkOrder, ProgramError, SchedClassifier,
 };
 
@@ -9,6 +9,12 @@ use aya::programs::{
 pub const CLASSIFY_PROGRAM: &str = "meshclass";
 /// The egress (toward the workload) program's name in the object.
 pub const INBOUND_PROGRAM: &str = "meshclass_inbound";
+
+/// Where a clsact filter of meshclass goes: priority 1 (the first to run, as a TCX link is put
+/// first), and a handle of its own, so that a filter already there (clsact filters outlive the
+/// daemon) is given the program instead of doubled.
+pub const CLSACT_PRIORITY: u16 = 1;
+pub const CLSACT_HANDLE: TcHandle = TcHandle::new(0x4d43, 1);
 
 /// How to attach.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -42,7 +48,7 @@ pub enum AttachError {
     Clsact {
         iface: String,
         #[source]
-        source: tc::TcError,
+        source: TcError,
     },
     #[error("attaching to {iface} with clsact: {source}")]
     Netlink {
@@ -74,7 +80,8 @@ pub fn attach(
     }
     if let Err(source) = tc::qdisc_add_clsact(iface) {
         // A clsact qdisc that is already there is what we want.
-        let exists = matches!(&source, tc::TcError::NetlinkError(e) if e.raw_os_error() == Some(libc::EEXIST));
+        let exists =
+            matches!(&source, TcError::NetlinkError(e) if e.raw_os_error() == Some(libc::EEXIST));
         if !exists {
             return Err(AttachError::Clsact {
                 iface: iface.to_string(),
@@ -82,6 +89,36 @@ pub fn attach(
             });
         }
     }
+    let ours = NlOptions {
+        priority: CLSACT_PRIORITY,
+        handle: CLSACT_HANDLE,
+        ..NlOptions::default()
+    };
+    let source = match prog.attach_with_options(iface, kind, TcAttachOptions::Netlink(ours)) {
+        Ok(id) => return Ok((id, Attached::Clsact)),
+        Err(ProgramError::TcError(TcError::NetlinkError(e)))
+            if e.raw_os_error() == Some(libc::EEXIST) =>
+        {
+            // Ours from before: it takes this program (a replace, no moment without a filter).
+            let netlink = |source| AttachError::Netlink {
+                iface: iface.to_string(),
+                source,
+            };
+            let link = tc::SchedClassifierLink::attached(
+                iface,
+                kind,
+                CLSACT_PRIORITY,
+                CLSACT_HANDLE,
+                None,
+            )
+            .map_err(|e| netlink(ProgramError::from(TcError::IoError(e))))?;
+            let id = prog.attach_to_link(link).map_err(netlink)?;
+            return Ok((id, Attached::Clsact));
+        }
+        Err(e) => e,
+    };
+    // Priority 1 held by a filter of another kind: after the others, as the kernel places it.
+    tracing::warn!(%iface, error = %source, "no clsact filter at priority 1; attaching after the filters there");
     prog.attach_with_options(iface, kind, TcAttachOptions::Netlink(NlOptions::default()))
         .map(|id| (id, Attached::Clsact))
         .map_err(|source| AttachError::Netlink {

@@ -661,6 +661,47 @@ fn workload_interfaces_that_come_back_are_classified_again() {
     );
 }
 
+/// With clsact (kernels before 6.6), filters outlive the daemon: a restarted daemon gives its
+/// program to the filter it finds, at meshclass's own priority and handle, rather than adding
+/// a second one (which made every passing packet classified twice, once more per restart).
+#[test]
+fn clsact_filters_are_not_doubled_by_a_restart() {
+    let args = [
+        "--attach",
+        "clsact",
+        "--outbound-policy",
+        "REGISTRY_ONLY",
+        "--blocked",
+        "reject",
+    ];
+    let (mut lab, bin) = example_lab("e2e-clsact", &args);
+    let filters = |lab: &Lab, dir: &str| -> Vec<String> {
+        let out = lab.node.run(|| {
+            std::process::Command::new("tc")
+                .args(["filter", "show", "dev", &lab.node_if, dir])
+                .output()
+                .expect("running tc in the node namespace")
+        });
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("direct-action"))
+            .map(str::to_string)
+            .collect()
+    };
+    let unknown = SocketAddr::new(addr::UNKNOWN.parse().unwrap(), TCP_PORT);
+    for round in 0..3 {
+        for dir in ["ingress", "egress"] {
+            let f = filters(&lab, dir);
+            assert_eq!(f.len(), 1, "round {round}, {dir}: {f:?}");
+            assert!(f[0].contains("pref 1 "), "{f:?}");
+        }
+        let o = lab.tcp(unknown, Duration::from_secs(2));
+        assert!(matches!(o, Outcome::Rejected(_)), "round {round}: {o:?}");
+        lab.stop_daemon(false).unwrap();
+        lab.start_daemon(&bin, &example_registry(), &args).unwrap();
+    }
+}
+
 /// A client that reuses the source port of a connection the proxy closed first (the proxy's
 /// socket of it is in TIME_WAIT) reaches the proxy again, with its original destination, in
 /// well under a second (docs/decision.md §9: the TIME_WAIT socket gets the SYN and the
