@@ -16,6 +16,13 @@ pub const INBOUND_PROGRAM: &str = "meshclass_inbound";
 pub const CLSACT_PRIORITY: u16 = 1;
 pub const CLSACT_HANDLE: TcHandle = TcHandle::new(0x4d43, 1);
 
+/// Removes the clsact filters of program `name` from `iface`'s hook `kind`. Filters carry the
+/// name the kernel keeps for a program, its first 15 bytes (`meshclass_inbou`): by the whole
+/// name none would be found.
+pub fn detach_clsact(iface: &str, kind: TcAttachType, name: &str) -> Result<(), TcError> {
+    tc::qdisc_detach_program(iface, kind, &name[..name.len().min(15)])
+}
+
 /// How to attach.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AttachMode {

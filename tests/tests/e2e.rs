@@ -700,6 +700,38 @@ fn clsact_filters_are_not_doubled_by_a_restart() {
         lab.stop_daemon(false).unwrap();
         lab.start_daemon(&bin, &example_registry(), &args).unwrap();
     }
+    // Renamed out of `--iface`, the device loses its filters (they have no pins to go with);
+    // back under its name, it has one again.
+    let named = lab.node_if.clone();
+    lab.rename_node_if(&tests::unique_name("mcout", 15))
+        .unwrap();
+    lab_wait(&lab, "interface renamed", 1);
+    for dir in ["ingress", "egress"] {
+        assert_eq!(filters(&lab, dir), Vec::<String>::new(), "{dir}");
+    }
+    lab.rename_node_if(&named).unwrap();
+    lab_wait(&lab, "daemon: attached", 2);
+    for dir in ["ingress", "egress"] {
+        assert_eq!(filters(&lab, dir).len(), 1, "{dir}");
+    }
+    let o = lab.tcp(unknown, Duration::from_secs(2));
+    assert!(matches!(o, Outcome::Rejected(_)), "renamed back: {o:?}");
+    // `detach` removes both filters (the egress one is named `meshclass_inbou` in the kernel).
+    lab.stop_daemon(false).unwrap();
+    let pin_dir = lab.pin_dir.display().to_string();
+    let out = lab
+        .meshclass(&bin, &["detach", "--pin-dir", &pin_dir])
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    for dir in ["ingress", "egress"] {
+        assert_eq!(
+            filters(&lab, dir),
+            Vec::<String>::new(),
+            "after detach, {dir}"
+        );
+    }
+    let o = lab.tcp(unknown, Duration::from_secs(2));
+    assert!(matches!(o, Outcome::Server(_)), "detached: {o:?}");
 }
 
 /// A client that reuses the source port of a connection the proxy closed first (the proxy's

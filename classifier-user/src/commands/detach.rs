@@ -2,10 +2,10 @@
 
 use std::path::Path;
 
-use aya::programs::{links::PinnedLink, tc, tc::TcAttachType};
+use aya::programs::{links::PinnedLink, tc::TcAttachType};
 
 use crate::{
-    attach::{CLASSIFY_PROGRAM, INBOUND_PROGRAM},
+    attach::{detach_clsact, CLASSIFY_PROGRAM, INBOUND_PROGRAM},
     daemon::{pins::Pins, state::State},
     netlink::Netlink,
 };
@@ -38,7 +38,7 @@ pub fn run(pin_dir: &Path) -> i32 {
                 (CLASSIFY_PROGRAM, TcAttachType::Ingress),
                 (INBOUND_PROGRAM, TcAttachType::Egress),
             ] {
-                if let Err(err) = tc::qdisc_detach_program(iface, kind, name) {
+                if let Err(err) = detach_clsact(iface, kind, name) {
                     eprintln!("warning: removing the {name} filter from {iface}: {err}");
                 }
             }

@@ -22,8 +22,8 @@ use tracing::{error, info, warn};
 
 use crate::{
     attach::{
-        attach, pinned_link_ifindex, AttachError, AttachMode, Attached, CLASSIFY_PROGRAM,
-        INBOUND_PROGRAM,
+        attach, detach_clsact, pinned_link_ifindex, AttachError, AttachMode, Attached,
+        CLASSIFY_PROGRAM, INBOUND_PROGRAM,
     },
     dataplane::{Capacities, Dataplane, DataplaneError},
     netlink::{LinkChanges, Netlink, NetlinkError},
@@ -558,6 +558,24 @@ fn sync_interfaces(
             warn!(%iface, error = %e, "removing the links of an interface gone; trying again");
             continue;
         }
+        // A clsact filter has no pin: one on a device renamed out of `--iface` is removed
+        // under its new name (one renamed to a wanted name is attached to again below).
+        let clsact = state
+            .interfaces
+            .iter()
+            .any(|(i, m)| *i == iface && m == "clsact");
+        if let (true, Some((new_name, _))) = (clsact, links.iter().find(|(_, i)| *i == index)) {
+            if !now.contains_key(new_name) {
+                for (name, kind) in [
+                    (CLASSIFY_PROGRAM, TcAttachType::Ingress),
+                    (INBOUND_PROGRAM, TcAttachType::Egress),
+                ] {
+                    if let Err(e) = detach_clsact(new_name, kind, name) {
+                        warn!(iface = %new_name, error = %e, "removing a clsact filter");
+                    }
+                }
+            }
+        }
         at.known.remove(&iface);
         state.interfaces.retain(|(i, _)| *i != iface);
         changed = true;
@@ -646,11 +664,7 @@ fn attach_iface(
                 let _ = remove_link_pins(pins, iface);
             }
             Attached::Clsact => {
-                let _ = aya::programs::tc::qdisc_detach_program(
-                    iface,
-                    TcAttachType::Ingress,
-                    CLASSIFY_PROGRAM,
-                );
+                let _ = detach_clsact(iface, TcAttachType::Ingress, CLASSIFY_PROGRAM);
             }
         }
         return Err(e);
