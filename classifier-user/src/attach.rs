@@ -124,8 +124,16 @@ pub fn attach(
         }
         Err(e) => e,
     };
-    // Priority 1 held by a filter of another kind: after the others, as the kernel places it.
+    // Priority 1 held by a filter of another kind: after the others, as the kernel places it,
+    // in place of the one an earlier attach put there (none: a moment without).
     tracing::warn!(%iface, error = %source, "no clsact filter at priority 1; attaching after the filters there");
+    if let Some(name) = prog
+        .info()
+        .ok()
+        .and_then(|i| i.name_as_str().map(str::to_string))
+    {
+        let _ = detach_clsact(iface, kind, &name);
+    }
     prog.attach_with_options(iface, kind, TcAttachOptions::Netlink(NlOptions::default()))
         .map(|id| (id, Attached::Clsact))
         .map_err(|source| AttachError::Netlink {

@@ -314,7 +314,9 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
             }
         };
         info!(reason, "reloading the registry");
-        reload(&shared, &opts, compile_options);
+        // Off the runtime's thread, so that the interfaces' task goes on meanwhile.
+        let (s, o) = (shared.clone(), opts.clone());
+        let _ = tokio::task::spawn_blocking(move || reload(&s, &o, compile_options)).await;
     }
     info!("stopping; the pinned dataplane keeps classifying (`meshclass detach` removes it)");
     Ok(())
@@ -505,16 +507,15 @@ async fn follow_interfaces(
     }
 }
 
-/// At start: removes the link pins of interfaces gone while no daemon ran (their device is
-/// gone: the pinned link holds index 0, or none can be read, and no interface has the name).
+/// At start: removes the link pins of interfaces gone or renamed while no daemon ran (no
+/// interface has the name now; a renamed one that `--iface` matches is attached anew as
+/// itself), and forgets the interfaces the state lists that are no longer there.
 fn forget_gone_pins(pins: &Pins, links: &[(String, u32)], state: &mut State) {
+    state
+        .interfaces
+        .retain(|(i, _)| links.iter().any(|(n, _)| n == i));
     for iface in pins.linked_ifaces() {
         if links.iter().any(|(n, _)| *n == iface) {
-            continue;
-        }
-        let held = pinned_link_ifindex(&pins.link(&iface, "ingress"));
-        if matches!(held, Some(i) if i != 0) && links.iter().any(|(_, i)| Some(*i) == held) {
-            // The device is there under another name: its link stays, as it did before.
             continue;
         }
         match remove_link_pins(pins, &iface) {
@@ -551,6 +552,7 @@ fn sync_interfaces(
         let renamed = links.iter().any(|(_, i)| *i == index);
         if !renamed
             && matches!(pinned_link_ifindex(&pins.link(&iface, "ingress")), Some(i) if i != 0)
+            && index_here(index)
         {
             continue;
         }
@@ -604,10 +606,19 @@ fn sync_interfaces(
                     changed = true;
                 } else {
                     info!(%iface, ifindex = index, "already attached (pinned link)");
+                    if !state.interfaces.iter().any(|(i, _)| *i == iface) {
+                        state.interfaces.push((iface.clone(), "tcx".into()));
+                        changed = true;
+                    }
                 }
             }
             Err(e) if strict && specs.contains(&iface) => return Err(e),
             Err(e) => {
+                // Not attached at this index, whatever it was at another.
+                if at.known.remove(&iface).is_some() {
+                    state.interfaces.retain(|(i, _)| *i != iface);
+                    changed = true;
+                }
                 if at.failed.insert(iface.clone(), index) != Some(index) {
                     state.attach_failures += 1;
                     changed = true;
@@ -622,6 +633,14 @@ fn sync_interfaces(
         changed = true;
     }
     Ok(changed)
+}
+
+/// Whether this namespace has an interface of index `index` (a dump may miss one that is being
+/// changed; a device moved to another namespace is not here).
+fn index_here(index: u32) -> bool {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `buf` has the IF_NAMESIZE bytes `if_indextoname` may write.
+    !unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) }.is_null()
 }
 
 /// Removes the link pins of `iface` (not there: nothing to do).

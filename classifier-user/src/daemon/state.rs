@@ -62,7 +62,8 @@ pub struct State {
     /// at each look): their workloads' traffic is not classified.
     #[serde(default)]
     pub unattached: Vec<String>,
-    /// Attaches that failed since the daemon started (each interface and index counted once).
+    /// Attaches that failed (each interface and index counted once in a run of the daemon;
+    /// kept across runs, as the reload counts are).
     #[serde(default)]
     pub attach_failures: u64,
 }
