@@ -562,10 +562,18 @@ fn workload_interfaces_that_come_back_are_classified_again() {
     let (mut lab, bin) = example_lab("e2e-relink", &args);
     let original = lab.node_if.clone();
     let attached = |lab: &Lab, n: usize| {
-        // The metrics endpoint of the first daemon.
         let m = metrics(lab, "127.0.0.1:19465");
         assert!(m.contains(&format!("meshclass_interfaces {n}\n")), "{m}");
         assert!(m.contains("meshclass_interfaces_unattached 0\n"), "{m}");
+        let c = inspect_json(lab, &bin, "counters");
+        let names: Vec<&str> = c["interfaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, vec![lab.node_if.as_str()], "{c}");
+        assert_eq!(c["unattached"].as_array().map(Vec::len), Some(0), "{c}");
     };
     let unknown = SocketAddr::new(addr::UNKNOWN.parse().unwrap(), TCP_PORT);
     let vm = SocketAddr::new(addr::VM1.parse().unwrap(), 80);

@@ -260,7 +260,9 @@ pub fn run(pin_dir: &Path, what: What, json_out: bool) -> i32 {
                 let v = json!({"by_verdict": verdicts, "by_stage": stages, "other": other,
                     "maps": fill.iter().map(|(n, u)| (n.clone(), *u)).collect::<BTreeMap<_, _>>(),
                     "generation": state.generation, "reloads": state.reloads, "reload_errors": state.reload_errors,
-                    "last_error": state.last_error});
+                    "last_error": state.last_error,
+                    "interfaces": state.interfaces.iter().map(|(i, m)| json!({"name": i, "mode": m})).collect::<Vec<_>>(),
+                    "unattached": state.unattached});
                 writeln!(
                     out,
                     "{}",
@@ -294,6 +296,23 @@ pub fn run(pin_dir: &Path, what: What, json_out: bool) -> i32 {
                         .collect::<Vec<_>>()
                         .join(" ")
                 );
+                let _ = writeln!(
+                    out,
+                    "interfaces: {}",
+                    state
+                        .interfaces
+                        .iter()
+                        .map(|(i, m)| format!("{i} ({m})"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+                if !state.unattached.is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "NOT ATTACHED (not classified): {}",
+                        state.unattached.join(" ")
+                    );
+                }
                 let _ = writeln!(
                     out,
                     "registry:   {} reloads, {} refused",
