@@ -6,9 +6,16 @@ use aya::programs::{
 };
 
 /// The ingress (workload outbound) program's name in the object.
-pub const CLASSIFY_PROGRAM: &str = "meshclass";
+pub const CLASSIFY_PROGRAM: &str = crate::dataplane::PROGRAM;
 /// The egress (toward the workload) program's name in the object.
-pub const INBOUND_PROGRAM: &str = "meshclass_inbound";
+pub const INBOUND_PROGRAM: &str = crate::dataplane::INBOUND_PROGRAM;
+
+/// The two hooks of an interface: the program, where it attaches, and the direction's name in
+/// link pins (`Pins::link`).
+pub const HOOKS: [(&str, TcAttachType, &str); 2] = [
+    (CLASSIFY_PROGRAM, TcAttachType::Ingress, "ingress"),
+    (INBOUND_PROGRAM, TcAttachType::Egress, "egress"),
+];
 
 /// Where a clsact filter of meshclass goes: priority 1 (the first to run, as a TCX link is put
 /// first), and a handle of its own, so that a filter already there (clsact filters outlive the
@@ -40,6 +47,16 @@ pub enum AttachMode {
 pub enum Attached {
     Tcx,
     Clsact,
+}
+
+impl Attached {
+    /// The mode as the state file names it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Attached::Tcx => "tcx",
+            Attached::Clsact => "clsact",
+        }
+    }
 }
 
 /// Errors of attaching.

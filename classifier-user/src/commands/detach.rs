@@ -2,10 +2,10 @@
 
 use std::path::Path;
 
-use aya::programs::{links::PinnedLink, tc::TcAttachType};
+use aya::programs::links::PinnedLink;
 
 use crate::{
-    attach::{detach_clsact, CLASSIFY_PROGRAM, INBOUND_PROGRAM},
+    attach::{detach_clsact, Attached, HOOKS},
     daemon::{pins::Pins, state::State},
     netlink::Netlink,
 };
@@ -33,11 +33,8 @@ pub fn run(pin_dir: &Path) -> i32 {
     }
     // clsact filters live in the kernel until removed by name.
     for (iface, mode) in &state.interfaces {
-        if mode == "clsact" {
-            for (name, kind) in [
-                (CLASSIFY_PROGRAM, TcAttachType::Ingress),
-                (INBOUND_PROGRAM, TcAttachType::Egress),
-            ] {
+        if mode == Attached::Clsact.as_str() {
+            for (name, kind, _) in HOOKS {
                 if let Err(err) = detach_clsact(iface, kind, name) {
                     eprintln!("warning: removing the {name} filter from {iface}: {err}");
                 }

@@ -22,8 +22,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     attach::{
-        attach, detach_clsact, pinned_link_ifindex, AttachError, AttachMode, Attached,
-        CLASSIFY_PROGRAM, INBOUND_PROGRAM,
+        attach, detach_clsact, pinned_link_ifindex, AttachError, AttachMode, Attached, HOOKS,
     },
     dataplane::{Capacities, Dataplane, DataplaneError},
     netlink::{LinkChanges, Netlink, NetlinkError},
@@ -430,7 +429,7 @@ fn pin_fresh(dp: &mut Dataplane, pins: &Pins) -> Result<(), DaemonError> {
     }
     dp.pin_maps(&pins.maps())?;
     let ebpf = dp.ebpf_mut();
-    for name in [CLASSIFY_PROGRAM, INBOUND_PROGRAM] {
+    for (name, _, _) in HOOKS {
         let prog: &mut SchedClassifier = ebpf
             .program_mut(name)
             .ok_or(DaemonError::NoProgram(name))?
@@ -519,10 +518,7 @@ fn forget_gone_pins(pins: &Pins, links: &[(String, u32)], state: &mut State) {
             continue;
         }
         match remove_link_pins(pins, &iface) {
-            Ok(()) => {
-                state.interfaces.retain(|(i, _)| *i != iface);
-                info!(%iface, "interface gone while no daemon ran; its links are removed");
-            }
+            Ok(()) => info!(%iface, "interface gone while no daemon ran; its links are removed"),
             Err(e) => warn!(%iface, error = %e, "removing the links of an interface gone"),
         }
     }
@@ -549,7 +545,8 @@ fn sync_interfaces(
         // is ours no longer, or, if the new name is wanted, attached anew as itself), or gone,
         // or the dump missed it: then its pinned link still holds a live index, and it stays.
         let index = at.known[&iface];
-        let renamed = links.iter().any(|(_, i)| *i == index);
+        let renamed_to = links.iter().find(|(_, i)| *i == index).map(|(n, _)| n);
+        let renamed = renamed_to.is_some();
         if !renamed
             && matches!(pinned_link_ifindex(&pins.link(&iface, "ingress")), Some(i) if i != 0)
             && index_here(index)
@@ -565,13 +562,10 @@ fn sync_interfaces(
         let clsact = state
             .interfaces
             .iter()
-            .any(|(i, m)| *i == iface && m == "clsact");
-        if let (true, Some((new_name, _))) = (clsact, links.iter().find(|(_, i)| *i == index)) {
+            .any(|(i, m)| *i == iface && m == Attached::Clsact.as_str());
+        if let (true, Some(new_name)) = (clsact, renamed_to) {
             if !now.contains_key(new_name) {
-                for (name, kind) in [
-                    (CLASSIFY_PROGRAM, TcAttachType::Ingress),
-                    (INBOUND_PROGRAM, TcAttachType::Egress),
-                ] {
+                for (name, kind, _) in HOOKS {
                     if let Err(e) = detach_clsact(new_name, kind, name) {
                         warn!(iface = %new_name, error = %e, "removing a clsact filter");
                     }
@@ -596,18 +590,14 @@ fn sync_interfaces(
                 if let Some(used) = used {
                     info!(%iface, ifindex = index, mode = ?used, "attached");
                     state.interfaces.retain(|(i, _)| *i != iface);
-                    state.interfaces.push((
-                        iface.clone(),
-                        match used {
-                            Attached::Tcx => "tcx".into(),
-                            Attached::Clsact => "clsact".into(),
-                        },
-                    ));
+                    state.interfaces.push((iface.clone(), used.as_str().into()));
                     changed = true;
                 } else {
                     info!(%iface, ifindex = index, "already attached (pinned link)");
                     if !state.interfaces.iter().any(|(i, _)| *i == iface) {
-                        state.interfaces.push((iface.clone(), "tcx".into()));
+                        state
+                            .interfaces
+                            .push((iface.clone(), Attached::Tcx.as_str().into()));
                         changed = true;
                     }
                 }
@@ -645,7 +635,7 @@ fn index_here(index: u32) -> bool {
 
 /// Removes the link pins of `iface` (not there: nothing to do).
 fn remove_link_pins(pins: &Pins, iface: &str) -> Result<(), DaemonError> {
-    for dir in ["ingress", "egress"] {
+    for (_, _, dir) in HOOKS {
         let p = pins.link(iface, dir);
         match std::fs::remove_file(&p) {
             Ok(()) => {}
@@ -667,7 +657,11 @@ fn attach_iface(
     ifindex: u32,
     mode: AttachMode,
 ) -> Result<Option<Attached>, DaemonError> {
-    let (ingress, egress) = (pins.link(iface, "ingress"), pins.link(iface, "egress"));
+    let [ingress_hook, egress_hook] = HOOKS;
+    let (ingress, egress) = (
+        pins.link(iface, ingress_hook.2),
+        pins.link(iface, egress_hook.2),
+    );
     if ingress.exists() || egress.exists() {
         let held = (pinned_link_ifindex(&ingress), pinned_link_ifindex(&egress));
         if held == (Some(ifindex), Some(ifindex)) {
@@ -676,14 +670,14 @@ fn attach_iface(
         info!(%iface, ifindex, pinned = ?held, "the pinned links are not both of this device; attaching anew");
         remove_link_pins(pins, iface)?;
     }
-    let used = attach_one(pins, iface, CLASSIFY_PROGRAM, TcAttachType::Ingress, mode)?;
-    if let Err(e) = attach_one(pins, iface, INBOUND_PROGRAM, TcAttachType::Egress, mode) {
+    let used = attach_one(pins, iface, ingress_hook, mode)?;
+    if let Err(e) = attach_one(pins, iface, egress_hook, mode) {
         match used {
             Attached::Tcx => {
                 let _ = remove_link_pins(pins, iface);
             }
             Attached::Clsact => {
-                let _ = detach_clsact(iface, TcAttachType::Ingress, CLASSIFY_PROGRAM);
+                let _ = detach_clsact(iface, ingress_hook.1, ingress_hook.0);
             }
         }
         return Err(e);
@@ -691,18 +685,13 @@ fn attach_iface(
     Ok(Some(used))
 }
 
-/// Attaches program `name` to `iface` in direction `kind`; a TCX link is pinned.
+/// Attaches program `name` to `iface` at hook `kind` (one of `HOOKS`); a TCX link is pinned.
 fn attach_one(
     pins: &Pins,
     iface: &str,
-    name: &'static str,
-    kind: TcAttachType,
+    (name, kind, dir): (&str, TcAttachType, &str),
     mode: AttachMode,
 ) -> Result<Attached, DaemonError> {
-    let dir = match kind {
-        TcAttachType::Ingress => "ingress",
-        _ => "egress",
-    };
     let mut prog = SchedClassifier::from_pin(pins.program(name))?;
     let (id, used) = attach(&mut prog, iface, kind, mode)?;
     let link = prog.take_link(id)?;
