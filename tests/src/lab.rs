@@ -58,26 +58,22 @@ pub const PROXY_PORT: u16 = 15001;
 /// Names the world's TLS servers have certificates for.
 pub const TLS_NAMES: &[&str] = &["api.external-svc.com", "unknown.example", "evil.example"];
 
+/// The node's addresses on the workload's link: the workload's gateways.
+const NODE_GW: &str = "10.77.1.1";
+const NODE_GW6: &str = "fd77:1::1";
+
 /// The addresses of the workload's link: its end, and the node's.
-const WORKLOAD_END: &[(IpAddr, u8)] = &[
-    (IpAddr::V4(std::net::Ipv4Addr::new(10, 77, 1, 2)), 24),
-    (
-        IpAddr::V6(std::net::Ipv6Addr::new(0xfd77, 1, 0, 0, 0, 0, 0, 2)),
-        64,
-    ),
-];
-const NODE_END: &[(IpAddr, u8)] = &[
-    (IpAddr::V4(std::net::Ipv4Addr::new(10, 77, 1, 1)), 24),
-    (
-        IpAddr::V6(std::net::Ipv6Addr::new(0xfd77, 1, 0, 0, 0, 0, 0, 1)),
-        64,
-    ),
-];
+fn workload_end() -> [(IpAddr, u8); 2] {
+    [(ip(addr::WORKLOAD), 24), (ip(addr::WORKLOAD6), 64)]
+}
+fn node_end() -> [(IpAddr, u8); 2] {
+    [(ip(NODE_GW), 24), (ip(NODE_GW6), 64)]
+}
 
 /// The workload's default routes, through the node.
 fn workload_routes(workload: &NetNs) -> Result<()> {
-    route(workload, ip("0.0.0.0"), 0, ip("10.77.1.1"))?;
-    route(workload, ip("::"), 0, ip("fd77:1::1"))
+    route(workload, ip("0.0.0.0"), 0, ip(NODE_GW))?;
+    route(workload, ip("::"), 0, ip(NODE_GW6))
 }
 
 /// What a connection attempt saw.
@@ -149,7 +145,7 @@ impl Lab {
         let node = NetNs::new(&format!("{tag}-node"))?;
         let world = NetNs::new(&format!("{tag}-world"))?;
         progress("links");
-        let (_w_end, n_end) = link(&workload, WORKLOAD_END, &node, NODE_END)?;
+        let (_w_end, n_end) = link(&workload, &workload_end(), &node, &node_end())?;
         let (n2, world_end) = link(
             &node,
             &[(ip("10.77.0.1"), 24), (ip("fd77::1"), 64)],
@@ -208,10 +204,10 @@ impl Lab {
         link_named(
             &self.workload,
             &w_if,
-            WORKLOAD_END,
+            &workload_end(),
             &self.node,
             node_if,
-            NODE_END,
+            &node_end(),
         )?;
         workload_routes(&self.workload)?;
         self.node_if = node_if.to_string();
@@ -1088,29 +1084,16 @@ fn transparent_listener(any: IpAddr, port: u16) -> Result<TcpListener> {
             bail!("socket: {}", std::io::Error::last_os_error());
         }
         let l = <TcpListener as std::os::fd::FromRawFd>::from_raw_fd(fd);
-        let one: libc::c_int = 1;
-        let set = |level, opt| {
-            libc::setsockopt(
-                fd,
-                level,
-                opt,
-                &one as *const _ as *const libc::c_void,
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        set(libc::SOL_SOCKET, libc::SO_REUSEADDR);
+        let set = |level, opt| setsockopt(fd, level, opt, &1i32.to_ne_bytes());
+        let _ = set(libc::SOL_SOCKET, libc::SO_REUSEADDR);
         if any.is_ipv4() {
-            if set(libc::SOL_IP, libc::IP_TRANSPARENT) != 0 {
-                bail!("IP_TRANSPARENT: {}", std::io::Error::last_os_error());
-            }
+            set(libc::SOL_IP, libc::IP_TRANSPARENT).context("IP_TRANSPARENT")?;
         } else {
-            set(libc::SOL_IPV6, libc::IPV6_V6ONLY);
-            if set(libc::SOL_IPV6, libc::IPV6_TRANSPARENT) != 0 {
-                bail!("IPV6_TRANSPARENT: {}", std::io::Error::last_os_error());
-            }
+            let _ = set(libc::SOL_IPV6, libc::IPV6_V6ONLY);
+            set(libc::SOL_IPV6, libc::IPV6_TRANSPARENT).context("IPV6_TRANSPARENT")?;
         }
-        let sa = socket2_addr(SocketAddr::new(any, port));
-        if libc::bind(fd, sa.0.as_ptr() as *const libc::sockaddr, sa.1) != 0 {
+        let (ss, len) = sockaddr(SocketAddr::new(any, port));
+        if libc::bind(fd, (&ss as *const libc::sockaddr_storage).cast(), len) != 0 {
             bail!("bind {any}:{port}: {}", std::io::Error::last_os_error());
         }
         if libc::listen(fd, 1024) != 0 {
@@ -1119,54 +1102,6 @@ fn transparent_listener(any: IpAddr, port: u16) -> Result<TcpListener> {
         l.set_nonblocking(true)?;
         let _ = l.as_raw_fd();
         Ok(l)
-    }
-}
-
-fn socket2_addr(a: SocketAddr) -> (Vec<u8>, libc::socklen_t) {
-    match a {
-        SocketAddr::V4(v4) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: v4.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(v4.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: reading the bytes of a plain C struct.
-            let bytes = unsafe {
-                std::slice::from_raw_parts(
-                    &sin as *const _ as *const u8,
-                    size_of::<libc::sockaddr_in>(),
-                )
-            };
-            (
-                bytes.to_vec(),
-                size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-        }
-        SocketAddr::V6(v6) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: v6.port().to_be(),
-                sin6_flowinfo: 0,
-                sin6_addr: libc::in6_addr {
-                    s6_addr: v6.ip().octets(),
-                },
-                sin6_scope_id: 0,
-            };
-            // SAFETY: as above.
-            let bytes = unsafe {
-                std::slice::from_raw_parts(
-                    &sin6 as *const _ as *const u8,
-                    size_of::<libc::sockaddr_in6>(),
-                )
-            };
-            (
-                bytes.to_vec(),
-                size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-            )
-        }
     }
 }
 
