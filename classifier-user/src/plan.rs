@@ -45,6 +45,18 @@ impl Verdict {
         }
     }
 
+    /// The verdict a service's `self` gives its destinations of protocol `l4`: UDP is never
+    /// redirected. The node's proxy, like Istio's sidecar (whose capture is TCP's), has no
+    /// transparent UDP listener, and a REDIRECT that finds no socket drops the datagram: a
+    /// mesh-internal service's UDP port (a cluster's DNS Service among them) would go dark.
+    /// It passes, still known as the service's.
+    pub fn on(self, l4: L4) -> Verdict {
+        match (self, l4) {
+            (Verdict::Redirect, L4::Udp) => Verdict::Pass,
+            (v, _) => v,
+        }
+    }
+
     /// The kernel's verdict code.
     pub fn code(self) -> u8 {
         match self {
@@ -131,8 +143,21 @@ pub enum Match {
     Sni { name: String, port: u16 },
     /// HTTP Host (HTTP/1.x) or `:authority` (HTTP/2), lower case, exact or `*.` wildcard.
     Host { name: String, port: u16 },
-    /// Every destination on a port (resolution NONE, no addresses, TCP or undeclared).
+    /// Every destination on a port (resolution NONE, no addresses or endpoints; TCP, MONGO,
+    /// REDIS, MYSQL or undeclared).
     Port { port: u16, protocol: L4 },
+}
+
+impl Match {
+    /// The transport protocol the match is on (names are TCP's).
+    pub fn l4(&self) -> L4 {
+        match self {
+            Match::Ip { protocol, .. }
+            | Match::Cidr { protocol, .. }
+            | Match::Port { protocol, .. } => *protocol,
+            Match::Sni { .. } | Match::Host { .. } => L4::Tcp,
+        }
+    }
 }
 
 /// One map entry and what it decides.

@@ -488,10 +488,21 @@ spec:
   ports:
   - {number: 53, name: dns, protocol: UDP}
   - {number: 443, name: tls, protocol: tls}
+  - {number: 80, name: http, protocol: HTTP}
+---
+apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata: {name: byname, namespace: lab}
+spec:
+  hosts: ['*.Names.Lab.']
+  location: MESH_EXTERNAL
+  resolution: NONE
+  ports:
+  - {number: 443, name: tls, protocol: tls}
 ";
     let plan = compile(&load_text(text));
     let hosts: Vec<&str> = plan.services.iter().map(|s| s.host.as_str()).collect();
-    assert_eq!(hosts, vec!["*.v6.lab", "dns.v6.lab"]);
+    assert_eq!(hosts, vec!["*.names.lab", "*.v6.lab", "dns.v6.lab"]);
     let first = |m: &Match| {
         plan.entries
             .iter()
@@ -502,13 +513,14 @@ spec:
         addr: ip("fd00:60::"),
         len: 64,
     };
+    // A mesh-internal service's UDP port passes: the proxy has no UDP listener.
     assert_eq!(
         first(&Match::Cidr {
             cidr: net,
             port: 53,
             protocol: L4::Udp
         }),
-        Some(("lab/v6/*.v6.lab", Verdict::Redirect))
+        Some(("lab/v6/*.v6.lab", Verdict::Pass))
     );
     assert_eq!(
         first(&Match::Ip {
@@ -518,19 +530,129 @@ spec:
         }),
         Some(("lab/v6/*.v6.lab", Verdict::Redirect))
     );
-    // Names only on the TLS port; the wildcard is kept as written, lower-cased, without the root dot.
+    // A TLS port of an entry with addresses is its addresses': no SNI entry, which would let
+    // the name reach any address. Its HTTP port matches by Host on every address, as Istio's
+    // HTTP listener does.
+    assert!(first(&Match::Sni {
+        name: "*.v6.lab".into(),
+        port: 443
+    })
+    .is_none());
     assert_eq!(
-        first(&Match::Sni {
+        first(&Match::Host {
             name: "*.v6.lab".into(),
-            port: 443
+            port: 80
         }),
         Some(("lab/v6/*.v6.lab", Verdict::Redirect))
+    );
+    // Without addresses, the TLS port matches by SNI; the wildcard is kept as written,
+    // lower-cased, without the root dot.
+    assert_eq!(
+        first(&Match::Sni {
+            name: "*.names.lab".into(),
+            port: 443
+        }),
+        Some(("lab/byname/*.names.lab", Verdict::Pass))
     );
     assert!(first(&Match::Sni {
         name: "dns.v6.lab".into(),
         port: 53
     })
     .is_none());
-    // Both hosts claim the same addresses: the first host wins, with a warning.
-    assert!(plan.warnings.iter().any(|w| w.contains("wins")));
+    // Both hosts share the entry's addresses: the first host keeps them, and one entry's own
+    // hosts are no conflict to warn about.
+    assert!(
+        !plan.warnings.iter().any(|w| w.contains("wins")),
+        "{:?}",
+        plan.warnings
+    );
+}
+
+/// Resolution NONE: a workloadSelector's workloads are the service's endpoints and nothing
+/// is captured whole (Istio's listener per selected workload); without addresses or
+/// endpoints, TCP, MONGO, REDIS, MYSQL and undeclared ports are captured whole, the others
+/// not.
+#[test]
+fn resolution_none_captures_whole_ports_only_without_endpoints() {
+    let text = "\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: legacy-db, namespace: ns1}
+spec:
+  hosts: [legacy-db.internal]
+  location: MESH_INTERNAL
+  resolution: NONE
+  ports:
+  - {number: 5432, name: tcp-pg, protocol: TCP, targetPort: 15432}
+  workloadSelector: {labels: {app: legacy-db}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: db-vm, namespace: ns1}
+spec: {address: 10.1.0.50, labels: {app: legacy-db}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: stores, namespace: ns2}
+spec:
+  hosts: [stores.example.com]
+  resolution: NONE
+  ports:
+  - {number: 27017, name: mongo, protocol: MONGO}
+  - {number: 6379, name: redis, protocol: REDIS}
+  - {number: 3306, name: mysql, protocol: MYSQL}
+  - {number: 7000, name: any}
+  - {number: 8443, name: tls, protocol: TLS}
+  - {number: 8080, name: http, protocol: HTTP}
+  - {number: 9125, name: statsd, protocol: UDP}
+";
+    let loaded = load_text(text);
+    let plan = compile(&loaded);
+    let ports: Vec<(u16, &str)> = plan
+        .entries
+        .iter()
+        .filter_map(|e| match e.matcher {
+            Match::Port { port, .. } => Some((port, e.service.as_str())),
+            _ => None,
+        })
+        .collect();
+    let stores = "ns2/stores/stores.example.com";
+    assert_eq!(
+        ports,
+        vec![
+            (3306, stores),
+            (6379, stores),
+            (7000, stores),
+            (27017, stores)
+        ]
+    );
+    let vm = plan
+        .entries
+        .iter()
+        .find(|e| {
+            e.matcher
+                == Match::Ip {
+                    addr: ip("10.1.0.50"),
+                    port: 15432,
+                    protocol: L4::Tcp,
+                }
+        })
+        .expect("the selected VM is an endpoint");
+    assert_eq!(vm.service, "ns1/legacy-db/legacy-db.internal");
+    assert_eq!(vm.verdict, Verdict::Redirect);
+    let warnings = loaded
+        .diagnostics
+        .iter()
+        .map(|d| d.to_string())
+        .chain(plan.warnings.iter().cloned())
+        .collect::<Vec<_>>();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("spec.workloadSelector") && w.contains("endpoints")),
+        "{warnings:?}"
+    );
+    for p in ["MONGO port 27017", "undeclared-protocol port 7000"] {
+        assert!(warnings.iter().any(|w| w.contains(p)), "{p}: {warnings:?}");
+    }
 }

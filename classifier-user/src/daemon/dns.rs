@@ -303,7 +303,7 @@ impl Learned {
                             matcher: m,
                             service_id: d.service_id,
                             service: d.service.clone(),
-                            verdict: d.verdict,
+                            verdict: d.verdict.on(*protocol),
                         });
                     }
                 }
@@ -342,6 +342,28 @@ mod tests {
             });
         }
         p
+    }
+
+    #[test]
+    fn learned_addresses_of_a_redirecting_service_pass_on_udp() {
+        let mut plan = dns_plan(None);
+        plan.dns[0].verdict = Verdict::Redirect;
+        plan.dns[0].ports = vec![(53, L4::Udp), (53, L4::Tcp)];
+        let mut learned = Learned::default();
+        learned.names.insert(
+            "db.example.com".into(),
+            (vec!["10.9.0.1".parse().unwrap()], Instant::now()),
+        );
+        let got: Vec<(L4, Verdict)> = learned
+            .apply_to(&plan)
+            .entries
+            .iter()
+            .map(|e| (e.matcher.l4(), e.verdict))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(L4::Udp, Verdict::Pass), (L4::Tcp, Verdict::Redirect)]
+        );
     }
 
     #[test]

@@ -67,6 +67,10 @@ impl<'r> Builder<'r> {
                 self.claims.insert(m, id);
             }
             Some(current) if current == id => {}
+            // Two hosts of one ServiceEntry share its addresses, endpoints and captures: the
+            // first host keeps them, as in Istio, and that is no conflict to report.
+            Some(current)
+                if std::ptr::eq(self.origins[current as usize], self.origins[id as usize]) => {}
             Some(current) => {
                 let (winner, loser) = if self.rank(id) < self.rank(current) {
                     (id, current)
@@ -273,8 +277,9 @@ pub fn compile(registry: &Registry, options: CompileOptions) -> Plan {
         .collect();
     for se in entries {
         let selected: Vec<(&WorkloadAddress, &NamedPorts)> = match &se.selector {
-            // Resolution NONE has no endpoints (Istio warns that the selector has no effect).
-            Some(_) if se.resolution == Resolution::None => Vec::new(),
+            // With resolution NONE too: Istio selects workloads whatever the resolution, and
+            // gives a NONE entry with a selector a listener per selected workload, not the
+            // whole port.
             Some(selector) => index
                 .get(se.meta.namespace.as_str())
                 .map(|ns| ns.select(selector))
@@ -311,10 +316,10 @@ pub fn compile(registry: &Registry, options: CompileOptions) -> Plan {
     let mut entries: Vec<Entry> = claims
         .into_iter()
         .map(|(m, id)| Entry {
+            verdict: b.verdict_of(id).on(m.l4()),
             matcher: m,
             service_id: id,
             service: b.services[id as usize].key(),
-            verdict: b.verdict_of(id),
         })
         .collect();
     entries.sort_by(|a, b| (&a.matcher, a.service_id).cmp(&(&b.matcher, b.service_id)));
@@ -458,9 +463,15 @@ fn compile_service_entry<'r>(
                 };
                 b.claim(m, id);
             }
-            // Names.
+            // Names. TLS (and undeclared) ports match by SNI only when the entry has no
+            // addresses: Istio binds their listener to the addresses when there are some, and
+            // matches server names only on a listener without one (or on a CIDR, where it
+            // asks for both, which one entry cannot say: the CIDR decides). HTTP ports match by
+            // Host whatever the addresses, as Istio's HTTP listener is the port's, on every
+            // address. An undeclared port with addresses is the addresses'.
+            let by_name = se.addresses.is_empty();
             if name_ok && l4 == L4::Tcp {
-                if p.protocol.is_tls() || p.protocol == Protocol::Unset {
+                if by_name && (p.protocol.is_tls() || p.protocol == Protocol::Unset) {
                     b.claim(
                         Match::Sni {
                             name: host.clone(),
@@ -469,7 +480,7 @@ fn compile_service_entry<'r>(
                         id,
                     );
                 }
-                if p.protocol.is_http() || p.protocol == Protocol::Unset {
+                if p.protocol.is_http() || (by_name && p.protocol == Protocol::Unset) {
                     b.claim(
                         Match::Host {
                             name: host.clone(),
@@ -479,10 +490,14 @@ fn compile_service_entry<'r>(
                     );
                 }
             }
-            // Whole-port capture.
+            // Whole-port capture: resolution NONE with neither addresses nor endpoints, on a
+            // port Istio serves with a TCP listener and no name (TCP, undeclared, and the TCP
+            // protocols it proxies as TCP).
             if se.resolution == Resolution::None
                 && se.addresses.is_empty()
-                && matches!(p.protocol, Protocol::Tcp | Protocol::Unset)
+                && se.selector.is_none()
+                && se.endpoints.is_empty()
+                && p.protocol.captured_whole()
             {
                 b.claim(
                     Match::Port {
@@ -498,10 +513,10 @@ fn compile_service_entry<'r>(
                         FieldPath::root("spec").key("ports"),
                         Problem::PortCapture {
                             port: p.number,
-                            protocol: if p.protocol == Protocol::Tcp {
-                                "TCP"
-                            } else {
+                            protocol: if p.protocol == Protocol::Unset {
                                 "undeclared-protocol"
+                            } else {
+                                p.protocol.name()
                             },
                         },
                     );

@@ -94,7 +94,7 @@ pub enum Problem {
     SelectorAndEndpoints,
     #[error("no endpoints may be given with resolution NONE")]
     EndpointsWithResolutionNone,
-    #[error("workloadSelector has no effect with resolution NONE")]
+    #[error("workloadSelector should not be set with resolution NONE (Istio warns too): the workloads it selects are the service's endpoints, and its ports are not captured whole")]
     SelectorWithResolutionNone,
     #[error("workload selector without labels: it selects every workload in the namespace")]
     SelectorWithoutLabels,

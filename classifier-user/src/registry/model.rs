@@ -170,6 +170,16 @@ impl Protocol {
         )
     }
 
+    /// True for the ports whose every destination a ServiceEntry of resolution NONE without
+    /// addresses or endpoints captures: those Istio serves with a TCP listener on the port
+    /// that matches no name (TCP, MONGO, REDIS, MYSQL), and undeclared ones.
+    pub fn captured_whole(self) -> bool {
+        matches!(
+            self,
+            Protocol::Unset | Protocol::Tcp | Protocol::Mongo | Protocol::Redis | Protocol::Mysql
+        )
+    }
+
     /// The transport protocol of entries for this port.
     pub fn l4(self) -> L4 {
         if self == Protocol::Udp {
