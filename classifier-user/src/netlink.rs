@@ -237,6 +237,16 @@ impl Netlink {
         table: u32,
         v6: bool,
     ) -> Result<(), NetlinkError> {
+        // The kernel's rules have no key: an add, even with NLM_F_REPLACE, puts one more copy
+        // beside an equal rule (every restart of the daemon did). Add it only when missing.
+        if self.fwmark_rules(mark, table, v6).await?.is_empty() {
+            self.add_fwmark_rule(mark, table, v6).await?;
+        }
+        self.install_local_route(table, v6).await
+    }
+
+    /// `ip rule fwmark MARK lookup TABLE`, priority TABLE, for one family.
+    async fn add_fwmark_rule(&self, mark: u32, table: u32, v6: bool) -> Result<(), NetlinkError> {
         let rule = self
             .handle
             .rule()
@@ -250,7 +260,11 @@ impl Netlink {
         } else {
             rule.v4().replace().execute().await
         };
-        ignore_exists(r).map_err(req(format!("adding fwmark {mark:#x} rule")))?;
+        ignore_exists(r).map_err(req(format!("adding fwmark {mark:#x} rule")))
+    }
+
+    /// `local default dev lo table TABLE` for one family.
+    async fn install_local_route(&self, table: u32, v6: bool) -> Result<(), NetlinkError> {
         let lo = self.link_index("lo").await?;
         let any: IpAddr = if v6 {
             std::net::Ipv6Addr::UNSPECIFIED.into()
@@ -272,13 +286,15 @@ impl Netlink {
         ignore_exists(r).map_err(req(format!("adding local route table {table}")))
     }
 
-    /// Removes what [`Self::install_redirect_routing`] installed; missing pieces are fine.
-    pub async fn remove_redirect_routing(
+    /// The family's rules that send fwmark `mark` to table `table` (the kernel reports every
+    /// rule's table as an attribute, whatever its number).
+    async fn fwmark_rules(
         &self,
         mark: u32,
         table: u32,
         v6: bool,
-    ) -> Result<(), NetlinkError> {
+    ) -> Result<Vec<rtnetlink::packet_route::rule::RuleMessage>, NetlinkError> {
+        use rtnetlink::packet_route::rule::RuleAttribute;
         let version = if v6 {
             rtnetlink::IpVersion::V6
         } else {
@@ -287,26 +303,35 @@ impl Netlink {
         let rules: Vec<_> = self
             .handle
             .rule()
-            .get(version.clone())
+            .get(version)
             .execute()
             .try_collect()
             .await
             .map_err(req("listing rules"))?;
-        for r in rules {
-            let has_mark = r.attributes.iter().any(|a| {
-                matches!(a, rtnetlink::packet_route::rule::RuleAttribute::FwMark(m) if *m == mark)
-            });
-            let has_table = r.attributes.iter().any(|a| {
-                matches!(a, rtnetlink::packet_route::rule::RuleAttribute::Table(t) if *t == table)
-            });
-            if has_mark && has_table {
-                self.handle
-                    .rule()
-                    .del(r)
-                    .execute()
-                    .await
-                    .map_err(req("deleting fwmark rule"))?;
-            }
+        Ok(rules
+            .into_iter()
+            .filter(|r| {
+                let has = |f: &dyn Fn(&RuleAttribute) -> bool| r.attributes.iter().any(f);
+                has(&|a| matches!(a, RuleAttribute::FwMark(m) if *m == mark))
+                    && has(&|a| matches!(a, RuleAttribute::Table(t) if *t == table))
+            })
+            .collect())
+    }
+
+    /// Removes what [`Self::install_redirect_routing`] installed; missing pieces are fine.
+    pub async fn remove_redirect_routing(
+        &self,
+        mark: u32,
+        table: u32,
+        v6: bool,
+    ) -> Result<(), NetlinkError> {
+        for r in self.fwmark_rules(mark, table, v6).await? {
+            self.handle
+                .rule()
+                .del(r)
+                .execute()
+                .await
+                .map_err(req("deleting fwmark rule"))?;
         }
         let routes: Vec<_> = self
             .handle

@@ -673,7 +673,7 @@ fn workload_interfaces_that_come_back_are_classified_again() {
 /// program to the filter it finds, at meshclass's own priority and handle, rather than adding
 /// a second one (which made every passing packet classified twice, once more per restart).
 #[test]
-fn clsact_filters_are_not_doubled_by_a_restart() {
+fn clsact_filters_and_fwmark_rules_are_not_doubled_by_a_restart() {
     let args = [
         "--attach",
         "clsact",
@@ -696,12 +696,31 @@ fn clsact_filters_are_not_doubled_by_a_restart() {
             .map(str::to_string)
             .collect()
     };
+    // The redirect routing's fwmark rules, one family: the kernel keeps equal rules side by
+    // side, so an add on every start would stack them.
+    let fwmark_rules = |lab: &Lab, family: &str| -> Vec<String> {
+        let out = lab.node.run(|| {
+            std::process::Command::new("ip")
+                .args([family, "rule", "show"])
+                .output()
+                .expect("running ip in the node namespace")
+        });
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("fwmark 0x4d43"))
+            .map(str::to_string)
+            .collect()
+    };
     let unknown = SocketAddr::new(addr::UNKNOWN.parse().unwrap(), TCP_PORT);
     for round in 0..3 {
         for dir in ["ingress", "egress"] {
             let f = filters(&lab, dir);
             assert_eq!(f.len(), 1, "round {round}, {dir}: {f:?}");
             assert!(f[0].contains("pref 1 "), "{f:?}");
+        }
+        for family in ["-4", "-6"] {
+            let r = fwmark_rules(&lab, family);
+            assert_eq!(r.len(), 1, "round {round}, ip {family} rule: {r:?}");
         }
         let o = lab.tcp(unknown, Duration::from_secs(2));
         assert!(matches!(o, Outcome::Rejected(_)), "round {round}: {o:?}");
@@ -737,6 +756,10 @@ fn clsact_filters_are_not_doubled_by_a_restart() {
             Vec::<String>::new(),
             "after detach, {dir}"
         );
+    }
+    for family in ["-4", "-6"] {
+        let r = fwmark_rules(&lab, family);
+        assert_eq!(r, Vec::<String>::new(), "after detach, ip {family} rule");
     }
     let o = lab.tcp(unknown, Duration::from_secs(2));
     assert!(matches!(o, Outcome::Server(_)), "detached: {o:?}");
