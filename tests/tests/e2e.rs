@@ -673,7 +673,7 @@ fn workload_interfaces_that_come_back_are_classified_again() {
 /// program to the filter it finds, at meshclass's own priority and handle, rather than adding
 /// a second one (which made every passing packet classified twice, once more per restart).
 #[test]
-fn clsact_filters_and_fwmark_rules_are_not_doubled_by_a_restart() {
+fn clsact_filters_and_fwmark_rules_are_not_doubled_by_a_restart_and_one_process_runs_a_dataplane() {
     let args = [
         "--attach",
         "clsact",
@@ -724,6 +724,34 @@ fn clsact_filters_and_fwmark_rules_are_not_doubled_by_a_restart() {
         }
         let o = lab.tcp(unknown, Duration::from_secs(2));
         assert!(matches!(o, Outcome::Rejected(_)), "round {round}: {o:?}");
+        if round == 0 {
+            // One process at a time on a dataplane: a second daemon and a `detach` are refused
+            // while the daemon runs, naming it, and change nothing.
+            let pin_dir = lab.pin_dir.display().to_string();
+            let registry = example_registry().display().to_string();
+            let second = [
+                "run",
+                "--registry",
+                &registry,
+                "--iface",
+                &lab.node_if,
+                "--pin-dir",
+                &pin_dir,
+                "--outbound-policy",
+                "ALLOW_ANY",
+            ];
+            for cmd in [&second[..], &["detach", "--pin-dir", &pin_dir]] {
+                let out = lab.meshclass(&bin, cmd).unwrap();
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert!(!out.status.success(), "{cmd:?}: {out:?}");
+                assert!(
+                    err.contains("another meshclass process (pid ") && err.contains(&pin_dir),
+                    "{cmd:?}: {err}"
+                );
+            }
+            let o = lab.tcp(unknown, Duration::from_secs(2));
+            assert!(matches!(o, Outcome::Rejected(_)), "still enforced: {o:?}");
+        }
         lab.stop_daemon(false).unwrap();
         lab.start_daemon(&bin, &example_registry(), &args).unwrap();
     }

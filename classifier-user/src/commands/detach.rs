@@ -13,6 +13,14 @@ use crate::{
 /// Detaches and unpins everything under `pin_dir`: 0 done, 1 something could not be removed.
 pub fn run(pin_dir: &Path) -> i32 {
     let pins = Pins::new(pin_dir);
+    // Not under a running daemon: it would go on reporting interfaces nothing classifies.
+    let _lock = match pins.lock() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
     let state = State::read(&pins.state_file()).unwrap_or_default();
     let mut failed = false;
     // TCX links: the pin holds the link; unpinning and dropping it detaches the program.

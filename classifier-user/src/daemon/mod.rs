@@ -85,6 +85,8 @@ pub enum DaemonError {
         #[source]
         source: DataplaneError,
     },
+    #[error(transparent)]
+    Lock(#[from] pins::LockError),
     #[error("{0}")]
     Program(#[from] aya::programs::ProgramError),
     #[error("link: {0}")]
@@ -120,6 +122,8 @@ pub struct Shared {
 /// Runs the daemon until SIGTERM or SIGINT; the pinned dataplane keeps classifying after.
 pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     let pins = Pins::new(&opts.pin_dir);
+    // Held to the end: one daemon per dataplane.
+    let _lock = pins.lock()?;
     info!(
         registry = ?opts.registry,
         interfaces = ?opts.ifaces,

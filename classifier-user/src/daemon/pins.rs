@@ -7,6 +7,29 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/meshclass";
 /// Directory of the daemon's state files, one subdirectory per pin directory.
 pub const STATE_ROOT: &str = "/run/meshclass";
 
+/// The lock of a pin directory ([`Pins::lock`]), released when dropped.
+#[derive(Debug)]
+pub struct PinLock {
+    _file: std::fs::File,
+}
+
+/// Why a pin directory's lock was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(
+        "another meshclass process{} manages the dataplane pinned at {}: stop it first",
+        .pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+        .dir.display()
+    )]
+    Held { dir: PathBuf, pid: Option<u32> },
+    #[error("locking {}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// The paths of one pinned dataplane.
 #[derive(Clone, Debug)]
 pub struct Pins {
@@ -76,8 +99,57 @@ impl Pins {
 
     /// The daemon's state directory for this pin directory (not in bpffs: it holds files).
     pub fn state_dir(&self) -> PathBuf {
-        let tag: String = self
-            .dir
+        Path::new(STATE_ROOT).join(self.tag())
+    }
+
+    /// The lock file of this pin directory: beside its state directory, which `detach`
+    /// removes, so that the lock outlives it.
+    pub fn lock_file(&self) -> PathBuf {
+        Path::new(STATE_ROOT).join(format!("{}.lock", self.tag()))
+    }
+
+    /// Takes this pin directory's lock, held until the returned value is dropped (or the
+    /// process ends): one daemon or `detach` at a time. Two daemons on one dataplane undo
+    /// each other's settings at every reload; a `detach` under a running daemon leaves it
+    /// reporting interfaces that nothing classifies any more.
+    pub fn lock(&self) -> Result<PinLock, LockError> {
+        use std::io::{Read as _, Seek as _, Write as _};
+        use std::os::fd::AsRawFd as _;
+        let path = self.lock_file();
+        let io = |source| LockError::Io {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(STATE_ROOT).map_err(io)?;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(io(err));
+            }
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            return Err(LockError::Held {
+                dir: self.dir.clone(),
+                pid: text.trim().parse().ok(),
+            });
+        }
+        file.set_len(0).map_err(io)?;
+        file.rewind().map_err(io)?;
+        write!(file, "{}", std::process::id()).map_err(io)?;
+        Ok(PinLock { _file: file })
+    }
+
+    /// The pin directory as one file name.
+    fn tag(&self) -> String {
+        self.dir
             .to_string_lossy()
             .trim_matches('/')
             .chars()
@@ -88,8 +160,7 @@ impl Pins {
                     '_'
                 }
             })
-            .collect();
-        Path::new(STATE_ROOT).join(tag)
+            .collect()
     }
 
     /// The state file.
