@@ -656,3 +656,70 @@ spec:
         assert!(warnings.iter().any(|w| w.contains(p)), "{p}: {warnings:?}");
     }
 }
+
+/// A resource that looks like one of the registry's but is not read (its apiVersion missing
+/// or not Istio's, its kind in another case) is an error at the field, not a note: skipped,
+/// it would leave its services out. Another group's kind of the same name, and Istio's other
+/// kinds, are skipped with a note; a typed list's items take its kind and apiVersion.
+#[test]
+fn a_mistyped_kind_or_api_version_is_an_error() {
+    let text = "\
+kind: ServiceEntry
+metadata: {name: a}
+spec: {hosts: [a.com], ports: [{number: 443, name: tls, protocol: TLS}]}
+---
+apiVersion: networking.istio.io/v1beta2
+kind: WorkloadEntry
+metadata: {name: b}
+spec: {address: 10.0.0.1}
+---
+apiVersion: v1
+kind: pod
+metadata: {name: c}
+---
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata: {name: k}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntryList
+items:
+- metadata: {name: listed}
+  spec: {hosts: [l.com], ports: [{number: 443, name: tls, protocol: TLS}]}
+";
+    let loaded = load_text(text);
+    let errs = errors(&loaded);
+    assert_eq!(errs.len(), 3, "{errs:?}");
+    assert!(
+        errs[0].starts_with("mem.yaml:1:1: apiVersion: kind \"ServiceEntry\" of apiVersion \"\""),
+        "{errs:?}"
+    );
+    assert!(
+        errs[0].contains("apiVersion: networking.istio.io/v1"),
+        "{errs:?}"
+    );
+    assert!(
+        errs[1].starts_with("mem.yaml:5:13: apiVersion: "),
+        "{errs:?}"
+    );
+    assert!(
+        errs[2].starts_with("mem.yaml:11:7: kind: kind \"pod\""),
+        "{errs:?}"
+    );
+    assert!(
+        errs[2].contains("`kind: Pod` with `apiVersion: v1`"),
+        "{errs:?}"
+    );
+    let notes = loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Note)
+        .count();
+    assert_eq!(notes, 2, "{:?}", loaded.diagnostics);
+    assert_eq!(loaded.registry.service_entries.len(), 1);
+    assert_eq!(loaded.registry.service_entries[0].meta.name, "listed");
+}

@@ -49,6 +49,12 @@ pub enum Problem {
     NotAMapping,
     #[error("skipped: kind {kind:?} of apiVersion {api_version:?} is not part of the registry")]
     SkippedKind { kind: String, api_version: String },
+    #[error("kind {kind:?} of apiVersion {api_version:?} is not read, and would leave its services out: {expected}")]
+    MistypedKind {
+        kind: String,
+        api_version: String,
+        expected: String,
+    },
     #[error("is required")]
     Required,
     #[error("expected a string")]

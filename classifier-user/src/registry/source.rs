@@ -305,8 +305,12 @@ fn document(loaded: &mut Loaded, file: &Arc<str>, node: &Node) {
                     ..
                 }) = node.get("items")
                 {
+                    // A typed list's items may leave out the kind and apiVersion it gives
+                    // (`kind: List` is core's, and its items say their own).
+                    let api = node.get("apiVersion").and_then(Node::as_str);
+                    let defaults = kind_default(kind).map(|k| (k, api.unwrap_or("")));
                     for item in items {
-                        resource(loaded, file, item, kind_default(kind));
+                        resource(loaded, file, item, defaults);
                     }
                 }
             } else {
@@ -329,6 +333,35 @@ fn kind_default(list_kind: &str) -> Option<&str> {
     list_kind.strip_suffix("List").filter(|k| !k.is_empty())
 }
 
+/// The registry's kind that `kind` spells, ignoring case (`""` for none).
+fn meant_kind(kind: &str) -> &'static str {
+    ["ServiceEntry", "WorkloadEntry", "Pod", "Service"]
+        .into_iter()
+        .find(|k| k.eq_ignore_ascii_case(kind))
+        .unwrap_or("")
+}
+
+/// What a skipped resource was surely meant to be, said as the kind and apiVersion to write:
+/// a registry kind spelt in another case, a ServiceEntry or WorkloadEntry of a version Istio
+/// does not have, or a registry kind without apiVersion. A `Service` of another group (a
+/// Knative Service, say) is another resource, and skipped with a note.
+fn meant(kind: &str, api_version: &str) -> Option<String> {
+    let k = meant_kind(kind);
+    let istio = matches!(k, "ServiceEntry" | "WorkloadEntry");
+    let wrong = !k.is_empty()
+        && (k != kind
+            || api_version.is_empty()
+            || (istio && !ISTIO_GROUP_VERSIONS.contains(&api_version)));
+    wrong.then(|| {
+        let versions = if istio {
+            "networking.istio.io/v1 (or v1beta1, v1alpha3)"
+        } else {
+            "v1"
+        };
+        format!("a {k} is written `kind: {k}` with `apiVersion: {versions}`")
+    })
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     ServiceEntry,
@@ -337,7 +370,7 @@ enum Kind {
     Service,
 }
 
-fn resource(loaded: &mut Loaded, file: &Arc<str>, node: &Node, default_kind: Option<&str>) {
+fn resource(loaded: &mut Loaded, file: &Arc<str>, node: &Node, defaults: Option<(&str, &str)>) {
     if !matches!(node.value, Value::Map(_)) {
         loaded.diagnostics.push(Diagnostic {
             severity: Severity::Error,
@@ -352,15 +385,40 @@ fn resource(loaded: &mut Loaded, file: &Arc<str>, node: &Node, default_kind: Opt
     let kind_text = node
         .get("kind")
         .and_then(Node::as_str)
-        .or(default_kind)
+        .or(defaults.map(|d| d.0))
         .unwrap_or("");
-    let api_version = node.get("apiVersion").and_then(Node::as_str).unwrap_or("");
+    let api_version = node
+        .get("apiVersion")
+        .and_then(Node::as_str)
+        .or(defaults.map(|d| d.1))
+        .unwrap_or("");
     let kind = match (kind_text, api_version) {
         ("ServiceEntry", v) if ISTIO_GROUP_VERSIONS.contains(&v) => Kind::ServiceEntry,
         ("WorkloadEntry", v) if ISTIO_GROUP_VERSIONS.contains(&v) => Kind::WorkloadEntry,
         ("Pod", "v1") => Kind::Pod,
         ("Service", "v1") => Kind::Service,
         _ => {
+            if let Some(expected) = meant(kind_text, api_version) {
+                let path = if kind_text != meant_kind(kind_text) {
+                    "kind"
+                } else {
+                    "apiVersion"
+                };
+                let field = node.get(path);
+                loaded.diagnostics.push(Diagnostic {
+                    severity: Severity::Error,
+                    file: file.clone(),
+                    mark: Some(field.map_or(node.mark, |n| n.mark)),
+                    resource: None,
+                    path: FieldPath::root(path),
+                    problem: Problem::MistypedKind {
+                        kind: kind_text.to_owned(),
+                        api_version: api_version.to_owned(),
+                        expected,
+                    },
+                });
+                return;
+            }
             loaded.diagnostics.push(Diagnostic {
                 severity: Severity::Note,
                 file: file.clone(),
