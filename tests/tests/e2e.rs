@@ -337,6 +337,46 @@ fn reloads_are_atomic_and_bad_input_changes_nothing() {
         Some(before),
         "inspect agrees: {known}"
     );
+
+    // A document that looks like a ServiceEntry but would not be read (no apiVersion) is
+    // refused at its field, not skipped with a note: the registry in force stays.
+    let count = |needle: &str| {
+        std::fs::read_to_string(lab.log_path())
+            .unwrap_or_default()
+            .matches(needle)
+            .count()
+    };
+    let refused = count("registry refused");
+    let typo = dir.join("typo.yaml");
+    std::fs::write(
+        &typo,
+        "kind: ServiceEntry\nmetadata: {name: typo}\nspec: {hosts: [typo.lab]}\n",
+    )
+    .unwrap();
+    lab_wait(&lab, "registry refused", refused + 1);
+    let v = inspect_json(&lab, &bin, "counters");
+    let err = v["last_error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("typo.yaml:1:1: apiVersion: "),
+        "the error names the file, line and field: {v}"
+    );
+    std::fs::remove_file(&typo).unwrap();
+    // Emptied, the registry is applied like any other, and said loudly.
+    let n = reloads(&lab);
+    for e in std::fs::read_dir(dir).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    lab_wait(&lab, "reloading the registry", n + 1);
+    lab_wait_after(
+        &lab,
+        "reloading the registry",
+        "the registry has no services",
+    );
+    let o = lab.tcp(
+        SocketAddr::new(addr::CUSTOMERS_VIP.parse().unwrap(), 80),
+        Duration::from_secs(1),
+    );
+    assert_eq!(o.word(), "reject", "nothing is registered now: {o:?}");
 }
 
 /// `meshclass inspect <what> --json` on the lab's pins, parsed.

@@ -410,6 +410,15 @@ fn apply(
     for w in &plan.warnings {
         warn!(warning = %w, "registry");
     }
+    if plan.services.is_empty() {
+        // An emptied directory (files moved away, a ConfigMap mounted empty) is a registry
+        // like any other, and applied; said loudly, since it changes every verdict.
+        warn!(
+            outbound_policy = %settings.outbound_policy,
+            "the registry has no services: every destination now takes the outbound policy \
+             (under REGISTRY_ONLY, blocked)"
+        );
+    }
     let mut report = dp.apply(&plan, settings)?;
     let retired = std::mem::take(&mut report.retired);
     info!(
