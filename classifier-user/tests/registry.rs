@@ -723,3 +723,108 @@ items:
     assert_eq!(loaded.registry.service_entries.len(), 1);
     assert_eq!(loaded.registry.service_entries[0].meta.name, "listed");
 }
+
+/// Pods as Istio takes them for endpoints: named ports of TCP only, and no pod that
+/// terminates or has ended. Creation times compare as instants, whatever their offsets; a time
+/// that is not RFC 3339 is an error at its field.
+#[test]
+fn pods_ports_and_creation_times_as_istio_reads_them() {
+    let pod = |name: &str, ip: &str, extra_meta: &str, phase: &str| {
+        format!(
+            "apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: ns1, labels: {{app: dns}}{extra_meta}}}
+spec:
+  containers:
+  - ports:
+    - {{name: dns, containerPort: 5353, protocol: UDP}}
+    - {{name: dns, containerPort: 1053, protocol: TCP}}
+status:
+  podIP: {ip}
+  phase: {phase}
+  conditions: [{{type: Ready, status: 'True'}}]
+---
+"
+        )
+    };
+    let mut text = pod("up", "10.2.0.9", "", "Running");
+    text += &pod(
+        "going",
+        "10.2.0.10",
+        ", deletionTimestamp: '2024-01-01T00:00:00Z'",
+        "Running",
+    );
+    text += &pod("done", "10.2.0.11", "", "Succeeded");
+    text += "\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: dns, namespace: ns1}
+spec:
+  hosts: [dns.internal]
+  addresses: [10.3.0.1]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 53, name: dns, protocol: TCP}]
+  workloadSelector: {labels: {app: dns}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: new-int, namespace: aaa, creationTimestamp: '2024-01-01T09:00:00Z'}
+spec:
+  hosts: [shared.example.com]
+  addresses: [10.4.0.1]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: old-ext, namespace: zzz, creationTimestamp: '2024-01-01T10:00:00+02:00'}
+spec:
+  hosts: [shared2.example.com]
+  addresses: [10.4.0.1]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+";
+    let plan = compile(&load_text(&text));
+    let ips: Vec<(IpAddr, u16)> = plan
+        .entries
+        .iter()
+        .filter(|e| e.service.starts_with("ns1/dns/"))
+        .filter_map(|e| match e.matcher {
+            Match::Ip { addr, port, .. } => Some((addr, port)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ips, vec![(ip("10.2.0.9"), 1053), (ip("10.3.0.1"), 53)]);
+    // 10:00+02:00 is 08:00Z, the older: it wins the address.
+    let shared = plan
+        .entries
+        .iter()
+        .find(|e| {
+            e.matcher
+                == Match::Ip {
+                    addr: ip("10.4.0.1"),
+                    port: 80,
+                    protocol: L4::Tcp,
+                }
+        })
+        .expect("the shared address");
+    assert_eq!(shared.service, "zzz/old-ext/shared2.example.com");
+    assert_eq!(shared.verdict, Verdict::Pass);
+
+    let loaded = load_text(
+        "apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: vm, creationTimestamp: yesterday}
+spec: {address: 10.0.0.1}
+",
+    );
+    let errs = errors(&loaded);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].contains("metadata.creationTimestamp: \"yesterday\" is not an RFC 3339 time"),
+        "{errs:?}"
+    );
+}

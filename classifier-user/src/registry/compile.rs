@@ -23,7 +23,8 @@ struct Rank {
     kind: u8,
     /// Missing timestamps sort last (newest).
     missing_timestamp: bool,
-    timestamp: String,
+    /// Nanoseconds since the epoch, UTC: instants compare, not their spellings.
+    timestamp: i128,
     namespace: String,
     name: String,
     /// Position of the host in the ServiceEntry's `hosts`.
@@ -103,7 +104,7 @@ fn rank_of(kind: u8, meta: &Meta, host_index: usize) -> Rank {
     Rank {
         kind,
         missing_timestamp: meta.creation_timestamp.is_none(),
-        timestamp: meta.creation_timestamp.clone().unwrap_or_default(),
+        timestamp: meta.creation_timestamp.unwrap_or_default(),
         namespace: meta.namespace.clone(),
         name: meta.name.clone(),
         host_index,
@@ -419,6 +420,7 @@ fn compile_service_entry<'r>(
         .collect();
     let dns_resolution = matches!(se.resolution, Resolution::Dns | Resolution::DnsRoundRobin);
     let mut warned_capture = BTreeSet::new();
+    let mut warned_by_name = BTreeSet::new();
     for (host_index, raw_host) in se.hosts.iter().enumerate() {
         let host = raw_host.trim_end_matches('.').to_ascii_lowercase();
         let service = Service {
@@ -470,6 +472,29 @@ fn compile_service_entry<'r>(
             // Host whatever the addresses, as Istio's HTTP listener is the port's, on every
             // address. An undeclared port with addresses is the addresses'.
             let by_name = se.addresses.is_empty();
+            let named = name_ok
+                && l4 == L4::Tcp
+                && (p.protocol.is_http()
+                    || (by_name && (p.protocol.is_tls() || p.protocol == Protocol::Unset)));
+            // Known by name only: no address, endpoint, selector or resolved host to redirect
+            // by.
+            let only_by_name =
+                by_name && se.selector.is_none() && se.endpoints.is_empty() && !dns_resolution;
+            if named
+                && only_by_name
+                && se.location == Location::MeshInternal
+                && warned_by_name.insert(host_index)
+            {
+                b.warn(
+                    &se.meta,
+                    resource.clone(),
+                    FieldPath::root("spec").key("hosts").index(host_index),
+                    Problem::InternalByName {
+                        host: host.clone(),
+                        port: p.number,
+                    },
+                );
+            }
             if name_ok && l4 == L4::Tcp {
                 if by_name && (p.protocol.is_tls() || p.protocol == Protocol::Unset) {
                     b.claim(

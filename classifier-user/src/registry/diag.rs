@@ -174,6 +174,8 @@ pub enum Problem {
     Duplicate { first: String },
     #[error("{value:?} is not an IP address")]
     InvalidIp { value: String },
+    #[error("{value:?} is not an RFC 3339 time (2024-01-31T08:00:00Z)")]
+    InvalidTimestamp { value: String },
 
     #[error("resolution NONE without addresses on {protocol} port {port}: every destination on this port belongs to this service (Istio does the same)")]
     PortCapture { port: u16, protocol: &'static str },
@@ -184,6 +186,8 @@ pub enum Problem {
         winner: String,
         loser: String,
     },
+    #[error("MESH_INTERNAL host {host:?} has neither addresses nor endpoints, so it is matched by name only (port {port}): a connection is known by its name only after its handshake, too late to move it to the proxy, and passes straight to the address it went to (addresses, endpoints or a selector let it be redirected)")]
+    InternalByName { host: String, port: u16 },
     #[error("host {host:?} has a partial wildcard: no name entry is made for it")]
     NameSkipped { host: String },
     #[error("endpoint address {address:?} is a name, which resolution {resolution} does not resolve: no entry is made for it")]

@@ -76,8 +76,8 @@ pub struct Meta {
     pub namespace: String,
     pub name: String,
     pub labels: Labels,
-    /// RFC 3339, as written; `None` sorts as the newest.
-    pub creation_timestamp: Option<String>,
+    /// RFC 3339, as nanoseconds since the Unix epoch (UTC); `None` sorts as the newest.
+    pub creation_timestamp: Option<i128>,
     pub origin: Origin,
 }
 

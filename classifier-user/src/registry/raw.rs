@@ -16,6 +16,8 @@ pub struct RawMeta {
     pub labels: Option<BTreeMap<String, String>>,
     pub annotations: Option<BTreeMap<String, String>>,
     pub creation_timestamp: Option<String>,
+    /// Set while a Pod terminates: no longer an endpoint (Istio's `shouldPodBeInEndpoints`).
+    pub deletion_timestamp: Option<String>,
 }
 
 /// `spec` of a ServiceEntry.
@@ -103,6 +105,8 @@ pub struct RawPodStatus {
     #[serde(rename = "podIPs")]
     pub pod_ips: Option<Vec<RawPodIp>>,
     pub conditions: Option<Vec<RawCondition>>,
+    /// `Succeeded` and `Failed` pods are no endpoints, whatever their conditions say.
+    pub phase: Option<String>,
 }
 
 /// One of `status.podIPs`.

@@ -457,11 +457,23 @@ fn resource(loaded: &mut Loaded, file: &Arc<str>, node: &Node, defaults: Option<
     if name.is_empty() {
         ctx.error(FieldPath::root("metadata").key("name"), Problem::Required);
     }
+    let creation_timestamp = raw_meta.creation_timestamp.as_deref().and_then(|t| {
+        let parsed = validate::rfc3339_ns(t);
+        if parsed.is_none() {
+            ctx.error(
+                FieldPath::root("metadata").key("creationTimestamp"),
+                Problem::InvalidTimestamp {
+                    value: t.to_owned(),
+                },
+            );
+        }
+        parsed
+    });
     let meta = Meta {
         namespace,
         name,
         labels: raw_meta.labels.clone().unwrap_or_default().into(),
-        creation_timestamp: raw_meta.creation_timestamp.clone(),
+        creation_timestamp,
         origin: Origin {
             file: file.clone(),
             mark: FieldPath::root("metadata").key("name").locate(node),
@@ -511,7 +523,8 @@ fn resource(loaded: &mut Loaded, file: &Arc<str>, node: &Node, defaults: Option<
         }
         Kind::Pod => match from_node::<RawPod>(node) {
             Ok(raw) => {
-                if let Some(p) = validate::pod(&mut ctx, meta, &raw) {
+                let terminating = raw_meta.deletion_timestamp.is_some();
+                if let Some(p) = validate::pod(&mut ctx, meta, &raw, terminating) {
                     loaded.registry.pods.push(p);
                 }
             }

@@ -960,8 +960,94 @@ pub fn workload_entry(
     Some(WorkloadEntry { meta, workload: w })
 }
 
-/// Converts a Pod; `None` when it has errors.
-pub fn pod(ctx: &mut Ctx<'_>, meta: Meta, raw: &RawPod) -> Option<Pod> {
+/// An RFC 3339 time (`2024-01-01T10:00:00+02:00`, `...Z`, with or without a fraction) as
+/// nanoseconds since the Unix epoch, UTC; `None` when it is not one.
+pub fn rfc3339_ns(text: &str) -> Option<i128> {
+    let b = text.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i128> {
+        let d = b.get(r)?;
+        d.iter()
+            .all(u8::is_ascii_digit)
+            .then(|| d.iter().fold(0i128, |n, c| n * 10 + i128::from(c - b'0')))
+    };
+    let sep = |i: usize, c: &[u8]| b.get(i).is_some_and(|x| c.contains(x));
+    if !(sep(4, b"-") && sep(7, b"-") && sep(10, b"Tt ") && sep(13, b":") && sep(16, b":")) {
+        return None;
+    }
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days_in = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=12).contains(&mo)
+        || d < 1
+        || d > days_in[(mo - 1) as usize]
+        || h > 23
+        || mi > 59
+        || s > 60
+    {
+        return None;
+    }
+    let mut i = 19;
+    let mut frac = 0i128;
+    if sep(i, b".") {
+        let start = i + 1;
+        i = start;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        let digits = i - start;
+        if digits == 0 {
+            return None;
+        }
+        // Nanoseconds: the first nine digits, the rest dropped.
+        let n = digits.min(9);
+        frac = num(start..start + n)? * 10i128.pow((9 - n) as u32);
+    }
+    let offset = match b.get(i)? {
+        b'Z' | b'z' if i + 1 == b.len() => 0,
+        b'+' | b'-' if i + 6 == b.len() && sep(i + 3, b":") => {
+            let (oh, om) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            let o = oh * 3600 + om * 60;
+            if b[i] == b'+' {
+                o
+            } else {
+                -o
+            }
+        }
+        _ => return None,
+    };
+    // Days from the civil date (proleptic Gregorian), from 1970-01-01.
+    let yy = if mo <= 2 { y - 1 } else { y };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + s - offset;
+    Some(secs * 1_000_000_000 + frac)
+}
+
+/// Converts a Pod; `None` when it has errors. A pod that terminates (`terminating`: its
+/// `deletionTimestamp` is set) or has ended (phase `Succeeded` or `Failed`) is not ready: no
+/// endpoint, as in Istio.
+pub fn pod(ctx: &mut Ctx<'_>, meta: Meta, raw: &RawPod, terminating: bool) -> Option<Pod> {
     let status = raw.status.clone().unwrap_or_default();
     let mut ips = Vec::new();
     let spath = FieldPath::root("status");
@@ -993,7 +1079,9 @@ pub fn pod(ctx: &mut Ctx<'_>, meta: Meta, raw: &RawPod) -> Option<Pod> {
         .as_deref()
         .unwrap_or_default()
         .iter()
-        .any(|c| c.kind.as_deref() == Some("Ready") && c.status.as_deref() == Some("True"));
+        .any(|c| c.kind.as_deref() == Some("Ready") && c.status.as_deref() == Some("True"))
+        && !terminating
+        && !matches!(status.phase.as_deref(), Some("Succeeded" | "Failed"));
     let mut ports = BTreeMap::new();
     let cpath = FieldPath::root("spec").key("containers");
     for (ci, c) in raw
@@ -1008,6 +1096,11 @@ pub fn pod(ctx: &mut Ctx<'_>, meta: Meta, raw: &RawPod) -> Option<Pod> {
             let (Some(name), Some(number)) = (&p.name, p.container_port) else {
                 continue;
             };
+            // Named ports of TCP only (the default), as Istio's port map: a UDP port of the
+            // same name would give a TCP service port the wrong number.
+            if p.protocol.as_deref().is_some_and(|x| x != "TCP") {
+                continue;
+            }
             if let Some(port) = check_port(
                 ctx,
                 cpath.index(ci).key("ports").index(pi).key("containerPort"),
@@ -1141,5 +1234,34 @@ mod tests {
         assert!(!is_label_key("-x"));
         assert!(is_label_value(""));
         assert!(!is_label_value("*"));
+    }
+
+    #[test]
+    fn rfc3339_times_are_instants() {
+        let t = |s: &str| rfc3339_ns(s);
+        assert_eq!(t("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(t("2000-03-01T00:00:00Z"), Some(951_868_800 * 1_000_000_000));
+        assert_eq!(
+            t("2024-02-29T12:34:56.5Z"),
+            Some(1_709_210_096 * 1_000_000_000 + 500_000_000)
+        );
+        // The same instant in two spellings; a later one written earlier in text.
+        assert_eq!(t("2024-01-01T10:00:00+02:00"), t("2024-01-01T08:00:00Z"));
+        assert!(t("2024-01-01T10:00:00+02:00") < t("2024-01-01T09:00:00Z"));
+        assert_eq!(t("1969-12-31T23:59:59.123456789123z"), Some(-876_543_211));
+        for bad in [
+            "yesterday",
+            "",
+            "2024-01-01",
+            "2024-13-01T00:00:00Z",
+            "2023-02-29T00:00:00Z",
+            "2024-01-01T24:00:00Z",
+            "2024-01-01T00:00:00",
+            "2024-01-01T00:00:00.Z",
+            "2024-01-01T00:00:00+0200",
+            "2024-01-01T00:00:00Zjunk",
+        ] {
+            assert_eq!(t(bad), None, "{bad}");
+        }
     }
 }
