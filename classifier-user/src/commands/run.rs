@@ -60,8 +60,9 @@ pub struct RunArgs {
     /// How often the registry files are checked for changes, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub poll_ms: u64,
-    /// DNS server for names with resolution DNS (default: the first in /etc/resolv.conf).
-    #[arg(long)]
+    /// DNS server for names with resolution DNS: an address, port 53 unless given
+    /// (`10.96.0.10`, `[fd00::a]:5353`; default: the first in /etc/resolv.conf).
+    #[arg(long, value_name = "ADDR[:PORT]", value_parser = parse_dns_server)]
     pub dns_server: Option<SocketAddr>,
     /// Exact (address, port, protocol) entries the maps hold per generation. The sizes (this
     /// and the next `--max-*` and `--events-bytes`) are set when the dataplane is loaded; a
@@ -101,6 +102,18 @@ fn parse_mark(s: &str) -> Result<u32, String> {
         None => s.parse(),
     };
     r.map_err(|e| format!("{s:?} is not a 32-bit mark (decimal or 0x hexadecimal): {e}"))
+}
+
+/// A DNS server: `IP`, `IP:PORT`, `IPv6` or `[IPv6]:PORT`; port 53 when not given.
+fn parse_dns_server(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    s.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 53))
+        .map_err(|_| format!("{s:?} is not an address, with or without a port (10.96.0.10, 10.96.0.10:53, [fd00::a]:53)"))
 }
 
 /// The largest map size a flag takes (the CIDR trie is created twice as large).
@@ -236,6 +249,17 @@ mod tests {
         assert_eq!(parse_mark("19779"), Ok(0x4d43));
         assert!(parse_mark("0x1_0000_0000").is_err());
         assert!(parse_mark("mark").unwrap_err().contains("\"mark\""));
+    }
+
+    #[test]
+    fn dns_servers_take_port_53_unless_given() {
+        let a = |s: &str| parse_dns_server(s).map(|a| a.to_string());
+        assert_eq!(a("10.96.0.10"), Ok("10.96.0.10:53".into()));
+        assert_eq!(a("10.96.0.10:5353"), Ok("10.96.0.10:5353".into()));
+        assert_eq!(a("fd00::a"), Ok("[fd00::a]:53".into()));
+        assert_eq!(a("[fd00::a]"), Ok("[fd00::a]:53".into()));
+        assert_eq!(a("[fd00::a]:5353"), Ok("[fd00::a]:5353".into()));
+        assert!(a("dns.local").unwrap_err().contains("\"dns.local\""));
     }
 
     /// The map sizes: the flags given, the defaults for the others; the ring buffer a power
