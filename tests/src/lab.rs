@@ -613,8 +613,9 @@ impl Drop for Lab {
         self.servers = None;
         // Whatever the daemon pinned goes with the lab, even if a test failed half-way.
         let _ = std::fs::remove_dir_all(&self.pin_dir);
-        let _ =
-            std::fs::remove_dir_all(meshclass::daemon::pins::Pins::new(&self.pin_dir).state_dir());
+        let pins = meshclass::daemon::pins::Pins::new(&self.pin_dir);
+        let _ = std::fs::remove_dir_all(pins.state_dir());
+        let _ = std::fs::remove_file(pins.lock_file());
         let _ = std::fs::remove_file(self.log_path());
     }
 }

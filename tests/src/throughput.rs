@@ -336,7 +336,8 @@ struct Topology {
     daemon: Proc,
     _acceptor: Acceptor,
     _pins: Option<PinDir>,
-    _state_dir: Option<TempPath>,
+    /// The daemon's state directory and its pin directory's lock file.
+    _state_dir: Option<[TempPath; 2]>,
     _files: Vec<TempPath>,
     client: NetNs,
     _node: NetNs,
@@ -428,9 +429,11 @@ impl Topology {
         let pins = PinDir::new("bench")?;
         // The daemon's state directory, named after the pin directory (see the daemon's Pins).
         // The daemon's state directory for this pin directory goes with the run.
-        self._state_dir = Some(TempPath(
-            meshclass::daemon::pins::Pins::new(&pins.path).state_dir(),
-        ));
+        let daemon_pins = meshclass::daemon::pins::Pins::new(&pins.path);
+        self._state_dir = Some([
+            TempPath(daemon_pins.state_dir()),
+            TempPath(daemon_pins.lock_file()),
+        ]);
         let pin_path = pins.path.clone();
         self._pins = Some(pins);
         let log = std::fs::File::create(&log_path)?;

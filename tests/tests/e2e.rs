@@ -829,6 +829,8 @@ fn clsact_filters_and_fwmark_rules_are_not_doubled_by_a_restart_and_one_process_
         let r = fwmark_rules(&lab, family);
         assert_eq!(r, Vec::<String>::new(), "after detach, ip {family} rule");
     }
+    let lock = meshclass::daemon::pins::Pins::new(&lab.pin_dir).lock_file();
+    assert!(!lock.exists(), "after detach, {} left", lock.display());
     let o = lab.tcp(unknown, Duration::from_secs(2));
     assert!(matches!(o, Outcome::Server(_)), "detached: {o:?}");
 }
@@ -894,28 +896,49 @@ fn a_reused_port_reaches_the_proxy_past_its_time_wait_socket() {
     }
 }
 
-/// Map sizes the kernel cannot give: the daemon stops before pinning anything, and says which
-/// sizes it was asked for and which flag is out of reach.
+/// Starts that fail stop before anything stays pinned, and say why: map sizes the kernel
+/// cannot give (naming the flag out of reach), a mistyped interface, a metrics address in use.
 #[test]
-fn sizes_out_of_reach_are_refused_with_their_flag() {
+fn failed_starts_are_refused_with_their_cause_and_leave_nothing_pinned() {
     require_privileges();
     let bin = meshclass_bin();
-    let pin = Path::new("/sys/fs/bpf").join(tests::unique_name("meshclass-sizes-", 40));
-    let out = std::process::Command::new(&bin)
-        .args(["run", "--registry"])
-        .arg(example_registry())
-        .args(["--iface", "nonexistent0", "--pin-dir"])
-        .arg(&pin)
-        .args(["--max-names", "8388605"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    // In a namespace of the test's own: a start that went too far would attach to its `lo`.
+    let ns = tests::NetNs::new("fail").unwrap();
+    let pin = tests::PinDir::new("fail").unwrap();
+    let run = |iface: &str, extra: &[&str]| {
+        let out = ns.run(|| {
+            std::process::Command::new(&bin)
+                .args(["run", "--registry"])
+                .arg(example_registry())
+                .args(["--iface", iface, "--pin-dir"])
+                .arg(&pin.path)
+                .args(extra)
+                .output()
+                .unwrap()
+        });
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{iface} {extra:?}: {err}");
+        assert!(
+            !pin.path.exists(),
+            "{iface} {extra:?}: nothing pinned at {}",
+            pin.path.display()
+        );
+        let lock = meshclass::daemon::pins::Pins::new(&pin.path).lock_file();
+        assert!(!lock.exists(), "{iface} {extra:?}: {} left", lock.display());
+        err
+    };
+    let err = run("lo", &["--max-names", "8388605"]);
     assert!(
         err.contains("map sizes asked for") && err.contains("--max-names"),
         "{err}"
     );
-    assert!(!pin.exists(), "nothing pinned at {}", pin.display());
+    // Mistakes of the command line are found before the dataplane is loaded.
+    let err = run("nonexistent0", &[]);
+    assert!(err.contains("no interface named `nonexistent0`"), "{err}");
+    let taken = ns.run(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let addr = taken.local_addr().unwrap().to_string();
+    let err = run("lo", &["--metrics-addr", &addr]);
+    assert!(err.contains(&format!("serving metrics on {addr}")), "{err}");
 }
 
 /// REJECT of packets whose IP header carries options (IPv4) or extension headers (IPv6), as a

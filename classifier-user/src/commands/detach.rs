@@ -14,7 +14,7 @@ use crate::{
 pub fn run(pin_dir: &Path) -> i32 {
     let pins = Pins::new(pin_dir);
     // Not under a running daemon: it would go on reporting interfaces nothing classifies.
-    let _lock = match pins.lock() {
+    let lock = match pins.lock() {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e}");
@@ -78,6 +78,9 @@ pub fn run(pin_dir: &Path) -> i32 {
         }
     }
     let _ = std::fs::remove_dir_all(pins.state_dir());
+    if !pins.dir.exists() {
+        lock.remove();
+    }
     if failed {
         1
     } else {

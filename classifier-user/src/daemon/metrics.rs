@@ -1,6 +1,6 @@
 //! Prometheus metrics, read from the maps at scrape time.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use classifier_common::{counter, stage, verdict};
 use prometheus_client::{
@@ -164,9 +164,8 @@ pub fn render(shared: &Shared) -> String {
     out
 }
 
-/// Serves `GET /metrics` on `addr` in the background.
-pub async fn serve(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<()> {
-    let listener = TcpListener::bind(addr).await?;
+/// Serves `GET /metrics` on `listener` in the background.
+pub fn serve(listener: TcpListener, shared: Arc<Shared>) {
     tokio::spawn(async move {
         loop {
             let Ok((mut sock, _)) = listener.accept().await else {
@@ -195,5 +194,4 @@ pub async fn serve(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<()>
             });
         }
     });
-    Ok(())
 }

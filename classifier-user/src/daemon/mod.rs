@@ -123,7 +123,17 @@ pub struct Shared {
 pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     let pins = Pins::new(&opts.pin_dir);
     // Held to the end: one daemon per dataplane.
-    let _lock = pins.lock()?;
+    let lock = pins.lock()?;
+    let r = run_locked(opts, pins.clone()).await;
+    if r.is_err() && !pins.exists() {
+        // A start that stopped before pinning leaves nothing, its lock file neither.
+        lock.remove();
+    }
+    r
+}
+
+/// [`run`], with the pin directory's lock held.
+async fn run_locked(opts: RunOptions, pins: Pins) -> Result<(), DaemonError> {
     info!(
         registry = ?opts.registry,
         interfaces = ?opts.ifaces,
@@ -144,6 +154,33 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
              a write may, rarely, read a slot being rewritten"
         );
     }
+    // What can fail for a mistake in the command line fails before anything is loaded and
+    // pinned: a start that stops leaves no dataplane behind.
+    let nl = Netlink::connect()?;
+    // Link notifications: an interface that appears (or comes back) is attached at once.
+    // Subscribed before the first look, so that none falls between the two.
+    let link_changes = match LinkChanges::subscribe() {
+        Ok(l) => Some(l),
+        Err(e) => {
+            warn!(error = %e, "no link notifications: interfaces are looked at every --poll-ms");
+            None
+        }
+    };
+    let links = nl.links().await?;
+    // A name (not a pattern) must be there at start: a mistyped one would classify nothing.
+    for spec in opts.ifaces.iter().filter(|s| !ifaces::is_pattern(s)) {
+        if !links.iter().any(|(n, _)| n == spec) {
+            return Err(NetlinkError::NoSuchLink(spec.clone()).into());
+        }
+    }
+    let metrics_listener = match opts.metrics_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(io(format!("serving metrics on {addr}")))?,
+        ),
+        None => None,
+    };
     let compile_options = CompileOptions {
         external: opts.external,
     };
@@ -203,23 +240,6 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
         .map(|p| p.display().to_string())
         .collect();
 
-    let nl = Netlink::connect()?;
-    // Link notifications: an interface that appears (or comes back) is attached at once.
-    // Subscribed before the first look, so that none falls between the two.
-    let link_changes = match LinkChanges::subscribe() {
-        Ok(l) => Some(l),
-        Err(e) => {
-            warn!(error = %e, "no link notifications: interfaces are looked at every --poll-ms");
-            None
-        }
-    };
-    let links = nl.links().await?;
-    // A name (not a pattern) must be there at start: a mistyped one would classify nothing.
-    for spec in opts.ifaces.iter().filter(|s| !ifaces::is_pattern(s)) {
-        if !links.iter().any(|(n, _)| n == spec) {
-            return Err(NetlinkError::NoSuchLink(spec.clone()).into());
-        }
-    }
     forget_gone_pins(&pins, &links, &mut state);
     let mut attachments = Attachments::default();
     // At start an attach that fails for an interface given by name stops the daemon, as any
@@ -274,10 +294,8 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
             warn!("no DNS server (none given, none in /etc/resolv.conf): DNS names stay unresolved")
         }
     }
-    if let Some(addr) = opts.metrics_addr {
-        metrics::serve(addr, shared.clone())
-            .await
-            .map_err(io(format!("serving metrics on {addr}")))?;
+    if let (Some(addr), Some(listener)) = (opts.metrics_addr, metrics_listener) {
+        metrics::serve(listener, shared.clone());
         info!(%addr, "metrics endpoint up");
     }
 

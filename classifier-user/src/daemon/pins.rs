@@ -11,6 +11,16 @@ pub const STATE_ROOT: &str = "/run/meshclass";
 #[derive(Debug)]
 pub struct PinLock {
     _file: std::fs::File,
+    path: PathBuf,
+}
+
+impl PinLock {
+    /// Removes the lock file, then releases the lock: for when nothing stays pinned (a
+    /// `detach`, a start that stopped before pinning). Removed while held, so that no other
+    /// process holds a lock on a file that is gone while a third takes a new one.
+    pub fn remove(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// Why a pin directory's lock was not taken.
@@ -144,7 +154,7 @@ impl Pins {
         file.set_len(0).map_err(io)?;
         file.rewind().map_err(io)?;
         write!(file, "{}", std::process::id()).map_err(io)?;
-        Ok(PinLock { _file: file })
+        Ok(PinLock { _file: file, path })
     }
 
     /// The pin directory as one file name.
