@@ -828,3 +828,90 @@ spec: {address: 10.0.0.1}
         "{errs:?}"
     );
 }
+
+/// A Kubernetes Service's endpoints are the workloads its selector picks in its namespace, on
+/// its target port (a number, or the workload's port of that name; a workload without that
+/// name is no endpoint of the port); a headless Service has these only.
+#[test]
+fn kubernetes_services_select_their_endpoints() {
+    let text = "\
+apiVersion: v1
+kind: Service
+metadata: {name: kafka, namespace: data}
+spec:
+  clusterIP: None
+  selector: {app: kafka}
+  ports: [{name: tcp-kafka, port: 9092, targetPort: broker}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: data}
+spec:
+  clusterIP: 10.96.5.5
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 8080}, {name: dns, port: 53, protocol: UDP}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: manual, namespace: data}
+spec:
+  clusterIP: 10.96.5.6
+  ports: [{name: tcp, port: 5000}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: kafka-0, namespace: data, labels: {app: kafka}}
+spec: {containers: [{ports: [{name: broker, containerPort: 29092}]}]}
+status: {podIP: 10.244.1.5, conditions: [{type: Ready, status: 'True'}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: kafka-1, namespace: data, labels: {app: kafka}}
+spec: {containers: [{ports: [{name: other, containerPort: 1234}]}]}
+status: {podIP: 10.244.1.6, conditions: [{type: Ready, status: 'True'}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: kafka-x, namespace: elsewhere, labels: {app: kafka}}
+spec: {containers: [{ports: [{name: broker, containerPort: 29092}]}]}
+status: {podIP: 10.244.9.9, conditions: [{type: Ready, status: 'True'}]}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: web-vm, namespace: data}
+spec: {address: 10.50.0.7, labels: {app: web}}
+";
+    let plan = compile(&load_text(text));
+    let got: Vec<(String, IpAddr, u16, L4, Verdict)> = plan
+        .entries
+        .iter()
+        .filter_map(|e| match e.matcher {
+            Match::Ip {
+                addr,
+                port,
+                protocol,
+            } => Some((e.service.clone(), addr, port, protocol, e.verdict)),
+            _ => None,
+        })
+        .collect();
+    let want = |svc: &str, a: &str, port: u16, l4: L4, v: Verdict| {
+        (
+            format!("data/{svc}/{svc}.data.svc.cluster.local"),
+            ip(a),
+            port,
+            l4,
+            v,
+        )
+    };
+    assert_eq!(
+        got,
+        vec![
+            want("web", "10.50.0.7", 53, L4::Udp, Verdict::Pass),
+            want("web", "10.50.0.7", 8080, L4::Tcp, Verdict::Redirect),
+            want("web", "10.96.5.5", 53, L4::Udp, Verdict::Pass),
+            want("web", "10.96.5.5", 80, L4::Tcp, Verdict::Redirect),
+            want("manual", "10.96.5.6", 5000, L4::Tcp, Verdict::Redirect),
+            want("kafka", "10.244.1.5", 29092, L4::Tcp, Verdict::Redirect),
+        ]
+    );
+}

@@ -10,8 +10,8 @@ use crate::plan::{
 use super::{
     diag::{Diagnostic, Problem, Severity},
     model::{
-        Labels, Meta, NamedPorts, Protocol, Registry, Resolution, SePort, ServiceAddress,
-        ServiceEntry, Workload, WorkloadAddress,
+        KubeTarget, Labels, Meta, NamedPorts, Protocol, Registry, Resolution, SePort,
+        ServiceAddress, ServiceEntry, Workload, WorkloadAddress,
     },
     path::FieldPath,
 };
@@ -229,6 +229,11 @@ pub fn compile(registry: &Registry, options: CompileOptions) -> Plan {
         }
     }
 
+    let index: HashMap<&str, NamespaceIndex<'_>> = by_namespace
+        .into_iter()
+        .map(|(ns, candidates)| (ns, NamespaceIndex::new(candidates)))
+        .collect();
+
     // Kubernetes Services first, then ServiceEntries, each in namespace/name order.
     let mut kube: Vec<_> = registry.services.iter().collect();
     kube.sort_by(|a, b| (&a.meta.namespace, &a.meta.name).cmp(&(&b.meta.namespace, &b.meta.name)));
@@ -249,7 +254,10 @@ pub fn compile(registry: &Registry, options: CompileOptions) -> Plan {
                     number: p.port,
                     name: p.name.clone(),
                     protocol: p.protocol.to_owned(),
-                    target_port: None,
+                    target_port: match p.target {
+                        Some(KubeTarget::Number(n)) => Some(n),
+                        _ => None,
+                    },
                 })
                 .collect(),
             addresses: svc.cluster_ips.iter().map(|ip| ip.to_string()).collect(),
@@ -267,15 +275,45 @@ pub fn compile(registry: &Registry, options: CompileOptions) -> Plan {
                 );
             }
         }
+        // Its endpoints, as its EndpointSlices list them: the namespace's workloads its
+        // selector picks, on the target port (a name: the workload's port of that name; one
+        // without it is no endpoint of that port). A headless Service has these only.
+        let selected = svc
+            .selector
+            .as_ref()
+            .and_then(|sel| {
+                index
+                    .get(svc.meta.namespace.as_str())
+                    .map(|ns| ns.select(sel))
+            })
+            .unwrap_or_default();
+        for (address, wports) in selected {
+            let WorkloadAddress::Ip(addr) = address else {
+                continue;
+            };
+            for p in &svc.ports {
+                let port = match &p.target {
+                    None => Some(p.port),
+                    Some(KubeTarget::Number(n)) => Some(*n),
+                    Some(KubeTarget::Name(name)) => wports.get(name).copied(),
+                };
+                if let Some(port) = port {
+                    b.claim(
+                        Match::Ip {
+                            addr: *addr,
+                            port,
+                            protocol: p.l4,
+                        },
+                        id,
+                    );
+                }
+            }
+        }
     }
 
     let mut entries: Vec<&ServiceEntry> = registry.service_entries.iter().collect();
     entries
         .sort_by(|a, b| (&a.meta.namespace, &a.meta.name).cmp(&(&b.meta.namespace, &b.meta.name)));
-    let index: HashMap<&str, NamespaceIndex<'_>> = by_namespace
-        .into_iter()
-        .map(|(ns, candidates)| (ns, NamespaceIndex::new(candidates)))
-        .collect();
     for se in entries {
         let selected: Vec<(&WorkloadAddress, &NamedPorts)> = match &se.selector {
             // With resolution NONE too: Istio selects workloads whatever the resolution, and

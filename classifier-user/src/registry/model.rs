@@ -309,14 +309,28 @@ pub struct KubePort {
     pub l4: L4,
     /// Istio protocol from `appProtocol` or the name prefix; empty when unknown.
     pub protocol: &'static str,
+    /// Where its endpoints receive it: `targetPort`, a number or a named port of theirs
+    /// (`None`: the port's own number).
+    pub target: Option<KubeTarget>,
+}
+
+/// A Service port's `targetPort`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KubeTarget {
+    Number(u16),
+    Name(String),
 }
 
 /// A Kubernetes Service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KubeService {
     pub meta: Meta,
+    /// None for a headless Service (`clusterIP: None`).
     pub cluster_ips: Vec<IpAddr>,
     pub ports: Vec<KubePort>,
+    /// Selects its endpoints among the namespace's Pods and WorkloadEntries; `None` when it
+    /// has none (or an empty one): its endpoints are kept elsewhere.
+    pub selector: Option<Labels>,
 }
 
 /// Every resource read, validated.

@@ -139,6 +139,9 @@ pub struct RawServiceSpec {
     #[serde(rename = "clusterIPs")]
     pub cluster_ips: Option<Vec<String>>,
     pub ports: Option<Vec<RawKubePort>>,
+    /// The pods (and WorkloadEntries) that are its endpoints; none or empty: endpoints kept
+    /// by someone else, unknown here.
+    pub selector: Option<BTreeMap<String, String>>,
 }
 
 /// A Service port.
@@ -149,4 +152,34 @@ pub struct RawKubePort {
     pub port: Option<u64>,
     pub protocol: Option<String>,
     pub app_protocol: Option<String>,
+    pub target_port: Option<RawIntOrString>,
+}
+
+/// Kubernetes' `IntOrString`: a number, or a name (a container port's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RawIntOrString {
+    Int(i64),
+    Str(String),
+}
+
+impl<'de> Deserialize<'de> for RawIntOrString {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = RawIntOrString;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a port number or name")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(RawIntOrString::Int(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(RawIntOrString::Int(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(RawIntOrString::Str(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }

@@ -15,11 +15,11 @@ use crate::plan::{Cidr, Location, L4};
 use super::{
     diag::{Diagnostic, HostError, Problem, Severity},
     model::{
-        KubePort, KubeService, Labels, Meta, Pod, Protocol, Resolution, SePort, ServiceAddress,
-        ServiceEntry, Workload, WorkloadAddress, WorkloadEntry,
+        KubePort, KubeService, KubeTarget, Labels, Meta, Pod, Protocol, Resolution, SePort,
+        ServiceAddress, ServiceEntry, Workload, WorkloadAddress, WorkloadEntry,
     },
     path::FieldPath,
-    raw::{RawMeta, RawPod, RawService, RawServiceEntrySpec, RawWorkloadEntrySpec},
+    raw::{RawIntOrString, RawMeta, RawPod, RawService, RawServiceEntrySpec, RawWorkloadEntrySpec},
     yaml::Node,
 };
 
@@ -1171,20 +1171,39 @@ pub fn kube_service(ctx: &mut Ctx<'_>, meta: Meta, raw: &RawService) -> Option<K
         };
         let name = p.name.clone().unwrap_or_default();
         let protocol = kube_protocol(&name, p.app_protocol.as_deref());
+        let target = match &p.target_port {
+            None => None,
+            // A negative number reads as 0: not a port either.
+            Some(RawIntOrString::Int(n)) => {
+                check_port(ctx, path.key("targetPort"), u64::try_from(*n).unwrap_or(0))
+                    .map(KubeTarget::Number)
+            }
+            Some(RawIntOrString::Str(s)) if s.is_empty() => None,
+            Some(RawIntOrString::Str(s)) => match s.parse::<u64>() {
+                Ok(n) => check_port(ctx, path.key("targetPort"), n).map(KubeTarget::Number),
+                Err(_) => Some(KubeTarget::Name(s.clone())),
+            },
+        };
         ports.push(KubePort {
             name,
             port,
             l4,
             protocol,
+            target,
         });
     }
     if ctx.has_errors() {
         return None;
     }
+    let selector = spec
+        .selector
+        .filter(|m| !m.is_empty())
+        .map(|m| m.into_iter().collect::<BTreeMap<_, _>>().into());
     Some(KubeService {
         meta,
         cluster_ips,
         ports,
+        selector,
     })
 }
 
