@@ -159,28 +159,51 @@ pub fn attach(
         })
 }
 
-/// The interface index of the TCX link pinned at `path`: 0 once the device it was attached to
-/// is gone (a pinned link outlives its device); `None` when the pin cannot be read as a TCX
-/// link.
-pub fn pinned_link_ifindex(path: &std::path::Path) -> Option<u32> {
-    use std::os::{
-        fd::{FromRawFd as _, OwnedFd},
-        unix::ffi::OsStrExt as _,
-    };
+/// Opens the BPF object pinned at `path`.
+fn obj_get(path: &std::path::Path) -> Option<std::os::fd::OwnedFd> {
+    use std::os::{fd::FromRawFd as _, unix::ffi::OsStrExt as _};
     const BPF_OBJ_GET: libc::c_long = 7;
-    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-    const BPF_LINK_TYPE_TCX: u32 = 11;
     let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
     // `union bpf_attr` for BPF_OBJ_GET: pathname (u64), bpf_fd, file_flags, path_fd.
     let mut attr = [0u64; 16];
     attr[0] = c_path.as_ptr() as u64;
     // SAFETY: the bpf syscall reads `attr` (128 bytes) and the path it points to, both live.
     let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, attr.as_ptr(), 128usize) };
-    if fd < 0 {
-        return None;
-    }
     // SAFETY: a new descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Detaches the link pinned at `path` from its hook at once (`BPF_LINK_DETACH`), then
+/// removes the pin. Removing the pin alone lets go of the link only when the kernel's deferred
+/// work drops its last reference, a moment later: until then the device stays classified. A
+/// pin that is gone already is fine.
+pub fn detach_pinned_link(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    const BPF_LINK_DETACH: libc::c_long = 34;
+    if let Some(fd) = obj_get(path) {
+        let mut attr = [0u64; 16];
+        attr[0] = fd.as_raw_fd() as u32 as u64;
+        // SAFETY: the bpf syscall reads `attr` (128 bytes); the descriptor is open.
+        let r = unsafe { libc::syscall(libc::SYS_bpf, BPF_LINK_DETACH, attr.as_ptr(), 128usize) };
+        if r != 0 {
+            // A link type without it: the pin's removal does the work, a moment later.
+            let e = std::io::Error::last_os_error();
+            tracing::debug!(path = %path.display(), error = %e, "BPF_LINK_DETACH");
+        }
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// The interface index of the TCX link pinned at `path`: 0 once the device it was attached to
+/// is gone (a pinned link outlives its device); `None` when the pin cannot be read as a TCX
+/// link.
+pub fn pinned_link_ifindex(path: &std::path::Path) -> Option<u32> {
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    const BPF_LINK_TYPE_TCX: u32 = 11;
+    let fd = obj_get(path)?;
     // `struct bpf_link_info`: type, id, prog_id, then (8-aligned) the union; for TCX its first
     // two words are ifindex and attach_type.
     let mut info = [0u64; 32];

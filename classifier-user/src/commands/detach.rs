@@ -2,10 +2,8 @@
 
 use std::path::Path;
 
-use aya::programs::links::PinnedLink;
-
 use crate::{
-    attach::{detach_clsact, Attached, HOOKS},
+    attach::{detach_clsact, detach_pinned_link, Attached, HOOKS},
     daemon::{pins::Pins, state::State},
     netlink::Netlink,
 };
@@ -26,16 +24,11 @@ pub fn run(pin_dir: &Path) -> i32 {
     // TCX links: the pin holds the link; unpinning and dropping it detaches the program.
     if let Ok(rd) = std::fs::read_dir(pins.links()) {
         for e in rd.flatten() {
-            match PinnedLink::from_pin(e.path()).map(|l| l.unpin()) {
-                Ok(Ok(link)) => drop(link),
-                Ok(Err(err)) => {
-                    eprintln!("error: unpinning {}: {err}", e.path().display());
-                    failed = true;
-                }
-                Err(err) => {
-                    eprintln!("error: opening {}: {err}", e.path().display());
-                    failed = true;
-                }
+            // Detached at once, not when the kernel's deferred work drops the pin's reference:
+            // traffic is unclassified when `detach` returns.
+            if let Err(err) = detach_pinned_link(&e.path()) {
+                eprintln!("error: detaching {}: {err}", e.path().display());
+                failed = true;
             }
         }
     }

@@ -668,11 +668,7 @@ fn index_here(index: u32) -> bool {
 fn remove_link_pins(pins: &Pins, iface: &str) -> Result<(), DaemonError> {
     for (_, _, dir) in HOOKS {
         let p = pins.link(iface, dir);
-        match std::fs::remove_file(&p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(format!("removing {}", p.display()))(e)),
-        }
+        crate::attach::detach_pinned_link(&p).map_err(io(format!("removing {}", p.display())))?;
     }
     Ok(())
 }
