@@ -488,6 +488,34 @@ fn kill_9_and_restart_change_no_verdict() {
     assert_eq!(applied_entries(&lab).first(), Some(&before), "{log}");
     let rows = scenarios::run(&lab, &bin, true);
     assert_rows(&rows);
+
+    // A restart whose registry is refused keeps the pinned registry, under the settings it
+    // was given: only the registry was bad. `inspect` says what the kernel enforces.
+    let enforcing = |lab: &Lab| inspect_json(lab, &bin, "counters")["enforcing"].clone();
+    assert_eq!(enforcing(&lab)["outbound_policy"], "REGISTRY_ONLY");
+    lab.stop_daemon(false).unwrap();
+    let bad = std::env::temp_dir().join(tests::unique_name("meshclass-e2e-bad-", 60));
+    let _guard = RemoveDir(bad.clone());
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(
+        bad.join("bad.yaml"),
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: bad}\nspec: {hosts: [bad.lab], ports: [{number: 99999, name: http}]}\n",
+    )
+    .unwrap();
+    lab.start_daemon(&bin, &bad, &["--outbound-policy", "ALLOW_ANY"])
+        .unwrap();
+    assert_eq!(enforcing(&lab)["outbound_policy"], "ALLOW_ANY");
+    let unknown = SocketAddr::new(addr::UNKNOWN.parse().unwrap(), TCP_PORT);
+    let o = lab.tcp(unknown, Duration::from_secs(2));
+    assert_eq!(o.word(), "pass", "ALLOW_ANY is in force: {o:?}");
+    let vip = SocketAddr::new(addr::CUSTOMERS_VIP.parse().unwrap(), 80);
+    let o = lab.tcp(vip, Duration::from_secs(2));
+    assert_eq!(o.word(), "redirect", "the pinned registry is: {o:?}");
+    let err = inspect_json(&lab, &bin, "counters")["last_error"].clone();
+    assert!(
+        err.as_str().is_some_and(|e| e.contains("bad.yaml")),
+        "{err}"
+    );
 }
 
 /// `inspect flows` names a connection's service as the registry it was decided under

@@ -250,6 +250,22 @@ pub fn run(pin_dir: &Path, what: What, json_out: bool) -> i32 {
                 .map(|s| (stage::name(s), get(counter::BY_STAGE + u32::from(s))))
                 .collect();
             let fill = dp.fill_levels().unwrap_or_default();
+            // What the kernel enforces now, read from its config in force (not from what a
+            // daemon was told).
+            let enforcing = dp.writer().config_in_force().ok().map(|c| {
+                json!({
+                    "outbound_policy": if c.outbound_policy == classifier_common::policy::REGISTRY_ONLY {
+                        "REGISTRY_ONLY"
+                    } else {
+                        "ALLOW_ANY"
+                    },
+                    "blocked": verdict::name(c.blocked_verdict),
+                    "proxy_port": u16::from_be(c.proxy_port),
+                    "proxy_mark": format!("{:#x}", c.proxy_mark),
+                    "events_all": c.flags & classifier_common::config_flags::EVENTS_ALL != 0,
+                    "ech_outer_sni": c.flags & classifier_common::config_flags::ECH_OUTER_SNI != 0,
+                })
+            });
             let other = json!({
                 "packets": get(counter::PACKETS), "new_flows": get(counter::NEW_FLOWS),
                 "malformed": get(counter::MALFORMED), "fragments": get(counter::FRAGMENTS),
@@ -257,7 +273,7 @@ pub fn run(pin_dir: &Path, what: What, json_out: bool) -> i32 {
                 "redirect_no_socket": get(counter::REDIRECT_NO_SOCKET), "late_redirect": get(counter::LATE_REDIRECT),
                 "events_lost": get(counter::EVENTS_LOST)});
             if json_out {
-                let v = json!({"by_verdict": verdicts, "by_stage": stages, "other": other,
+                let v = json!({"enforcing": enforcing, "by_verdict": verdicts, "by_stage": stages, "other": other,
                     "maps": fill.iter().map(|(n, u)| (n.clone(), *u)).collect::<BTreeMap<_, _>>(),
                     "generation": state.generation, "reloads": state.reloads, "reload_errors": state.reload_errors,
                     "last_error": state.last_error,
@@ -269,6 +285,19 @@ pub fn run(pin_dir: &Path, what: What, json_out: bool) -> i32 {
                     serde_json::to_string_pretty(&v).unwrap_or_default()
                 )
             } else {
+                if let Some(e) = &enforcing {
+                    let _ =
+                        writeln!(
+                        out,
+                        "enforcing:  outbound policy {}, blocked {}, proxy port {}, mark {}{}{}",
+                        e["outbound_policy"].as_str().unwrap_or_default(),
+                        e["blocked"].as_str().unwrap_or_default(),
+                        e["proxy_port"],
+                        e["proxy_mark"].as_str().unwrap_or_default(),
+                        if e["events_all"] == true { ", events for all" } else { "" },
+                        if e["ech_outer_sni"] == true { ", ECH by outer SNI" } else { "" },
+                    );
+                }
                 let _ = writeln!(
                     out,
                     "by verdict: {}",

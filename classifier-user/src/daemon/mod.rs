@@ -272,6 +272,13 @@ async fn run_locked(opts: RunOptions, pins: Pins) -> Result<(), DaemonError> {
             state.last_error = None;
         }
         Err(rejected) => {
+            // The registry pinned stays in force, under the settings this start was given:
+            // only the registry was refused, not the command line.
+            if state.settings != Some(opts.settings) {
+                let plan = state.plan.clone();
+                apply(&mut dataplane, &mut state, plan, &opts.settings)?;
+                info!("the pinned registry is enforced with this start's settings");
+            }
             state.reload_errors += 1;
             state.last_error = Some(rejected.errors.join("\n"));
         }

@@ -284,6 +284,12 @@ impl MapWriter {
         Ok(self.control()?.generation as u8)
     }
 
+    /// The settings in force: the config of the generation the program reads.
+    pub fn config_in_force(&self) -> Result<classifier_common::Config, DataplaneError> {
+        let c = self.control()?;
+        Ok(c.config[(c.generation & 1) as usize])
+    }
+
     /// `CONTROL[0]`: the generation in force and both generations' settings.
     fn control(&self) -> Result<Control, DataplaneError> {
         self.array_get(maps::CONTROL, 0)
