@@ -71,20 +71,55 @@ pub fn args_from_file(path: &Path) -> Result<Vec<(String, Vec<String>)>, String>
             path.display()
         ));
     };
+    use clap::Args as _;
+    // `run`'s flags alone, none required: one at a time, each value is parsed as given.
+    let cmd = crate::commands::run::RunArgs::augment_args(clap::Command::new("run"))
+        .mut_args(|a| a.required(false))
+        .no_binary_name(false);
     let mut out = Vec::new();
     for (k, v) in entries {
         let at = format!("{}:{}:{}", path.display(), k.mark.line, k.mark.col);
         let key = scalar(k).ok_or_else(|| format!("{at}: a key must be a flag name"))?;
-        let values = match &v.value {
-            Value::Seq(items) => items
-                .iter()
-                .map(|i| {
-                    scalar(i).ok_or_else(|| format!("{at}: {key}: list items must be scalars"))
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-            _ => vec![scalar(v).ok_or_else(|| format!("{at}: {key}: expected a value"))?],
+        let list = matches!(v.value, Value::Seq(_));
+        let nodes: Vec<&Node> = match &v.value {
+            Value::Seq(items) => items.iter().collect(),
+            _ => vec![v],
         };
+        let mut values = Vec::new();
+        for n in &nodes {
+            let at = format!("{}:{}:{}", path.display(), n.mark.line, n.mark.col);
+            let value = scalar(n).ok_or_else(|| {
+                if list {
+                    format!("{at}: {key}: list items must be scalars")
+                } else {
+                    format!("{at}: {key}: expected a value")
+                }
+            })?;
+            // Checked here as the flag would be, so that the error names the file and line.
+            if VALUE_KEYS.contains(&key.as_str()) {
+                let flag = format!("--{key}");
+                if let Err(e) =
+                    cmd.clone()
+                        .try_get_matches_from(["run", flag.as_str(), value.as_str()])
+                {
+                    let msg = e.to_string();
+                    let first = msg.lines().next().unwrap_or_default();
+                    return Err(format!(
+                        "{at}: {key}: {}",
+                        first.strip_prefix("error: ").unwrap_or(first)
+                    ));
+                }
+            }
+            values.push(value);
+        }
         if VALUE_KEYS.contains(&key.as_str()) {
+            let repeatable = cmd.get_arguments().any(|a| {
+                a.get_long() == Some(key.as_str())
+                    && matches!(a.get_action(), clap::ArgAction::Append)
+            });
+            if list && !repeatable {
+                return Err(format!("{at}: {key}: takes one value, not a list"));
+            }
             out.push((key, values));
         } else if SWITCH_KEYS.contains(&key.as_str()) {
             if values.iter().any(|v| v == "true") {
@@ -211,6 +246,27 @@ mod tests {
         std::fs::write(&f, "registy: /a\n").unwrap();
         let err = args_from_file(&f).unwrap_err();
         assert!(err.contains(":1:1:") && err.contains("registy"), "{err}");
+        // Values are checked as the flags would be, at their line.
+        std::fs::write(&f, "registry: /a\npoll-ms: fast\n").unwrap();
+        let err = args_from_file(&f).unwrap_err();
+        assert!(
+            err.contains("c.yaml:2:10: poll-ms: invalid value 'fast'"),
+            "{err}"
+        );
+        std::fs::write(&f, "outbound-policy: REGISTRY_ONL\n").unwrap();
+        let err = args_from_file(&f).unwrap_err();
+        assert!(
+            err.contains("c.yaml:1:18: outbound-policy: ") && err.contains("REGISTRY_ONL"),
+            "{err}"
+        );
+        std::fs::write(&f, "blocked: [drop]\n").unwrap();
+        let err = args_from_file(&f).unwrap_err();
+        assert!(
+            err.contains("c.yaml:1:1: blocked: takes one value, not a list"),
+            "{err}"
+        );
+        std::fs::write(&f, "iface: [a, b]\nblocked: drop\n").unwrap();
+        assert!(args_from_file(&f).is_ok());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
