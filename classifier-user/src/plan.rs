@@ -74,6 +74,16 @@ pub enum Location {
     MeshInternal,
 }
 
+impl Location {
+    /// As Istio, the plan's JSON and `compile` spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Location::MeshExternal => "MESH_EXTERNAL",
+            Location::MeshInternal => "MESH_INTERNAL",
+        }
+    }
+}
+
 /// Where a service came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum ServiceKind {

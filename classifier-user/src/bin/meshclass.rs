@@ -186,8 +186,7 @@ fn man() -> i32 {
     let mut out = std::io::stdout();
     let page = clap_mangen::Man::new(cmd.clone());
     if let Err(e) = page.render(&mut out) {
-        eprintln!("error: {e}");
-        return 2;
+        return write_failed(e);
     }
     // One section per subcommand, so the page documents every command's flags.
     for sub in cmd.get_subcommands() {
@@ -197,9 +196,18 @@ fn man() -> i32 {
                 .name(clap::builder::Str::from(name.leak() as &str)),
         );
         if let Err(e) = page.render(&mut out) {
-            eprintln!("error: {e}");
-            return 2;
+            return write_failed(e);
         }
     }
     0
+}
+
+/// A write to standard output that failed: a reader that went away (`meshclass man | head`)
+/// is no error.
+fn write_failed(e: std::io::Error) -> i32 {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        return 0;
+    }
+    eprintln!("error: {e}");
+    2
 }

@@ -19,7 +19,16 @@ pub fn run(pin_dir: &Path) -> i32 {
             return 1;
         }
     };
-    let state = State::read(&pins.state_file()).unwrap_or_default();
+    let state_file = pins.state_file();
+    if !pins.dir.exists() && !state_file.exists() {
+        lock.remove();
+        eprintln!(
+            "nothing is pinned at {}: nothing to detach",
+            pins.dir.display()
+        );
+        return 0;
+    }
+    let state = State::read(&state_file).unwrap_or_default();
     let mut failed = false;
     // TCX links: the pin holds the link; unpinning and dropping it detaches the program.
     if let Ok(rd) = std::fs::read_dir(pins.links()) {

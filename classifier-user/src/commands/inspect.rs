@@ -122,7 +122,7 @@ pub fn run(pin_dir: &Path, what: What, json_out: bool) -> i32 {
                         out,
                         "{:<60} {:<14} {:<10} {:>7} {:>10}",
                         s.key(),
-                        format!("{:?}", s.location),
+                        s.location.name(),
                         s.resolution,
                         entries,
                         hits

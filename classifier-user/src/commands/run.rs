@@ -210,8 +210,12 @@ pub fn run(args: RunArgs) -> i32 {
             let mut msg = e.to_string();
             let mut src = std::error::Error::source(&e);
             while let Some(s) = src {
-                msg.push_str(": ");
-                msg.push_str(&s.to_string());
+                // Errors whose message already says their cause are not told it twice.
+                let text = s.to_string();
+                if !msg.ends_with(&text) {
+                    msg.push_str(": ");
+                    msg.push_str(&text);
+                }
                 src = s.source();
             }
             tracing::error!(error = %msg, "meshclass run failed");
