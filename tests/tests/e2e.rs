@@ -1029,6 +1029,10 @@ fn inspect_explain_flows_and_metrics_agree_with_the_traffic() {
         lab.tcp(unknown, Duration::from_secs(1)),
         Outcome::Rejected(_)
     ));
+    // A name that no entry has, on a port that carries names: refused after the request.
+    let by_name = SocketAddr::new(addr::UNKNOWN.parse().unwrap(), 80);
+    let o = lab.http(by_name, "Refused.Example.Test", Duration::from_secs(2));
+    assert!(matches!(o, Outcome::Rejected(_)), "{o:?}");
 
     // inspect entries: the VM's entry was hit once.
     let entries = inspect_json(&lab, &bin, "entries");
@@ -1130,6 +1134,14 @@ fn inspect_explain_flows_and_metrics_agree_with_the_traffic() {
         text.lines()
             .any(|l| l.contains(&unknown.to_string()) && l.contains("\"reject\"")),
         "flows shows the rejected connection:\n{text}"
+    );
+    // The refused name is said, lower-cased, so that one knows what to register.
+    assert!(
+        text.lines().any(|l| l.contains(&by_name.to_string())
+            && l.contains("\"name\":\"refused.example.test\"")
+            && l.contains("\"reject\"")
+            && l.contains("\"policy\"")),
+        "flows shows the refused name:\n{text}"
     );
 
     // metrics: decisions by verdict and by service, scraped from inside the node namespace.

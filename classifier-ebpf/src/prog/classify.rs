@@ -465,26 +465,28 @@ pub fn try_lookup(ctx: &TcContext) -> Result<i32, i32> {
         return Ok(only(verdict::PASS, stage::OTHER));
     };
     let p = &st.pkt;
-    if let Some((e, n)) = look_up(port.suffix_labels) {
+    let (hit, n) = look_up(port.suffix_labels);
+    if let Some(e) = hit {
         return Ok(name_hit(ctx, p, cfg, e, st.name_stage, n));
     }
-    Ok(port_or_policy(ctx, p, cfg, port, true))
+    Ok(port_or_policy_after_name(ctx, p, cfg, port, true, n))
 }
 
 /// Normalizes and looks up the name in `Scratch::name` described in `PKT_STATE`; returns the
-/// entry and the normalized length. Inlined: on this CPU every BPF-to-BPF call pays its
+/// entry, if any, and the normalized length (lower-cased by the lookup's hash pass). Inlined: on this CPU every BPF-to-BPF call pays its
 /// return through the return thunk (~10 ns), and the program's frame with `act_slow`'s stays
 /// within the 512-byte limit.
 #[inline(always)]
-fn look_up(suffix_labels: u64) -> Option<(EntryValue, usize)> {
-    let (st, s) = (PKT_STATE.get_ptr(0)?, SCRATCH.get_ptr_mut(0)?);
+fn look_up(suffix_labels: u64) -> (Option<EntryValue>, usize) {
+    let (Some(st), Some(s)) = (PKT_STATE.get_ptr(0), SCRATCH.get_ptr_mut(0)) else {
+        return (None, 0);
+    };
     // SAFETY: per-CPU memory, used by this program run only.
     let (st, s) = unsafe { (&*st, &mut *s) };
     let n = st.name_len as usize;
     let (generation, dport) = (st.generation & 1, st.pkt.key.dport);
     let n = names::normalize(s, n);
-    let e = names::lookup(s, n, generation, dport, suffix_labels)?;
-    Some((e, n))
+    (names::lookup(s, n, generation, dport, suffix_labels), n)
 }
 
 /// Hands the name described in `PKT_STATE` to `meshclass_lookup`; returns only if the tail
@@ -570,6 +572,21 @@ pub fn try_split(ctx: &TcContext) -> Result<i32, i32> {
 /// §7: the port's capture, else the outbound policy.
 #[inline(always)]
 fn port_or_policy(ctx: &TcContext, p: &Pkt, cfg: &Config, port: &PortValue, after: bool) -> i32 {
+    port_or_policy_after_name(ctx, p, cfg, port, after, 0)
+}
+
+/// [`port_or_policy`] for a connection whose name (`name_len` bytes in `Scratch::name`; 0:
+/// none) matched no entry: its decision event carries the name, so that `meshclass flows`
+/// says which name was refused.
+#[inline(always)]
+fn port_or_policy_after_name(
+    ctx: &TcContext,
+    p: &Pkt,
+    cfg: &Config,
+    port: &PortValue,
+    after: bool,
+    name_len: usize,
+) -> i32 {
     if port.has_capture == 1 {
         let mut e = port.capture;
         if after && e.verdict == verdict::REDIRECT {
@@ -578,7 +595,12 @@ fn port_or_policy(ctx: &TcContext, p: &Pkt, cfg: &Config, port: &PortValue, afte
             cnt::inc(counter::LATE_REDIRECT);
             e.verdict = verdict::PASS;
         }
-        return decide(ctx, p, cfg, &Decision::entry(e, stage::PORT, after, 0));
+        return decide(
+            ctx,
+            p,
+            cfg,
+            &Decision::entry(e, stage::PORT, after, name_len),
+        );
     }
     let v = blocked(cfg, to_group(p));
     decide(
@@ -590,7 +612,7 @@ fn port_or_policy(ctx: &TcContext, p: &Pkt, cfg: &Config, port: &PortValue, afte
             stage: stage::POLICY,
             entry: None,
             after_handshake: after,
-            name_len: 0,
+            name_len,
         },
     )
 }
