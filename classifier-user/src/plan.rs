@@ -208,12 +208,18 @@ pub struct Plan {
 pub struct CompileOptions {
     /// Verdict for MESH_EXTERNAL services (Istio's: pass straight out).
     pub external: Verdict,
+    /// A service whose own host is resolved by DNS (resolution DNS or DNS_ROUND_ROBIN, no
+    /// endpoints or selector) is matched by the addresses DNS returned only, not by its name:
+    /// a TLS SNI or HTTP Host of it sent to any other address is not its (SEMANTICS.md, "where
+    /// the project goes beyond Istio": SNI and Host spoofing).
+    pub bind_names_to_dns: bool,
 }
 
 impl Default for CompileOptions {
     fn default() -> Self {
         Self {
             external: Verdict::Pass,
+            bind_names_to_dns: false,
         }
     }
 }

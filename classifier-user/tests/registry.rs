@@ -86,6 +86,7 @@ fn external_verdict_is_configurable() {
         &loaded.registry,
         CompileOptions {
             external: Verdict::Redirect,
+            ..CompileOptions::default()
         },
     );
     assert!(plan.entries.iter().all(|e| e.verdict == Verdict::Redirect));
@@ -913,5 +914,81 @@ spec: {address: 10.50.0.7, labels: {app: web}}
             want("manual", "10.96.5.6", 5000, L4::Tcp, Verdict::Redirect),
             want("kafka", "10.244.1.5", 29092, L4::Tcp, Verdict::Redirect),
         ]
+    );
+}
+
+/// `bind_names_to_dns`: a host that resolves itself by DNS gets no name entries (the daemon
+/// adds the addresses DNS returns), while hosts with endpoints, wildcards and other
+/// resolutions keep theirs.
+#[test]
+fn names_bound_to_dns_are_matched_by_address_only() {
+    let text = "\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api}
+spec:
+  hosts: [api.example.com]
+  resolution: DNS
+  ports: [{number: 443, name: tls, protocol: TLS}, {number: 80, name: http, protocol: HTTP}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: wild}
+spec:
+  hosts: ['*.cdn.example.com']
+  resolution: NONE
+  ports: [{number: 443, name: tls, protocol: TLS}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: fronted}
+spec:
+  hosts: [front.example.com]
+  resolution: DNS
+  endpoints: [{address: backend.example.com}]
+  ports: [{number: 443, name: tls, protocol: TLS}]
+";
+    let loaded = load_text(text);
+    let names = |bind: bool| -> Vec<String> {
+        let plan = registry::compile(
+            &loaded.registry,
+            CompileOptions {
+                bind_names_to_dns: bind,
+                ..CompileOptions::default()
+            },
+        );
+        plan.entries
+            .iter()
+            .filter_map(|e| match &e.matcher {
+                Match::Sni { name, port } => Some(format!("sni {name} {port}")),
+                Match::Host { name, port } => Some(format!("host {name} {port}")),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        names(false),
+        [
+            "sni *.cdn.example.com 443",
+            "sni api.example.com 443",
+            "sni front.example.com 443",
+            "host api.example.com 80"
+        ]
+    );
+    assert_eq!(
+        names(true),
+        ["sni *.cdn.example.com 443", "sni front.example.com 443"]
+    );
+    let plan = registry::compile(
+        &loaded.registry,
+        CompileOptions {
+            bind_names_to_dns: true,
+            ..CompileOptions::default()
+        },
+    );
+    assert!(
+        plan.dns.iter().any(|d| d.name == "api.example.com"),
+        "{:?}",
+        plan.dns
     );
 }

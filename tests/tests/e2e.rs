@@ -135,6 +135,38 @@ fn names_decide_under_registry_only() {
     assert!(bad.is_empty(), "{}", scenarios::table(&rows));
 }
 
+/// `--bind-names-to-dns`: a host that DNS resolves is known by the addresses DNS returned, so
+/// its TLS SNI or HTTP Host sent to another address is refused under REGISTRY_ONLY (without
+/// the flag, the scenarios' "by SNI, other IP" rows pass: Istio's spoofable behaviour).
+#[test]
+fn names_bound_to_dns_refuse_their_name_at_other_addresses() {
+    let (mut lab, _bin) = example_lab(
+        "e2e-bind",
+        &[
+            "--outbound-policy",
+            "REGISTRY_ONLY",
+            "--blocked",
+            "reject",
+            "--bind-names-to-dns",
+        ],
+    );
+    // The registry, then the addresses DNS gave api.external-svc.com.
+    lab.wait_for_log_count("registry applied", 2, Duration::from_secs(10))
+        .unwrap();
+    let t = Duration::from_secs(2);
+    let name = "api.external-svc.com";
+    let api = |port| SocketAddr::new(addr::API.parse().unwrap(), port);
+    let other = |port| SocketAddr::new(addr::UNKNOWN.parse().unwrap(), port);
+    let o = lab.tls(api(443), name, t);
+    assert_eq!(o.word(), "pass", "TLS to the address DNS gave: {o:?}");
+    let o = lab.http(api(80), name, t);
+    assert_eq!(o.word(), "pass", "HTTP to the address DNS gave: {o:?}");
+    let o = lab.tls(other(443), name, t);
+    assert_eq!(o.word(), "reject", "the SNI at another address: {o:?}");
+    let o = lab.http(other(80), name, t);
+    assert_eq!(o.word(), "reject", "the Host at another address: {o:?}");
+}
+
 /// Removes a test's registry directory however the test ends.
 struct RemoveDir(PathBuf);
 

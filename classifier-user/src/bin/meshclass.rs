@@ -44,6 +44,9 @@ enum Command {
         /// Verdict for MESH_EXTERNAL services.
         #[arg(long, default_value = "pass", value_parser = ["pass", "redirect"])]
         external: String,
+        /// As `run --bind-names-to-dns`: hosts DNS resolves are matched by their addresses only.
+        #[arg(long)]
+        bind_names_to_dns: bool,
     },
     /// Run the daemon: load (or re-adopt) the dataplane, attach it, enforce the registry.
     Run(Box<commands::run::RunArgs>),
@@ -126,6 +129,7 @@ fn main() -> ExitCode {
             paths,
             json,
             external,
+            bind_names_to_dns,
         } => {
             let options = CompileOptions {
                 external: if external == "redirect" {
@@ -133,6 +137,7 @@ fn main() -> ExitCode {
                 } else {
                     Verdict::Pass
                 },
+                bind_names_to_dns,
             };
             commands::compile::run(&paths, json, options)
         }

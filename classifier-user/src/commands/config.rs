@@ -36,7 +36,12 @@ const VALUE_KEYS: &[&str] = &[
     "events-bytes",
 ];
 /// Keys that are switches.
-const SWITCH_KEYS: &[&str] = &["events-all", "ech-outer-sni", "json-logs"];
+const SWITCH_KEYS: &[&str] = &[
+    "events-all",
+    "ech-outer-sni",
+    "bind-names-to-dns",
+    "json-logs",
+];
 
 fn scalar(n: &Node) -> Option<String> {
     match &n.value {

@@ -54,6 +54,12 @@ pub struct RunArgs {
     /// Chrome sends on every connection).
     #[arg(long)]
     pub ech_outer_sni: bool,
+    /// Match a service whose host DNS resolves (resolution DNS, no endpoints) by the addresses
+    /// DNS returned only, not by its TLS SNI or HTTP Host: a name sent to any other address is
+    /// not its (no SNI/Host spoofing). Off by default: a client given other addresses by its
+    /// resolver (a CDN's) would be refused.
+    #[arg(long)]
+    pub bind_names_to_dns: bool,
     /// Attach with TCX, clsact, or whichever the kernel has.
     #[arg(long, default_value = "auto", value_parser = ["auto", "tcx", "clsact"])]
     pub attach: String,
@@ -193,6 +199,7 @@ pub fn run(args: RunArgs) -> i32 {
         capacities,
         sizes_given,
         dns_server: args.dns_server,
+        bind_names_to_dns: args.bind_names_to_dns,
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -43,6 +43,8 @@ pub struct RunOptions {
     pub ifaces: Vec<String>,
     pub settings: Settings,
     pub external: Verdict,
+    /// [`CompileOptions::bind_names_to_dns`].
+    pub bind_names_to_dns: bool,
     pub pin_dir: PathBuf,
     pub metrics_addr: Option<SocketAddr>,
     pub attach_mode: AttachMode,
@@ -183,6 +185,7 @@ async fn run_locked(opts: RunOptions, pins: Pins) -> Result<(), DaemonError> {
     };
     let compile_options = CompileOptions {
         external: opts.external,
+        bind_names_to_dns: opts.bind_names_to_dns,
     };
     let first = load_plan(&opts.registry, compile_options);
     let adopting = pins.exists();

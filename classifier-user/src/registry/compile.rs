@@ -509,9 +509,17 @@ fn compile_service_entry<'r>(
             // asks for both, which one entry cannot say: the CIDR decides). HTTP ports match by
             // Host whatever the addresses, as Istio's HTTP listener is the port's, on every
             // address. An undeclared port with addresses is the addresses'.
-            let by_name = se.addresses.is_empty();
+            // Bound to DNS: a host resolved itself is known by the addresses DNS returned
+            // (exact entries the daemon adds), never by its name alone.
+            let resolves_itself = dns_resolution
+                && se.selector.is_none()
+                && se.endpoints.is_empty()
+                && !host.contains('*');
+            let bound = b.options.bind_names_to_dns && resolves_itself;
+            let by_name = se.addresses.is_empty() && !bound;
             let named = name_ok
                 && l4 == L4::Tcp
+                && !bound
                 && (p.protocol.is_http()
                     || (by_name && (p.protocol.is_tls() || p.protocol == Protocol::Unset)));
             // Known by name only: no address, endpoint, selector or resolved host to redirect
@@ -543,7 +551,7 @@ fn compile_service_entry<'r>(
                         id,
                     );
                 }
-                if p.protocol.is_http() || (by_name && p.protocol == Protocol::Unset) {
+                if !bound && (p.protocol.is_http() || (by_name && p.protocol == Protocol::Unset)) {
                     b.claim(
                         Match::Host {
                             name: host.clone(),
