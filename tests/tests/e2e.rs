@@ -783,34 +783,31 @@ fn clsact_filters_and_fwmark_rules_are_not_doubled_by_a_restart_and_one_process_
         "reject",
     ];
     let (mut lab, bin) = example_lab("e2e-clsact", &args);
-    let filters = |lab: &Lab, dir: &str| -> Vec<String> {
+    // The lines of a command run in the node namespace that contain `needle`.
+    let node_lines = |lab: &Lab, cmd: &[&str], needle: &str| -> Vec<String> {
         let out = lab.node.run(|| {
-            std::process::Command::new("tc")
-                .args(["filter", "show", "dev", &lab.node_if, dir])
+            std::process::Command::new(cmd[0])
+                .args(&cmd[1..])
                 .output()
-                .expect("running tc in the node namespace")
+                .expect("running a command in the node namespace")
         });
         String::from_utf8_lossy(&out.stdout)
             .lines()
-            .filter(|l| l.contains("direct-action"))
+            .filter(|l| l.contains(needle))
             .map(str::to_string)
             .collect()
+    };
+    let filters = |lab: &Lab, dir: &str| {
+        node_lines(
+            lab,
+            &["tc", "filter", "show", "dev", &lab.node_if, dir],
+            "direct-action",
+        )
     };
     // The redirect routing's fwmark rules, one family: the kernel keeps equal rules side by
     // side, so an add on every start would stack them.
-    let fwmark_rules = |lab: &Lab, family: &str| -> Vec<String> {
-        let out = lab.node.run(|| {
-            std::process::Command::new("ip")
-                .args([family, "rule", "show"])
-                .output()
-                .expect("running ip in the node namespace")
-        });
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| l.contains("fwmark 0x4d43"))
-            .map(str::to_string)
-            .collect()
-    };
+    let fwmark_rules =
+        |lab: &Lab, family: &str| node_lines(lab, &["ip", family, "rule", "show"], "fwmark 0x4d43");
     let unknown = SocketAddr::new(addr::UNKNOWN.parse().unwrap(), TCP_PORT);
     for round in 0..3 {
         for dir in ["ingress", "egress"] {
