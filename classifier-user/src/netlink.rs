@@ -286,8 +286,10 @@ impl Netlink {
         ignore_exists(r).map_err(req(format!("adding local route table {table}")))
     }
 
-    /// The family's rules that send fwmark `mark` to table `table` (the kernel reports every
-    /// rule's table as an attribute, whatever its number).
+    /// The family's rules that send fwmark `mark` to table `table` at priority `table`, as
+    /// [`Self::install_redirect_routing`] adds them (the kernel reports every rule's table as
+    /// an attribute, whatever its number); an administrator's rule of another priority is not
+    /// one of them.
     async fn fwmark_rules(
         &self,
         mark: u32,
@@ -314,6 +316,7 @@ impl Netlink {
                 let has = |f: &dyn Fn(&RuleAttribute) -> bool| r.attributes.iter().any(f);
                 has(&|a| matches!(a, RuleAttribute::FwMark(m) if *m == mark))
                     && has(&|a| matches!(a, RuleAttribute::Table(t) if *t == table))
+                    && has(&|a| matches!(a, RuleAttribute::Priority(p) if *p == table))
             })
             .collect())
     }

@@ -881,8 +881,42 @@ apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
 metadata: {name: web-vm, namespace: data}
 spec: {address: 10.50.0.7, labels: {app: web}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: kube-dns, namespace: sys}
+spec:
+  clusterIP: None
+  selector: {k8s-app: kube-dns}
+  ports:
+  - {name: dns, port: 53, protocol: UDP, targetPort: dns}
+  - {name: dns-tcp, port: 53, protocol: TCP, targetPort: dns-tcp}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: kube-dns-2, namespace: sys}
+spec:
+  clusterIP: None
+  selector: {k8s-app: kube-dns}
+  ports: [{name: dns, port: 53, protocol: UDP, targetPort: dns}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: coredns, namespace: sys, labels: {k8s-app: kube-dns}}
+spec:
+  containers:
+  - ports:
+    - {name: dns, containerPort: 1053, protocol: UDP}
+    - {name: dns-tcp, containerPort: 1054, protocol: TCP}
+status: {podIP: 10.244.2.2, conditions: [{type: Ready, status: 'True'}]}
 ";
     let plan = compile(&load_text(text));
+    // A pod two Services select is no conflict to warn about.
+    assert!(
+        !plan.warnings.iter().any(|w| w.contains("wins")),
+        "{:?}",
+        plan.warnings
+    );
     let got: Vec<(String, IpAddr, u16, L4, Verdict)> = plan
         .entries
         .iter()
@@ -913,6 +947,20 @@ spec: {address: 10.50.0.7, labels: {app: web}}
             want("web", "10.96.5.5", 80, L4::Tcp, Verdict::Redirect),
             want("manual", "10.96.5.6", 5000, L4::Tcp, Verdict::Redirect),
             want("kafka", "10.244.1.5", 29092, L4::Tcp, Verdict::Redirect),
+            (
+                "sys/kube-dns/kube-dns.sys.svc.cluster.local".into(),
+                ip("10.244.2.2"),
+                1053,
+                L4::Udp,
+                Verdict::Pass
+            ),
+            (
+                "sys/kube-dns/kube-dns.sys.svc.cluster.local".into(),
+                ip("10.244.2.2"),
+                1054,
+                L4::Tcp,
+                Verdict::Redirect
+            ),
         ]
     );
 }

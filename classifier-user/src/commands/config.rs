@@ -53,8 +53,12 @@ fn scalar(n: &Node) -> Option<String> {
     }
 }
 
-/// Reads `path` into `run` arguments, in the order the file gives them.
-pub fn args_from_file(path: &Path) -> Result<Vec<(String, Vec<String>)>, String> {
+/// Reads `path` into `run` arguments, in the order the file gives them; the values of the keys
+/// in `overridden` (flags given on the command line, which win) are not checked.
+pub fn args_from_file(
+    path: &Path,
+    overridden: &[String],
+) -> Result<Vec<(String, Vec<String>)>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut docs = Vec::new();
     parse_documents(&text, &Limits::default(), 0, |d| docs.push(d));
@@ -101,7 +105,7 @@ pub fn args_from_file(path: &Path) -> Result<Vec<(String, Vec<String>)>, String>
                 }
             })?;
             // Checked here as the flag would be, so that the error names the file and line.
-            if VALUE_KEYS.contains(&key.as_str()) {
+            if VALUE_KEYS.contains(&key.as_str()) && !overridden.contains(&key) {
                 let flag = format!("--{key}");
                 if let Err(e) =
                     cmd.clone()
@@ -166,7 +170,7 @@ pub fn expand(argv: Vec<OsString>) -> Result<Vec<OsString>, String> {
         .map(|a| a.split('=').next().unwrap_or(a).to_string())
         .collect();
     let mut out = vec![argv[0].clone(), OsString::from("run")];
-    for (key, values) in args_from_file(Path::new(&config))? {
+    for (key, values) in args_from_file(Path::new(&config), &given)? {
         if given.contains(&key) {
             continue;
         }
@@ -249,29 +253,32 @@ mod tests {
             ]
         );
         std::fs::write(&f, "registy: /a\n").unwrap();
-        let err = args_from_file(&f).unwrap_err();
+        let err = args_from_file(&f, &[]).unwrap_err();
         assert!(err.contains(":1:1:") && err.contains("registy"), "{err}");
         // Values are checked as the flags would be, at their line.
         std::fs::write(&f, "registry: /a\npoll-ms: fast\n").unwrap();
-        let err = args_from_file(&f).unwrap_err();
+        let err = args_from_file(&f, &[]).unwrap_err();
         assert!(
             err.contains("c.yaml:2:10: poll-ms: invalid value 'fast'"),
             "{err}"
         );
         std::fs::write(&f, "outbound-policy: REGISTRY_ONL\n").unwrap();
-        let err = args_from_file(&f).unwrap_err();
+        let err = args_from_file(&f, &[]).unwrap_err();
         assert!(
             err.contains("c.yaml:1:18: outbound-policy: ") && err.contains("REGISTRY_ONL"),
             "{err}"
         );
         std::fs::write(&f, "blocked: [drop]\n").unwrap();
-        let err = args_from_file(&f).unwrap_err();
+        let err = args_from_file(&f, &[]).unwrap_err();
         assert!(
             err.contains("c.yaml:1:1: blocked: takes one value, not a list"),
             "{err}"
         );
         std::fs::write(&f, "iface: [a, b]\nblocked: drop\n").unwrap();
-        assert!(args_from_file(&f).is_ok());
+        assert!(args_from_file(&f, &[]).is_ok());
+        // A value a flag replaces is not checked: the flag wins.
+        std::fs::write(&f, "poll-ms: fast\n").unwrap();
+        assert!(args_from_file(&f, &["poll-ms".into()]).is_ok());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -107,7 +107,16 @@ fn parse_mark(s: &str) -> Result<u32, String> {
         Some(hex) => u32::from_str_radix(hex, 16),
         None => s.parse(),
     };
-    r.map_err(|e| format!("{s:?} is not a 32-bit mark (decimal or 0x hexadecimal): {e}"))
+    match r {
+        // The fwmark rule of mark 0 would send every packet of the node to the local table.
+        Ok(0) => Err(format!(
+            "{s:?}: the mark must not be 0, which every packet carries"
+        )),
+        Ok(m) => Ok(m),
+        Err(e) => Err(format!(
+            "{s:?} is not a 32-bit mark (decimal or 0x hexadecimal): {e}"
+        )),
+    }
 }
 
 /// A DNS server: `IP`, `IP:PORT`, `IPv6` or `[IPv6]:PORT`; port 53 when not given.
@@ -260,6 +269,7 @@ mod tests {
         assert_eq!(parse_mark("19779"), Ok(0x4d43));
         assert!(parse_mark("0x1_0000_0000").is_err());
         assert!(parse_mark("mark").unwrap_err().contains("\"mark\""));
+        assert!(parse_mark("0").unwrap_err().contains("must not be 0"));
     }
 
     #[test]

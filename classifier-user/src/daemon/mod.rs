@@ -159,17 +159,8 @@ async fn run_locked(opts: RunOptions, pins: Pins) -> Result<(), DaemonError> {
     // What can fail for a mistake in the command line fails before anything is loaded and
     // pinned: a start that stops leaves no dataplane behind.
     let nl = Netlink::connect()?;
-    // Link notifications: an interface that appears (or comes back) is attached at once.
-    // Subscribed before the first look, so that none falls between the two.
-    let link_changes = match LinkChanges::subscribe() {
-        Ok(l) => Some(l),
-        Err(e) => {
-            warn!(error = %e, "no link notifications: interfaces are looked at every --poll-ms");
-            None
-        }
-    };
-    let links = nl.links().await?;
     // A name (not a pattern) must be there at start: a mistyped one would classify nothing.
+    let links = nl.links().await?;
     for spec in opts.ifaces.iter().filter(|s| !ifaces::is_pattern(s)) {
         if !links.iter().any(|(n, _)| n == spec) {
             return Err(NetlinkError::NoSuchLink(spec.clone()).into());
@@ -243,6 +234,17 @@ async fn run_locked(opts: RunOptions, pins: Pins) -> Result<(), DaemonError> {
         .map(|p| p.display().to_string())
         .collect();
 
+    // Link notifications: an interface that appears (or comes back) is attached at once.
+    // Subscribed after the load (whose seconds would queue them unread) and before the look
+    // that attaches, so that none falls between the two.
+    let link_changes = match LinkChanges::subscribe() {
+        Ok(l) => Some(l),
+        Err(e) => {
+            warn!(error = %e, "no link notifications: interfaces are looked at every --poll-ms");
+            None
+        }
+    };
+    let links = nl.links().await?;
     forget_gone_pins(&pins, &links, &mut state);
     let mut attachments = Attachments::default();
     // At start an attach that fails for an interface given by name stops the daemon, as any
@@ -277,7 +279,9 @@ async fn run_locked(opts: RunOptions, pins: Pins) -> Result<(), DaemonError> {
         Err(rejected) => {
             // The registry pinned stays in force, under the settings this start was given:
             // only the registry was refused, not the command line.
-            if state.settings != Some(opts.settings) {
+            // Only from a state file that says which settings the pins hold: without one the
+            // plan read is empty, and applying it would wipe the pinned registry.
+            if state.settings.is_some_and(|s| s != opts.settings) {
                 let plan = state.plan.clone();
                 apply(&mut dataplane, &mut state, plan, &opts.settings)?;
                 info!("the pinned registry is enforced with this start's settings");

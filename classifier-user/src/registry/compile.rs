@@ -40,6 +40,8 @@ struct Builder<'r> {
     claims: BTreeMap<Match, u32>,
     /// Losing claims, reported as warnings: (match, winner, loser).
     conflicts: Vec<(Match, u32, u32)>,
+    /// Matches a Kubernetes Service's endpoints claimed: shared without a warning.
+    quiet: BTreeSet<Match>,
     dns: BTreeMap<(String, u32), BTreeSet<(u16, L4)>>,
     warnings: Vec<Diagnostic>,
 }
@@ -79,9 +81,19 @@ impl<'r> Builder<'r> {
                     (current, id)
                 };
                 self.claims.insert(m.clone(), winner);
-                self.conflicts.push((m, winner, loser));
+                if !self.quiet.contains(&m) {
+                    self.conflicts.push((m, winner, loser));
+                }
             }
         }
+    }
+
+    /// As [`Self::claim`], without a conflict to report: a Kubernetes Service's endpoints,
+    /// which other Services (a StatefulSet's headless one beside its ClusterIP one) and
+    /// ServiceEntries that select the same pods share as a matter of course.
+    fn claim_quietly(&mut self, m: Match, id: u32) {
+        self.quiet.insert(m.clone());
+        self.claim(m, id);
     }
 
     fn rank(&self, id: u32) -> &Rank {
@@ -116,6 +128,9 @@ struct Candidate<'r> {
     labels: &'r Labels,
     address: &'r WorkloadAddress,
     ports: &'r NamedPorts,
+    /// The named ports a UDP `targetPort` name resolves to (a pod's UDP container ports; a
+    /// WorkloadEntry's one map).
+    udp_ports: &'r NamedPorts,
 }
 
 /// The workloads of one namespace, indexed by label for selectors.
@@ -143,9 +158,13 @@ impl<'r> NamespaceIndex<'r> {
 
     /// The workloads whose labels include all of `selector`'s, in a stable order.
     fn select(&self, selector: &Labels) -> Vec<(&'r WorkloadAddress, &'r NamedPorts)> {
-        let pick = |c: &Candidate<'r>| (c.address, c.ports);
+        self.select_with(selector, |c| (c.address, c.ports))
+    }
+
+    /// As [`Self::select`], each workload given as `pick` takes it.
+    fn select_with<T>(&self, selector: &Labels, pick: impl Fn(&Candidate<'r>) -> T) -> Vec<T> {
         if selector.is_empty() {
-            return self.candidates.iter().map(pick).collect();
+            return self.candidates.iter().map(&pick).collect();
         }
         // Start from the rarest label of the selector, then check the others.
         let mut smallest: Option<&Vec<usize>> = None;
@@ -191,6 +210,7 @@ pub fn compile(registry: &Registry, options: CompileOptions) -> Plan {
         origins: Vec::new(),
         claims: BTreeMap::new(),
         conflicts: Vec::new(),
+        quiet: BTreeSet::new(),
         dns: BTreeMap::new(),
         warnings: Vec::new(),
     };
@@ -208,6 +228,7 @@ pub fn compile(registry: &Registry, options: CompileOptions) -> Plan {
                 labels: &we.workload.labels,
                 address: &we.workload.address,
                 ports: &we.workload.ports,
+                udp_ports: &we.workload.ports,
             });
     }
     let mut pods: Vec<_> = registry.pods.iter().filter(|p| p.ready).collect();
@@ -225,6 +246,7 @@ pub fn compile(registry: &Registry, options: CompileOptions) -> Plan {
                     labels: &p.meta.labels,
                     address: a,
                     ports: &p.ports,
+                    udp_ports: &p.udp_ports,
                 });
         }
     }
@@ -284,10 +306,10 @@ pub fn compile(registry: &Registry, options: CompileOptions) -> Plan {
             .and_then(|sel| {
                 index
                     .get(svc.meta.namespace.as_str())
-                    .map(|ns| ns.select(sel))
+                    .map(|ns| ns.select_with(sel, |c| (c.address, c.ports, c.udp_ports)))
             })
             .unwrap_or_default();
-        for (address, wports) in selected {
+        for (address, tcp_ports, udp_ports) in selected {
             let WorkloadAddress::Ip(addr) = address else {
                 continue;
             };
@@ -295,10 +317,14 @@ pub fn compile(registry: &Registry, options: CompileOptions) -> Plan {
                 let port = match &p.target {
                     None => Some(p.port),
                     Some(KubeTarget::Number(n)) => Some(*n),
-                    Some(KubeTarget::Name(name)) => wports.get(name).copied(),
+                    // A name resolves among the container ports of the port's protocol.
+                    Some(KubeTarget::Name(name)) => match p.l4 {
+                        L4::Udp => udp_ports.get(name).copied(),
+                        L4::Tcp => tcp_ports.get(name).copied(),
+                    },
                 };
                 if let Some(port) = port {
-                    b.claim(
+                    b.claim_quietly(
                         Match::Ip {
                             addr: *addr,
                             port,

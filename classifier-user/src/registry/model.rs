@@ -297,8 +297,11 @@ pub struct Pod {
     pub meta: Meta,
     pub ips: Vec<IpAddr>,
     pub ready: bool,
-    /// Named container ports.
+    /// Named TCP container ports (what a ServiceEntry's port name and a Service's TCP
+    /// `targetPort` name resolve to).
     pub ports: NamedPorts,
+    /// Named UDP container ports (a Service's UDP `targetPort` name).
+    pub udp_ports: NamedPorts,
 }
 
 /// A Kubernetes Service port.

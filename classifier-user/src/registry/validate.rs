@@ -1082,7 +1082,7 @@ pub fn pod(ctx: &mut Ctx<'_>, meta: Meta, raw: &RawPod, terminating: bool) -> Op
         .any(|c| c.kind.as_deref() == Some("Ready") && c.status.as_deref() == Some("True"))
         && !terminating
         && !matches!(status.phase.as_deref(), Some("Succeeded" | "Failed"));
-    let mut ports = BTreeMap::new();
+    let (mut ports, mut udp_ports) = (BTreeMap::new(), BTreeMap::new());
     let cpath = FieldPath::root("spec").key("containers");
     for (ci, c) in raw
         .spec
@@ -1096,17 +1096,19 @@ pub fn pod(ctx: &mut Ctx<'_>, meta: Meta, raw: &RawPod, terminating: bool) -> Op
             let (Some(name), Some(number)) = (&p.name, p.container_port) else {
                 continue;
             };
-            // Named ports of TCP only (the default), as Istio's port map: a UDP port of the
-            // same name would give a TCP service port the wrong number.
-            if p.protocol.as_deref().is_some_and(|x| x != "TCP") {
-                continue;
-            }
+            // By protocol (TCP the default), as Istio's port map and Kubernetes do: a UDP
+            // port of the same name would give a TCP service port the wrong number.
+            let map = match p.protocol.as_deref() {
+                None | Some("TCP") => &mut ports,
+                Some("UDP") => &mut udp_ports,
+                Some(_) => continue,
+            };
             if let Some(port) = check_port(
                 ctx,
                 cpath.index(ci).key("ports").index(pi).key("containerPort"),
                 number,
             ) {
-                ports.entry(name.clone()).or_insert(port);
+                map.entry(name.clone()).or_insert(port);
             }
         }
     }
@@ -1118,6 +1120,7 @@ pub fn pod(ctx: &mut Ctx<'_>, meta: Meta, raw: &RawPod, terminating: bool) -> Op
         ips,
         ready,
         ports: ports.into(),
+        udp_ports: udp_ports.into(),
     })
 }
 
