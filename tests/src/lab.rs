@@ -451,7 +451,10 @@ impl Lab {
     }
 
     /// A TCP connection from the workload's source port `sport` (which a connection just
-    /// closed may have used): what answered, and how long the connect took.
+    /// closed may have used): what answered, and how long the connect took. The client closes
+    /// only after the other end has (its end of file), so that the other end's socket is the
+    /// one left in TIME_WAIT: closing on the reply's line raced the proxy's close, and on a
+    /// loaded machine the client's socket was sometimes the one that waited.
     pub fn tcp_from_port(
         &self,
         dst: SocketAddr,
@@ -463,7 +466,10 @@ impl Lab {
             match connect_from_port(dst, sport, timeout) {
                 Ok(mut s) => {
                     let took = start.elapsed();
-                    (read_reply(&mut s, start, timeout), took)
+                    let o = read_reply(&mut s, start, timeout);
+                    let mut rest = [0u8; 512];
+                    while matches!(s.read(&mut rest), Ok(n) if n > 0) {}
+                    (o, took)
                 }
                 Err(e) => (classify_err(&e, start), start.elapsed()),
             }
