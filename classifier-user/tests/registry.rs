@@ -1040,3 +1040,42 @@ spec:
         plan.dns
     );
 }
+
+/// A MESH_INTERNAL host with neither addresses nor endpoints is matched by name only, after
+/// the handshake, too late for the proxy: said at compile time. One with addresses, or one
+/// that DNS resolves, is not warned about.
+#[test]
+fn a_mesh_internal_host_known_by_name_only_is_warned_about() {
+    let entry = |name: &str, extra: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {name}}}
+spec:
+  hosts: [{name}.mesh]
+  location: MESH_INTERNAL
+  ports: [{{number: 443, name: tls, protocol: TLS}}, {{number: 80, name: http, protocol: HTTP}}]
+{extra}---
+"
+        )
+    };
+    let text = entry("byname", "  resolution: NONE\n")
+        + &entry(
+            "addressed",
+            "  resolution: STATIC\n  addresses: [10.9.0.1]\n  endpoints: [{address: 10.9.0.1}]\n",
+        )
+        + &entry("resolved", "  resolution: DNS\n");
+    let plan = compile(&load_text(&text));
+    let warned: Vec<&String> = plan
+        .warnings
+        .iter()
+        .filter(|w| w.contains("matched by name only"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{:?}", plan.warnings);
+    assert!(
+        warned[0].contains(
+            "ServiceEntry default/byname: spec.hosts[0]: MESH_INTERNAL host \"byname.mesh\""
+        ),
+        "{warned:?}"
+    );
+}
