@@ -47,11 +47,9 @@ struct Builder<'r> {
 }
 
 impl<'r> Builder<'r> {
-    fn verdict(&self, location: Location) -> Verdict {
-        match location {
-            Location::MeshInternal => Verdict::Redirect,
-            Location::MeshExternal => self.options.external,
-        }
+    /// The verdict of service `id`'s entries (before `Verdict::on` their protocol).
+    fn verdict_of(&self, id: u32) -> Verdict {
+        verdict_for(&self.services[id as usize], self.options)
     }
 
     fn add_service(&mut self, service: Service, rank: Rank, meta: &'r Meta) -> u32 {
@@ -420,12 +418,6 @@ fn verdict_for(service: &Service, options: CompileOptions) -> Verdict {
     }
 }
 
-impl Builder<'_> {
-    fn verdict_of(&self, id: u32) -> Verdict {
-        self.verdict(self.services[id as usize].location)
-    }
-}
-
 fn resource_name(s: &Service) -> String {
     match s.kind {
         ServiceKind::ServiceEntry => format!("ServiceEntry {}/{}", s.namespace, s.name),
@@ -483,6 +475,8 @@ fn compile_service_entry<'r>(
         })
         .collect();
     let dns_resolution = matches!(se.resolution, Resolution::Dns | Resolution::DnsRoundRobin);
+    // Neither inline endpoints nor a selector (a selector that picks none still counts).
+    let no_endpoints = se.selector.is_none() && se.endpoints.is_empty();
     let mut warned_capture = BTreeSet::new();
     let mut warned_by_name = BTreeSet::new();
     for (host_index, raw_host) in se.hosts.iter().enumerate() {
@@ -511,6 +505,14 @@ fn compile_service_entry<'r>(
                 },
             );
         }
+        // A DNS service without endpoints resolves its own host (not a wildcard).
+        let resolves_itself = dns_resolution && no_endpoints && !host.contains('*');
+        // Bound to DNS: a host resolved itself is known by the addresses DNS returned (exact
+        // entries the daemon adds), never by its name alone.
+        let bound = b.options.bind_names_to_dns && resolves_itself;
+        let by_name = se.addresses.is_empty() && !bound;
+        // Known by name only: no address, endpoint, selector or resolved host to redirect by.
+        let only_by_name = se.addresses.is_empty() && no_endpoints && !dns_resolution;
         for p in &se.ports {
             let l4 = p.protocol.l4();
             // Service addresses, with the service port number.
@@ -535,24 +537,13 @@ fn compile_service_entry<'r>(
             // asks for both, which one entry cannot say: the CIDR decides). HTTP ports match by
             // Host whatever the addresses, as Istio's HTTP listener is the port's, on every
             // address. An undeclared port with addresses is the addresses'.
-            // Bound to DNS: a host resolved itself is known by the addresses DNS returned
-            // (exact entries the daemon adds), never by its name alone.
-            let resolves_itself = dns_resolution
-                && se.selector.is_none()
-                && se.endpoints.is_empty()
-                && !host.contains('*');
-            let bound = b.options.bind_names_to_dns && resolves_itself;
-            let by_name = se.addresses.is_empty() && !bound;
-            let named = name_ok
-                && l4 == L4::Tcp
+            let tcp_names = name_ok && l4 == L4::Tcp;
+            let sni =
+                tcp_names && by_name && (p.protocol.is_tls() || p.protocol == Protocol::Unset);
+            let http_host = tcp_names
                 && !bound
-                && (p.protocol.is_http()
-                    || (by_name && (p.protocol.is_tls() || p.protocol == Protocol::Unset)));
-            // Known by name only: no address, endpoint, selector or resolved host to redirect
-            // by.
-            let only_by_name =
-                by_name && se.selector.is_none() && se.endpoints.is_empty() && !dns_resolution;
-            if named
+                && (p.protocol.is_http() || (by_name && p.protocol == Protocol::Unset));
+            if (sni || http_host)
                 && only_by_name
                 && se.location == Location::MeshInternal
                 && warned_by_name.insert(host_index)
@@ -567,33 +558,30 @@ fn compile_service_entry<'r>(
                     },
                 );
             }
-            if name_ok && l4 == L4::Tcp {
-                if by_name && (p.protocol.is_tls() || p.protocol == Protocol::Unset) {
-                    b.claim(
-                        Match::Sni {
-                            name: host.clone(),
-                            port: p.number,
-                        },
-                        id,
-                    );
-                }
-                if !bound && (p.protocol.is_http() || (by_name && p.protocol == Protocol::Unset)) {
-                    b.claim(
-                        Match::Host {
-                            name: host.clone(),
-                            port: p.number,
-                        },
-                        id,
-                    );
-                }
+            if sni {
+                b.claim(
+                    Match::Sni {
+                        name: host.clone(),
+                        port: p.number,
+                    },
+                    id,
+                );
+            }
+            if http_host {
+                b.claim(
+                    Match::Host {
+                        name: host.clone(),
+                        port: p.number,
+                    },
+                    id,
+                );
             }
             // Whole-port capture: resolution NONE with neither addresses nor endpoints, on a
             // port Istio serves with a TCP listener and no name (TCP, undeclared, and the TCP
             // protocols it proxies as TCP).
             if se.resolution == Resolution::None
                 && se.addresses.is_empty()
-                && se.selector.is_none()
-                && se.endpoints.is_empty()
+                && no_endpoints
                 && p.protocol.captured_whole()
             {
                 b.claim(
@@ -642,9 +630,7 @@ fn compile_service_entry<'r>(
                     | WorkloadAddress::Unset => {}
                 }
             }
-            // DNS services without endpoints resolve their own hosts.
-            if dns_resolution && selected.is_empty() && se.selector.is_none() && !host.contains('*')
-            {
+            if resolves_itself {
                 let set = b.dns.entry((host.clone(), id)).or_default();
                 set.insert((p.number, l4));
                 if let Some(t) = p.target_port {
