@@ -129,6 +129,27 @@ impl Settings {
             clock_base: layout.clock_base,
         }
     }
+
+    /// The settings a kernel config holds: [`Self::to_config`] read back (what `inspect`
+    /// says is enforced).
+    pub fn from_config(c: &Config) -> Self {
+        Self {
+            outbound_policy: if c.outbound_policy == policy::REGISTRY_ONLY {
+                OutboundPolicy::RegistryOnly
+            } else {
+                OutboundPolicy::AllowAny
+            },
+            blocked: if c.blocked_verdict == verdict::DROP {
+                Blocked::Drop
+            } else {
+                Blocked::Reject
+            },
+            proxy_port: u16::from_be(c.proxy_port),
+            proxy_mark: c.proxy_mark,
+            events_all: c.flags & config_flags::EVENTS_ALL != 0,
+            ech_outer_sni: c.flags & config_flags::ECH_OUTER_SNI != 0,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -141,5 +162,23 @@ mod tests {
         assert_eq!("REGISTRY_ONLY".parse(), Ok(OutboundPolicy::RegistryOnly));
         assert_eq!("Allow_Any".parse(), Ok(OutboundPolicy::AllowAny));
         assert!("deny".parse::<OutboundPolicy>().is_err());
+    }
+
+    #[test]
+    fn a_config_reads_back_as_the_settings_it_was_made_of() {
+        let layout = Layout::default();
+        for s in [
+            Settings::default(),
+            Settings {
+                outbound_policy: OutboundPolicy::RegistryOnly,
+                blocked: Blocked::Drop,
+                proxy_port: 15006,
+                proxy_mark: 0x1234,
+                events_all: true,
+                ech_outer_sni: true,
+            },
+        ] {
+            assert_eq!(Settings::from_config(&s.to_config(&layout)), s);
+        }
     }
 }

@@ -252,20 +252,11 @@ pub fn run(pin_dir: &Path, what: What, json_out: bool) -> i32 {
             let fill = dp.fill_levels().unwrap_or_default();
             // What the kernel enforces now, read from its config in force (not from what a
             // daemon was told).
-            let enforcing = dp.writer().config_in_force().ok().map(|c| {
-                json!({
-                    "outbound_policy": if c.outbound_policy == classifier_common::policy::REGISTRY_ONLY {
-                        "REGISTRY_ONLY"
-                    } else {
-                        "ALLOW_ANY"
-                    },
-                    "blocked": verdict::name(c.blocked_verdict),
-                    "proxy_port": u16::from_be(c.proxy_port),
-                    "proxy_mark": format!("{:#x}", c.proxy_mark),
-                    "events_all": c.flags & classifier_common::config_flags::EVENTS_ALL != 0,
-                    "ech_outer_sni": c.flags & classifier_common::config_flags::ECH_OUTER_SNI != 0,
-                })
-            });
+            let enforcing = dp
+                .writer()
+                .config_in_force()
+                .ok()
+                .map(|c| crate::settings::Settings::from_config(&c));
             let other = json!({
                 "packets": get(counter::PACKETS), "new_flows": get(counter::NEW_FLOWS),
                 "malformed": get(counter::MALFORMED), "fragments": get(counter::FRAGMENTS),
@@ -273,6 +264,16 @@ pub fn run(pin_dir: &Path, what: What, json_out: bool) -> i32 {
                 "redirect_no_socket": get(counter::REDIRECT_NO_SOCKET), "late_redirect": get(counter::LATE_REDIRECT),
                 "events_lost": get(counter::EVENTS_LOST)});
             if json_out {
+                let enforcing = enforcing.map(|e| {
+                    json!({
+                        "outbound_policy": e.outbound_policy.to_string(),
+                        "blocked": e.blocked.to_string(),
+                        "proxy_port": e.proxy_port,
+                        "proxy_mark": format!("{:#x}", e.proxy_mark),
+                        "events_all": e.events_all,
+                        "ech_outer_sni": e.ech_outer_sni,
+                    })
+                });
                 let v = json!({"enforcing": enforcing, "by_verdict": verdicts, "by_stage": stages, "other": other,
                     "maps": fill.iter().map(|(n, u)| (n.clone(), *u)).collect::<BTreeMap<_, _>>(),
                     "generation": state.generation, "reloads": state.reloads, "reload_errors": state.reload_errors,
@@ -289,13 +290,13 @@ pub fn run(pin_dir: &Path, what: What, json_out: bool) -> i32 {
                     let _ =
                         writeln!(
                         out,
-                        "enforcing:  outbound policy {}, blocked {}, proxy port {}, mark {}{}{}",
-                        e["outbound_policy"].as_str().unwrap_or_default(),
-                        e["blocked"].as_str().unwrap_or_default(),
-                        e["proxy_port"],
-                        e["proxy_mark"].as_str().unwrap_or_default(),
-                        if e["events_all"] == true { ", events for all" } else { "" },
-                        if e["ech_outer_sni"] == true { ", ECH by outer SNI" } else { "" },
+                        "enforcing:  outbound policy {}, blocked {}, proxy port {}, mark {:#x}{}{}",
+                        e.outbound_policy,
+                        e.blocked,
+                        e.proxy_port,
+                        e.proxy_mark,
+                        if e.events_all { ", events for all" } else { "" },
+                        if e.ech_outer_sni { ", ECH by outer SNI" } else { "" },
                     );
                 }
                 let _ = writeln!(
