@@ -38,6 +38,11 @@ fn compile(loaded: &Loaded) -> Plan {
     registry::compile(&loaded.registry, CompileOptions::default())
 }
 
+/// Whether a warning of `plan` contains `needle`.
+fn warned(plan: &Plan, needle: &str) -> bool {
+    plan.warnings.iter().any(|w| w.contains(needle))
+}
+
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("test IP")
 }
@@ -261,9 +266,7 @@ fn whole_port_capture_is_compiled_and_warned() {
         }]
     );
     assert!(
-        plan.warnings
-            .iter()
-            .any(|w| w.contains("every destination on this port")),
+        warned(&plan, "every destination on this port"),
         "{:?}",
         plan.warnings
     );
@@ -562,11 +565,7 @@ spec:
     .is_none());
     // Both hosts share the entry's addresses: the first host keeps them, and one entry's own
     // hosts are no conflict to warn about.
-    assert!(
-        !plan.warnings.iter().any(|w| w.contains("wins")),
-        "{:?}",
-        plan.warnings
-    );
+    assert!(!warned(&plan, "wins"), "{:?}", plan.warnings);
 }
 
 /// Resolution NONE: a workloadSelector's workloads are the service's endpoints and nothing
@@ -695,26 +694,26 @@ items:
     let loaded = load_text(text);
     let errs = errors(&loaded);
     assert_eq!(errs.len(), 3, "{errs:?}");
-    assert!(
-        errs[0].starts_with("mem.yaml:1:1: apiVersion: kind \"ServiceEntry\" of apiVersion \"\""),
-        "{errs:?}"
-    );
-    assert!(
-        errs[0].contains("apiVersion: networking.istio.io/v1"),
-        "{errs:?}"
-    );
-    assert!(
-        errs[1].starts_with("mem.yaml:5:13: apiVersion: "),
-        "{errs:?}"
-    );
-    assert!(
-        errs[2].starts_with("mem.yaml:11:7: kind: kind \"pod\""),
-        "{errs:?}"
-    );
-    assert!(
-        errs[2].contains("`kind: Pod` with `apiVersion: v1`"),
-        "{errs:?}"
-    );
+    // Each error at its field, saying what it should have been.
+    for (err, at, says) in [
+        (
+            &errs[0],
+            "mem.yaml:1:1: apiVersion: kind \"ServiceEntry\" of apiVersion \"\"",
+            "apiVersion: networking.istio.io/v1",
+        ),
+        (
+            &errs[1],
+            "mem.yaml:5:13: apiVersion: ",
+            "\"networking.istio.io/v1beta2\"",
+        ),
+        (
+            &errs[2],
+            "mem.yaml:11:7: kind: kind \"pod\"",
+            "`kind: Pod` with `apiVersion: v1`",
+        ),
+    ] {
+        assert!(err.starts_with(at) && err.contains(says), "{errs:?}");
+    }
     let notes = loaded
         .diagnostics
         .iter()
@@ -912,11 +911,7 @@ status: {podIP: 10.244.2.2, conditions: [{type: Ready, status: 'True'}]}
 ";
     let plan = compile(&load_text(text));
     // A pod two Services select is no conflict to warn about.
-    assert!(
-        !plan.warnings.iter().any(|w| w.contains("wins")),
-        "{:?}",
-        plan.warnings
-    );
+    assert!(!warned(&plan, "wins"), "{:?}", plan.warnings);
     let got: Vec<(String, IpAddr, u16, L4, Verdict)> = plan
         .entries
         .iter()

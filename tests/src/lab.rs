@@ -350,13 +350,16 @@ impl Lab {
         ))
     }
 
+    /// How many times the daemon's log has `needle` so far.
+    pub fn log_count(&self, needle: &str) -> usize {
+        std::fs::read_to_string(self.log_path())
+            .unwrap_or_default()
+            .matches(needle)
+            .count()
+    }
+
     /// Waits until the daemon's log has `needle` `count` times in all.
-    pub fn wait_for_log_count(
-        &mut self,
-        needle: &str,
-        count: usize,
-        within: Duration,
-    ) -> Result<()> {
+    pub fn wait_for_log_count(&self, needle: &str, count: usize, within: Duration) -> Result<()> {
         let start = Instant::now();
         loop {
             let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();

@@ -140,7 +140,7 @@ fn names_decide_under_registry_only() {
 /// the flag, the scenarios' "by SNI, other IP" rows pass: Istio's spoofable behaviour).
 #[test]
 fn names_bound_to_dns_refuse_their_name_at_other_addresses() {
-    let (mut lab, _bin) = example_lab(
+    let (lab, _bin) = example_lab(
         "e2e-bind",
         &[
             "--outbound-policy",
@@ -329,13 +329,7 @@ fn reloads_are_atomic_and_bad_input_changes_nothing() {
     };
     let before = decided().expect("decisions counted for now-known.lab");
     assert!(before > 0);
-    let reloads = |lab: &Lab| {
-        std::fs::read_to_string(lab.log_path())
-            .unwrap_or_default()
-            .matches("reloading the registry")
-            .count()
-    };
-    let n = reloads(&lab);
+    let n = lab.log_count("reloading the registry");
     registry_dir(dir, Some(TCP_PORT + 1), false);
     lab_wait(&lab, "reloading the registry", n + 1);
     lab_wait_after(&lab, "reloading the registry", "registry applied");
@@ -372,13 +366,7 @@ fn reloads_are_atomic_and_bad_input_changes_nothing() {
 
     // A document that looks like a ServiceEntry but would not be read (no apiVersion) is
     // refused at its field, not skipped with a note: the registry in force stays.
-    let count = |needle: &str| {
-        std::fs::read_to_string(lab.log_path())
-            .unwrap_or_default()
-            .matches(needle)
-            .count()
-    };
-    let refused = count("registry refused");
+    let refused = lab.log_count("registry refused");
     let typo = dir.join("typo.yaml");
     std::fs::write(
         &typo,
@@ -394,7 +382,7 @@ fn reloads_are_atomic_and_bad_input_changes_nothing() {
     );
     std::fs::remove_file(&typo).unwrap();
     // Emptied, the registry is applied like any other, and said loudly.
-    let n = reloads(&lab);
+    let n = lab.log_count("reloading the registry");
     for e in std::fs::read_dir(dir).unwrap() {
         std::fs::remove_file(e.unwrap().path()).unwrap();
     }
@@ -459,18 +447,8 @@ fn lab_wait_after(lab: &Lab, mark: &str, needle: &str) {
 }
 
 fn lab_wait(lab: &Lab, needle: &str, count: usize) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let log = std::fs::read_to_string(lab.log_path()).unwrap_or_default();
-        if log.matches(needle).count() >= count {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no {needle} x{count} in:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    lab.wait_for_log_count(needle, count, Duration::from_secs(20))
+        .unwrap();
 }
 
 /// The entry counts of the daemon log's "registry applied" lines, in order.

@@ -83,8 +83,7 @@ pub fn args_from_file(
     use clap::Args as _;
     // `run`'s flags alone, none required: one at a time, each value is parsed as given.
     let cmd = crate::commands::run::RunArgs::augment_args(clap::Command::new("run"))
-        .mut_args(|a| a.required(false))
-        .no_binary_name(false);
+        .mut_args(|a| a.required(false));
     let mut out = Vec::new();
     for (k, v) in entries {
         let at = format!("{}:{}:{}", path.display(), k.mark.line, k.mark.col);
@@ -252,24 +251,25 @@ mod tests {
                 "veth0"
             ]
         );
-        std::fs::write(&f, "registy: /a\n").unwrap();
-        let err = args_from_file(&f, &[]).unwrap_err();
+        // The error reading a file of `text`.
+        let error_of = |text: &str| {
+            std::fs::write(&f, text).unwrap();
+            args_from_file(&f, &[]).unwrap_err()
+        };
+        let err = error_of("registy: /a\n");
         assert!(err.contains(":1:1:") && err.contains("registy"), "{err}");
         // Values are checked as the flags would be, at their line.
-        std::fs::write(&f, "registry: /a\npoll-ms: fast\n").unwrap();
-        let err = args_from_file(&f, &[]).unwrap_err();
+        let err = error_of("registry: /a\npoll-ms: fast\n");
         assert!(
             err.contains("c.yaml:2:10: poll-ms: invalid value 'fast'"),
             "{err}"
         );
-        std::fs::write(&f, "outbound-policy: REGISTRY_ONL\n").unwrap();
-        let err = args_from_file(&f, &[]).unwrap_err();
+        let err = error_of("outbound-policy: REGISTRY_ONL\n");
         assert!(
             err.contains("c.yaml:1:18: outbound-policy: ") && err.contains("REGISTRY_ONL"),
             "{err}"
         );
-        std::fs::write(&f, "blocked: [drop]\n").unwrap();
-        let err = args_from_file(&f, &[]).unwrap_err();
+        let err = error_of("blocked: [drop]\n");
         assert!(
             err.contains("c.yaml:1:1: blocked: takes one value, not a list"),
             "{err}"

@@ -278,9 +278,9 @@ async fn run_locked(opts: RunOptions, pins: Pins) -> Result<(), DaemonError> {
         }
         Err(rejected) => {
             // The registry pinned stays in force, under the settings this start was given:
-            // only the registry was refused, not the command line.
-            // Only from a state file that says which settings the pins hold: without one the
-            // plan read is empty, and applying it would wipe the pinned registry.
+            // only the registry was refused, not the command line. Only from a state file that
+            // says which settings the pins hold: without one the plan read is empty, and
+            // applying it would wipe the pinned registry.
             if state.settings.is_some_and(|s| s != opts.settings) {
                 let plan = state.plan.clone();
                 apply(&mut dataplane, &mut state, plan, &opts.settings)?;

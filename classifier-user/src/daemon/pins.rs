@@ -124,13 +124,12 @@ impl Pins {
     /// reporting interfaces that nothing classifies any more.
     pub fn lock(&self) -> Result<PinLock, LockError> {
         use std::io::{Read as _, Seek as _, Write as _};
-        use std::os::fd::AsRawFd as _;
+        use std::os::{fd::AsRawFd as _, unix::fs::MetadataExt as _};
         let path = self.lock_file();
         let io = |source| LockError::Io {
             path: path.clone(),
             source,
         };
-        use std::os::unix::fs::MetadataExt as _;
         std::fs::create_dir_all(STATE_ROOT).map_err(io)?;
         // A holder removes the file before it lets go (`PinLock::remove`): a lock taken on a
         // file opened before that removal is on a file no longer there, and another process
