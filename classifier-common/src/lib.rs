@@ -286,6 +286,15 @@ pub mod capacity {
 /// The longest DNS name matched (RFC 1035: 255 octets on the wire, 253 as text).
 pub const MAX_NAME_LEN: usize = 256;
 
+/// Bytes at the start of a segment's payload read for HTTP/1.x and HTTP/2 (docs/decision.md
+/// §11), a power of two: an HTTP/1.x Host and an HTTP/2 frame header must lie inside them. A
+/// request line of up to about 2 KiB (a signed or redirect URL) still leaves the Host inside
+/// (at the node's side of a veth, a request written at once arrives as one GSO packet whatever
+/// the MTU). Twice that would not fit a packet of BPF_PROG_TEST_RUN (about 3.7 KiB), so the
+/// kernel tests could not hold both sides of the limit to the model.
+pub const PAYLOAD_WINDOW: usize = 2048;
+const _: () = assert!(PAYLOAD_WINDOW.is_power_of_two());
+
 /// Slots of each CPU's entry-hit cache (`CpuCounts::hits`, docs/decision.md §8), a power of
 /// two. A decision by an entry adds one to its id's slot on this CPU when the slot holds that
 /// id; else the slot's count goes to `ENTRY_HITS` (one atomic add) and the slot takes the id.

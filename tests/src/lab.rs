@@ -479,14 +479,20 @@ impl Lab {
         })
     }
 
-    /// An HTTP/1.1 request with `host` from the workload: what answered.
+    /// An HTTP/1.1 request for `/` with `host` from the workload: what answered.
     pub fn http(&self, dst: SocketAddr, host: &str, timeout: Duration) -> Outcome {
+        self.http_path(dst, host, "/", timeout)
+    }
+
+    /// An HTTP/1.1 request for `path` with `host` from the workload, written at once: what
+    /// answered.
+    pub fn http_path(&self, dst: SocketAddr, host: &str, path: &str, timeout: Duration) -> Outcome {
         self.workload.run(|| {
             let start = Instant::now();
             match TcpStream::connect_timeout(&dst, timeout) {
                 Ok(mut s) => {
                     let req =
-                        format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+                        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
                     if let Err(e) = s.write_all(req.as_bytes()) {
                         return classify_err(&e, start);
                     }

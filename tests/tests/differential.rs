@@ -498,6 +498,10 @@ fn payload(r: &mut Rng, reg: &Registry, hellos: &Hellos, port: u16) -> Vec<u8> {
                     o.before
                         .push((format!("X-Pad-{i}"), "y".repeat(r.range(0, 60))));
                 }
+            } else if r.pct(10) {
+                // A long request line (a signed URL), putting the Host near either side of the
+                // end of the window read (`PAYLOAD_WINDOW`, 2 KiB).
+                o.path = format!("/{}", "s".repeat(r.range(900, 2100)));
             }
             o.lf_only = r.pct(10);
             let h = if r.pct(95) {

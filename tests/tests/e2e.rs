@@ -167,6 +167,35 @@ fn names_bound_to_dns_refuse_their_name_at_other_addresses() {
     assert_eq!(o.word(), "reject", "the Host at another address: {o:?}");
 }
 
+/// A real client's request whose long request line (a signed URL) puts its Host well past the
+/// first segment's MSS: written at once, it reaches the program as one packet (the veth
+/// keeps the client's GSO packet whole), and its Host is read while it lies inside the first
+/// `PAYLOAD_WINDOW` bytes (2 KiB). The name is the only thing that allows it here (an address
+/// that has no entry, under REGISTRY_ONLY): inside the window it passes, past it it is refused.
+#[test]
+fn a_long_request_line_is_decided_by_its_host() {
+    use classifier_common::PAYLOAD_WINDOW;
+    let (lab, _bin) = example_lab(
+        "e2e-longurl",
+        &["--outbound-policy", "REGISTRY_ONLY", "--blocked", "reject"],
+    );
+    let t = Duration::from_secs(2);
+    let other = SocketAddr::new(addr::UNKNOWN.parse().unwrap(), 80);
+    let name = "api.external-svc.com";
+    // "GET " + path + " HTTP/1.1\r\n" + "Host: " + name + "\r\n" must fit the window.
+    let inside = format!(
+        "/sig?{}",
+        "s".repeat(PAYLOAD_WINDOW - 4 - 11 - 6 - name.len() - 2 - 5 - 8)
+    );
+    let past = format!("/sig?{}", "s".repeat(PAYLOAD_WINDOW));
+    let o = lab.http_path(other, name, &inside, t);
+    assert_eq!(o.word(), "pass", "a {}-byte path: {o:?}", inside.len());
+    let o = lab.http_path(other, name, &past, t);
+    assert_eq!(o.word(), "reject", "a {}-byte path: {o:?}", past.len());
+    let o = lab.http_path(other, "unknown.example", "/", t);
+    assert_eq!(o.word(), "reject", "an unknown Host: {o:?}");
+}
+
 /// Removes a test's registry directory however the test ends.
 struct RemoveDir(PathBuf);
 

@@ -261,6 +261,51 @@ fn http_host_and_h2_authority() {
     assert_eq!(d.service_id, 9);
 }
 
+/// A request whose line is long (a signed or redirect URL) before its Host: found while the
+/// Host line and its value lie inside the first `PAYLOAD_WINDOW` bytes of the payload (2 KiB),
+/// refused by the policy as not inspectable once they do not. The model agrees on every one.
+#[test]
+fn http_host_after_a_long_request_line() {
+    use classifier_common::PAYLOAD_WINDOW;
+    let mut dp = dataplane();
+    let p = plan(vec![entry(host("web.example.com", 80), 9, Verdict::Pass)]);
+    let settings = registry_only(Blocked::Drop);
+    dp.apply(&p, &settings).unwrap();
+    let mut model = Model::new(&p, &settings);
+    let mut sport = 43000;
+    let mut check = |host_at: usize, want: (u8, u8)| {
+        // "GET " + path + " HTTP/1.1\r\n": the Host line starts 15 bytes after the path.
+        let o = http::RequestOptions {
+            path: format!("/{}", "q".repeat(host_at - 16)),
+            ..Default::default()
+        };
+        let req = http::request("GET", Some(b"web.example.com"), &o);
+        assert_eq!(&req[host_at..host_at + 22], b"Host: web.example.com\r");
+        sport += 1;
+        let mut f = TcpFlow::new(ip("10.0.0.1"), ip("10.20.0.2"), sport, 80, 1);
+        let what = format!("Host line at {host_at}");
+        agree(&mut dp, &mut model, &f.syn().build(), &what);
+        let d = agree(&mut dp, &mut model, &f.data(&req).build(), &what);
+        expect(&d, want.0, want.1);
+        if want.0 == verdict::PASS {
+            assert_eq!(d.service_id, 9, "{what}");
+        }
+    };
+    // The value ends at the window's end, or at its CR just inside it.
+    for host_at in [1000, 1500, PAYLOAD_WINDOW - 22, PAYLOAD_WINDOW - 21] {
+        check(host_at, (verdict::PASS, stage::HOST));
+    }
+    // The value cut by the window's end (a name that has no entry), the line's `Host:` not
+    // inside, the line after the window.
+    for host_at in [
+        PAYLOAD_WINDOW - 20,
+        PAYLOAD_WINDOW - 4,
+        PAYLOAD_WINDOW + 100,
+    ] {
+        check(host_at, (verdict::DROP, stage::POLICY));
+    }
+}
+
 /// An h2c `:authority` with a port, as curl and gRPC send it for a port that is not the
 /// scheme's, raw or Huffman-coded (as clients send it): the kernel decodes a coded value, so
 /// both lose their port as a Host does and match as names do, case-insensitively and by `*.`

@@ -2,7 +2,7 @@
 
 //!
 //! The scans run as `bpf_loop` callbacks (see names.rs): one callback body to verify instead of
-//! every turn of a 1024-byte walk. The long ones (the header lines, the value's end, the
+//! every turn of a walk over the window (`PAYLOAD_WINDOW`, 2 KiB). The long ones (the header lines, the value's end, the
 //! port's colon) take 8 bytes a turn, a turn costing about as much as a dozen bytes' work.
 
 use core::{ffi::c_void, hint::black_box, ptr::read_unaligned};
@@ -15,7 +15,7 @@ use classifier_common::{
 
 use super::{
     maps::{vget, vset, Scratch, WINDOW},
-    names::{bytes_eq, load64, run_loop_2k, scratch},
+    names::{bytes_eq, load64, run_loop, scratch},
     pkt::{opaque, Pkt},
 };
 
@@ -185,7 +185,7 @@ fn find(s: &mut Scratch, pos: usize, limit: usize, c1: u8, c2: u8) -> usize {
     vset(&mut s.hl.b, limit as u64);
     vset(&mut s.hl.arg, c1 as u64 | (c2 as u64) << 8);
     vset(&mut s.hl.a, limit as u64);
-    run_loop_2k(WINDOW / 8 + 2, find_turn);
+    run_loop(WINDOW / 8 + 2, find_turn);
     vget(&s.hl.a) as usize
 }
 
@@ -225,7 +225,7 @@ extern "C" fn scan_turn(_i: u64, _ctx: *mut c_void) -> i64 {
 fn walk(s: &mut Scratch, pos: usize, mode: u64) -> usize {
     vset(&mut s.hl.pos, pos as u64);
     vset(&mut s.hl.arg, mode);
-    run_loop_2k(WINDOW + 1, scan_turn);
+    run_loop(WINDOW + 1, scan_turn);
     vget(&s.hl.pos) as usize
 }
 
@@ -246,7 +246,7 @@ pub fn host(s: &mut Scratch, n: usize) -> usize {
     let n = n & (WINDOW * 2 - 1);
     vset(&mut s.hl.n, n as u64);
     vset(&mut s.hl.done, 0);
-    run_loop_2k((n - 1).div_ceil(8), line_turn);
+    run_loop((n - 1).div_ceil(8), line_turn);
     if vget(&s.hl.done) != FOUND {
         return 0;
     }
@@ -525,7 +525,7 @@ pub fn authority(s: &mut Scratch, n: usize, seg: usize, from: Option<usize>) -> 
     vset(&mut s.hl.seg, seg as u64);
     vset(&mut s.hl.pos, start as u64);
     vset(&mut s.hl.done, 0);
-    run_loop_2k(MAX_FRAMES, frame_turn);
+    run_loop(MAX_FRAMES, frame_turn);
     match vget(&s.hl.done) {
         FOUND => {}
         MORE => return H2::More(vget(&s.hl.a) as u32),
@@ -533,7 +533,7 @@ pub fn authority(s: &mut Scratch, n: usize, seg: usize, from: Option<usize>) -> 
     }
     vset(&mut s.hl.pos, vget(&s.hl.a));
     vset(&mut s.hl.done, 0);
-    run_loop_2k(MAX_FIELDS, field_turn);
+    run_loop(MAX_FIELDS, field_turn);
     if vget(&s.hl.done) != FOUND {
         return H2::Not;
     }
@@ -564,7 +564,7 @@ fn decode_host(s: &mut Scratch, start: usize, len: usize) -> usize {
     vset(&mut s.hl.mode, 0);
     vset(&mut s.hl.accept, 1);
     vset(&mut s.hl.done, 0);
-    run_loop_2k(len, huffman_turn);
+    run_loop(len, huffman_turn);
     let found = match vget(&s.hl.done) {
         FOUND => true,
         // The value's end (all of it read): a valid padding, or the coding is not valid.

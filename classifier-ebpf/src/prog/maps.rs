@@ -90,7 +90,7 @@ pub static ENTRY_HITS: Array<u64> =
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(capacity::EVENTS_BYTES, 0);
 
 /// Size of the payload window copied for HTTP/1.x and HTTP/2 parsing.
-pub const WINDOW: usize = 1024;
+pub const WINDOW: usize = classifier_common::PAYLOAD_WINDOW;
 /// Size of the name buffer: a suffix starts below `MAX_NAME_LEN` and is compared in 8-byte
 /// chunks, so reads reach up to twice the name length plus one chunk.
 pub const NAME_BUF: usize = 2 * MAX_NAME_LEN + 8;

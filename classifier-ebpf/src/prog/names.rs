@@ -40,10 +40,10 @@ pub(super) fn scratch() -> Option<&'static mut Scratch> {
     Some(unsafe { &mut *s })
 }
 
-/// Runs `cb` for turns `0..n` (n <= 2048) with `bpf_loop`.
+/// Runs `cb` for turns `0..n` (n < 8192) with `bpf_loop`.
 #[inline(always)]
-pub(super) fn run_loop_2k(n: usize, cb: extern "C" fn(u64, *mut c_void) -> i64) {
-    let n = opaque(n) as u32 & 2047;
+pub(super) fn run_loop(n: usize, cb: extern "C" fn(u64, *mut c_void) -> i64) {
+    let n = opaque(n) as u32 & 8191;
     // SAFETY: a callback of the signature bpf_loop expects, no context.
     unsafe { bpf_loop(n, cb as *mut c_void, core::ptr::null_mut(), 0) };
 }

@@ -9,7 +9,7 @@ pub const NAME_LIMIT: usize = 256;
 /// Most bytes of a ClientHello followed across segments.
 pub const HELLO_LIMIT: usize = 16384;
 /// Bytes of a payload read for HTTP/1.x and HTTP/2.
-pub const WINDOW: usize = 1024;
+pub const WINDOW: usize = classifier_common::PAYLOAD_WINDOW;
 
 /// What a stream prefix says as a ClientHello.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -401,9 +401,14 @@ mod tests {
             http_host(b"GET / HTTP/1.1\nHost : a\nHost:b"),
             Some(&b"b"[..])
         );
-        // Only the first 1024 bytes are read.
+        // Only the first WINDOW bytes are read: a Host line starting inside them is found, one
+        // starting after them is not.
+        let mut near = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        near.resize(WINDOW - 10, b'x');
+        near.extend_from_slice(b"\r\nHost: a\r\n\r\n");
+        assert_eq!(http_host(&near), Some(&b"a"[..]));
         let mut far = b"GET / HTTP/1.1\r\nX: ".to_vec();
-        far.resize(1030, b'x');
+        far.resize(WINDOW + 6, b'x');
         far.extend_from_slice(b"\r\nHost: a\r\n\r\n");
         assert_eq!(http_host(&far), None);
         assert_eq!(http_host(b"GET / HTTP/1.1\r\nHost: :80\r\n"), None);
