@@ -2,8 +2,9 @@
 
 //!
 //! The scans run as `bpf_loop` callbacks (see names.rs): one callback body to verify instead of
-//! every turn of a walk over the window (`PAYLOAD_WINDOW`, 2 KiB). The long ones (the header lines, the value's end, the
-//! port's colon) take 8 bytes a turn, a turn costing about as much as a dozen bytes' work.
+//! every turn of a walk over the window (`PAYLOAD_WINDOW`, 2 KiB). The long ones (the header
+//! lines, the value's end, the port's colon) take 8 bytes a turn, a turn costing about as much
+//! as a dozen bytes' work.
 
 use core::{ffi::c_void, hint::black_box, ptr::read_unaligned};
 
