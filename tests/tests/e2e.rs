@@ -171,7 +171,8 @@ fn names_bound_to_dns_refuse_their_name_at_other_addresses() {
 /// first segment's MSS: written at once, it reaches the program as one packet (the veth
 /// keeps the client's GSO packet whole), and its Host is read while it lies inside the first
 /// `PAYLOAD_WINDOW` bytes (2 KiB). The name is the only thing that allows it here (an address
-/// that has no entry, under REGISTRY_ONLY): inside the window it passes, past it it is refused.
+/// that has no entry, under REGISTRY_ONLY): inside the window it passes, past it it is refused,
+/// and so is another name that the window cuts to the registered one.
 #[test]
 fn a_long_request_line_is_decided_by_its_host() {
     use classifier_common::PAYLOAD_WINDOW;
@@ -194,6 +195,19 @@ fn a_long_request_line_is_decided_by_its_host() {
     assert_eq!(o.word(), "reject", "a {}-byte path: {o:?}", past.len());
     let o = lab.http_path(other, "unknown.example", "/", t);
     assert_eq!(o.word(), "reject", "an unknown Host: {o:?}");
+    // Another name, of which the window holds the registered one's bytes only: the Host line
+    // starts 15 bytes after the path, its value 6 after that.
+    let cut = format!(
+        "/sig?{}",
+        "s".repeat(PAYLOAD_WINDOW - 15 - 6 - name.len() - 5)
+    );
+    let spoof = format!("{name}.evil.example");
+    let o = lab.http_path(other, &spoof, &cut, t);
+    assert_eq!(
+        o.word(),
+        "reject",
+        "{spoof} cut to {name} by the window: {o:?}"
+    );
 }
 
 /// Removes a test's registry directory however the test ends.

@@ -262,8 +262,10 @@ fn http_host_and_h2_authority() {
 }
 
 /// A request whose line is long (a signed or redirect URL) before its Host: found while the
-/// Host line and its value lie inside the first `PAYLOAD_WINDOW` bytes of the payload (2 KiB),
-/// refused by the policy as not inspectable once they do not. The model agrees on every one.
+/// Host line, up to its CR, lies inside the first `PAYLOAD_WINDOW` bytes of the payload
+/// (2 KiB), refused by the policy as not inspectable once it does not. A value that runs to the
+/// window's end, or to the payload's, is no name, whatever it starts with: the bytes not read
+/// may go on with it (`web.example.com` + `.evil.test`). The model agrees on every one.
 #[test]
 fn http_host_after_a_long_request_line() {
     use classifier_common::PAYLOAD_WINDOW;
@@ -273,37 +275,64 @@ fn http_host_after_a_long_request_line() {
     dp.apply(&p, &settings).unwrap();
     let mut model = Model::new(&p, &settings);
     let mut sport = 43000;
-    let mut check = |host_at: usize, want: (u8, u8)| {
-        // "GET " + path + " HTTP/1.1\r\n": the Host line starts 15 bytes after the path.
-        let o = http::RequestOptions {
-            path: format!("/{}", "q".repeat(host_at - 16)),
-            ..Default::default()
-        };
-        let req = http::request("GET", Some(b"web.example.com"), &o);
-        assert_eq!(&req[host_at..host_at + 22], b"Host: web.example.com\r");
+    let mut send = |req: &[u8], want: (u8, u8), what: &str| {
         sport += 1;
         let mut f = TcpFlow::new(ip("10.0.0.1"), ip("10.20.0.2"), sport, 80, 1);
-        let what = format!("Host line at {host_at}");
-        agree(&mut dp, &mut model, &f.syn().build(), &what);
-        let d = agree(&mut dp, &mut model, &f.data(&req).build(), &what);
+        agree(&mut dp, &mut model, &f.syn().build(), what);
+        let d = agree(&mut dp, &mut model, &f.data(req).build(), what);
         expect(&d, want.0, want.1);
         if want.0 == verdict::PASS {
             assert_eq!(d.service_id, 9, "{what}");
         }
     };
-    // The value ends at the window's end, or at its CR just inside it.
-    for host_at in [1000, 1500, PAYLOAD_WINDOW - 22, PAYLOAD_WINDOW - 21] {
-        check(host_at, (verdict::PASS, stage::HOST));
+    // The Host line at `host_at`: "GET " + path + " HTTP/1.1\r\n" puts it 15 bytes after the
+    // path; "Host: web.example.com" has its CR at host_at + 21.
+    let request = |host_at: usize, host: &[u8]| {
+        let o = http::RequestOptions {
+            path: format!("/{}", "q".repeat(host_at - 16)),
+            ..Default::default()
+        };
+        let req = http::request("GET", Some(host), &o);
+        assert_eq!(&req[host_at..host_at + 6], b"Host: ");
+        req
+    };
+    let name = b"web.example.com".as_slice();
+    for host_at in [1000, 1500, PAYLOAD_WINDOW - 22] {
+        let what = format!("Host line at {host_at}");
+        send(&request(host_at, name), (verdict::PASS, stage::HOST), &what);
     }
-    // The value cut by the window's end (a name that has no entry), the line's `Host:` not
-    // inside, the line after the window.
+    // The CR just past the window, the value cut by it, `Host:` not inside, the line after it.
     for host_at in [
+        PAYLOAD_WINDOW - 21,
         PAYLOAD_WINDOW - 20,
         PAYLOAD_WINDOW - 4,
         PAYLOAD_WINDOW + 100,
     ] {
-        check(host_at, (verdict::DROP, stage::POLICY));
+        let what = format!("Host line at {host_at}");
+        send(
+            &request(host_at, name),
+            (verdict::DROP, stage::POLICY),
+            &what,
+        );
     }
+    // Another name whose first bytes, all the window holds of it, are the registered one.
+    let spoof = request(PAYLOAD_WINDOW - 22, b"web.example.com.evil.test");
+    send(
+        &spoof,
+        (verdict::DROP, stage::POLICY),
+        "a name cut by the window",
+    );
+    // A request whose Host value ends the segment: its next segment may go on with the name.
+    send(
+        b"GET / HTTP/1.1\r\nHost: web.example.com",
+        (verdict::DROP, stage::POLICY),
+        "a Host value that ends the segment",
+    );
+    send(
+        b"GET / HTTP/1.1\r\nHost: web.example.com\r",
+        (verdict::PASS, stage::HOST),
+        "a Host line whose CR ends the segment",
+    );
 }
 
 /// An h2c `:authority` with a port, as curl and gRPC send it for a port that is not the

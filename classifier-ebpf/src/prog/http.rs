@@ -251,9 +251,14 @@ pub fn host(s: &mut Scratch, n: usize) -> usize {
     if vget(&s.hl.done) != FOUND {
         return 0;
     }
-    // Trim blanks both sides of the line's value.
+    // Trim blanks both sides of the line's value, which must end inside the window: a value
+    // running to its end may go on in bytes not read (`api.example.com` of
+    // `api.example.com.evil.test`).
     let start = walk(s, vget(&s.hl.a) as usize, SKIP_BLANKS);
     let end = find(s, start, n, b'\r', b'\n');
+    if end >= n {
+        return 0;
+    }
     vset(&mut s.hl.a, start as u64);
     let end = walk(s, end, TRIM_BACK);
     if end <= start {

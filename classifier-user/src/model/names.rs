@@ -150,6 +150,11 @@ pub fn http_host(payload: &[u8]) -> Option<&[u8]> {
     while end < n && w[end] != b'\r' && w[end] != b'\n' {
         end += 1;
     }
+    // The line must end inside the window: a value running to its end may go on in bytes not
+    // read.
+    if end == n {
+        return None;
+    }
     while end > start && (w[end - 1] == b' ' || w[end - 1] == b'\t') {
         end -= 1;
     }
@@ -396,10 +401,33 @@ mod tests {
             Some(&b"a"[..])
         );
         assert_eq!(http_host(b"GET / HTTP/1.1\r\n\r\nHost: b\r\n"), None);
-        // A space before the colon is another header; the value may run to the window end.
+        // A space before the colon is another header.
         assert_eq!(
-            http_host(b"GET / HTTP/1.1\nHost : a\nHost:b"),
+            http_host(b"GET / HTTP/1.1\nHost : a\nHost:b\n"),
             Some(&b"b"[..])
+        );
+        // A value that runs to the end of what was read may go on in the next segment, or past
+        // the window: no name.
+        assert_eq!(http_host(b"GET / HTTP/1.1\r\nHost: api.example.com"), None);
+        assert_eq!(
+            http_host(b"GET / HTTP/1.1\r\nHost: api.example.com  "),
+            None
+        );
+        // The Host line after `pad` bytes: its value at pad + 8, 15 bytes, its CR at pad + 23.
+        let line = |pad: usize, host: &[u8]| {
+            let mut r = b"GET / HTTP/1.1\r\nX: ".to_vec();
+            r.resize(pad, b'x');
+            r.extend_from_slice(b"\r\nHost: ");
+            r.extend_from_slice(host);
+            r.extend_from_slice(b"\r\n\r\n");
+            r
+        };
+        let name = b"api.example.com";
+        assert_eq!(http_host(&line(WINDOW - 24, name)), Some(&name[..]));
+        assert_eq!(http_host(&line(WINDOW - 23, name)), None);
+        assert_eq!(
+            http_host(&line(WINDOW - 24, b"api.example.com.evil.test")),
+            None
         );
         // Only the first WINDOW bytes are read: a Host line starting inside them is found, one
         // starting after them is not.
