@@ -892,6 +892,44 @@ fn clsact_filters_and_fwmark_rules_are_not_doubled_by_a_restart_and_one_process_
     // `detach` removes both filters (the egress one is named `meshclass_inbou` in the kernel).
     lab.stop_daemon(false).unwrap();
     let pin_dir = lab.pin_dir.display().to_string();
+    // Not from another network namespace (this test's own), where the filters and the routing
+    // are not: refused, and nothing goes.
+    let out = std::process::Command::new(&bin)
+        .args(["detach", "--pin-dir", &pin_dir])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        err.contains("was run in another network namespace") && err.contains("nsenter --net="),
+        "{err}"
+    );
+    assert!(lab.pin_dir.join("links").exists(), "pins kept");
+    assert_eq!(fwmark_rules(&lab, "-4").len(), 1, "routing kept");
+    // A pin directory outside bpffs (as under `ip netns exec`, which remounts /sys without
+    // it) is refused before anything is loaded, naming the way out.
+    let elsewhere = std::env::temp_dir().join(tests::unique_name("mcnobpf", 15));
+    let elsewhere_s = elsewhere.display().to_string();
+    let registry = example_registry().display().to_string();
+    let run = [
+        "run",
+        "--registry",
+        &registry,
+        "--iface",
+        &lab.node_if,
+        "--pin-dir",
+        &elsewhere_s,
+    ];
+    for cmd in [
+        &run[..],
+        &["inspect", "counters", "--pin-dir", &elsewhere_s],
+    ] {
+        let out = lab.meshclass(&bin, cmd).unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{cmd:?}: {out:?}");
+        assert!(err.contains("is not in a bpffs mount"), "{cmd:?}: {err}");
+    }
+    assert!(!elsewhere.exists(), "{} made", elsewhere.display());
     let out = lab
         .meshclass(&bin, &["detach", "--pin-dir", &pin_dir])
         .unwrap();

@@ -4,7 +4,10 @@ use std::path::Path;
 
 use crate::{
     attach::{detach_clsact, detach_pinned_link, Attached, HOOKS},
-    daemon::{pins::Pins, state::State},
+    daemon::{
+        pins::Pins,
+        state::{current_netns, State},
+    },
     netlink::Netlink,
 };
 
@@ -20,6 +23,11 @@ pub fn run(pin_dir: &Path) -> i32 {
         }
     };
     let state_file = pins.state_file();
+    if let Some(why) = pins.not_in_bpffs() {
+        lock.remove();
+        eprintln!("error: {why}");
+        return 1;
+    }
     if !pins.dir.exists() && !state_file.exists() {
         lock.remove();
         eprintln!(
@@ -29,6 +37,22 @@ pub fn run(pin_dir: &Path) -> i32 {
         return 0;
     }
     let state = State::read(&state_file).unwrap_or_default();
+    // Interfaces and routing belong to the namespace the daemon ran in: from another, they
+    // would be left behind while the pins that name them go.
+    if let (Some(ran), Some(here)) = (state.netns, current_netns()) {
+        if ran != here {
+            lock.remove();
+            eprintln!(
+                "error: the dataplane pinned at {} was run in another network namespace \
+                 (net:[{}]), which holds its interfaces' filters and its redirect routing: \
+                 run `meshclass detach` there (`nsenter --net=/run/netns/NAME meshclass \
+                 detach ...`)",
+                pins.dir.display(),
+                ran.1
+            );
+            return 1;
+        }
+    }
     let mut failed = false;
     // TCX links: the pin holds the link; unpinning and dropping it detaches the program.
     if let Ok(rd) = std::fs::read_dir(pins.links()) {

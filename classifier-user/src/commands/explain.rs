@@ -75,10 +75,12 @@ pub fn run(args: &ExplainArgs) -> i32 {
 fn explain(args: &ExplainArgs) -> Result<i32, String> {
     let pins = Pins::new(&args.pin_dir);
     if !pins.exists() {
-        return Err(format!(
-            "no meshclass dataplane is pinned at {}",
-            args.pin_dir.display()
-        ));
+        return Err(pins.not_in_bpffs().unwrap_or_else(|| {
+            format!(
+                "no meshclass dataplane is pinned at {}",
+                args.pin_dir.display()
+            )
+        }));
     }
     let state = State::read(&pins.state_file()).map_err(|e| format!("reading the state: {e}"))?;
     let settings = state.settings.unwrap_or_default();

@@ -45,10 +45,13 @@ fn mono_to_unix_ns() -> i128 {
 pub fn run(pin_dir: &Path, follow: bool, json_out: bool) -> i32 {
     let pins = Pins::new(pin_dir);
     if !pins.exists() {
-        eprintln!(
-            "error: no meshclass dataplane is pinned at {}",
-            pin_dir.display()
-        );
+        match pins.not_in_bpffs() {
+            Some(why) => eprintln!("error: {why}"),
+            None => eprintln!(
+                "error: no meshclass dataplane is pinned at {}",
+                pin_dir.display()
+            ),
+        }
         return 2;
     }
     let data = match MapData::from_pin(pins.map(maps::EVENTS)) {

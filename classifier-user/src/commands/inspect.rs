@@ -52,10 +52,13 @@ pub fn describe(m: &Match) -> String {
 pub fn run(pin_dir: &Path, what: What, json_out: bool) -> i32 {
     let pins = Pins::new(pin_dir);
     if !pins.exists() {
-        eprintln!(
-            "error: no meshclass dataplane is pinned at {} (is `meshclass run` started, or was --pin-dir another?)",
-            pin_dir.display()
-        );
+        match pins.not_in_bpffs() {
+            Some(why) => eprintln!("error: {why}"),
+            None => eprintln!(
+                "error: no meshclass dataplane is pinned at {} (is `meshclass run` started, or was --pin-dir another?)",
+                pin_dir.display()
+            ),
+        }
         return 2;
     }
     let state = match State::read(&pins.state_file()) {

@@ -90,6 +90,8 @@ pub enum DaemonError {
     #[error(transparent)]
     Lock(#[from] pins::LockError),
     #[error("{0}")]
+    NotInBpffs(String),
+    #[error("{0}")]
     Program(#[from] aya::programs::ProgramError),
     #[error("link: {0}")]
     Link(#[from] aya::programs::links::LinkError),
@@ -174,6 +176,9 @@ async fn run_locked(opts: RunOptions, pins: Pins) -> Result<(), DaemonError> {
         ),
         None => None,
     };
+    if let Some(why) = pins.not_in_bpffs() {
+        return Err(DaemonError::NotInBpffs(why));
+    }
     let compile_options = CompileOptions {
         external: opts.external,
         bind_names_to_dns: opts.bind_names_to_dns,
@@ -263,6 +268,7 @@ async fn run_locked(opts: RunOptions, pins: Pins) -> Result<(), DaemonError> {
             .await?;
     }
     state.routing = Some((opts.settings.proxy_mark, opts.route_table));
+    state.netns = state::current_netns();
 
     let mut base_plan = None;
     let mut learned = dns::Learned::default();

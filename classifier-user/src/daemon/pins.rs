@@ -51,6 +51,36 @@ impl Pins {
         Self { dir: dir.into() }
     }
 
+    /// Why the pin directory cannot be in bpffs, when the nearest of it and its ancestors that
+    /// exists is on another file system: pins are only found, and can only be made, in a bpffs
+    /// mount. `ip netns exec` is the usual cause: it remounts /sys, without the bpffs that was
+    /// mounted at /sys/fs/bpf.
+    pub fn not_in_bpffs(&self) -> Option<String> {
+        const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+        let there = self.dir.ancestors().find(|p| p.exists())?;
+        let path = std::ffi::CString::new(there.as_os_str().as_encoded_bytes()).ok()?;
+        // SAFETY: a NUL-terminated path and a statfs the call fills.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statfs(path.as_ptr(), &mut st) } != 0 {
+            return None;
+        }
+        #[allow(
+            clippy::unnecessary_cast,
+            reason = "f_type's type differs between C libraries"
+        )]
+        let bpffs = st.f_type as i64 == BPF_FS_MAGIC;
+        (!bpffs).then(|| {
+            format!(
+                "{} is not in a bpffs mount ({} is on another file system): mount one \
+                 (`mount -t bpf bpf /sys/fs/bpf`) or give a --pin-dir inside one; in a network \
+                 namespace, enter it with `nsenter --net=/run/netns/NAME` rather than `ip netns \
+                 exec`, which remounts /sys without bpffs",
+                self.dir.display(),
+                there.display()
+            )
+        })
+    }
+
     /// Directory of the pinned maps.
     pub fn maps(&self) -> PathBuf {
         self.dir.join("maps")
@@ -212,6 +242,25 @@ fn unescape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pin_dir_outside_bpffs_is_named_with_the_way_out() {
+        // /proc is never bpffs; a directory that does not exist is judged by its ancestor.
+        let why = Pins::new("/proc/meshclass-nowhere/x")
+            .not_in_bpffs()
+            .unwrap();
+        assert!(
+            why.contains("/proc/meshclass-nowhere/x is not in a bpffs mount"),
+            "{why}"
+        );
+        assert!(why.contains("(/proc is on another file system)"), "{why}");
+        assert!(why.contains("nsenter --net="), "{why}");
+        // bpffs, where the machine has it mounted (it has wherever the daemon runs).
+        let bpffs = Path::new("/sys/fs/bpf");
+        if Pins::new(bpffs).not_in_bpffs().is_none() {
+            assert_eq!(Pins::new(bpffs.join("a/b")).not_in_bpffs(), None);
+        }
+    }
 
     #[test]
     fn link_pins_give_back_their_interface_names() {

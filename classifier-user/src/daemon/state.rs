@@ -26,6 +26,10 @@ pub struct State {
     pub interfaces: Vec<(String, String)>,
     /// fwmark rule and local route table installed for redirects.
     pub routing: Option<(u32, u32)>,
+    /// The network namespace the daemon ran in (device and inode of `/proc/self/ns/net`),
+    /// where its interfaces and routing are.
+    #[serde(default)]
+    pub netns: Option<(u64, u64)>,
     /// The registry paths being enforced.
     pub registry: Vec<String>,
     /// Unix time of the last applied registry.
@@ -242,6 +246,13 @@ impl State {
         fs::write(&tmp, serde_json::to_vec(self).map_err(io::Error::other)?)?;
         fs::rename(&tmp, path)
     }
+}
+
+/// This process's network namespace: the device and inode of `/proc/self/ns/net`.
+pub fn current_netns() -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = fs::metadata("/proc/self/ns/net").ok()?;
+    Some((m.dev(), m.ino()))
 }
 
 #[cfg(test)]
