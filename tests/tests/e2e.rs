@@ -172,11 +172,12 @@ fn names_bound_to_dns_refuse_their_name_at_other_addresses() {
 /// keeps the client's GSO packet whole), and its Host is read while it lies inside the first
 /// `PAYLOAD_WINDOW` bytes (2 KiB). The name is the only thing that allows it here (an address
 /// that has no entry, under REGISTRY_ONLY): inside the window it passes, past it it is refused,
-/// and so is another name that the window cuts to the registered one.
+/// and so is another name that the window cuts to the registered one. (Its lab then serves a
+/// `detach` from outside the daemon's network namespace.)
 #[test]
 fn a_long_request_line_is_decided_by_its_host() {
     use classifier_common::PAYLOAD_WINDOW;
-    let (lab, _bin) = example_lab(
+    let (lab, bin) = example_lab(
         "e2e-longurl",
         &["--outbound-policy", "REGISTRY_ONLY", "--blocked", "reject"],
     );
@@ -208,6 +209,27 @@ fn a_long_request_line_is_decided_by_its_host() {
         "reject",
         "{spoof} cut to {name} by the window: {o:?}"
     );
+    // `detach` from this test's network namespace, not the daemon's: refused, then done with
+    // --any-netns (for when the daemon's namespace is gone), the pins going.
+    lab.stop_daemon(false).unwrap();
+    let pin_dir = lab.pin_dir.display().to_string();
+    let detach = |extra: &[&str]| {
+        std::process::Command::new(&bin)
+            .args(["detach", "--pin-dir", &pin_dir])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = detach(&[]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--any-netns"),
+        "{out:?}"
+    );
+    assert!(lab.pin_dir.exists(), "refused, the pins stay");
+    let out = detach(&["--any-netns"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(!lab.pin_dir.exists(), "detached, the pins are gone");
 }
 
 /// Removes a test's registry directory however the test ends.

@@ -54,6 +54,10 @@ enum Command {
     Detach {
         #[arg(long, default_value = DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
+        /// Detach from another network namespace than the one the daemon ran in, for when
+        /// that one is gone (its interfaces and routing went with it).
+        #[arg(long)]
+        any_netns: bool,
     },
     /// Show what the pinned maps hold (works while the daemon is down).
     Inspect {
@@ -142,7 +146,7 @@ fn main() -> ExitCode {
             commands::compile::run(&paths, json, options)
         }
         Command::Run(args) => commands::run::run(*args),
-        Command::Detach { pin_dir } => commands::detach::run(&pin_dir),
+        Command::Detach { pin_dir, any_netns } => commands::detach::run(&pin_dir, any_netns),
         Command::Inspect {
             what,
             json,

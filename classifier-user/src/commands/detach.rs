@@ -12,7 +12,8 @@ use crate::{
 };
 
 /// Detaches and unpins everything under `pin_dir`: 0 done, 1 something could not be removed.
-pub fn run(pin_dir: &Path) -> i32 {
+/// From another network namespace than the daemon's only with `any_netns`.
+pub fn run(pin_dir: &Path, any_netns: bool) -> i32 {
     let pins = Pins::new(pin_dir);
     // Not under a running daemon: it would go on reporting interfaces nothing classifies.
     let lock = match pins.lock() {
@@ -40,13 +41,13 @@ pub fn run(pin_dir: &Path) -> i32 {
     // Interfaces and routing belong to the namespace the daemon ran in: from another, they
     // would be left behind while the pins that name them go.
     if let (Some(ran), Some(here)) = (state.netns, current_netns()) {
-        if ran != here {
+        if ran != here && !any_netns {
             lock.remove();
             eprintln!(
                 "error: the dataplane pinned at {} was run in another network namespace \
                  (net:[{}]), which holds its interfaces' filters and its redirect routing: \
                  run `meshclass detach` there (`nsenter --net=/run/netns/NAME meshclass \
-                 detach ...`)",
+                 detach ...`), or, if that namespace is gone, add --any-netns",
                 pins.dir.display(),
                 ran.1
             );
