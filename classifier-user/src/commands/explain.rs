@@ -74,13 +74,8 @@ pub fn run(args: &ExplainArgs) -> i32 {
 
 fn explain(args: &ExplainArgs) -> Result<i32, String> {
     let pins = Pins::new(&args.pin_dir);
-    if !pins.exists() {
-        return Err(pins.not_in_bpffs().unwrap_or_else(|| {
-            format!(
-                "no meshclass dataplane is pinned at {}",
-                args.pin_dir.display()
-            )
-        }));
+    if let Some(why) = pins.missing() {
+        return Err(why);
     }
     let state = State::read(&pins.state_file()).map_err(|e| format!("reading the state: {e}"))?;
     let settings = state.settings.unwrap_or_default();

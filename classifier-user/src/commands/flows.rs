@@ -44,14 +44,8 @@ fn mono_to_unix_ns() -> i128 {
 /// Prints events: buffered ones, and with `follow` new ones as they come. 0 ok, 2 no dataplane.
 pub fn run(pin_dir: &Path, follow: bool, json_out: bool) -> i32 {
     let pins = Pins::new(pin_dir);
-    if !pins.exists() {
-        match pins.not_in_bpffs() {
-            Some(why) => eprintln!("error: {why}"),
-            None => eprintln!(
-                "error: no meshclass dataplane is pinned at {}",
-                pin_dir.display()
-            ),
-        }
+    if let Some(why) = pins.missing() {
+        eprintln!("error: {why}");
         return 2;
     }
     let data = match MapData::from_pin(pins.map(maps::EVENTS)) {

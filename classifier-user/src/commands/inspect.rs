@@ -51,14 +51,8 @@ pub fn describe(m: &Match) -> String {
 /// Prints what is asked: 0 ok, 2 nothing pinned or unreadable.
 pub fn run(pin_dir: &Path, what: What, json_out: bool) -> i32 {
     let pins = Pins::new(pin_dir);
-    if !pins.exists() {
-        match pins.not_in_bpffs() {
-            Some(why) => eprintln!("error: {why}"),
-            None => eprintln!(
-                "error: no meshclass dataplane is pinned at {} (is `meshclass run` started, or was --pin-dir another?)",
-                pin_dir.display()
-            ),
-        }
+    if let Some(why) = pins.missing() {
+        eprintln!("error: {why}");
         return 2;
     }
     let state = match State::read(&pins.state_file()) {

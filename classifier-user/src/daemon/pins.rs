@@ -137,6 +137,21 @@ impl Pins {
         self.map(classifier_common::maps::LAYOUT).exists()
     }
 
+    /// For the commands that read a running dataplane: why none is found here, when none is
+    /// ([`Self::not_in_bpffs`], or nothing pinned).
+    pub fn missing(&self) -> Option<String> {
+        if self.exists() {
+            return None;
+        }
+        Some(self.not_in_bpffs().unwrap_or_else(|| {
+            format!(
+                "no meshclass dataplane is pinned at {} (is `meshclass run` started, or was \
+                 --pin-dir another?)",
+                self.dir.display()
+            )
+        }))
+    }
+
     /// The daemon's state directory for this pin directory (not in bpffs: it holds files).
     pub fn state_dir(&self) -> PathBuf {
         Path::new(STATE_ROOT).join(self.tag())
